@@ -1,0 +1,47 @@
+# make run: a working portal on http://127.0.0.1:5000 with demo users.  make test: the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+DEV_ENV := instance/dev.env
+FLASK := set -a && . ./$(DEV_ENV) && set +a && $(BIN)/flask --app portal
+
+.PHONY: run test install install-test browser oidc-provider bench screenshots lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[postgres]'
+
+install-test: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test,postgres]'
+
+run: install
+	$(BIN)/python -m portal.devsetup
+	$(FLASK) init-db
+	$(FLASK) seed-demo
+	set -a && . ./$(DEV_ENV) && set +a && $(BIN)/python run.py --port $(PORT)
+
+oidc-provider:
+	cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error
+
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+test: install-test oidc-provider browser
+	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+screenshots: install-test oidc-provider browser
+	PORTAL_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/e2e -p no:cacheprovider
+
+bench: install-test
+	$(BIN)/python bench/run_all.py
+
+lint: install-test
+	$(BIN)/pip install --quiet ruff
+	$(BIN)/ruff check portal audit tests bench run.py
+
+clean:
+	rm -rf $(VENV) instance .pytest_cache

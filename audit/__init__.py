@@ -1,0 +1,85 @@
+"""Tamper-evident audit log: hash-chained events, signed checkpoints, verification and exports.
+
+Importable without Flask or the portal, so auditors can verify logs and exports on their
+own machines with `python -m audit verify`.
+"""
+from audit.chain import (
+    GENESIS_HASH,
+    Checkpoint,
+    Entry,
+    SigningKey,
+    VerifyKey,
+    canonical_json,
+    compute_entry_hash,
+    generate_signing_key_pem,
+    load_signing_key,
+    load_verify_key,
+)
+from audit.errors import AuditWriteError, MalformedEntryError
+from audit.events import OUTCOMES, AuditEvent
+from audit.export import (
+    CSV_COLUMNS,
+    ExportDigest,
+    ExportManifest,
+    export_csv,
+    export_fhir_ndjson,
+    export_jsonl,
+    export_manifest,
+    fhir_audit_event,
+)
+from audit.filters import AuditFilter
+from audit.schema import (
+    APPEND_ONLY_DDL,
+    DROP_APPEND_ONLY_DDL,
+    audit_checkpoint,
+    audit_entry,
+    create_tables,
+    install_append_only_guard,
+    metadata,
+    remove_append_only_guard,
+)
+from audit.store import AuditStore, JsonlAuditStore, SqlAuditStore
+from audit.verify import KINDS, Problem, VerifyReport, verify, verify_file, verify_store
+
+__all__ = [
+    "APPEND_ONLY_DDL",
+    "CSV_COLUMNS",
+    "DROP_APPEND_ONLY_DDL",
+    "GENESIS_HASH",
+    "KINDS",
+    "OUTCOMES",
+    "AuditEvent",
+    "AuditFilter",
+    "AuditStore",
+    "AuditWriteError",
+    "Checkpoint",
+    "Entry",
+    "ExportDigest",
+    "ExportManifest",
+    "JsonlAuditStore",
+    "MalformedEntryError",
+    "Problem",
+    "SigningKey",
+    "SqlAuditStore",
+    "VerifyKey",
+    "VerifyReport",
+    "audit_checkpoint",
+    "audit_entry",
+    "canonical_json",
+    "compute_entry_hash",
+    "create_tables",
+    "export_csv",
+    "export_fhir_ndjson",
+    "export_jsonl",
+    "export_manifest",
+    "fhir_audit_event",
+    "generate_signing_key_pem",
+    "install_append_only_guard",
+    "load_signing_key",
+    "load_verify_key",
+    "metadata",
+    "remove_append_only_guard",
+    "verify",
+    "verify_file",
+    "verify_store",
+]

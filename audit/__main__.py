@@ -1,0 +1,138 @@
+"""Command line for auditors and operators: `python -m audit verify|export|keygen`.
+
+Exit status: 0 when everything verified (or the export/key was written), 1 when tampering
+was found, 2 for usage, I/O or database errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from tqdm import tqdm
+
+from audit.chain import SigningKey, VerifyKey, canonical_json, load_signing_key, load_verify_key
+from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
+from audit.filters import AuditFilter
+from audit.store import SqlAuditStore
+from audit.verify import VerifyReport, verify_file, verify_store
+
+EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
+
+
+def _cli_time(text: str) -> datetime:
+    """ISO-8601 date or time; without an offset it is taken as UTC."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m audit", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    check = commands.add_parser("verify", help="verify a JSONL log/export file or a database")
+    source = check.add_mutually_exclusive_group(required=True)
+    source.add_argument("file", nargs="?", help="JSONL store file or JSONL export")
+    source.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the portal database")
+    check.add_argument("--public-key", metavar="PEM_FILE", help="trusted public key (PEM file or raw base64)")
+
+    export = commands.add_parser("export", help="export (part of) the database audit log")
+    export.add_argument("--db", metavar="URL", required=True)
+    export.add_argument("--format", choices=("csv", "jsonl", "fhir"), required=True)
+    export.add_argument("--since", type=_cli_time, metavar="ISO")
+    export.add_argument("--until", type=_cli_time, metavar="ISO")
+    export.add_argument("--actor", metavar="ID")
+    export.add_argument("--patient", metavar="ID")
+    export.add_argument("--action", metavar="A")
+    export.add_argument("--outcome", choices=("allowed", "denied", "error"))
+    export.add_argument("--signing-key", metavar="KEY", required=True, help="PEM file, PEM text or raw base64")
+    export.add_argument("-o", "--output", metavar="FILE", required=True)
+
+    keygen = commands.add_parser("keygen", help="write a new Ed25519 signing key (PEM) and its public key")
+    keygen.add_argument("-o", "--output", metavar="FILE", required=True, help="private key; FILE.pub gets the public key")
+    return parser
+
+
+def _progress_bar(total: int | None) -> tqdm:
+    """Shown on stderr only for runs that take more than a second, and only on a terminal."""
+    return tqdm(total=total, unit="entries", file=sys.stderr, delay=1.0, disable=None, leave=False)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    key: VerifyKey | None = load_verify_key(args.public_key) if args.public_key else None
+    if args.db:
+        store = SqlAuditStore(sa.create_engine(args.db), None)
+        with _progress_bar(store.count()) as bar:
+            report = verify_store(store, key, bar.update)
+    else:
+        with _progress_bar(None) as bar:
+            report = verify_file(args.file, key, bar.update)
+    _warn_self_asserted(report)
+    print(report.summary())
+    return EXIT_OK if report.ok else EXIT_TAMPERED
+
+
+def _warn_self_asserted(report: VerifyReport) -> None:
+    if report.self_asserted_key and report.key_id:
+        print(
+            f"warning: signatures checked with key {report.key_id} embedded in the log itself (self-asserted); "
+            "pass --public-key to check against the portal's real key",
+            file=sys.stderr,
+        )
+
+
+def _export(args: argparse.Namespace) -> int:
+    signing_key = load_signing_key(args.signing_key)
+    store = SqlAuditStore(sa.create_engine(args.db), None)
+    audit_filter = AuditFilter(args.since, args.until, args.actor, args.patient, args.action, args.outcome)
+    entries = store.iter_entries(filter=audit_filter)
+    digest = ExportDigest()
+    if args.format == "jsonl":
+        chunks = export_jsonl(entries, signing_key, filter=audit_filter, checkpoints=store.iter_checkpoints())
+    elif args.format == "csv":
+        chunks = export_csv(entries, digest)
+    else:
+        chunks = export_fhir_ndjson(entries, digest)
+    with open(args.output, "w", encoding="utf-8", newline="") as handle:
+        handle.writelines(chunks)
+    if args.format != "jsonl":
+        _write_manifest(args, digest, signing_key, audit_filter)
+    print(f"exported to {args.output}")
+    return EXIT_OK
+
+
+def _write_manifest(args: argparse.Namespace, digest: ExportDigest, key: SigningKey, audit_filter: AuditFilter) -> None:
+    manifest = export_manifest(args.format, digest, key, filter=audit_filter)
+    with open(f"{args.output}.manifest.json", "w", encoding="utf-8") as handle:
+        json.dump(manifest.to_dict(), handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    print(f"{manifest.count} entries; signed manifest in {args.output}.manifest.json")
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    key = SigningKey.generate()
+    with open(args.output, "xb") as handle:
+        handle.write(key.private_pem())
+    with open(f"{args.output}.pub", "xb") as handle:
+        handle.write(key.public_pem())
+    print(canonical_json({"key_id": key.key_id, "public_key": key.public_raw_b64()}).decode())
+    return EXIT_OK
+
+
+COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (OSError, ValueError, sa.exc.SQLAlchemyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Exceptions with a contract: callers branch on these, so they stay few and specific."""
+from __future__ import annotations
+
+
+class AuditWriteError(RuntimeError):
+    """An event could not be durably recorded. Callers must fail closed (e.g. answer 503)."""
+
+
+class MalformedEntryError(ValueError):
+    """A stored entry or line cannot be parsed; `position` is its seq or line number."""
+
+    def __init__(self, position: int, message: str) -> None:
+        super().__init__(f"position {position}: {message}")
+        self.position = position
+        self.message = message

@@ -1,0 +1,323 @@
+"""Streaming exports for auditors: JSONL, CSV and FHIR R4 AuditEvent NDJSON.
+
+Exports are generators of str chunks, so a year of audit log streams through a Flask
+response in constant memory. Each export is covered by a signed manifest: format, count,
+SHA-256 over the exported entry hashes in order, creation time, filter, signer key id and
+public key. Together with the per-entry hashes every export carries, the manifest lets an
+auditor detect edited, dropped, added or reordered rows.
+
+JSONL exports embed everything: a header line announcing the export, the entries (plus
+the store's checkpoints when the export is the contiguous chain) and the manifest as the
+last line. CSV and FHIR have no room for it, so the caller ships `export_manifest(...)`
+as a sidecar file or response header.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from audit.chain import Checkpoint, Entry, SigningKey, VerifyKey, canonical_json
+from audit.events import format_time, parse_time, utcnow
+from audit.filters import AuditFilter
+
+CHUNK_SIZE = 64 * 1024
+
+CSV_COLUMNS: tuple[str, ...] = (
+    "seq", "time", "actor_id", "actor_role", "action", "outcome", "patient_id", "resource_type",
+    "resource_id", "reason", "source_ip", "user_agent", "request_id", "session_hash", "details",
+    "prev_hash", "entry_hash",
+)
+"""CSV header, in order. `time` is ISO-8601 UTC with 'Z'; `details` is canonical JSON; empty
+cells are None. With these values an entry's hash can be recomputed from its row."""
+
+PORTAL_SYSTEM = "urn:patient-portal"
+EXTENSION_BASE = "https://patient-portal.example/fhir/StructureDefinition/audit-chain"
+FHIR_OUTCOMES = {"allowed": "0", "denied": "4", "error": "8"}
+_VERB_CODES = {
+    "C": {"create", "upload", "send", "register", "grant", "invite"},
+    "R": {"read", "view", "download", "list", "open"},
+    "U": {"update", "edit", "change", "rotate", "review"},
+    "D": {"delete", "revoke", "remove", "erase"},
+}
+_AUTH_PREFIXES = ("signin", "signout", "login", "logout", "session", "mfa")
+
+
+class ExportDigest:
+    """Count and SHA-256 over the entry hashes of an export, accumulated while it streams."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.first_seq = 0
+        self._sha = hashlib.sha256()
+
+    def add(self, entry: Entry) -> None:
+        if self.count == 0:
+            self.first_seq = entry.seq
+        self.count += 1
+        self._sha.update(entry.entry_hash.encode("ascii"))
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry]) -> ExportDigest:
+        """Digest without exporting: lets a server send the manifest before the body (two passes)."""
+        digest = cls()
+        for entry in entries:
+            digest.add(entry)
+        return digest
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """The signed description of one export; `signature` covers every other field."""
+
+    format: str
+    count: int
+    digest: str
+    created: str
+    filter: str
+    contiguous: bool
+    first_seq: int
+    key_id: str
+    public_key: str
+    signature: str = field(default="", compare=False)
+
+    def payload(self) -> bytes:
+        values = asdict(self)
+        del values["signature"]
+        return canonical_json(values)
+
+    def signature_ok(self, key: VerifyKey) -> bool:
+        return self.key_id == key.key_id and key.verify(self.payload(), self.signature)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": "manifest", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExportManifest:
+        values = {name: data[name] for name in cls.__dataclass_fields__}
+        parse_time(values["created"])
+        return cls(**values)
+
+
+def export_manifest(
+    fmt: str,
+    source: ExportDigest | Iterable[Entry],
+    signing_key: SigningKey,
+    *,
+    filter: AuditFilter | None = None,
+    contiguous: bool | None = None,
+    created: datetime | None = None,
+) -> ExportManifest:
+    """Sign a manifest for an export, from the digest filled while streaming or from the entries.
+
+    `contiguous` (default: no filter) tells the verifier it may also check chain links.
+    """
+    digest = source if isinstance(source, ExportDigest) else ExportDigest.of(source)
+    unsigned = ExportManifest(
+        format=fmt,
+        count=digest.count,
+        digest=digest.hexdigest(),
+        created=format_time(created or utcnow()),
+        filter=(filter or AuditFilter()).describe(),
+        contiguous=_is_contiguous(filter, contiguous),
+        first_seq=digest.first_seq,
+        key_id=signing_key.key_id,
+        public_key=signing_key.public_raw_b64(),
+    )
+    return ExportManifest(**{**asdict(unsigned), "signature": signing_key.sign(unsigned.payload())})
+
+
+def _is_contiguous(filter: AuditFilter | None, contiguous: bool | None) -> bool:
+    if contiguous is not None:
+        return contiguous
+    return filter is None or filter.is_empty
+
+
+def _chunked(lines: Iterable[str]) -> Iterator[str]:
+    """Group small lines into ~64 KiB chunks: fewer writes, still constant memory."""
+    buffer: list[str] = []
+    size = 0
+    for line in lines:
+        buffer.append(line)
+        size += len(line)
+        if size >= CHUNK_SIZE:
+            yield "".join(buffer)
+            buffer, size = [], 0
+    if buffer:
+        yield "".join(buffer)
+
+
+def _json_line(record: dict[str, Any]) -> str:
+    return canonical_json(record).decode("utf-8") + "\n"
+
+
+def _counted(entries: Iterable[Entry], digest: ExportDigest) -> Iterator[Entry]:
+    for entry in entries:
+        digest.add(entry)
+        yield entry
+
+
+def export_jsonl(
+    entries: Iterable[Entry],
+    signing_key: SigningKey,
+    *,
+    filter: AuditFilter | None = None,
+    checkpoints: Iterable[Checkpoint] = (),
+    contiguous: bool | None = None,
+) -> Iterator[str]:
+    """Self-verifying JSONL: export header, entries, then the signed manifest as the last line.
+
+    For a contiguous export, pass the store's checkpoints: those whose count falls inside
+    the exported range are interleaved after their entry, so `verify_file` can check them.
+    """
+    contiguous = _is_contiguous(filter, contiguous)
+    return _chunked(_jsonl_lines(entries, signing_key, filter, iter(checkpoints) if contiguous else iter(()),
+                                 contiguous))
+
+
+def _jsonl_lines(
+    entries: Iterable[Entry],
+    signing_key: SigningKey,
+    filter: AuditFilter | None,
+    checkpoints: Iterator[Checkpoint],
+    contiguous: bool,
+) -> Iterator[str]:
+    yield _json_line({
+        "type": "export",
+        "format": "jsonl",
+        "contiguous": contiguous,
+        "filter": (filter or AuditFilter()).describe(),
+        "key_id": signing_key.key_id,
+        "public_key": signing_key.public_raw_b64(),
+    })
+    digest = ExportDigest()
+    pending = next(checkpoints, None)
+    for entry in _counted(entries, digest):
+        yield _json_line(entry.to_record())
+        while pending is not None and pending.count <= entry.seq:
+            if pending.count == entry.seq:
+                yield _json_line(pending.to_record())
+            pending = next(checkpoints, None)
+    manifest = export_manifest("jsonl", digest, signing_key, filter=filter, contiguous=contiguous)
+    yield _json_line(manifest.to_dict())
+
+
+def csv_row(entry: Entry) -> dict[str, str]:
+    """One CSV row: identifiers as text, details as canonical JSON, None as an empty cell."""
+    values = entry.event.to_dict()
+    values["details"] = canonical_json(values["details"]).decode("utf-8")
+    values.update(seq=entry.seq, prev_hash=entry.prev_hash, entry_hash=entry.entry_hash)
+    return {column: "" if values[column] is None else str(values[column]) for column in CSV_COLUMNS}
+
+
+def export_csv(entries: Iterable[Entry], digest: ExportDigest | None = None) -> Iterator[str]:
+    """CSV with the CSV_COLUMNS header; fill `digest` to sign a manifest afterwards."""
+    return _chunked(_csv_lines(_counted(entries, digest or ExportDigest())))
+
+
+def _csv_lines(entries: Iterable[Entry]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    yield buffer.getvalue()
+    for entry in entries:
+        buffer.seek(0)
+        buffer.truncate()
+        writer.writerow(csv_row(entry))
+        yield buffer.getvalue()
+
+
+def fhir_action_code(action: str) -> str:
+    """FHIR AuditEvent.action (C/R/U/D/E) from the verb in an action like 'chart.read'."""
+    verb = action.rsplit(".", 1)[-1].lower()
+    return next((code for code, verbs in _VERB_CODES.items() if verb in verbs), "E")
+
+
+def _fhir_type(action: str) -> dict[str, str]:
+    if action.split(".", 1)[0].lower() in _AUTH_PREFIXES:
+        return {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114",
+                "display": "User Authentication"}
+    return {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",
+            "display": "RESTful Operation"}
+
+
+def _fhir_agent(entry: Entry) -> dict[str, Any]:
+    event = entry.event
+    agent: dict[str, Any] = {"requestor": True}
+    if event.actor_id is not None:
+        agent["who"] = {"identifier": {"system": f"{PORTAL_SYSTEM}:user", "value": event.actor_id}}
+    if event.actor_role is not None:
+        agent["role"] = [{"coding": [{"system": f"{PORTAL_SYSTEM}:role", "code": event.actor_role}],
+                          "text": event.actor_role}]
+    if event.source_ip is not None:
+        agent["network"] = {"address": event.source_ip, "type": "2"}
+    return agent
+
+
+def _detail(kind: str, value: Any) -> dict[str, str]:
+    return {"type": kind, "valueString": str(value)}
+
+
+def _fhir_entities(entry: Entry) -> list[dict[str, Any]]:
+    event = entry.event
+    entities = []
+    if event.patient_id is not None:
+        entities.append({
+            "what": {"reference": f"Patient/{event.patient_id}"},
+            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1",
+                     "display": "Person"},
+            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1",
+                     "display": "Patient"},
+        })
+    if event.resource_type is not None and event.resource_id is not None:
+        entities.append({"what": {"reference": f"{event.resource_type}/{event.resource_id}"}})
+    context = [("seq", entry.seq), ("prev_hash", entry.prev_hash), ("entry_hash", entry.entry_hash)]
+    context += [(name, getattr(event, name)) for name in ("request_id", "session_hash", "user_agent", "reason")]
+    context += sorted(event.details.items())
+    entities.append({
+        "what": {"identifier": {"system": f"{PORTAL_SYSTEM}:audit-entry", "value": str(entry.seq)}},
+        "description": "audit chain entry",
+        "detail": [_detail(name, value) for name, value in context if value is not None],
+    })
+    return entities
+
+
+def fhir_audit_event(entry: Entry, observer: str = "patient-portal") -> dict[str, Any]:
+    """A FHIR R4 AuditEvent resource (as JSON dict) for one entry; chain hashes ride along as
+    extensions and as details of the audit-entry entity."""
+    event = entry.event
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": f"audit-{entry.seq}",
+        "extension": [
+            {"url": f"{EXTENSION_BASE}#seq", "valueInteger": entry.seq},
+            {"url": f"{EXTENSION_BASE}#prev_hash", "valueString": entry.prev_hash},
+            {"url": f"{EXTENSION_BASE}#entry_hash", "valueString": entry.entry_hash},
+        ],
+        "type": _fhir_type(event.action),
+        "subtype": [{"system": f"{PORTAL_SYSTEM}:audit-action", "code": event.action}],
+        "action": fhir_action_code(event.action),
+        "recorded": format_time(event.time),
+        "outcome": FHIR_OUTCOMES[event.outcome],
+        "agent": [_fhir_agent(entry)],
+        "source": {"observer": {"display": observer}, "site": observer},
+        "entity": _fhir_entities(entry),
+    }
+    if event.reason is not None:
+        resource["outcomeDesc"] = event.reason
+    return resource
+
+
+def export_fhir_ndjson(
+    entries: Iterable[Entry], digest: ExportDigest | None = None, observer: str = "patient-portal"
+) -> Iterator[str]:
+    """FHIR Bulk-Data style NDJSON: one AuditEvent per line; fill `digest` for the manifest."""
+    counted = _counted(entries, digest or ExportDigest())
+    return _chunked(_json_line(fhir_audit_event(entry, observer)) for entry in counted)

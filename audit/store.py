@@ -1,0 +1,433 @@
+"""Append-only audit stores: a SQL store for the portal and a JSONL file store.
+
+Both serialise appends (one writer extends the chain at a time, across threads and
+processes), so no entry is lost or duplicated and every entry links to its true
+predecessor. Every write failure surfaces as AuditWriteError so callers can fail closed.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_json
+from audit.errors import AuditWriteError, MalformedEntryError
+from audit.events import AuditEvent
+from audit.filters import AuditFilter
+from audit.schema import audit_checkpoint, audit_entry
+
+# pg_advisory_xact_lock key shared by every portal process: ASCII "AUDIT".
+ADVISORY_LOCK_KEY = 0x4155444954
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+WRITE_ATTEMPTS = 8
+PAGE_SIZE = 1000
+
+T = TypeVar("T")
+
+_EVENT_COLUMNS = (
+    "time", "actor_id", "actor_role", "action", "outcome", "patient_id", "resource_type",
+    "resource_id", "reason", "source_ip", "user_agent", "request_id", "session_hash",
+)
+
+
+class AuditStore(ABC):
+    """The interface both stores share; the portal, CLI and verifier only use this."""
+
+    def __init__(self, signing_key: SigningKey | None, checkpoint_every: int) -> None:
+        if checkpoint_every < 1:
+            raise ValueError("checkpoint_every must be at least 1")
+        self.signing_key = signing_key
+        self.checkpoint_every = checkpoint_every
+
+    def append(self, event: AuditEvent) -> Entry:
+        return self.append_many([event])[0]
+
+    @abstractmethod
+    def append_many(self, events: Iterable[AuditEvent]) -> list[Entry]:
+        """Append all events in one atomic step, in order."""
+
+    @abstractmethod
+    def iter_entries(self, after_seq: int = 0, filter: AuditFilter | None = None) -> Iterator[Entry]:
+        """Stream entries with seq > after_seq in seq order, optionally filtered."""
+
+    @abstractmethod
+    def head(self) -> tuple[int, str]:
+        """(seq, entry_hash) of the newest entry; (0, GENESIS_HASH) when empty."""
+
+    @abstractmethod
+    def checkpoint(self) -> Checkpoint:
+        """Sign and store a checkpoint of the current head now."""
+
+    @abstractmethod
+    def iter_checkpoints(self) -> Iterator[Checkpoint]:
+        """Stream checkpoints in the order they were written."""
+
+    @abstractmethod
+    def count(self) -> int:
+        """Number of entries stored."""
+
+    def _key(self) -> SigningKey:
+        if self.signing_key is None:
+            raise AuditWriteError("this audit store was opened without a signing key and is read-only")
+        return self.signing_key
+
+    def _extend(self, head: tuple[int, str], events: list[AuditEvent]) -> tuple[list[Entry], list[Checkpoint]]:
+        """Chain events onto head, signing a checkpoint at every multiple of checkpoint_every."""
+        seq, prev_hash = head
+        entries, checkpoints = [], []
+        for event in events:
+            seq += 1
+            entry = Entry.create(seq, prev_hash, event)
+            entries.append(entry)
+            prev_hash = entry.entry_hash
+            if seq % self.checkpoint_every == 0:
+                checkpoints.append(Checkpoint.sign(seq, prev_hash, self._key()))
+        return entries, checkpoints
+
+
+def entry_to_row(entry: Entry) -> dict[str, Any]:
+    """Column values of an audit_entry row; details stored as canonical JSON text."""
+    row = {name: getattr(entry.event, name) for name in _EVENT_COLUMNS}
+    row.update(
+        seq=entry.seq,
+        details=canonical_json(dict(entry.event.details)).decode("utf-8"),
+        prev_hash=entry.prev_hash,
+        entry_hash=entry.entry_hash,
+    )
+    return row
+
+
+def _row_entry(row: sa.Row) -> Entry:
+    """Rebuild an entry from its row; an unparseable row becomes MalformedEntryError, not a crash."""
+    try:
+        values = {name: getattr(row, name) for name in _EVENT_COLUMNS}
+        event = AuditEvent(details=json.loads(row.details), **values)
+    except (ValueError, TypeError) as exc:
+        raise MalformedEntryError(row.seq, f"unreadable audit row: {exc}") from None
+    return Entry(row.seq, event, row.prev_hash, row.entry_hash)
+
+
+def _checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "count": checkpoint.count,
+        "head_hash": checkpoint.head_hash,
+        "created": checkpoint.created,
+        "key_id": checkpoint.key_id,
+        "signature": checkpoint.signature,
+        "public_key": checkpoint.public_key,
+    }
+
+
+def _row_checkpoint(row: sa.Row) -> Checkpoint:
+    return Checkpoint(row.count, row.head_hash, row.created, row.key_id, row.signature, row.public_key)
+
+
+def filter_clauses(filter: AuditFilter | None) -> list[sa.ColumnElement[bool]]:
+    """SQL WHERE clauses equivalent to AuditFilter.matches, so filtering happens in the database."""
+    if filter is None:
+        return []
+    columns = audit_entry.c
+    clauses = []
+    if filter.since is not None:
+        clauses.append(columns.time >= filter.since)
+    if filter.until is not None:
+        clauses.append(columns.time < filter.until)
+    for name in ("actor_id", "patient_id", "action", "outcome"):
+        value = getattr(filter, name)
+        if value is not None:
+            clauses.append(columns[name] == value)
+    return clauses
+
+
+def _retryable(exc: sa.exc.DBAPIError) -> bool:
+    """Lock contention (SQLite busy) or a lost race for a seq (unique violation) is worth retrying."""
+    if isinstance(exc, sa.exc.IntegrityError):
+        return True
+    text = str(exc.orig).lower()
+    return isinstance(exc, sa.exc.OperationalError) and ("locked" in text or "busy" in text)
+
+
+class SqlAuditStore(AuditStore):
+    """Audit log in the portal's database (tables from audit.schema).
+
+    Each append is one short transaction: take a serialising lock (pg_advisory_xact_lock
+    on PostgreSQL, BEGIN IMMEDIATE on SQLite), read the head, insert seq+1.., commit.
+    The primary key on seq backs this up: a writer that somehow raced loses with a unique
+    violation and retries on the new head instead of forking the chain.
+    """
+
+    def __init__(self, engine: sa.Engine, signing_key: SigningKey | None, checkpoint_every: int = 100) -> None:
+        super().__init__(signing_key, checkpoint_every)
+        self.engine = engine
+        self._lock = threading.Lock()
+
+    def append_many(self, events: Iterable[AuditEvent]) -> list[Entry]:
+        events = list(events)
+        if not events:
+            return []
+        self._key()
+        return self._write(lambda conn: self._append_locked(conn, events))
+
+    def checkpoint(self) -> Checkpoint:
+        self._key()
+        return self._write(self._checkpoint_locked)
+
+    def _append_locked(self, conn: sa.Connection, events: list[AuditEvent]) -> list[Entry]:
+        entries, checkpoints = self._extend(self._read_head(conn), events)
+        conn.execute(audit_entry.insert(), [entry_to_row(entry) for entry in entries])
+        for checkpoint in checkpoints:
+            conn.execute(audit_checkpoint.insert(), _checkpoint_row(checkpoint))
+        return entries
+
+    def _checkpoint_locked(self, conn: sa.Connection) -> Checkpoint:
+        count, head_hash = self._read_head(conn)
+        checkpoint = Checkpoint.sign(count, head_hash, self._key())
+        conn.execute(audit_checkpoint.insert(), _checkpoint_row(checkpoint))
+        return checkpoint
+
+    def _write(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run work(conn) in a locked transaction, retrying contention; anything else fails closed."""
+        try:
+            with self._lock:
+                for attempt in range(WRITE_ATTEMPTS - 1):
+                    try:
+                        return self._transaction(work)
+                    except sa.exc.DBAPIError as exc:
+                        if not _retryable(exc):
+                            raise
+                        time.sleep(0.01 * 2**attempt)
+                return self._transaction(work)
+        except AuditWriteError:
+            raise
+        except Exception as exc:
+            raise AuditWriteError(f"audit event not recorded: {type(exc).__name__}: {exc}") from exc
+
+    def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="READ COMMITTED")
+            try:
+                self._serialise(conn)
+                result = work(conn)
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            return result
+
+    @staticmethod
+    def _serialise(conn: sa.Connection) -> None:
+        """Take the cross-process append lock for the rest of this transaction."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_LOCK_KEY)))
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            if not conn.connection.driver_connection.in_transaction:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    @staticmethod
+    def _read_head(conn: sa.Connection) -> tuple[int, str]:
+        row = conn.execute(
+            sa.select(audit_entry.c.seq, audit_entry.c.entry_hash).order_by(audit_entry.c.seq.desc()).limit(1)
+        ).first()
+        return (row.seq, row.entry_hash) if row else (0, GENESIS_HASH)
+
+    def head(self) -> tuple[int, str]:
+        with self.engine.connect() as conn:
+            return self._read_head(conn)
+
+    def count(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(audit_entry)).scalar_one()
+
+    def iter_entries(self, after_seq: int = 0, filter: AuditFilter | None = None) -> Iterator[Entry]:
+        """Keyset-paged reads: constant memory, and no transaction held open between pages."""
+        query = sa.select(audit_entry).where(*filter_clauses(filter)).order_by(audit_entry.c.seq).limit(PAGE_SIZE)
+        last = after_seq
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.where(audit_entry.c.seq > last)).all()
+            for row in rows:
+                yield _row_entry(row)
+            if len(rows) < PAGE_SIZE:
+                return
+            last = rows[-1].seq
+
+    def iter_checkpoints(self) -> Iterator[Checkpoint]:
+        query = sa.select(audit_checkpoint).order_by(audit_checkpoint.c.id).limit(PAGE_SIZE)
+        last = 0
+        while True:
+            with self.engine.connect() as conn:
+                rows = conn.execute(query.where(audit_checkpoint.c.id > last)).all()
+            for row in rows:
+                yield _row_checkpoint(row)
+            if len(rows) < PAGE_SIZE:
+                return
+            last = rows[-1].id
+
+
+def read_jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
+    """Yield (line number, raw line) for each line present when reading started.
+
+    The size is taken under a shared lock, so a line that a concurrent writer is still
+    appending is never read half-written.
+    """
+    with open(path, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        size = os.fstat(handle.fileno()).st_size
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        consumed = 0
+        for number, line in enumerate(handle, start=1):
+            consumed += len(line)
+            if consumed > size:
+                return
+            yield number, line
+
+
+def parse_jsonl_line(number: int, line: bytes) -> dict[str, Any]:
+    """One record; anything that is not a complete JSON object raises MalformedEntryError(number)."""
+    if not line.endswith(b"\n"):
+        raise MalformedEntryError(number, "incomplete last line (truncated write)")
+    try:
+        record = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedEntryError(number, f"not valid JSON: {exc}") from None
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        raise MalformedEntryError(number, "not a JSON object with a 'type'")
+    return record
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, record); a malformed line raises MalformedEntryError naming it."""
+    for number, line in read_jsonl_lines(path):
+        yield number, parse_jsonl_line(number, line)
+
+
+def _jsonl_line(record: dict[str, Any]) -> bytes:
+    return canonical_json(record) + b"\n"
+
+
+class JsonlAuditStore(AuditStore):
+    """Audit log in a JSON Lines file: for deployments without a database and for tests.
+
+    Writers take an exclusive flock, read the head from the file's tail and append all
+    their lines with a single write, so several processes can share one file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        signing_key: SigningKey | None,
+        checkpoint_every: int = 100,
+        fsync: bool = True,
+    ) -> None:
+        super().__init__(signing_key, checkpoint_every)
+        self.path = os.fspath(path)
+        self.fsync = fsync
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[int]:
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, mode)
+            yield fd
+        finally:
+            os.close(fd)
+
+    def append_many(self, events: Iterable[AuditEvent]) -> list[Entry]:
+        events = list(events)
+        if not events:
+            return []
+        self._key()
+        try:
+            with self._lock, self._locked(fcntl.LOCK_EX) as fd:
+                entries, checkpoints = self._extend(_tail_head(fd), events)
+                self._write(fd, _interleave(entries, checkpoints))
+        except (OSError, ValueError) as exc:
+            raise AuditWriteError(f"audit event not recorded: {exc}") from exc
+        return entries
+
+    def checkpoint(self) -> Checkpoint:
+        key = self._key()
+        try:
+            with self._lock, self._locked(fcntl.LOCK_EX) as fd:
+                checkpoint = Checkpoint.sign(*_tail_head(fd), key)
+                self._write(fd, [checkpoint.to_record()])
+        except (OSError, ValueError) as exc:
+            raise AuditWriteError(f"checkpoint not recorded: {exc}") from exc
+        return checkpoint
+
+    def _write(self, fd: int, records: list[dict[str, Any]]) -> None:
+        data = b"".join(_jsonl_line(record) for record in records)
+        if os.write(fd, data) != len(data):
+            raise AuditWriteError("short write to the audit log")
+        if self.fsync:
+            os.fsync(fd)
+
+    def head(self) -> tuple[int, str]:
+        if not os.path.exists(self.path):
+            return 0, GENESIS_HASH
+        with self._locked(fcntl.LOCK_SH) as fd:
+            return _tail_head(fd)
+
+    def count(self) -> int:
+        """Entries are only ever appended with consecutive seqs, so the head seq is the count."""
+        return self.head()[0]
+
+    def _records(self, kind: str) -> Iterator[dict[str, Any]]:
+        if not os.path.exists(self.path):
+            return
+        for _, record in read_jsonl(self.path):
+            if record["type"] == kind:
+                yield record
+
+    def iter_entries(self, after_seq: int = 0, filter: AuditFilter | None = None) -> Iterator[Entry]:
+        for record in self._records("entry"):
+            entry = Entry.from_record(record)
+            if entry.seq > after_seq and (filter is None or filter.matches(entry.event)):
+                yield entry
+
+    def iter_checkpoints(self) -> Iterator[Checkpoint]:
+        for record in self._records("checkpoint"):
+            yield Checkpoint.from_record(record)
+
+
+def _interleave(entries: list[Entry], checkpoints: list[Checkpoint]) -> list[dict[str, Any]]:
+    """Records in file order: each checkpoint right after the entry it signs."""
+    by_count = {checkpoint.count: checkpoint for checkpoint in checkpoints}
+    records = []
+    for entry in entries:
+        records.append(entry.to_record())
+        if entry.seq in by_count:
+            records.append(by_count[entry.seq].to_record())
+    return records
+
+
+def _tail_head(fd: int) -> tuple[int, str]:
+    """Find the last entry by reading backwards from the end, so appends stay O(1) in file size."""
+    position = os.fstat(fd).st_size
+    if position == 0:
+        return 0, GENESIS_HASH
+    if os.pread(fd, 1, position - 1) != b"\n":
+        raise AuditWriteError("the audit log ends with an incomplete line; verify it before appending")
+    partial = b""
+    while position > 0:
+        step = min(65536, position)
+        position -= step
+        lines = (os.pread(fd, step, position) + partial).split(b"\n")
+        partial = lines.pop(0) if position > 0 else b""
+        for line in reversed(lines):
+            if line.strip():
+                record = json.loads(line)
+                if record.get("type") == "entry":
+                    return record["seq"], record["entry_hash"]
+    return 0, GENESIS_HASH

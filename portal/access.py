@@ -1,0 +1,127 @@
+"""The one call site shape for access: decide with policy.can and write the audit event together.
+
+``authorize`` is what views and Socket.IO handlers call before touching PHI; ``record`` writes an
+event that has no policy decision (sign-in, sign-out, exports, key rotation). Both raise
+``AuditUnavailable`` when the event cannot be appended, so the caller never serves PHI unaudited.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Mapping
+
+from flask import g, has_request_context, request, session
+from flask_login import current_user
+
+from audit import AuditEvent, AuditWriteError
+from portal import policy, services
+from portal.policy import ChartRef, Decision
+
+log = logging.getLogger(__name__)
+
+
+class AuditUnavailable(RuntimeError):
+    """The audit log could not be written: the request fails closed with 503."""
+
+
+class AccessDenied(RuntimeError):
+    """policy.can said no; the error handlers turn this into 403 (or 404 when the decision conceals)."""
+
+    def __init__(self, decision: Decision, action: str, resource: object = None):
+        super().__init__(decision.reason)
+        self.decision = decision
+        self.action = action
+        self.resource = resource
+
+
+def authorize(action: str, resource: object = None, *, details: Mapping | None = None) -> Decision:
+    """Decide, audit the decision, and raise AccessDenied when it is a refusal."""
+    user = current_user if current_user and current_user.is_authenticated else None
+    decision = policy.can(user, action, resource)
+    record(
+        action,
+        decision.outcome,
+        reason=decision.reason,
+        details={**(details or {}), **({"break_glass": decision.break_glass_id} if decision.break_glass_id else {})},
+        **_resource_fields(resource),
+    )
+    if not decision.allowed:
+        raise AccessDenied(decision, action, resource)
+    return decision
+
+
+def record(
+    action: str,
+    outcome: str,
+    *,
+    reason: str | None = None,
+    patient_id: str | None = None,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    details: Mapping | None = None,
+    actor_id: str | None = None,
+    actor_role: str | None = None,
+) -> None:
+    """Append one audit event for the current request; never include PHI values in it."""
+    user = current_user if has_request_context() and current_user and current_user.is_authenticated else None
+    event = AuditEvent(
+        actor_id=actor_id or (user.id if user else None),
+        actor_role=actor_role or (",".join(sorted(user.role_set)) if user else None),
+        action=action,
+        outcome=outcome,
+        patient_id=patient_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        reason=reason,
+        details=dict(details or {}),
+        **_request_fields(),
+    )
+    try:
+        services.audit_store().append(event)
+    except AuditWriteError as exc:
+        log.error("audit append failed", extra={"action": action, "error": type(exc).__name__})
+        raise AuditUnavailable("the audit log is unavailable") from exc
+    from portal.observability import note_audit_event
+
+    note_audit_event(event)
+
+
+def request_id() -> str:
+    if "request_id" not in g:
+        supplied = request.headers.get("X-Request-ID", "")
+        g.request_id = supplied if _valid_request_id(supplied) else uuid.uuid4().hex
+    return g.request_id
+
+
+def _valid_request_id(value: str) -> bool:
+    return 8 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
+
+
+def session_hash() -> str | None:
+    token = session.get("sid")
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
+
+
+def _request_fields() -> dict:
+    if not has_request_context():
+        return {}
+    return {
+        "source_ip": request.remote_addr,
+        "user_agent": (request.user_agent.string or "")[:200] or None,
+        "request_id": request_id(),
+        "session_hash": session_hash(),
+    }
+
+
+def _resource_fields(resource: object) -> dict:
+    if isinstance(resource, ChartRef):
+        return {"patient_id": resource.patient_id, "resource_type": resource.section, "resource_id": resource.patient_id}
+    conversation_id = getattr(resource, "id", None)
+    if conversation_id is not None:
+        return {
+            "patient_id": getattr(resource, "patient_id", None),
+            "resource_type": type(resource).__name__.lower(),
+            "resource_id": conversation_id,
+        }
+    return {}

@@ -1,0 +1,92 @@
+"""Administrator commands: `flask --app portal <command>`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask
+from tqdm import tqdm
+
+from portal import services
+from portal.db import db_session
+
+
+def init_app(app: Flask) -> None:
+    for command in (init_db, seed_demo, rotate_keys, audit_verify, audit_export):
+        app.cli.add_command(command)
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Migrate the database to the newest schema (Alembic upgrade head)."""
+    from portal.migrate import upgrade
+
+    upgrade(services.settings().database_url)
+    click.echo("database migrated to head")
+
+
+@click.command("seed-demo")
+@click.option("--patients", default=240, show_default=True, help="Size of the synthetic population.")
+def seed_demo(patients: int) -> None:
+    """Create the demo users, care teams and a synthetic population (idempotent)."""
+    from portal.seed import seed_demo as run_seed
+
+    counts = run_seed(services.settings().oidc_issuer, population=patients)
+    click.echo("demo data ready: " + ", ".join(f"{value} {name}" for name, value in counts.items()))
+
+
+@click.command("rotate-keys")
+@click.option("--check", is_flag=True, help="Only report how many values each key still protects.")
+@click.option("--batch-size", default=500, show_default=True)
+def rotate_keys(check: bool, batch_size: int) -> None:
+    """Re-encrypt every value under the primary key and rebuild blind indexes (online, resumable)."""
+    from portal.access import record
+    from portal.crypto import rotate, rotation_status
+    from portal.models import ENCRYPTED_MODELS
+
+    if check:
+        _print_status(rotation_status(db_session(), ENCRYPTED_MODELS))
+        return
+    with tqdm(desc="re-encrypting", unit="value", file=sys.stderr) as bar:
+        summary = rotate(db_session.session_factory, ENCRYPTED_MODELS, batch_size=batch_size,
+                         progress=lambda done: bar.update(done))
+    record("keys.rotated", "allowed", actor_role="operator", details=_summary_details(summary))
+    click.echo(f"rotation complete: {summary}")
+    _print_status(rotation_status(db_session(), ENCRYPTED_MODELS))
+
+
+def _summary_details(summary) -> dict:
+    return {key: value for key, value in vars(summary).items() if isinstance(value, (int, str, bool))}
+
+
+def _print_status(status: dict) -> None:
+    for key_id, count in sorted(status.items()):
+        click.echo(f"  {key_id}: {count} values")
+
+
+@click.command("audit-verify")
+def audit_verify() -> None:
+    """Verify the audit log's hash chain and signed checkpoints; exit 1 on any problem."""
+    from portal.compliance.service import run_verification
+
+    report = run_verification(actor_role="operator", progress=True)
+    click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
+@click.command("audit-export")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "fhir"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True, path_type=Path), required=True)
+@click.option("--since", help="ISO-8601 time, inclusive")
+@click.option("--until", help="ISO-8601 time, exclusive")
+@click.option("--actor")
+@click.option("--patient")
+@click.option("--action")
+@click.option("--outcome", type=click.Choice(["allowed", "denied", "error"]))
+def audit_export(fmt: str, output: Path, **filters) -> None:
+    """Export the (filtered) audit log with what `python -m audit verify` needs to check it."""
+    from portal.compliance.service import export_to_file, parse_filter
+
+    written = export_to_file(parse_filter(filters), fmt, output, actor_role="operator")
+    click.echo(f"exported {written} events to {output}")

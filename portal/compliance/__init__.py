@@ -1,0 +1,6 @@
+"""The compliance officers' console: audit search, flags, integrity, exports, live feed."""
+from flask import Blueprint
+
+bp = Blueprint("compliance", __name__)
+
+from portal.compliance import views  # noqa: E402,F401

@@ -1,0 +1,2 @@
+def chart_access_log(patient_id):
+    return []

@@ -1,0 +1,184 @@
+"""The portal's settings: every ``PORTAL_*`` environment variable is read here and nowhere else.
+
+``Settings.from_env()`` validates everything at start-up and raises ``ConfigError`` listing each
+problem with the name of the variable, so a misconfigured deployment stops before serving anything.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+INSTANCE_DIR = PROJECT_ROOT / "instance"
+ENVIRONMENTS = ("development", "test", "production")
+PORTAL_ROLES = ("patient", "clinician", "compliance", "admin")
+
+
+class ConfigError(RuntimeError):
+    """The environment does not describe a runnable portal; the message names each variable."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("Invalid portal configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _read_secret(value: str) -> str:
+    """Secrets may be given inline or as a path to a file holding them (Docker/Kubernetes secrets)."""
+    if value and not value.lstrip().startswith("{") and Path(value).is_file():
+        return Path(value).read_text().strip()
+    return value
+
+
+def _as_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
+
+
+def _as_positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _as_role_map(value: str) -> dict[str, str]:
+    mapping = json.loads(value)
+    if not isinstance(mapping, dict) or not all(
+        isinstance(k, str) and v in PORTAL_ROLES for k, v in mapping.items()
+    ):
+        raise ValueError(f'expected a JSON object of claim values to one of {", ".join(PORTAL_ROLES)}')
+    return mapping
+
+
+def _as_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        raise ValueError("expected an http(s) URL")
+    return value.rstrip("/")
+
+
+def _setting(env: str, default: Any = None, parse: Callable[[str], Any] | None = None, secret: bool = False):
+    return field(default=default, metadata={"env": env, "parse": parse, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = _setting("PORTAL_ENV", "development")
+    secret_key: str = _setting("PORTAL_SECRET_KEY", "", secret=True)
+    database_url: str = _setting("PORTAL_DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'portal.db'}")
+    external_url: str = _setting("PORTAL_EXTERNAL_URL", "", _as_url)
+    keyring: str = _setting("PORTAL_KEYRING", "", secret=True)
+    audit_signing_key: str = _setting("PORTAL_AUDIT_SIGNING_KEY", "", secret=True)
+    audit_checkpoint_every: int = _setting("PORTAL_AUDIT_CHECKPOINT_EVERY", 100, _as_positive_int)
+    oidc_issuer: str = _setting("PORTAL_OIDC_ISSUER", "", _as_url)
+    oidc_client_id: str = _setting("PORTAL_OIDC_CLIENT_ID", "")
+    oidc_client_secret: str = _setting("PORTAL_OIDC_CLIENT_SECRET", "", secret=True)
+    oidc_scopes: str = _setting("PORTAL_OIDC_SCOPES", "openid profile email")
+    oidc_roles_claim: str = _setting("PORTAL_OIDC_ROLES_CLAIM", "roles")
+    oidc_role_map: dict = _setting("PORTAL_OIDC_ROLE_MAP", None, _as_role_map)
+    oidc_patient_claim: str = _setting("PORTAL_OIDC_PATIENT_CLAIM", "patient_id")
+    dev_idp: bool = _setting("PORTAL_DEV_IDP", False, _as_bool)
+    secure_cookies: bool = _setting("PORTAL_SECURE_COOKIES", None, _as_bool)
+    session_idle_minutes: int = _setting("PORTAL_SESSION_IDLE_MINUTES", 15, _as_positive_int)
+    session_max_hours: int = _setting("PORTAL_SESSION_MAX_HOURS", 12, _as_positive_int)
+    login_rate_limit: str = _setting("PORTAL_LOGIN_RATE_LIMIT", "10 per minute")
+    ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://")
+    message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "")
+    message_max_bytes: int = _setting("PORTAL_MESSAGE_MAX_BYTES", 4096, _as_positive_int)
+    message_rate_per_minute: int = _setting("PORTAL_MESSAGE_RATE_PER_MINUTE", 30, _as_positive_int)
+    history_page_max: int = _setting("PORTAL_HISTORY_PAGE_MAX", 100, _as_positive_int)
+    break_glass_minutes: int = _setting("PORTAL_BREAK_GLASS_MINUTES", 60, _as_positive_int)
+    metrics_token: str = _setting("PORTAL_METRICS_TOKEN", "", secret=True)
+    trusted_proxies: int = _setting("PORTAL_TRUSTED_PROXIES", 0, int)
+    log_level: str = _setting("PORTAL_LOG_LEVEL", "INFO")
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return self.production
+
+    @property
+    def role_map(self) -> dict[str, str]:
+        return self.oidc_role_map or {role: role for role in PORTAL_ROLES}
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read and validate every setting; raise ConfigError naming each bad variable."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for spec in fields(cls):
+            name, parse = spec.metadata["env"], spec.metadata["parse"]
+            raw = environ.get(name)
+            if raw is None or raw == "":
+                continue
+            if spec.metadata["secret"]:
+                raw = _read_secret(raw)
+            try:
+                values[spec.name] = parse(raw) if parse else raw
+            except (ValueError, json.JSONDecodeError) as exc:
+                problems.append(f"{name} is malformed: {exc}")
+        settings = cls(**values)
+        problems.extend(settings.problems())
+        if problems:
+            raise ConfigError(problems)
+        return settings
+
+    def problems(self) -> list[str]:
+        """Cross-field checks: what is required, and what production refuses."""
+        found: list[str] = []
+        if self.env not in ENVIRONMENTS:
+            found.append(f"PORTAL_ENV must be one of {', '.join(ENVIRONMENTS)} (got {self.env!r})")
+        if len(self.secret_key) < 32:
+            found.append("PORTAL_SECRET_KEY is missing or shorter than 32 characters")
+        for name, value in (
+            ("PORTAL_OIDC_ISSUER", self.oidc_issuer),
+            ("PORTAL_OIDC_CLIENT_ID", self.oidc_client_id),
+            ("PORTAL_OIDC_CLIENT_SECRET", self.oidc_client_secret),
+            ("PORTAL_KEYRING", self.keyring),
+            ("PORTAL_AUDIT_SIGNING_KEY", self.audit_signing_key),
+        ):
+            if not value:
+                found.append(f"{name} is required")
+        if "openid" not in self.oidc_scopes.split():
+            found.append("PORTAL_OIDC_SCOPES must include openid")
+        if self.production:
+            found.extend(self._production_problems())
+        return found
+
+    def _production_problems(self) -> list[str]:
+        found = []
+        if self.dev_idp:
+            found.append("PORTAL_DEV_IDP must be off in production: the development provider accepts demo passwords")
+        if not self.database_url.startswith("postgresql"):
+            found.append("PORTAL_DATABASE_URL must point to PostgreSQL in production")
+        if not self.oidc_issuer.startswith("https://"):
+            found.append("PORTAL_OIDC_ISSUER must be an https:// URL in production")
+        if not self.external_url.startswith("https://"):
+            found.append("PORTAL_EXTERNAL_URL must be the portal's https:// address in production")
+        if not self.cookies_secure:
+            found.append("PORTAL_SECURE_COOKIES cannot be off in production")
+        if not self.metrics_token:
+            found.append("PORTAL_METRICS_TOKEN is required in production (it guards /metrics)")
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for display with every secret masked."""
+        return {
+            spec.metadata["env"]: ("***" if spec.metadata["secret"] and getattr(self, spec.name) else getattr(self, spec.name))
+            for spec in fields(self)
+        }

@@ -1,0 +1,57 @@
+"""Engine and session for the portal's database: SQLite by default, PostgreSQL in production."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
+
+from portal.crypto import register_encryption
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every portal model."""
+
+
+register_encryption(Base)
+
+
+# One session per request (thread or greenlet); removed when the app context ends.
+db_session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine tuned for the backend: WAL and a busy timeout on SQLite, a pre-pinged pool elsewhere."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+        sa.event.listen(engine, "connect", _configure_sqlite)
+        return engine
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_recycle=1800, hide_parameters=True
+    )
+
+
+def _configure_sqlite(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def bind_engine(engine: sa.Engine) -> None:
+    db_session.remove()
+    db_session.configure(bind=engine)
+
+
+@contextmanager
+def transaction() -> Iterator[Session]:
+    """Commit the request's session when the block succeeds, roll everything back when it fails."""
+    session = db_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise

@@ -1,0 +1,78 @@
+"""Friendly error pages and the standard JSON error body, without internals or PHI."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from portal.access import AccessDenied, AuditUnavailable
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    400: "That request could not be understood",
+    401: "Please sign in",
+    403: "You do not have access to this",
+    404: "Not found",
+    405: "Not allowed",
+    413: "That is too large",
+    429: "Too many attempts",
+    500: "Something went wrong",
+    502: "The sign-in provider could not be reached",
+    503: "Temporarily unavailable",
+}
+
+
+class ApiError(Exception):
+    """A refusal with a code and message that JSON callers and pages both understand."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
+
+
+def error_response(status: int, code: str, message: str, **context):
+    if wants_json():
+        return jsonify(error={"code": code, "message": message}), status
+    title = TITLES.get(status, "Error")
+    return render_template("errors/error.html", status=status, title=title, message=message, code=code, **context), status
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(AccessDenied)
+    def _access_denied(exc: AccessDenied):
+        if exc.decision.conceal:
+            return error_response(404, "not_found", "There is no such record.")
+        patient_id = getattr(exc.resource, "patient_id", None)
+        offer = exc.action in {"chart.read", "chart.write"} and "care team" in exc.decision.reason
+        return error_response(403, "forbidden", f"Access refused: {exc.decision.reason}.",
+                              break_glass_patient=patient_id if offer else None)
+
+    @app.errorhandler(AuditUnavailable)
+    def _audit_unavailable(_exc):
+        return error_response(503, "audit_unavailable",
+                              "The audit log cannot be written right now, so records are not being served. Try again shortly.")
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError):
+        return error_response(400, "csrf", "The form expired or was not sent by this site. Reload the page and try again.")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        message = exc.description if exc.code in {400, 413, 429} else TITLES.get(exc.code or 500, exc.name)
+        return error_response(exc.code or 500, exc.name.lower().replace(" ", "_"), message)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error", extra={"error": type(exc).__name__})
+        return error_response(500, "internal", "An unexpected error occurred. It has been logged.")

@@ -1,0 +1,12 @@
+"""SQLAlchemy 2.0 typed models. They describe data only; the rules live in services and policy."""
+from portal.models.chart import Allergy, Condition, LabResult, Medication, Patient, VisitNote
+from portal.models.messaging import Conversation, ConversationMember, ConversationRead, Message
+from portal.models.users import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LoginSession, User
+
+ENCRYPTED_MODELS = (Patient, Condition, Medication, Allergy, LabResult, VisitNote, User, LoginSession, BreakGlass, Message)
+
+__all__ = [
+    "Allergy", "BreakGlass", "CareTeam", "CareTeamMember", "CareTeamPatient", "Condition", "Conversation",
+    "ConversationMember", "ConversationRead", "ENCRYPTED_MODELS", "LabResult", "LoginSession", "Medication",
+    "Message", "Patient", "User", "VisitNote",
+]

@@ -1,0 +1,94 @@
+"""Portal users, their sign-in sessions, care teams and break-glass grants."""
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+from flask_login import UserMixin
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.crypto import Encrypted
+from portal.db import Base
+from portal.models._types import UtcDateTime, id_column, timestamp_column
+
+
+class User(UserMixin, Base):
+    """A person known to the portal, keyed by their OpenID provider's (issuer, subject)."""
+
+    __tablename__ = "user_account"
+    __table_args__ = (sa.UniqueConstraint("issuer", "subject", name="uq_user_issuer_subject"),)
+
+    id: Mapped[str] = id_column()
+    issuer: Mapped[str] = mapped_column(sa.String(255))
+    subject: Mapped[str] = mapped_column(sa.String(255))
+    display_name: Mapped[str | None] = mapped_column(Encrypted(str))
+    email: Mapped[str | None] = mapped_column(Encrypted(str))
+    roles: Mapped[str] = mapped_column(sa.String(100), default="")
+    patient_id: Mapped[str | None] = mapped_column(sa.ForeignKey("patient.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = timestamp_column()
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(filter(None, self.roles.split(",")))
+
+    def has_role(self, role: str) -> bool:
+        return role in self.role_set
+
+
+class LoginSession(Base):
+    """A server-side sign-in session: lets sign-out and idle time-out take effect on every worker."""
+
+    __tablename__ = "login_session"
+
+    id: Mapped[str] = id_column()
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    user_id: Mapped[str] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    id_token: Mapped[str | None] = mapped_column(Encrypted(str))
+    created_at: Mapped[datetime] = timestamp_column()
+    last_seen_at: Mapped[datetime] = timestamp_column()
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    end_reason: Mapped[str | None] = mapped_column(sa.String(40))
+
+    user: Mapped[User] = relationship(lazy="joined")
+
+
+class CareTeam(Base):
+    __tablename__ = "care_team"
+
+    id: Mapped[str] = id_column()
+    name: Mapped[str] = mapped_column(sa.String(120), unique=True)
+    created_at: Mapped[datetime] = timestamp_column()
+
+
+class CareTeamMember(Base):
+    """A clinician on a care team."""
+
+    __tablename__ = "care_team_member"
+
+    team_id: Mapped[str] = mapped_column(sa.ForeignKey("care_team.id", ondelete="CASCADE"), primary_key=True)
+    user_id: Mapped[str] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class CareTeamPatient(Base):
+    """A patient looked after by a care team."""
+
+    __tablename__ = "care_team_patient"
+
+    team_id: Mapped[str] = mapped_column(sa.ForeignKey("care_team.id", ondelete="CASCADE"), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(sa.ForeignKey("patient.id", ondelete="CASCADE"), primary_key=True, index=True)
+
+
+class BreakGlass(Base):
+    """An emergency access by a clinician outside the patient's care team, with the typed reason."""
+
+    __tablename__ = "break_glass"
+
+    id: Mapped[str] = id_column()
+    user_id: Mapped[str] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
+    patient_id: Mapped[str] = mapped_column(sa.ForeignKey("patient.id", ondelete="CASCADE"), index=True)
+    reason: Mapped[str] = mapped_column(Encrypted(str))
+    started_at: Mapped[datetime] = timestamp_column()
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    reviewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    reviewed_by: Mapped[str | None] = mapped_column(sa.ForeignKey("user_account.id", ondelete="SET NULL"))

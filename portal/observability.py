@@ -1,0 +1,114 @@
+"""Structured JSON logs with request ids, Prometheus metrics, and the health endpoints."""
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+import traceback
+
+import sqlalchemy as sa
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry()
+HTTP_REQUESTS = Counter("portal_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=REGISTRY)
+HTTP_LATENCY = Histogram("portal_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY)
+SOCKET_CONNECTIONS = Gauge("portal_socketio_connections", "Open Socket.IO connections", registry=REGISTRY)
+MESSAGES = Counter("portal_messages_total", "Chat messages stored", registry=REGISTRY)
+AUDIT_APPENDS = Counter("portal_audit_appends_total", "Audit events appended", ["outcome"], registry=REGISTRY)
+AUDIT_FAILURES = Counter("portal_audit_failures_total", "Audit appends that failed", registry=REGISTRY)
+DECRYPT_FAILURES = Counter("portal_decrypt_failures_total", "Field decryptions that failed", registry=REGISTRY)
+
+bp = Blueprint("observability", __name__)
+_LOG_FIELDS = ("request_id", "action", "error", "route", "status", "duration_ms", "sid", "event")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; only whitelisted fields, so no request body or PHI reaches the logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        entry.update({key: getattr(record, key) for key in _LOG_FIELDS if hasattr(record, key)})
+        if record.exc_info:
+            # The class and the frames, never the message: exception messages can carry values.
+            entry["exception"] = record.exc_info[0].__name__
+            entry["stack"] = [f"{f.filename}:{f.lineno} {f.name}" for f in traceback.extract_tb(record.exc_info[2])[-8:]]
+        return json.dumps(entry)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def note_audit_event(event) -> None:
+    AUDIT_APPENDS.labels(event.outcome).inc()
+
+
+def init_app(app: Flask) -> None:
+    app.register_blueprint(bp)
+
+    @app.before_request
+    def _start_timer():
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response):
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        HTTP_REQUESTS.labels(route, request.method, response.status_code).inc()
+        HTTP_LATENCY.labels(route).observe(elapsed)
+        from portal.access import request_id
+
+        response.headers["X-Request-ID"] = request_id()
+        return response
+
+
+@bp.get("/healthz")
+def healthz():
+    return jsonify(status="alive")
+
+
+@bp.get("/readyz")
+def readyz():
+    from portal import services
+    from portal.crypto import active_keyring
+
+    checks = {}
+    checks["database"] = _check(lambda: services.engine().connect().close())
+    checks["audit_store"] = _check(lambda: services.audit_store().head())
+    checks["keyring"] = _check(active_keyring)
+    if services.settings().message_queue:
+        checks["message_queue"] = _check(lambda: _ping_queue(services.settings().message_queue))
+    ready = all(value == "ok" for value in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+@bp.get("/metrics")
+def metrics():
+    from portal import services
+
+    token = services.settings().metrics_token
+    supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not token or not hmac.compare_digest(supplied, token):
+        return jsonify(error={"code": "unauthorized", "message": "metrics need the bearer token"}), 401
+    return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _check(probe) -> str:
+    try:
+        probe()
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+        current_app.logger.warning("readiness check failed", extra={"error": type(exc).__name__})
+        return "failed"
+
+
+def _ping_queue(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url, socket_timeout=2).ping()

@@ -1,0 +1,135 @@
+"""The one access decision of the portal: ``can(user, action, resource) -> Decision``.
+
+Every view and Socket.IO handler reaches it through ``portal.access.authorize``, which also writes
+the audit event, so no access path can skip either. The rules:
+
+* a patient reads only their own chart (and who accessed it);
+* a clinician reads and writes the charts of patients on their care teams;
+* break-glass lets a clinician open any chart for a limited time after typing a reason;
+* compliance officers and administrators see no clinical content;
+* a conversation is open to its members: direct conversations to their two clinicians, a team's
+  conversation to the team's clinicians, a patient's thread to the patient and their care teams.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from portal.db import db_session
+from portal.models import BreakGlass, CareTeamMember, CareTeamPatient, Conversation, ConversationMember, Patient, User
+
+CHART_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export", "chart.access_log"})
+CLINICIAN_ACTIONS = frozenset({"patient.search", "patient.list", "break_glass.open", "conversation.start"})
+CONVERSATION_ACTIONS = frozenset({"conversation.join", "conversation.send", "conversation.history", "conversation.read"})
+COMPLIANCE_ACTIONS = frozenset({"audit.search", "audit.read", "audit.export", "audit.verify", "audit.review"})
+ADMIN_ACTIONS = frozenset({"admin.teams"})
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    break_glass_id: str | None = None
+    conceal: bool = False  # deny as "not found" so the caller learns nothing about the record's existence
+
+    @property
+    def outcome(self) -> str:
+        return "allowed" if self.allowed else "denied"
+
+
+@dataclass(frozen=True)
+class ChartRef:
+    patient_id: str
+    section: str = "chart"
+
+
+def allow(reason: str, **kwargs) -> Decision:
+    return Decision(True, reason, **kwargs)
+
+
+def deny(reason: str, **kwargs) -> Decision:
+    return Decision(False, reason, **kwargs)
+
+
+def can(user: User | None, action: str, resource: object = None) -> Decision:
+    """Decide whether ``user`` may perform ``action`` on ``resource``; the reason is always recorded."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return deny("not signed in")
+    if action in CHART_ACTIONS:
+        return _chart_decision(user, action, resource)
+    if action in CONVERSATION_ACTIONS:
+        return _conversation_decision(user, resource)
+    if action in CLINICIAN_ACTIONS:
+        return allow("clinician role") if user.has_role("clinician") else deny("requires the clinician role")
+    if action in COMPLIANCE_ACTIONS:
+        return allow("compliance role") if user.has_role("compliance") else deny("requires the compliance role")
+    if action in ADMIN_ACTIONS:
+        return allow("admin role") if user.has_role("admin") else deny("requires the admin role")
+    return deny(f"unknown action {action}")
+
+
+def _chart_decision(user: User, action: str, chart: ChartRef) -> Decision:
+    if db_session.get(Patient, chart.patient_id) is None:
+        return deny("no such patient", conceal=True)
+    if user.has_role("patient") and user.patient_id == chart.patient_id:
+        if action == "chart.write":
+            return deny("patients cannot edit their chart")
+        return allow("own chart")
+    if user.has_role("clinician") and action != "chart.access_log":
+        if on_care_team(user.id, chart.patient_id):
+            return allow("care team member")
+        grant = active_break_glass(user.id, chart.patient_id)
+        if grant is not None:
+            return allow("break-glass access", break_glass_id=grant.id)
+        return deny("not on the patient's care team")
+    if user.has_role("compliance") or user.has_role("admin"):
+        return deny("role has no access to clinical content")
+    return deny("not the patient's own chart", conceal=True)
+
+
+def _conversation_decision(user: User, conversation: Conversation | None) -> Decision:
+    if conversation is None:
+        return deny("unknown conversation", conceal=True)
+    if conversation.kind == "direct":
+        member = db_session.get(ConversationMember, (conversation.id, user.id))
+        return allow("conversation member") if member else deny("not a member of this conversation")
+    if conversation.kind == "team":
+        if user.has_role("clinician") and is_team_member(user.id, conversation.team_id):
+            return allow("care team member")
+        return deny("not on this care team")
+    if user.has_role("patient") and user.patient_id == conversation.patient_id:
+        return allow("own care thread")
+    if user.has_role("clinician") and on_care_team(user.id, conversation.patient_id):
+        return allow("care team member")
+    return deny("not on the patient's care team")
+
+
+def on_care_team(user_id: str, patient_id: str) -> bool:
+    query = (
+        sa.select(sa.literal(1))
+        .select_from(CareTeamMember)
+        .join(CareTeamPatient, CareTeamPatient.team_id == CareTeamMember.team_id)
+        .where(CareTeamMember.user_id == user_id, CareTeamPatient.patient_id == patient_id)
+        .limit(1)
+    )
+    return db_session.execute(query).first() is not None
+
+
+def is_team_member(user_id: str, team_id: str | None) -> bool:
+    return team_id is not None and db_session.get(CareTeamMember, (team_id, user_id)) is not None
+
+
+def active_break_glass(user_id: str, patient_id: str) -> BreakGlass | None:
+    query = (
+        sa.select(BreakGlass)
+        .where(
+            BreakGlass.user_id == user_id,
+            BreakGlass.patient_id == patient_id,
+            BreakGlass.expires_at > datetime.now(timezone.utc),
+        )
+        .order_by(BreakGlass.expires_at.desc())
+        .limit(1)
+    )
+    return db_session.scalars(query).first()

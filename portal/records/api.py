@@ -1,0 +1,71 @@
+"""JSON API under /api/v1/: the same data as the pages, with the standard error body."""
+from __future__ import annotations
+
+from flask import jsonify, request
+from flask_login import current_user, login_required
+
+from portal.access import authorize, record
+from portal.errors import ApiError
+from portal.policy import ChartRef
+from portal.records import bp, serialize, service
+from portal.records.views import _fhir_download, _own_patient_id
+
+
+@bp.get("/api/v1/me")
+@login_required
+def api_me():
+    return jsonify(id=current_user.id, name=current_user.display_name, roles=sorted(current_user.role_set),
+                   patient_id=current_user.patient_id)
+
+
+@bp.get("/api/v1/me/chart")
+@login_required
+def api_my_chart():
+    return _chart_json(_own_patient_id())
+
+
+@bp.get("/api/v1/patients")
+@login_required
+def api_search():
+    authorize("patient.search")
+    results = service.search_patients(*(request.args.get(k, "") for k in ("mrn", "name", "birth_date")))
+    record("patient.search.results", "allowed", reason="search returned", details={"count": len(results)})
+    return jsonify(patients=[serialize.demographics(p) for p in results])
+
+
+@bp.get("/api/v1/patients/<patient_id>")
+@login_required
+def api_chart(patient_id: str):
+    return _chart_json(service.parse_id(patient_id))
+
+
+@bp.get("/api/v1/patients/<patient_id>/<section>")
+@login_required
+def api_section(patient_id: str, section: str):
+    patient_id = service.parse_id(patient_id)
+    if section == "fhir":
+        return _fhir_download(patient_id)
+    if section not in service.SECTIONS:
+        raise ApiError(404, "unknown_section", f"Sections are: {', '.join(service.SECTIONS)}.")
+    authorize("chart.read", ChartRef(patient_id, section))
+    return jsonify({section: serialize.SECTION_SERIALIZERS[section](service.get_patient(patient_id))})
+
+
+@bp.post("/api/v1/patients/<patient_id>/notes")
+@login_required
+def api_add_note(patient_id: str):
+    patient_id = service.parse_id(patient_id)
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_json", "Send a JSON object with title and text.")
+    authorize("chart.write", ChartRef(patient_id, "notes"))
+    note, created = service.add_note(service.get_patient(patient_id), current_user, str(body.get("title", "")),
+                                     str(body.get("text", "")), body.get("submission_id"))
+    if created:
+        record("chart.note.created", "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
+    return jsonify(note=serialize.note(note), created=created), 201 if created else 200
+
+
+def _chart_json(patient_id: str):
+    authorize("chart.read", ChartRef(patient_id, "chart"), details={"sections": ",".join(service.SECTIONS)})
+    return jsonify(serialize.chart(service.get_patient(patient_id)))

@@ -1,0 +1,114 @@
+"""The rules for reading and writing charts. Views call these after portal.access.authorize."""
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import date, datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from portal.crypto import blind_index_terms
+from portal.db import db_session
+from portal.errors import ApiError
+from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
+
+NOTE_TITLE_MAX = 200
+NOTE_TEXT_MAX = 20_000
+REASON_MIN, REASON_MAX = 10, 500
+SEARCH_LIMIT = 50
+SECTIONS = ("demographics", "problems", "medications", "allergies", "results", "notes")
+_MRN = re.compile(r"^[A-Za-z0-9 -]{3,32}$")
+
+
+def parse_id(value: str, what: str = "patient id") -> str:
+    """Identifiers are UUIDs; anything else is a 400, not a database lookup."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise ApiError(400, "malformed_id", f"The {what} is malformed.") from None
+
+
+def get_patient(patient_id: str) -> Patient:
+    patient = db_session.get(Patient, patient_id)
+    if patient is None:
+        raise ApiError(404, "not_found", "There is no such record.")
+    return patient
+
+
+def get_result(patient: Patient, result_id: str) -> LabResult:
+    result = db_session.get(LabResult, parse_id(result_id, "result id"))
+    if result is None or result.patient_id != patient.id:
+        raise ApiError(404, "not_found", "There is no such result.")
+    return result
+
+
+def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list[Patient]:
+    """Exact-match search through blind indexes: never decrypts the population to scan it."""
+    conditions = []
+    if mrn.strip():
+        if not _MRN.match(mrn.strip()):
+            raise ApiError(400, "bad_mrn", "An MRN has 3 to 32 letters, digits, spaces or dashes.")
+        conditions.append(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", mrn)))
+    if name.strip():
+        if len(name) > 100:
+            raise ApiError(400, "bad_name", "A family name has at most 100 characters.")
+        conditions.append(Patient.family_name_bidx.in_(blind_index_terms(Patient, "family_name", name)))
+    if birth_date.strip():
+        try:
+            parsed = date.fromisoformat(birth_date.strip())
+        except ValueError:
+            raise ApiError(400, "bad_birth_date", "Dates of birth are written YYYY-MM-DD.") from None
+        conditions.append(Patient.birth_date_bidx.in_(blind_index_terms(Patient, "birth_date", parsed)))
+    if not conditions:
+        raise ApiError(400, "empty_search", "Give an MRN, a family name or a date of birth.")
+    return list(db_session.scalars(sa.select(Patient).where(*conditions).limit(SEARCH_LIMIT)))
+
+
+def care_team_patients(user: User) -> list[tuple[CareTeam, list[Patient]]]:
+    teams = db_session.scalars(
+        sa.select(CareTeam).join(CareTeamMember, CareTeamMember.team_id == CareTeam.id)
+        .where(CareTeamMember.user_id == user.id).order_by(CareTeam.name)
+    ).all()
+    listing = []
+    for team in teams:
+        patients = db_session.scalars(
+            sa.select(Patient).join(CareTeamPatient, CareTeamPatient.patient_id == Patient.id)
+            .where(CareTeamPatient.team_id == team.id)
+        ).all()
+        listing.append((team, sorted(patients, key=lambda p: (p.family_name, p.given_name))))
+    return listing
+
+
+def add_note(patient: Patient, author: User, title: str, text: str, submission_id: str | None) -> tuple[VisitNote, bool]:
+    """Store a visit note once per form submission; returns (note, created)."""
+    title, text = (title or "").strip(), (text or "").strip()
+    if not title or not text:
+        raise ApiError(400, "empty_note", "A note needs a title and some text.")
+    if len(title) > NOTE_TITLE_MAX or len(text) > NOTE_TEXT_MAX:
+        raise ApiError(400, "note_too_long", f"Titles hold {NOTE_TITLE_MAX} and notes {NOTE_TEXT_MAX} characters at most.")
+    if submission_id:
+        submission_id = parse_id(submission_id, "form submission id")
+        existing = db_session.scalars(sa.select(VisitNote).where(VisitNote.submission_id == submission_id)).first()
+        if existing is not None:
+            return existing, False
+    note = VisitNote(patient_id=patient.id, author_id=author.id, title=title, text=text, submission_id=submission_id)
+    db_session.add(note)
+    try:
+        db_session.commit()
+    except IntegrityError:
+        db_session.rollback()
+        return db_session.scalars(sa.select(VisitNote).where(VisitNote.submission_id == submission_id)).one(), False
+    return note, True
+
+
+def open_break_glass(user: User, patient: Patient, reason: str, minutes: int) -> BreakGlass:
+    reason = (reason or "").strip()
+    if not REASON_MIN <= len(reason) <= REASON_MAX:
+        raise ApiError(400, "bad_reason", f"Explain the emergency in {REASON_MIN} to {REASON_MAX} characters.")
+    now = datetime.now(timezone.utc)
+    grant = BreakGlass(user_id=user.id, patient_id=patient.id, reason=reason, started_at=now,
+                       expires_at=now + timedelta(minutes=minutes))
+    db_session.add(grant)
+    db_session.commit()
+    return grant

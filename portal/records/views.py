@@ -1,0 +1,132 @@
+"""HTML pages: the patient's own chart, the clinician's lists, search, chart, notes and break-glass."""
+from __future__ import annotations
+
+import json
+import uuid
+
+from flask import Response, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from portal import services
+from portal.access import authorize, record
+from portal.compliance.service import chart_access_log
+from portal.errors import ApiError
+from portal.policy import ChartRef
+from portal.records import bp, fhir, service
+
+ALL_SECTIONS = ",".join(service.SECTIONS)
+
+
+def _own_patient_id() -> str:
+    if not current_user.has_role("patient") or not current_user.patient_id:
+        raise ApiError(404, "no_chart", "Your account is not linked to a chart. Contact the clinic to link it.")
+    return current_user.patient_id
+
+
+def _render_chart(patient_id: str, template: str = "records/chart.html"):
+    decision = authorize("chart.read", ChartRef(patient_id, "chart"), details={"sections": ALL_SECTIONS})
+    patient = service.get_patient(patient_id)
+    return render_template(template, patient=patient, break_glass=bool(decision.break_glass_id),
+                           note_submission=str(uuid.uuid4()))
+
+
+@bp.get("/chart")
+@login_required
+def my_chart():
+    return _render_chart(_own_patient_id())
+
+
+@bp.get("/chart/results/<result_id>")
+@login_required
+def my_result(result_id: str):
+    patient_id = _own_patient_id()
+    authorize("chart.read", ChartRef(patient_id, "results"), details={"result": service.parse_id(result_id, "result id")})
+    patient = service.get_patient(patient_id)
+    return render_template("records/result.html", patient=patient, result=service.get_result(patient, result_id))
+
+
+@bp.get("/chart/fhir")
+@login_required
+def my_fhir():
+    return _fhir_download(_own_patient_id())
+
+
+@bp.get("/chart/access-log")
+@login_required
+def my_access_log():
+    patient_id = _own_patient_id()
+    authorize("chart.access_log", ChartRef(patient_id, "access_log"))
+    return render_template("records/access_log.html", entries=chart_access_log(patient_id))
+
+
+@bp.get("/clinician")
+@login_required
+def clinician_home():
+    authorize("patient.list")
+    return render_template("records/clinician_home.html", teams=service.care_team_patients(current_user))
+
+
+@bp.get("/patients/search")
+@login_required
+def search():
+    mrn, name, dob = (request.args.get(k, "") for k in ("mrn", "name", "birth_date"))
+    if not (mrn or name or dob):
+        authorize("patient.search", details={"submitted": False})
+        return render_template("records/search.html", results=None, query=request.args)
+    authorize("patient.search")
+    try:
+        results = service.search_patients(mrn, name, dob)
+    except ApiError as exc:
+        return render_template("records/search.html", results=None, query=request.args, error=exc.message), 400
+    record("patient.search.results", "allowed", reason="search returned", details={"count": len(results)})
+    return render_template("records/search.html", results=results, query=request.args)
+
+
+@bp.get("/patients/<patient_id>")
+@login_required
+def chart(patient_id: str):
+    return _render_chart(service.parse_id(patient_id))
+
+
+@bp.get("/patients/<patient_id>/fhir")
+@login_required
+def chart_fhir(patient_id: str):
+    return _fhir_download(service.parse_id(patient_id))
+
+
+@bp.post("/patients/<patient_id>/notes")
+@login_required
+def add_note(patient_id: str):
+    patient_id = service.parse_id(patient_id)
+    authorize("chart.write", ChartRef(patient_id, "notes"))
+    patient = service.get_patient(patient_id)
+    note, created = service.add_note(patient, current_user, request.form.get("title", ""),
+                                     request.form.get("text", ""), request.form.get("submission_id"))
+    if created:
+        record("chart.note.created", "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
+        flash("Note saved.", "success")
+    else:
+        flash("That note was already saved.", "info")
+    return redirect(url_for("records.chart", patient_id=patient_id) + "#notes")
+
+
+@bp.post("/patients/<patient_id>/break-glass")
+@login_required
+def break_glass(patient_id: str):
+    patient_id = service.parse_id(patient_id)
+    authorize("break_glass.open", ChartRef(patient_id, "break_glass"))
+    patient = service.get_patient(patient_id)
+    grant = service.open_break_glass(current_user, patient, request.form.get("reason", ""),
+                                     services.settings().break_glass_minutes)
+    record("break_glass.granted", "allowed", patient_id=patient_id, resource_type="break_glass",
+           resource_id=grant.id, reason="emergency access with typed reason", details={"break_glass": grant.id})
+    flash(f"Emergency access granted for {services.settings().break_glass_minutes} minutes. "
+          "This access is flagged for compliance review.", "warning")
+    return redirect(url_for("records.chart", patient_id=patient_id))
+
+
+def _fhir_download(patient_id: str) -> Response:
+    authorize("chart.export", ChartRef(patient_id, "fhir_bundle"))
+    bundle = fhir.chart_bundle(service.get_patient(patient_id))
+    return Response(json.dumps(bundle, indent=2), mimetype="application/fhir+json",
+                    headers={"Content-Disposition": f'attachment; filename="chart-{patient_id}.fhir.json"'})

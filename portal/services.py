@@ -1,0 +1,47 @@
+"""Process-wide services built from the settings: keyring, audit store, Socket.IO."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Flask, current_app
+
+from audit import SqlAuditStore, load_signing_key
+from portal.config import Settings
+from portal.crypto import Keyring, install_keyring
+from portal.extensions import oauth, socketio
+
+
+def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
+    install_keyring(Keyring.load(settings.keyring))
+    signing_key = load_signing_key(settings.audit_signing_key)
+    app.extensions["portal.audit_signing_key"] = signing_key
+    app.extensions["portal.audit_store"] = SqlAuditStore(
+        engine, signing_key, checkpoint_every=settings.audit_checkpoint_every
+    )
+    socketio.init_app(
+        app,
+        message_queue=settings.message_queue or None,
+        cors_allowed_origins=[settings.external_url] if settings.external_url else None,
+        ping_interval=10,
+        ping_timeout=10,
+        max_http_buffer_size=64 * 1024,
+    )
+    oauth.init_app(app)
+    oauth.register(
+        "provider",
+        client_id=settings.oidc_client_id,
+        client_secret=settings.oidc_client_secret,
+        server_metadata_url=f"{settings.oidc_issuer}/.well-known/openid-configuration",
+        client_kwargs={"scope": settings.oidc_scopes, "code_challenge_method": "S256", "timeout": 10},
+    )
+
+
+def settings() -> Settings:
+    return current_app.extensions["portal.settings"]
+
+
+def audit_store() -> SqlAuditStore:
+    return current_app.extensions["portal.audit_store"]
+
+
+def engine() -> sa.Engine:
+    return current_app.extensions["portal.engine"]

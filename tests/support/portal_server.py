@@ -1,0 +1,156 @@
+"""A real portal process for integration tests: migrated, seeded, served by run.py with eventlet.
+
+Tests talk to it over real HTTP (requests) and real Socket.IO (python-socketio), and sign in
+through the built-in development OpenID provider exactly as a browser would.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import urljoin
+
+import requests
+
+from audit import generate_signing_key_pem
+from portal.crypto import generate_keyring_json
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO_PASSWORDS = {"alice": "alice-demo", "bob": "bob-demo", "dr.chen": "chen-demo", "dr.okafor": "okafor-demo",
+                  "dr.reyes": "reyes-demo", "cora": "cora-demo", "adam": "adam-demo", "nora": "nora-demo"}
+
+
+def portal_env(tmp: Path, database_url: str, port: int, **overrides: str) -> dict[str, str]:
+    """The PORTAL_* environment of a development portal with fresh secrets under ``tmp``."""
+    keyring, signing_key = tmp / "keyring.json", tmp / "audit-signing-key.pem"
+    if not keyring.exists():
+        keyring.write_text(generate_keyring_json())
+        signing_key.write_bytes(_as_bytes(generate_signing_key_pem()))
+    base = f"http://127.0.0.1:{port}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PORTAL_")}
+    env.update({
+        "PORTAL_ENV": "development",
+        "PORTAL_SECRET_KEY": secrets.token_urlsafe(48),
+        "PORTAL_DATABASE_URL": database_url,
+        "PORTAL_EXTERNAL_URL": base,
+        "PORTAL_KEYRING": str(keyring),
+        "PORTAL_AUDIT_SIGNING_KEY": str(signing_key),
+        "PORTAL_DEV_IDP": "1",
+        "PORTAL_OIDC_ISSUER": f"{base}/devidp",
+        "PORTAL_OIDC_CLIENT_ID": "portal-test",
+        "PORTAL_OIDC_CLIENT_SECRET": secrets.token_urlsafe(24),
+        "PORTAL_LOGIN_RATE_LIMIT": "1000 per minute",
+        "PORTAL_METRICS_TOKEN": "test-metrics-token",
+        "PORTAL_LOG_LEVEL": "WARNING",
+        "PYTHONWARNINGS": "ignore",
+    })
+    env.update(overrides)
+    return env
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def flask_command(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run([sys.executable, "-m", "flask", "--app", "portal", *args], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"flask {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
+
+
+def prepare_database(env: dict[str, str], patients: int = 12) -> None:
+    flask_command(env, "init-db")
+    flask_command(env, "seed-demo", "--patients", str(patients))
+
+
+class PortalServer:
+    """One `python run.py` worker process on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], port: int, log_path: Path):
+        self.env, self.port, self.log_path = env, port, log_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30) -> "PortalServer":
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "run.py", "--port", str(self.port)], env=self.env, cwd=ROOT,
+                                        stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"portal exited early:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).ok:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"portal did not start:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def __enter__(self) -> "PortalServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class _FormParser(HTMLParser):
+    """Collects the first form's action and inputs (enough for the sign-in pages)."""
+
+    def __init__(self):
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form" and self.action is None:
+            self.action = attrs.get("action", "")
+        if tag == "input" and attrs.get("name") and attrs.get("type") != "submit":
+            self.fields.setdefault(attrs["name"], attrs.get("value") or "")
+
+
+def parse_form(html: str) -> _FormParser:
+    parser = _FormParser()
+    parser.feed(html)
+    return parser
+
+
+def sign_in(server_url: str, login: str, password: str | None = None,
+            session: requests.Session | None = None) -> requests.Session:
+    """Sign in through the development provider's form; returns a session holding the portal cookie."""
+    session = session or requests.Session()
+    form_page = session.get(f"{server_url}/auth/login", timeout=10)
+    form_page.raise_for_status()
+    form = parse_form(form_page.text)
+    form.fields.update(login=login, password=password or DEMO_PASSWORDS[login])
+    response = session.post(urljoin(form_page.url, form.action or form_page.url), data=form.fields, timeout=10)
+    if response.status_code >= 400 and ("/auth/" in response.url or "/devidp/" in response.url):
+        raise AssertionError(f"sign-in as {login} failed with {response.status_code}: {response.text[:500]}")
+    return session
+
+
+def csrf_token(session: requests.Session, page_url: str) -> str:
+    match = re.search(r'name="csrf-token" content="([^"]+)"', session.get(page_url, timeout=10).text)
+    assert match, "page has no CSRF token"
+    return match.group(1)

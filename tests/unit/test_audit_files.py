@@ -1,0 +1,218 @@
+"""Tampering with JSONL store files and JSONL exports is detected, classified and located."""
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+
+from audit import (
+    AuditEvent,
+    AuditFilter,
+    AuditWriteError,
+    Checkpoint,
+    Entry,
+    JsonlAuditStore,
+    SigningKey,
+    export_jsonl,
+    verify_file,
+)
+
+KEY = SigningKey.generate()
+
+
+def _event(i: int) -> AuditEvent:
+    return AuditEvent(action="chart.read", outcome="allowed", actor_id=f"u{i % 4}", patient_id=f"p{i % 7}",
+                      details={"results": i})
+
+
+@pytest.fixture
+def store(tmp_path) -> JsonlAuditStore:
+    store = JsonlAuditStore(tmp_path / "audit.jsonl", KEY, checkpoint_every=100, fsync=False)
+    store.append_many(_event(i) for i in range(250))
+    return store
+
+
+@pytest.fixture
+def export(store, tmp_path):
+    path = tmp_path / "export.jsonl"
+    path.write_text("".join(export_jsonl(store.iter_entries(), KEY, checkpoints=store.iter_checkpoints())))
+    return path
+
+
+def _lines(path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def _line_of(lines: list[str], seq: int) -> int:
+    """1-based line number of the entry with this seq."""
+    return next(n for n, line in enumerate(lines, 1) if f'"seq":{seq},' in line and '"type":"entry"' in line)
+
+
+def _record(lines: list[str], seq: int) -> dict:
+    return json.loads(lines[_line_of(lines, seq) - 1])
+
+
+def _dump(record: dict) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _forged_line(seq: int, prev_hash: str) -> str:
+    forged = Entry.create(seq, prev_hash, AuditEvent(action="chart.read", outcome="allowed", actor_id="mallory"))
+    return _dump(forged.to_record())
+
+
+def _assert_problem(path, kind: str, position: int) -> None:
+    report = verify_file(path, KEY.verify_key)
+    assert not report.ok
+    assert (report.problem.kind, report.problem.position) == (kind, position), report.problem
+
+
+def test_store_file_and_export_verify_clean(store, export):
+    store_report = verify_file(store.path, KEY.verify_key)
+    assert store_report.ok and store_report.entries_checked == 250 and store_report.checkpoints_checked == 2
+    export_report = verify_file(export, KEY.verify_key)
+    assert export_report.ok and export_report.mode == "export" and export_report.checkpoints_checked == 3
+    assert verify_file(export).self_asserted_key
+
+
+@pytest.fixture(params=["store", "export"])
+def log_file(request, store, export):
+    """Each tamper test runs on the live store file and on its JSONL export."""
+    from pathlib import Path
+
+    return Path(store.path) if request.param == "store" else export
+
+
+def test_edited_field(log_file):
+    lines = _lines(log_file)
+    record = _record(lines, 57)
+    record["event"]["patient_id"] = "p-someone-else"
+    lines[_line_of(lines, 57) - 1] = _dump(record)
+    log_file.write_text("".join(lines))
+    _assert_problem(log_file, "edited", _line_of(lines, 57))
+
+
+def test_edited_field_with_recomputed_hash_blames_the_edited_entry(log_file):
+    lines = _lines(log_file)
+    record = _record(lines, 57)
+    event = AuditEvent.from_dict({**record["event"], "outcome": "denied"})
+    lines[_line_of(lines, 57) - 1] = _dump(Entry.create(57, record["prev_hash"], event).to_record())
+    log_file.write_text("".join(lines))
+    _assert_problem(log_file, "edited", _line_of(lines, 57))
+
+
+def test_deleted_entry(log_file):
+    lines = _lines(log_file)
+    position = _line_of(lines, 57)
+    del lines[position - 1]
+    log_file.write_text("".join(lines))
+    _assert_problem(log_file, "deleted", position)
+
+
+@pytest.mark.parametrize("linked", [True, False], ids=["linked-to-predecessor", "unlinked"])
+def test_inserted_forged_entry_with_valid_self_hash(log_file, linked):
+    lines = _lines(log_file)
+    position = _line_of(lines, 58)
+    prev_hash = _record(lines, 57)["entry_hash"] if linked else secrets.token_hex(32)
+    lines.insert(position - 1, _forged_line(58, prev_hash))
+    log_file.write_text("".join(lines))
+    _assert_problem(log_file, "inserted", position)
+
+
+def test_swapped_entries(log_file):
+    lines = _lines(log_file)
+    first, second = _line_of(lines, 57), _line_of(lines, 58)
+    lines[first - 1], lines[second - 1] = lines[second - 1], lines[first - 1]
+    log_file.write_text("".join(lines))
+    _assert_problem(log_file, "reordered", first)
+
+
+def test_forged_checkpoint(log_file):
+    lines = _lines(log_file)
+    position = next(n for n, line in enumerate(lines, 1) if '"count":200' in line and "checkpoint" in line)
+    record = json.loads(lines[position - 1])
+    mallory = SigningKey.generate()
+    forged = Checkpoint.sign(200, record["head_hash"], mallory)
+    lines[position - 1] = _dump({**forged.to_record(), "key_id": KEY.key_id})
+    log_file.write_text("".join(lines))
+    _assert_problem(log_file, "bad_checkpoint_signature", position)
+
+
+def test_checkpoint_signed_by_another_key_fails_only_with_the_trusted_key(store):
+    mallory = SigningKey.generate()
+    with open(store.path, "a") as handle:
+        handle.write(_dump(Checkpoint.sign(250, store.head()[1], mallory).to_record()))
+    report = verify_file(store.path, KEY.verify_key)
+    assert report.problem.kind == "bad_checkpoint_signature"
+
+
+def test_truncated_export_after_checkpoint(export):
+    lines = _lines(export)
+    keep = _line_of(lines, 220)
+    export.write_text("".join(lines[:keep] + lines[-1:]))
+    _assert_problem(export, "truncated", keep + 1)
+
+
+def test_truncated_export_without_manifest(export):
+    lines = _lines(export)
+    keep = _line_of(lines, 150)
+    export.write_text("".join(lines[:keep]))
+    _assert_problem(export, "truncated", keep + 1)
+
+
+def test_truncated_store_with_surviving_checkpoint(store):
+    from pathlib import Path
+
+    path = Path(store.path)
+    lines = _lines(path)
+    checkpoint_200 = next(line for line in lines if '"count":200' in line)
+    kept = lines[:_line_of(lines, 150)]
+    path.write_text("".join(kept + [checkpoint_200]))
+    _assert_problem(path, "truncated", len(kept) + 1)
+
+
+def test_forged_manifest(export):
+    lines = _lines(export)
+    manifest = json.loads(lines[-1])
+    manifest["count"] = 249
+    lines[-1] = _dump(manifest)
+    export.write_text("".join(lines))
+    _assert_problem(export, "bad_checkpoint_signature", len(lines))
+
+
+@pytest.mark.parametrize("damage", ["cut", "garbage"])
+def test_malformed_line_is_reported_by_line_number(log_file, damage):
+    lines = _lines(log_file)
+    position = _line_of(lines, 100)
+    lines[position - 1] = lines[position - 1][:40] + ("\n" if damage == "garbage" else "")
+    log_file.write_text("".join(lines[:position] if damage == "cut" else lines))
+    _assert_problem(log_file, "malformed", position)
+
+
+def test_filtered_export_checks_hashes_and_manifest(store, tmp_path):
+    only = AuditFilter(actor_id="u1")
+    path = tmp_path / "u1.jsonl"
+    path.write_text("".join(export_jsonl(store.iter_entries(filter=only), KEY, filter=only)))
+    report = verify_file(path, KEY.verify_key)
+    assert report.ok and report.entries_checked == sum(1 for i in range(250) if i % 4 == 1)
+    lines = _lines(path)
+    del lines[5]
+    path.write_text("".join(lines))
+    assert verify_file(path, KEY.verify_key).problem.kind == "truncated"
+
+
+def test_store_refuses_to_append_after_a_torn_write(store):
+    with open(store.path, "a") as handle:
+        handle.write('{"type":"entry","seq":')
+    with pytest.raises(AuditWriteError):
+        store.append(_event(0))
+
+
+def test_store_filters_and_checkpoints(store):
+    assert store.count() == 250
+    assert [e.seq for e in store.iter_entries(after_seq=245)] == [246, 247, 248, 249, 250]
+    assert all(e.event.actor_id == "u2" for e in store.iter_entries(filter=AuditFilter(actor_id="u2")))
+    checkpoint = store.checkpoint()
+    assert (checkpoint.count, checkpoint.head_hash) == store.head()
+    assert [c.count for c in store.iter_checkpoints()] == [100, 200, 250]
