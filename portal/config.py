@@ -50,6 +50,13 @@ def _as_positive_int(value: str) -> int:
     return number
 
 
+def _as_positive_number(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise ValueError("must be a positive number")
+    return number
+
+
 def _as_role_map(value: str) -> dict[str, str]:
     mapping = json.loads(value)
     if not isinstance(mapping, dict) or not all(
@@ -88,7 +95,7 @@ class Settings:
     oidc_patient_claim: str = _setting("PORTAL_OIDC_PATIENT_CLAIM", "patient_id")
     dev_idp: bool = _setting("PORTAL_DEV_IDP", False, _as_bool)
     secure_cookies: bool = _setting("PORTAL_SECURE_COOKIES", None, _as_bool)
-    session_idle_minutes: int = _setting("PORTAL_SESSION_IDLE_MINUTES", 15, _as_positive_int)
+    session_idle_minutes: float = _setting("PORTAL_SESSION_IDLE_MINUTES", 15, _as_positive_number)
     session_max_hours: int = _setting("PORTAL_SESSION_MAX_HOURS", 12, _as_positive_int)
     login_rate_limit: str = _setting("PORTAL_LOGIN_RATE_LIMIT", "10 per minute")
     ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://")

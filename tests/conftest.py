@@ -82,11 +82,8 @@ def redis_url() -> str:
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory):
     """A migrated, seeded portal served by run.py on SQLite, shared by one test module."""
-    from tests.support.portal_server import PortalServer, portal_env, prepare_database
+    from tests.support.portal_server import running_portal
 
     tmp = tmp_path_factory.mktemp("portal")
-    port = free_port()
-    env = portal_env(tmp, f"sqlite:///{tmp / 'portal.db'}", port)
-    prepare_database(env)
-    with PortalServer(env, port, tmp / "server.log") as server:
+    with running_portal(tmp, f"sqlite:///{tmp / 'portal.db'}") as server:
         yield server

@@ -17,7 +17,7 @@ from portal import services
 from portal.db import db_session
 from portal.models import LoginSession, User
 
-TOUCH_EVERY = timedelta(seconds=30)
+TOUCH_EVERY = timedelta(seconds=30)  # at most one write per half minute per session
 
 
 def _hash(token: str) -> str:
@@ -74,7 +74,8 @@ def load_user(user_id: str) -> User | None:
     if reason is not None:
         _expire(login, reason)
         return None
-    if now - login.last_seen_at > TOUCH_EVERY:
+    idle_limit = timedelta(minutes=services.settings().session_idle_minutes)
+    if now - login.last_seen_at > min(TOUCH_EVERY, idle_limit / 4):
         login.last_seen_at = now
         db_session.commit()
     return login.user

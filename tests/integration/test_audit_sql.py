@@ -118,7 +118,7 @@ def _edit(conn: sa.Connection, store: SqlAuditStore) -> None:
 
 
 def _edit_and_rehash(conn: sa.Connection, store: SqlAuditStore) -> None:
-    original = Entry(**{**_row_entry_fields(conn, 57)})
+    original = Entry(**_row_entry_fields(conn, 57))
     event = AuditEvent.from_dict({**original.event.to_dict(), "outcome": "allowed", "actor_id": "nobody"})
     rewritten = Entry.create(57, original.prev_hash, event)
     conn.execute(audit_entry.update().where(audit_entry.c.seq == 57).values(entry_to_row(rewritten)))

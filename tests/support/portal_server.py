@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin
@@ -154,3 +156,13 @@ def csrf_token(session: requests.Session, page_url: str) -> str:
     match = re.search(r'name="csrf-token" content="([^"]+)"', session.get(page_url, timeout=10).text)
     assert match, "page has no CSRF token"
     return match.group(1)
+
+
+@contextmanager
+def running_portal(tmp: Path, database_url: str, patients: int = 12, **overrides: str) -> Iterator[PortalServer]:
+    """Migrate and seed ``database_url``, then serve it; for tests that need PostgreSQL or special settings."""
+    port = free_port()
+    env = portal_env(tmp, database_url, port, **overrides)
+    prepare_database(env, patients)
+    with PortalServer(env, port, tmp / f"server-{port}.log") as server:
+        yield server
