@@ -212,7 +212,8 @@ class SqlAuditStore(AuditStore):
 
     def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
         with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
+            if conn.dialect.name == "postgresql" and conn.default_isolation_level != "READ COMMITTED":
+                # The head must be read after the lock is granted, i.e. in a fresh snapshot.
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
             try:
                 self._serialise(conn)

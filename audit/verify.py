@@ -369,12 +369,9 @@ def verify_file(
     digest over the entry hashes. A missing manifest means the file was truncated.
 
     With verify_key=None the key embedded in the file is used (self-asserted).
-    Unreadable input is reported as a problem, never raised.
+    Malformed content is reported as a problem; only I/O errors (e.g. a missing file) raise OSError.
     """
-    try:
-        first, last = _edge_records(path)
-    except OSError as exc:
-        return VerifyReport(False, 0, 0, Problem(0, "malformed", f"cannot read {os.fspath(path)}: {exc}"))
+    first, last = _edge_records(path)
     if first is not None and first["type"] == "export":
         return _verify_export(path, first, last, verify_key, progress)
     return _run_chain(

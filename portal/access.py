@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from flask import g, has_request_context, request, session
 from flask_login import current_user
 
-from audit import AuditEvent, AuditWriteError
+from audit import AuditEvent, AuditWriteError, Entry
 from portal import policy, services
 from portal.policy import ChartRef, Decision
 
@@ -78,13 +78,24 @@ def record(
         **_request_fields(),
     )
     try:
-        services.audit_store().append(event)
+        entry = services.audit_store().append(event)
     except AuditWriteError as exc:
         log.error("audit append failed", extra={"action": action, "error": type(exc).__name__})
         raise AuditUnavailable("the audit log is unavailable") from exc
     from portal.observability import note_audit_event
 
     note_audit_event(event)
+    _publish(entry)
+
+
+def _publish(entry: Entry) -> None:
+    """Show the entry on the compliance live feed; the feed is best effort, the log is not."""
+    try:
+        from portal.compliance.feed import publish
+
+        publish(entry)
+    except Exception as exc:  # a feed outage must never fail the audited request
+        log.warning("audit feed publish failed", extra={"seq": entry.seq, "error": type(exc).__name__})
 
 
 def request_id() -> str:

@@ -13,7 +13,7 @@ from portal.db import db_session
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, seed_demo, rotate_keys, audit_verify, audit_export):
+    for command in (init_db, seed_demo, new_key, rotate_keys, audit_verify, audit_export):
         app.cli.add_command(command)
 
 
@@ -36,33 +36,50 @@ def seed_demo(patients: int) -> None:
     click.echo("demo data ready: " + ", ".join(f"{value} {name}" for name, value in counts.items()))
 
 
+@click.command("new-key")
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+def new_key(output: Path) -> None:
+    """Write the current keyring plus a new primary key and index key to OUTPUT (step 1 of a rotation)."""
+    from portal.crypto import active_keyring
+
+    if output.exists():
+        raise click.ClickException(f"{output} exists; choose a new file so the current keyring stays intact")
+    output.touch(mode=0o600)
+    output.write_text(active_keyring().rotated().to_json())
+    click.echo(f"wrote {output}: point PORTAL_KEYRING at it on every worker, restart them, then run rotate-keys")
+
+
 @click.command("rotate-keys")
 @click.option("--check", is_flag=True, help="Only report how many values each key still protects.")
 @click.option("--batch-size", default=500, show_default=True)
 def rotate_keys(check: bool, batch_size: int) -> None:
-    """Re-encrypt every value under the primary key and rebuild blind indexes (online, resumable)."""
+    """Re-encrypt every value under the primary key and rebuild blind indexes (online, resumable).
+
+    Add a new key to PORTAL_KEYRING and make it primary first; afterwards `--check` shows when an old
+    key protects nothing any more and can be removed.
+    """
     from portal.access import record
     from portal.crypto import rotate, rotation_status
-    from portal.models import ENCRYPTED_MODELS
 
-    if check:
-        _print_status(rotation_status(db_session(), ENCRYPTED_MODELS))
-        return
-    with tqdm(desc="re-encrypting", unit="value", file=sys.stderr) as bar:
-        summary = rotate(db_session.session_factory, ENCRYPTED_MODELS, batch_size=batch_size,
-                         progress=lambda done: bar.update(done))
-    record("keys.rotated", "allowed", actor_role="operator", details=_summary_details(summary))
-    click.echo(f"rotation complete: {summary}")
-    _print_status(rotation_status(db_session(), ENCRYPTED_MODELS))
+    if not check:
+        with tqdm(desc="rotating", unit="row", file=sys.stderr) as bar:
+            def progress(done: int, total: int) -> None:
+                bar.total = total
+                bar.update(done - bar.n)
 
-
-def _summary_details(summary) -> dict:
-    return {key: value for key, value in vars(summary).items() if isinstance(value, (int, str, bool))}
+            summary = rotate(db_session.session_factory, batch_size=batch_size, progress=progress)
+        record("keys.rotated", "allowed", actor_role="operator", reason="rotate-keys command",
+               details={"reencrypted": summary.reencrypted, "reindexed": summary.reindexed, "rows": summary.rows})
+        click.echo(f"re-encrypted {summary.reencrypted} values and rebuilt {summary.reindexed} index entries "
+                   f"in {summary.rows} rows ({summary.skipped} already rewritten by the application)")
+    _print_status(rotation_status(db_session()))
 
 
 def _print_status(status: dict) -> None:
-    for key_id, count in sorted(status.items()):
-        click.echo(f"  {key_id}: {count} values")
+    for title, counts in (("encryption keys", status["keys"]), ("blind-index keys", status["index_keys"])):
+        click.echo(f"{title}:")
+        for key_id, count in sorted(counts.items()):
+            click.echo(f"  {key_id}: {count} values")
 
 
 @click.command("audit-verify")

@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("compliance", __name__)
 
-from portal.compliance import views  # noqa: E402,F401
+from portal.compliance import feed, views  # noqa: E402,F401

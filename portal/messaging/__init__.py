@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("messaging", __name__)
 
-from portal.messaging import views  # noqa: E402,F401
+from portal.messaging import events, views  # noqa: E402,F401

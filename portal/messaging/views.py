@@ -1,9 +1,50 @@
-from flask_login import login_required
+"""The chat page and the form that starts a conversation; live traffic goes through ``events``."""
+from __future__ import annotations
 
-from portal.messaging import bp
+from flask import redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from portal import services
+from portal.access import authorize, record
+from portal.errors import ApiError
+from portal.messaging import bp, service
+from portal.messaging.service import MessagingError
 
 
 @bp.get("/messages")
 @login_required
 def chat():
-    return "chat"
+    user = current_user._get_current_object()
+    conversations = service.list_conversations(user)
+    record("conversation.list", "allowed", details={"count": len(conversations)})
+    requested = service.parse_uuid(request.args.get("c"))
+    selected = requested if any(c.id == requested for c in conversations) else None
+    settings = services.settings()
+    return render_template(
+        "messaging/chat.html",
+        conversations=conversations,
+        selected=selected,
+        clinicians=service.clinicians_except(user) if user.has_role("clinician") else [],
+        max_bytes=settings.message_max_bytes,
+        page_size=min(50, settings.history_page_max),
+    )
+
+
+@bp.post("/messages/start")
+@login_required
+def start():
+    """Clinicians: open (or create) a direct conversation. Patients: open their care-team thread."""
+    user = current_user._get_current_object()
+    if user.has_role("patient") and user.patient_id and not request.form.get("clinician"):
+        conversation = service.get_or_create_patient_thread(user.patient_id)
+        authorize("conversation.join", conversation)
+        return redirect(url_for("messaging.chat", c=conversation.id))
+    other = service.get_user(service.parse_uuid(request.form.get("clinician")))
+    authorize("conversation.start", details={"kind": "direct", "with": other.id if other else None})
+    if other is None:
+        raise ApiError(400, "bad_request", "Choose a clinician to message.")
+    try:
+        conversation = service.get_or_create_direct(user, other)
+    except MessagingError as exc:
+        raise ApiError(400, exc.code, exc.message) from exc
+    return redirect(url_for("messaging.chat", c=conversation.id))

@@ -3,10 +3,8 @@ from portal.models.chart import Allergy, Condition, LabResult, Medication, Patie
 from portal.models.messaging import Conversation, ConversationMember, ConversationRead, Message
 from portal.models.users import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LoginSession, User
 
-ENCRYPTED_MODELS = (Patient, Condition, Medication, Allergy, LabResult, VisitNote, User, LoginSession, BreakGlass, Message)
-
 __all__ = [
     "Allergy", "BreakGlass", "CareTeam", "CareTeamMember", "CareTeamPatient", "Condition", "Conversation",
-    "ConversationMember", "ConversationRead", "ENCRYPTED_MODELS", "LabResult", "LoginSession", "Medication",
+    "ConversationMember", "ConversationRead", "LabResult", "LoginSession", "Medication",
     "Message", "Patient", "User", "VisitNote",
 ]

@@ -12,7 +12,7 @@ from audit import AuditEvent, SigningKey, SqlAuditStore, create_tables, verify_s
 
 PROCESSES = 4
 THREADS = 4
-EVENTS_PER_THREAD = 60
+EVENTS_PER_THREAD = 40
 TOTAL = PROCESSES * THREADS * EVENTS_PER_THREAD
 
 pytestmark = pytest.mark.slow
@@ -28,7 +28,7 @@ def _engine(url: str) -> sa.Engine:
 
 
 def _writer_process(url: str, key_pem: bytes, worker: int) -> None:
-    store = SqlAuditStore(_engine(url), SigningKey.from_pem(key_pem), checkpoint_every=50)
+    store = SqlAuditStore(_engine(url), SigningKey.from_pem(key_pem), checkpoint_every=32)
     errors: list[BaseException] = []
 
     def append_events(thread: int) -> None:
@@ -61,7 +61,7 @@ def test_concurrent_appends_from_processes_and_threads(database_url):
         worker.join(timeout=120)
     assert [worker.exitcode for worker in workers] == [0] * PROCESSES
 
-    store = SqlAuditStore(engine, key, checkpoint_every=50)
+    store = SqlAuditStore(engine, key, checkpoint_every=32)
     entries = list(store.iter_entries())
     assert store.count() == TOTAL
     assert [entry.seq for entry in entries] == list(range(1, TOTAL + 1))
@@ -72,5 +72,5 @@ def test_concurrent_appends_from_processes_and_threads(database_url):
     assert len(per_writer) == PROCESSES * THREADS
     report = verify_store(store, key.verify_key)
     assert report.ok, report.problem
-    assert report.checkpoints_checked == TOTAL // 50
+    assert report.checkpoints_checked == TOTAL // 32
     engine.dispose()

@@ -104,6 +104,15 @@ class NpmOidcProvider:
         self._stop()
         self._start(rotate_keys=rotate_keys)
 
+    def stop(self) -> None:
+        """Stop the provider (its issuer stays reserved: `start()` brings it back on the same port)."""
+        self._stop()
+
+    def start(self) -> None:
+        """Start a provider stopped with `stop()` again, on the same issuer and keys."""
+        if self._proc is None:
+            self._start(rotate_keys=False)
+
     def signing_kids(self) -> list[str]:
         """Key ids in the JWKS file, newest first."""
         return [key["kid"] for key in json.loads(self.jwks_path.read_text())["keys"]]
@@ -243,3 +252,115 @@ def sign_out_with_requests(session: requests.Session, end_session_url: str) -> r
     action, fields = _only_form(page, "op.logoutForm")
     fields["logout"] = "yes"
     return session.post(action, data=fields, allow_redirects=False)
+
+
+# --- Helpers for running the portal against the npm provider -------------------------------------------------
+
+PORTAL_SCOPES = "openid profile email roles patient_id"
+
+
+def demo_accounts(**overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The portal's demo people as npm-provider accounts keyed by subject (``demo-alice`` ...).
+
+    ``overrides`` (keyed by subject with ``-`` written as ``_``, e.g. ``demo_alice``) replace claims.
+    """
+    from portal.devidp.users import DEMO_USERS
+
+    accounts = {}
+    for user in DEMO_USERS:
+        claims: dict[str, Any] = {"name": user.name, "email": user.email, "email_verified": True,
+                                  "roles": list(user.roles)}
+        if user.patient_id:
+            claims["patient_id"] = user.patient_id
+        claims.update(overrides.get(user.subject.replace("-", "_"), {}))
+        accounts[user.subject] = claims
+    return accounts
+
+
+def portal_client(client_id: str, client_secret: str, portal_url: str, alg: str = "RS256") -> dict[str, Any]:
+    """oidc-provider client metadata for a portal served at ``portal_url``."""
+    return {
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "redirect_uris": [f"{portal_url}/auth/callback"],
+        "post_logout_redirect_uris": [f"{portal_url}/"],
+        "id_token_signed_response_alg": alg,
+    }
+
+
+def portal_oidc_env(issuer: str, client_id: str, client_secret: str) -> dict[str, str]:
+    """PORTAL_* overrides for ``portal_env`` that point the portal at an external provider."""
+    return {
+        "PORTAL_DEV_IDP": "0",
+        "PORTAL_OIDC_ISSUER": issuer,
+        "PORTAL_OIDC_CLIENT_ID": client_id,
+        "PORTAL_OIDC_CLIENT_SECRET": client_secret,
+        "PORTAL_OIDC_SCOPES": PORTAL_SCOPES,
+    }
+
+
+def portal_callback_url(portal_url: str, login: str, session: requests.Session | None = None,
+                        next_path: str | None = None) -> tuple[requests.Session, str]:
+    """Start sign-in at the portal and sign ``login`` in at the provider; return the callback URL, not visited."""
+    session = session or requests.Session()
+    start = f"{portal_url}/auth/login" + (f"?next={next_path}" if next_path else "")
+    redirect = sign_in_with_requests(session, start, login)
+    location = redirect.headers["Location"]
+    if not location.startswith(f"{portal_url}/auth/callback"):
+        raise AssertionError(f"the provider redirected elsewhere: {location}")
+    return session, location
+
+
+def sign_in_portal(portal_url: str, login: str, session: requests.Session | None = None,
+                   headers: dict[str, str] | None = None) -> tuple[requests.Session, requests.Response]:
+    """Full sign-in at a portal that uses the npm provider; returns the session and the callback response."""
+    session, callback = portal_callback_url(portal_url, login, session)
+    return session, session.get(callback, headers=headers, allow_redirects=False, timeout=15)
+
+
+def start_portals(*servers: Any) -> None:
+    """Start several PortalServer processes at once (each start waits for its /healthz)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(servers)) as pool:
+        for future in [pool.submit(server.start) for server in servers]:
+            future.result()
+
+
+def audit_rows(database_url: str, **equals: Any) -> list[dict[str, Any]]:
+    """Rows of the portal's audit_entry table whose columns equal ``equals``, oldest first."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    try:
+        table = sa.Table("audit_entry", sa.MetaData(), autoload_with=engine)
+        query = sa.select(table).order_by(table.c.seq)
+        for column, value in equals.items():
+            query = query.where(table.c[column] == value)
+        with engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def table_count(database_url: str, table: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def assert_signin_refused(portal_url: str, database_url: str, session: requests.Session, response: requests.Response,
+                          status: int | tuple[int, ...], reason: str, request_id: str) -> None:
+    """A refused sign-in: the error page with ``status``, no session, one `signin.failure` audit with ``reason``."""
+    statuses = (status,) if isinstance(status, int) else status
+    assert response.status_code in statuses, f"HTTP {response.status_code}: {response.text[:400]}"
+    assert f'data-error-code="{reason}"' in response.text, response.text[:800]
+    me = session.get(f"{portal_url}/api/v1/me", timeout=10)
+    assert me.status_code == 401, f"a refused sign-in left a working session: {me.text[:200]}"
+    events = audit_rows(database_url, request_id=request_id)
+    assert [(e["action"], e["outcome"], e["reason"]) for e in events] == [("signin.failure", "denied", reason)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from pathlib import Path
 
 import pytest
 
@@ -79,8 +80,6 @@ def test_store_file_and_export_verify_clean(store, export):
 @pytest.fixture(params=["store", "export"])
 def log_file(request, store, export):
     """Each tamper test runs on the live store file and on its JSONL export."""
-    from pathlib import Path
-
     return Path(store.path) if request.param == "store" else export
 
 
@@ -162,8 +161,6 @@ def test_truncated_export_without_manifest(export):
 
 
 def test_truncated_store_with_surviving_checkpoint(store):
-    from pathlib import Path
-
     path = Path(store.path)
     lines = _lines(path)
     checkpoint_200 = next(line for line in lines if '"count":200' in line)

@@ -1,0 +1,95 @@
+"""Cost of the tamper-evident audit log: SqlAuditStore appends vs plain INSERTs, and verify speed.
+
+    .venv/bin/python bench/bench_audit.py [--db URL] [--events N]
+
+Both append paths insert the same rows one transaction per event, so the ratio is the price
+of the serialising lock, the head read, hashing and periodic checkpoint signing.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audit import AuditEvent, SigningKey, SqlAuditStore, audit_entry, create_tables, metadata, verify_store  # noqa: E402
+from audit.store import entry_to_row  # noqa: E402
+
+
+def _events(count: int) -> list[AuditEvent]:
+    return [AuditEvent(action="chart.read", outcome="allowed", actor_id=f"u{i % 50}", patient_id=f"p{i % 500}",
+                       source_ip="10.0.0.1", request_id=f"req-{i}", details={"results": i % 20})
+            for i in range(count)]
+
+
+def _engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(url)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", lambda dbapi, _: dbapi.execute("PRAGMA journal_mode=WAL"))
+    return engine
+
+
+def _reset(engine: sa.Engine) -> None:
+    metadata.drop_all(engine)
+    create_tables(engine)
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds else float("inf")
+
+
+def bench_store(engine: sa.Engine, key: SigningKey, events: list[AuditEvent]) -> tuple[float, SqlAuditStore]:
+    _reset(engine)
+    store = SqlAuditStore(engine, key)
+    started = time.perf_counter()
+    for event in events:
+        store.append(event)
+    return _rate(len(events), time.perf_counter() - started), store
+
+
+def bench_plain(engine: sa.Engine, rows: list[dict]) -> float:
+    """The same rows (hashes precomputed) through one plain INSERT transaction each."""
+    _reset(engine)
+    started = time.perf_counter()
+    for row in rows:
+        with engine.begin() as conn:
+            conn.execute(audit_entry.insert(), row)
+    return _rate(len(rows), time.perf_counter() - started)
+
+
+def bench_verify(store: SqlAuditStore, key: SigningKey) -> float:
+    started = time.perf_counter()
+    report = verify_store(store, key.verify_key)
+    if not report.ok:
+        raise SystemExit(f"verification failed: {report.summary()}")
+    return _rate(report.entries_checked, time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", help="SQLAlchemy URL (default: a temporary SQLite file); its audit tables are dropped")
+    parser.add_argument("--events", type=int, default=2000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = _engine(args.db or f"sqlite:///{tmp}/bench.db")
+        key = SigningKey.generate()
+        events = _events(args.events)
+        store_rate, store = bench_store(engine, key, events)
+        rows = [entry_to_row(entry) for entry in store.iter_entries()]
+        verify_rate = bench_verify(store, key)
+        plain_rate = bench_plain(engine, rows)
+        metadata.drop_all(engine)
+        engine.dispose()
+    print(f"backend        {engine.dialect.name}, {args.events} events")
+    print(f"plain INSERT   {plain_rate:10.0f} events/s")
+    print(f"SqlAuditStore  {store_rate:10.0f} events/s  ({store_rate / plain_rate:.2f}x plain)")
+    print(f"verify         {verify_rate:10.0f} events/s  ({verify_rate / store_rate:.1f}x append rate)")
+
+
+if __name__ == "__main__":
+    main()

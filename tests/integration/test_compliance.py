@@ -1,0 +1,359 @@
+"""The compliance console against a real portal: search, flags, live feed, exports, integrity, patient view.
+
+One server per module; every test signs in over HTTP through the development OpenID provider.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+import socketio
+
+from audit import CSV_COLUMNS
+from tests.support.portal_server import ROOT, csrf_token, sign_in
+
+ALICE = "00000000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture(scope="module")
+def cora(portal):
+    return sign_in(portal.url, "cora")
+
+
+@pytest.fixture(scope="module")
+def chen(portal):
+    return sign_in(portal.url, "dr.chen")
+
+
+def _events(session, url: str, **params) -> dict:
+    response = session.get(f"{url}/compliance/api/events", params=params, timeout=10)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _open_alice_chart(portal, chen) -> None:
+    response = chen.get(f"{portal.url}/patients/{ALICE}", timeout=10)
+    assert response.status_code == 200, response.text[:500]
+
+
+def _hidden_csrf(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "page has no CSRF form field"
+    return match.group(1)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def test_filter_by_patient_and_action_finds_the_chart_read(portal, cora, chen):
+    _open_alice_chart(portal, chen)
+
+    found = _events(cora, portal.url, patient=ALICE, action="chart.read")
+    reads = [event for event in found["events"] if event["actor_name"] == "Dr. Mei Chen"]
+    assert reads, found
+    assert all(event["patient_id"] == ALICE and event["action"].startswith("chart.read") for event in found["events"])
+    assert reads[0]["outcome"] == "allowed" and reads[0]["resource_type"] == "chart"
+
+    prefix = _events(cora, portal.url, patient=ALICE, action="chart", actor=reads[0]["actor_id"])
+    assert {event["seq"] for event in reads} <= {event["seq"] for event in prefix["events"]}
+
+    page = cora.get(f"{portal.url}/compliance/", params={"patient": ALICE, "action": "chart.read"}, timeout=10)
+    assert page.status_code == 200
+    assert "Dr. Mei Chen" in page.text and f'data-seq="{reads[0]["seq"]}"' in page.text
+
+    searches = _events(cora, portal.url, action="audit.search", outcome="allowed")["events"]
+    recorded = [event for event in searches if f"patient_id={ALICE}" in (event["details"].get("filter") or "")]
+    assert recorded and isinstance(recorded[0]["details"]["count"], int) and recorded[0]["details"]["count"] >= 1
+
+
+def test_search_pages_by_seq_descending(portal, cora):
+    first = _events(cora, portal.url, before="", outcome="allowed")
+    seqs = [event["seq"] for event in first["events"]]
+    assert seqs == sorted(seqs, reverse=True)
+    if first["next_before"]:
+        older = _events(cora, portal.url, outcome="allowed", before=first["next_before"])
+        assert max(event["seq"] for event in older["events"]) < min(seqs)
+
+
+def test_malformed_filters_are_rejected_with_a_message(portal, cora):
+    page = cora.get(f"{portal.url}/compliance/", params={"since": "last tuesday"}, timeout=10)
+    assert page.status_code == 400
+    assert "data-filter-error" in page.text and "&#39;since&#39; must be" in page.text
+
+    backwards = cora.get(f"{portal.url}/compliance/",
+                         params={"since": "2024-05-02T00:00", "until": "2024-05-01T00:00"}, timeout=10)
+    assert backwards.status_code == 400 and "earlier than" in backwards.text
+
+    api = cora.get(f"{portal.url}/compliance/api/events", params={"until": "13/45/2024"}, timeout=10)
+    assert api.status_code == 400
+    assert api.json()["error"]["code"] == "bad_filter" and "until" in api.json()["error"]["message"]
+
+    assert cora.get(f"{portal.url}/compliance/api/events", params={"outcome": "maybe"}, timeout=10).status_code == 400
+
+
+def test_datetime_local_and_iso_ranges_are_accepted(portal, cora):
+    assert cora.get(f"{portal.url}/compliance/", params={"since": "2020-01-01T07:30"}, timeout=10).status_code == 200
+    found = _events(cora, portal.url, since="2020-01-01T00:00:00Z", until="2020-01-02T00:00:00+00:00")
+    assert found["events"] == [] and found["total"] == 0
+
+
+@pytest.mark.parametrize("login", ["alice", "dr.chen", "nora"])
+def test_other_roles_are_refused(portal, login):
+    session = sign_in(portal.url, login)
+    for path in ("/compliance/", "/compliance/flags", "/compliance/integrity", "/compliance/events/1",
+                 "/compliance/export?format=csv"):
+        assert session.get(portal.url + path, timeout=10).status_code == 403, path
+    api = session.get(f"{portal.url}/compliance/api/events", timeout=10)
+    assert api.status_code == 403 and api.json()["error"]["code"] == "forbidden"
+
+
+def test_api_without_session_gets_401(portal):
+    import requests
+
+    response = requests.get(f"{portal.url}/compliance/api/events", timeout=10)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_event_detail_page(portal, cora, chen):
+    _open_alice_chart(portal, chen)
+    seq = _events(cora, portal.url, patient=ALICE, action="chart.read")["events"][0]["seq"]
+    page = cora.get(f"{portal.url}/compliance/events/{seq}", timeout=10)
+    assert page.status_code == 200
+    assert "Dr. Mei Chen" in page.text and "matches its contents" in page.text and ALICE in page.text
+    assert cora.get(f"{portal.url}/compliance/events/999999999", timeout=10).status_code == 404
+
+
+def test_console_charts_have_text_alternatives(portal, cora):
+    page = cora.get(f"{portal.url}/compliance/", timeout=10).text
+    assert 'role="img"' in page and "Events per hour as a table" in page
+    assert re.search(r'<th scope="row">chart\.read</th>', page)
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def test_break_glass_is_flagged_with_its_reason_and_can_be_reviewed(portal, cora):
+    reyes = sign_in(portal.url, "dr.reyes")
+    refused = reyes.get(f"{portal.url}/patients/{ALICE}", timeout=10)
+    assert refused.status_code == 403
+    reason = f"Unconscious in the ED, need allergies now {uuid.uuid4().hex[:8]}"
+    opened = reyes.post(f"{portal.url}/patients/{ALICE}/break-glass", timeout=10,
+                        data={"reason": reason, "csrf_token": _hidden_csrf(refused.text)})
+    assert opened.status_code == 200 and opened.url.endswith(f"/patients/{ALICE}")
+
+    page = cora.get(f"{portal.url}/compliance/flags", timeout=10)
+    assert page.status_code == 200
+    assert reason in page.text and "Dr. Ana Reyes" in page.text
+    grant = re.search(r'<tr class="flagged" data-break-glass="([^"]+)">', page.text)
+    assert grant, "the unreviewed grant is not flagged"
+    assert "not on the patient&#39;s care team" in page.text  # the refused read is listed as denied
+
+    reviewed = cora.post(f"{portal.url}/compliance/flags/break-glass/{grant.group(1)}/review", timeout=10,
+                         data={"csrf_token": csrf_token(cora, f"{portal.url}/compliance/flags")})
+    assert reviewed.status_code == 200 and "marked as reviewed" in reviewed.text
+    assert f'<tr class="" data-break-glass="{grant.group(1)}">' in reviewed.text
+    assert "Cora Whitfield" in reviewed.text
+
+    review_events = _events(cora, portal.url, action="audit.review")["events"]
+    assert any(event["details"].get("break_glass") == grant.group(1) for event in review_events)
+
+    without_token = cora.post(f"{portal.url}/compliance/flags/break-glass/{grant.group(1)}/review", timeout=10)
+    assert without_token.status_code == 400
+
+
+def test_sign_in_failures_are_flagged(portal, cora):
+    import requests
+
+    requests.get(f"{portal.url}/auth/callback", params={"state": "forged", "code": "x"}, timeout=10)
+    page = cora.get(f"{portal.url}/compliance/flags", timeout=10).text
+    section = page[page.index('id="signin-failures"'):page.index('id="after-hours"')]
+    assert "signin.failure" in section and 'class="denied flagged"' in section
+
+
+def test_reviewing_is_compliance_only(portal, chen):
+    page = chen.get(f"{portal.url}/patients/{ALICE}", timeout=10)
+    token = csrf_token(chen, f"{portal.url}/patients/{ALICE}") if page.ok else ""
+    refused = chen.post(f"{portal.url}/compliance/flags/break-glass/anything/review", data={"csrf_token": token},
+                        timeout=10)
+    assert refused.status_code == 403
+
+
+# --------------------------------------------------------------------------- live feed
+
+
+def _cookie_header(session) -> str:
+    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in session.cookies)
+
+
+def test_live_feed_delivers_new_events_to_compliance(portal, cora, chen):
+    received: list[dict] = []
+    arrived = threading.Event()
+    client = socketio.Client(reconnection=False)
+
+    @client.on("audit_event", namespace="/audit")
+    def _on_event(data):
+        received.append(data)
+        if data.get("action") == "chart.read" and data.get("patient_id") == ALICE:
+            arrived.set()
+
+    client.connect(portal.url, headers={"Cookie": _cookie_header(cora)}, namespaces=["/audit"], wait_timeout=10)
+    try:
+        _open_alice_chart(portal, chen)
+        assert arrived.wait(10), f"no chart.read on the feed; got {received}"
+    finally:
+        client.disconnect()
+    event = next(item for item in received if item.get("action") == "chart.read")
+    assert set(event) == {"seq", "time", "actor_id", "actor_role", "action", "outcome", "patient_id",
+                          "resource_type", "resource_id"}
+    assert event["actor_role"] == "clinician" and isinstance(event["seq"], int)
+
+
+@pytest.mark.parametrize("login", ["dr.chen", None])
+def test_live_feed_refuses_others(portal, login):
+    headers = {"Cookie": _cookie_header(sign_in(portal.url, login))} if login else {}
+    client = socketio.Client(reconnection=False)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(portal.url, headers=headers, namespaces=["/audit"], wait_timeout=5)
+    client.disconnect()
+
+
+# --------------------------------------------------------------------------- exports
+
+
+def _export(session, url: str, fmt: str, **params):
+    response = session.get(f"{url}/compliance/export", params={"format": fmt, **params}, timeout=30)
+    assert response.status_code == 200, response.text[:500]
+    return response
+
+
+def _header_manifest(response) -> dict:
+    return json.loads(base64.b64decode(response.headers["X-Audit-Manifest"]))
+
+
+def test_csv_export_parses_and_matches_its_manifest(portal, cora, chen):
+    _open_alice_chart(portal, chen)
+    response = _export(cora, portal.url, "csv", patient=ALICE)
+    assert response.headers["Content-Type"].startswith("text/csv")
+    reader = csv.DictReader(io.StringIO(response.text))
+    rows = list(reader)
+    assert tuple(reader.fieldnames) == CSV_COLUMNS
+    assert rows and all(row["patient_id"] == ALICE for row in rows)
+    manifest = _header_manifest(response)
+    assert manifest["format"] == "csv" and manifest["count"] == len(rows) and manifest["signature"]
+
+    sidecar = cora.get(f"{portal.url}/compliance/export/manifest", timeout=10,
+                       params={"format": "csv", "patient": ALICE, "through": response.headers["X-Audit-Through"]})
+    assert sidecar.status_code == 200
+    assert sidecar.json()["digest"] == manifest["digest"] and sidecar.json()["count"] == len(rows)
+
+
+def test_jsonl_export_verifies_and_detects_an_edit(portal, cora, tmp_path):
+    response = _export(cora, portal.url, "jsonl")
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(response.content)
+    lines = path.read_text().splitlines(keepends=True)
+    assert json.loads(lines[0])["type"] == "export" and json.loads(lines[-1])["type"] == "manifest"
+
+    verified = subprocess.run([sys.executable, "-m", "audit", "verify", str(path)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("OK: export intact")
+
+    entry_line = next(i for i, line in enumerate(lines) if '"chart.read"' in line)
+    lines[entry_line] = lines[entry_line].replace('"chart.read"', '"chart.list"', 1)
+    path.write_text("".join(lines))
+    tampered = subprocess.run([sys.executable, "-m", "audit", "verify", str(path)], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert tampered.stdout.startswith("FAILED: edited")
+
+
+def test_fhir_export_lines_are_valid_audit_events(portal, cora):
+    from fhir.resources.R4B.auditevent import AuditEvent
+
+    response = _export(cora, portal.url, "fhir", action="chart")
+    lines = [line for line in response.text.splitlines() if line]
+    assert lines and len(lines) == _header_manifest(response)["count"]
+    for line in lines:
+        resource = AuditEvent.model_validate_json(line)
+        assert resource.subtype[0].code.startswith("chart")
+
+
+def test_each_export_is_audited_with_format_and_count(portal, cora):
+    before = _export(cora, portal.url, "csv", outcome="denied")
+    count = _header_manifest(before)["count"]
+    exports = _events(cora, portal.url, action="audit.export")["events"]
+    latest = exports[0]["details"]
+    assert latest["format"] == "csv" and latest["count"] == count and "outcome=denied" in latest["filter"]
+    assert {"csv", "jsonl", "fhir"} <= {event["details"].get("format") for event in exports}
+    # the export event is recorded before the body streams, so it is not part of its own export
+    assert exports[0]["seq"] > int(before.headers["X-Audit-Through"])
+
+
+def test_export_with_unknown_format_is_400(portal, cora):
+    assert cora.get(f"{portal.url}/compliance/export", params={"format": "xml"}, timeout=10).status_code == 400
+
+
+# --------------------------------------------------------------------------- integrity and CLI
+
+
+def test_verify_now_records_and_shows_the_result(portal, cora):
+    page = cora.get(f"{portal.url}/compliance/integrity", timeout=10)
+    assert page.status_code == 200
+    result = cora.post(f"{portal.url}/compliance/integrity/verify", timeout=60,
+                       data={"csrf_token": _hidden_csrf(page.text.split("Verify now", 1)[1])})
+    assert result.status_code == 200 and result.url.endswith("/compliance/integrity")
+    assert 'data-integrity="ok"' in result.text and "Cora Whitfield" in result.text
+    verifications = _events(cora, portal.url, action="audit.verify", outcome="allowed")["events"]
+    assert verifications[0]["details"]["ok"] is True and verifications[0]["details"]["entries"] > 0
+
+
+def _flask(portal, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", *args], env=portal.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_verify_and_export(portal, cora, tmp_path):
+    verified = _flask(portal, "audit-verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.stdout.startswith("OK: chain intact")
+
+    output = tmp_path / "audit.csv"
+    exported = _flask(portal, "audit-export", "--format", "csv", "--output", str(output), "--patient", ALICE)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    rows = list(csv.DictReader(output.open(newline="")))
+    assert f"exported {len(rows)} events" in exported.stdout and rows
+    manifest = json.loads((tmp_path / "audit.csv.manifest.json").read_text())
+    assert manifest["count"] == len(rows) and manifest["format"] == "csv"
+
+    jsonl = tmp_path / "audit.jsonl"
+    assert _flask(portal, "audit-export", "--output", str(jsonl)).returncode == 0
+    checked = subprocess.run([sys.executable, "-m", "audit", "verify", str(jsonl)], cwd=ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    operator = _events(cora, portal.url, actor="", action="audit.")["events"]
+    assert any(event["actor_role"] == "operator" and event["action"] == "audit.verify" for event in operator)
+    assert any(event["actor_role"] == "operator" and event["details"].get("destination") == "file"
+               for event in operator)
+
+
+# --------------------------------------------------------------------------- the patient's view
+
+
+def test_patient_sees_who_viewed_their_chart(portal, chen):
+    _open_alice_chart(portal, chen)
+    alice = sign_in(portal.url, "alice")
+    assert alice.get(f"{portal.url}/chart", timeout=10).status_code == 200
+    page = alice.get(f"{portal.url}/chart/access-log", timeout=10)
+    assert page.status_code == 200
+    assert "Dr. Mei Chen" in page.text
+    assert "Alice Moreau</td>" not in page.text  # her own visits are not listed

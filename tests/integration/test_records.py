@@ -1,0 +1,149 @@
+"""Charts over real HTTP: who sees what, bad input, notes, break-glass, FHIR, and the audit trail it leaves."""
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from tests.support.portal_server import csrf_token, sign_in
+
+ALICE = "00000000-0000-4000-8000-000000000001"
+BOB = "00000000-0000-4000-8000-000000000002"
+
+
+@pytest.fixture(scope="module")
+def sessions(portal):
+    return {login: sign_in(portal.url, login) for login in ("alice", "dr.chen", "dr.reyes", "cora")}
+
+
+def audit_rows(portal, **where):
+    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
+    clauses = " AND ".join(f"{column} = :{column}" for column in where)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT * FROM audit_entry WHERE {clauses} ORDER BY seq"), where).mappings().all()
+    engine.dispose()
+    return rows
+
+
+def test_patient_reads_their_own_chart(portal, sessions):
+    page = sessions["alice"].get(portal.url + "/chart", timeout=10)
+    assert page.status_code == 200
+    assert "Alice Moreau" in page.text and "RC-100001" in page.text
+    assert page.headers["Cache-Control"] == "no-store"
+    assert audit_rows(portal, action="chart.read", patient_id=ALICE, outcome="allowed")
+
+
+def test_patient_cannot_reach_another_chart_by_page_api_or_fhir(portal, sessions):
+    for path in (f"/patients/{BOB}", f"/api/v1/patients/{BOB}", f"/api/v1/patients/{BOB}/results",
+                 f"/patients/{BOB}/fhir", f"/api/v1/patients/{BOB}/fhir"):
+        response = sessions["alice"].get(portal.url + path, timeout=10)
+        assert response.status_code == 404, path
+        assert "Lindqvist" not in response.text
+    assert sessions["alice"].get(portal.url + f"/api/v1/patients/{BOB}", timeout=10).json() == {
+        "error": {"code": "not_found", "message": "There is no such record."}}
+    denied = audit_rows(portal, actor_role="patient", patient_id=BOB, outcome="denied")
+    assert len(denied) >= 5 and denied[0]["reason"] == "not the patient's own chart"
+
+
+def test_malformed_ids_are_a_400(portal, sessions):
+    response = sessions["dr.chen"].get(portal.url + "/api/v1/patients/not-a-uuid", timeout=10)
+    assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_id"
+
+
+def test_clinician_on_the_care_team_reads_the_chart_and_api(portal, sessions):
+    assert "Alice Moreau" in sessions["dr.chen"].get(portal.url + f"/patients/{ALICE}", timeout=10).text
+    results = sessions["dr.chen"].get(portal.url + f"/api/v1/patients/{ALICE}/results", timeout=10).json()["results"]
+    assert results and {"name", "value", "flag", "abnormal"} <= results[0].keys()
+    assert audit_rows(portal, action="chart.read", resource_type="results", patient_id=ALICE)
+
+
+def test_compliance_sees_no_clinical_content(portal, sessions):
+    response = sessions["cora"].get(portal.url + f"/patients/{ALICE}", timeout=10)
+    assert response.status_code == 403 and "Moreau" not in response.text
+
+
+def test_search_by_mrn_name_and_birth_date_through_blind_indexes(portal, sessions):
+    chen = sessions["dr.chen"]
+    by_mrn = chen.get(portal.url + "/api/v1/patients", params={"mrn": "rc 100001"}, timeout=10).json()["patients"]
+    assert [p["id"] for p in by_mrn] == [ALICE]
+    by_name = chen.get(portal.url + "/api/v1/patients", params={"name": "  MOREAU "}, timeout=10).json()["patients"]
+    assert ALICE in [p["id"] for p in by_name]
+    dob = by_mrn[0]["birth_date"]
+    by_dob = chen.get(portal.url + "/api/v1/patients", params={"birth_date": dob}, timeout=10).json()["patients"]
+    assert ALICE in [p["id"] for p in by_dob]
+    bad = chen.get(portal.url + "/api/v1/patients", params={"birth_date": "31/12/1980"}, timeout=10)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_birth_date"
+    page = chen.get(portal.url + "/patients/search", params={"mrn": "RC-100001"}, timeout=10)
+    assert "1 patient found" in page.text
+    counts = [r["details"] for r in audit_rows(portal, action="patient.search.results")]
+    assert '"count": 1' in counts[0] or '"count":1' in counts[0]
+
+
+def test_notes_are_written_once_per_submission_and_validated(portal, sessions):
+    chen = sessions["dr.chen"]
+    chart_url = portal.url + f"/patients/{ALICE}"
+    page = chen.get(chart_url, timeout=10).text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    submission = re.search(r'name="submission_id" value="([^"]+)"', page).group(1)
+    form = {"csrf_token": token, "submission_id": submission, "title": "Review", "text": "<script>alert(1)</script> BP 128/80"}
+    for _ in range(2):
+        assert chen.post(chart_url + "/notes", data=form, timeout=10).status_code == 200
+    chart = chen.get(chart_url, timeout=10).text
+    assert chart.count("&lt;script&gt;alert(1)&lt;/script&gt; BP 128/80") == 1
+    assert "<script>alert(1)</script>" not in chart
+    too_long = chen.post(chart_url + "/notes", data={**form, "submission_id": "", "text": "x" * 20_001}, timeout=10)
+    assert too_long.status_code == 400
+    missing_csrf = chen.post(chart_url + "/notes", data={"title": "t", "text": "t"}, timeout=10)
+    assert missing_csrf.status_code == 400
+    assert len(audit_rows(portal, action="chart.note.created", patient_id=ALICE)) == 1
+
+
+def test_patients_cannot_write_notes(portal, sessions):
+    token = csrf_token(sessions["alice"], portal.url + "/chart")
+    response = sessions["alice"].post(portal.url + f"/api/v1/patients/{ALICE}/notes", json={"title": "t", "text": "t"},
+                                      headers={"X-CSRFToken": token}, timeout=10)
+    assert response.status_code == 403
+
+
+def test_break_glass_opens_a_refused_chart_for_a_reason(portal, sessions):
+    reyes = sessions["dr.reyes"]
+    refused = reyes.get(portal.url + f"/patients/{ALICE}", timeout=10)
+    assert refused.status_code == 403 and "break-glass" in refused.text and "Moreau" not in refused.text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', refused.text).group(1)
+    short = reyes.post(portal.url + f"/patients/{ALICE}/break-glass", data={"csrf_token": token, "reason": "x"}, timeout=10)
+    assert short.status_code == 400
+    opened = reyes.post(portal.url + f"/patients/{ALICE}/break-glass",
+                        data={"csrf_token": token, "reason": "Unconscious in the emergency department"}, timeout=10)
+    assert opened.status_code == 200 and "Alice Moreau" in opened.text and "break-glass" in opened.text
+    granted = audit_rows(portal, action="break_glass.granted", patient_id=ALICE)
+    assert granted and "Unconscious" not in str(dict(granted[0]))
+    reads = audit_rows(portal, action="chart.read", patient_id=ALICE, reason="break-glass access")
+    assert reads
+
+
+def test_fhir_bundle_validates_as_r4(portal, sessions):
+    from fhir.resources.R4B.bundle import Bundle
+
+    response = sessions["alice"].get(portal.url + "/chart/fhir", timeout=10)
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate(response.json())
+    kinds = {entry.resource.__resource_type__ for entry in bundle.entry}
+    assert {"Patient", "Condition", "MedicationStatement", "Observation", "DocumentReference"} <= kinds
+    assert audit_rows(portal, action="chart.export", patient_id=ALICE, outcome="allowed")
+
+
+def test_when_the_audit_log_cannot_be_written_no_phi_is_served(portal, sessions):
+    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE audit_entry RENAME TO audit_entry_offline"))
+    try:
+        response = sessions["alice"].get(portal.url + "/chart", timeout=10)
+        assert response.status_code == 503
+        assert "Moreau" not in response.text and "RC-100001" not in response.text
+        api = sessions["alice"].get(portal.url + "/api/v1/me/chart", timeout=10)
+        assert api.status_code == 503 and api.json()["error"]["code"] == "audit_unavailable"
+        assert sessions["alice"].get(portal.url + "/healthz", timeout=10).status_code == 200
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE audit_entry_offline RENAME TO audit_entry"))
+        engine.dispose()
+    assert sessions["alice"].get(portal.url + "/chart", timeout=10).status_code == 200

@@ -1,0 +1,138 @@
+"""policy.can as a table: (role, relationship to the chart, action) -> allowed, with its reason."""
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from portal.crypto import Keyring, install_keyring
+from portal.db import Base, bind_engine, create_engine, db_session
+from portal.models import (BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, Conversation, ConversationMember,
+                           Patient, User)
+from portal.policy import ChartRef, can
+
+
+@pytest.fixture
+def world(tmp_path):
+    install_keyring(Keyring.generate())
+    engine = create_engine(f"sqlite:///{tmp_path / 'policy.db'}")
+    Base.metadata.create_all(engine)
+    bind_engine(engine)
+    team, other_team = CareTeam(name="Family"), CareTeam(name="Cardiology")
+    own = Patient(mrn="RC-1", given_name="Ada", family_name="Lovelace", birth_date=date(1980, 1, 1))
+    stranger = Patient(mrn="RC-2", given_name="Alan", family_name="Turing", birth_date=date(1970, 1, 1))
+    db_session.add_all([team, other_team, own, stranger])
+    db_session.flush()
+    users = {
+        "patient": User(issuer="i", subject="p", roles="patient", patient_id=own.id),
+        "clinician": User(issuer="i", subject="c", roles="clinician"),
+        "compliance": User(issuer="i", subject="o", roles="compliance"),
+        "admin": User(issuer="i", subject="a", roles="admin"),
+        "none": User(issuer="i", subject="n", roles=""),
+    }
+    db_session.add_all(users.values())
+    db_session.flush()
+    db_session.add_all([CareTeamMember(team_id=team.id, user_id=users["clinician"].id),
+                        CareTeamPatient(team_id=team.id, patient_id=own.id),
+                        CareTeamPatient(team_id=other_team.id, patient_id=stranger.id)])
+    db_session.commit()
+    yield {"users": users, "own": own, "stranger": stranger, "team": team, "other_team": other_team}
+    db_session.remove()
+    engine.dispose()
+
+
+# (role, chart: "own" = the patient's own / the clinician's care team, "stranger" = neither), action, allowed
+CHART_TABLE = [
+    ("patient", "own", "chart.read", True), ("patient", "own", "chart.export", True),
+    ("patient", "own", "chart.access_log", True), ("patient", "own", "chart.write", False),
+    ("patient", "stranger", "chart.read", False), ("patient", "stranger", "chart.export", False),
+    ("clinician", "own", "chart.read", True), ("clinician", "own", "chart.write", True),
+    ("clinician", "own", "chart.export", True), ("clinician", "own", "chart.access_log", False),
+    ("clinician", "stranger", "chart.read", False), ("clinician", "stranger", "chart.write", False),
+    ("compliance", "own", "chart.read", False), ("admin", "own", "chart.read", False),
+    ("none", "own", "chart.read", False),
+]
+
+
+@pytest.mark.parametrize("role, chart, action, allowed", CHART_TABLE)
+def test_chart_access_table(world, role, chart, action, allowed):
+    decision = can(world["users"][role], action, ChartRef(world[chart].id))
+    assert decision.allowed is allowed
+    assert decision.reason
+
+
+def test_patient_is_refused_another_chart_as_if_it_did_not_exist(world):
+    decision = can(world["users"]["patient"], "chart.read", ChartRef(world["stranger"].id))
+    assert decision.conceal and not decision.allowed
+
+
+def test_unknown_chart_is_concealed_for_everyone(world):
+    decision = can(world["users"]["clinician"], "chart.read", ChartRef("00000000-0000-4000-8000-00000000dead"))
+    assert (decision.allowed, decision.conceal, decision.reason) == (False, True, "no such patient")
+
+
+def test_clinician_outside_the_team_is_told_why(world):
+    decision = can(world["users"]["clinician"], "chart.read", ChartRef(world["stranger"].id))
+    assert decision.reason == "not on the patient's care team" and not decision.conceal
+
+
+def test_break_glass_opens_a_chart_until_it_expires(world):
+    clinician, stranger = world["users"]["clinician"], world["stranger"]
+    now = datetime.now(timezone.utc)
+    grant = BreakGlass(user_id=clinician.id, patient_id=stranger.id, reason="unconscious in ED",
+                       started_at=now, expires_at=now + timedelta(minutes=30))
+    db_session.add(grant)
+    db_session.commit()
+    decision = can(clinician, "chart.read", ChartRef(stranger.id))
+    assert decision.allowed and decision.break_glass_id == grant.id and decision.reason == "break-glass access"
+    grant.expires_at = now - timedelta(seconds=1)
+    db_session.commit()
+    assert not can(clinician, "chart.read", ChartRef(stranger.id)).allowed
+
+
+ROLE_TABLE = [
+    ("clinician", "patient.search", True), ("patient", "patient.search", False), ("compliance", "patient.search", False),
+    ("clinician", "break_glass.open", True), ("patient", "break_glass.open", False),
+    ("compliance", "audit.search", True), ("compliance", "audit.export", True), ("clinician", "audit.search", False),
+    ("admin", "audit.search", False), ("admin", "admin.teams", True), ("compliance", "admin.teams", False),
+    ("clinician", "no.such.action", False),
+]
+
+
+@pytest.mark.parametrize("role, action, allowed", ROLE_TABLE)
+def test_role_actions(world, role, action, allowed):
+    assert can(world["users"][role], action).allowed is allowed
+
+
+def test_anonymous_is_refused_everything(world):
+    assert can(None, "chart.read", ChartRef(world["own"].id)).reason == "not signed in"
+
+
+def test_conversations_follow_membership(world):
+    users = world["users"]
+    direct = Conversation(kind="direct", direct_key="x")
+    team_chat = Conversation(kind="team", team_id=world["team"].id)
+    other_team_chat = Conversation(kind="team", team_id=world["other_team"].id)
+    thread = Conversation(kind="patient", patient_id=world["own"].id)
+    db_session.add_all([direct, team_chat, other_team_chat, thread])
+    db_session.flush()
+    db_session.add(ConversationMember(conversation_id=direct.id, user_id=users["clinician"].id))
+    db_session.commit()
+    assert can(users["clinician"], "conversation.send", direct).allowed
+    assert not can(users["compliance"], "conversation.send", direct).allowed
+    assert can(users["clinician"], "conversation.join", team_chat).allowed
+    assert not can(users["clinician"], "conversation.join", other_team_chat).allowed
+    assert can(users["patient"], "conversation.send", thread).allowed
+    assert can(users["clinician"], "conversation.history", thread).allowed
+    assert not can(users["admin"], "conversation.join", thread).allowed
+    assert can(users["clinician"], "conversation.join", None).conceal
+
+
+def test_leaving_the_care_team_removes_access(world):
+    users = world["users"]
+    thread = Conversation(kind="patient", patient_id=world["own"].id)
+    db_session.add(thread)
+    db_session.commit()
+    assert can(users["clinician"], "conversation.join", thread).allowed
+    db_session.delete(db_session.get(CareTeamMember, (world["team"].id, users["clinician"].id)))
+    db_session.commit()
+    assert not can(users["clinician"], "conversation.join", thread).allowed
+    assert not can(users["clinician"], "chart.read", ChartRef(world["own"].id)).allowed
