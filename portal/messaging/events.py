@@ -196,6 +196,7 @@ def chat_event(name: str) -> Callable[[Callable[[User, dict], dict]], Callable]:
             except MessagingError as exc:
                 return _refusal(exc.code, exc.message)
             except AccessDenied as exc:
+                _drop_from_room(exc.resource)
                 if exc.decision.conceal:
                     return _refusal("not_found", "There is no such conversation.")
                 return _refusal("forbidden", f"Access refused: {exc.decision.reason}.")
@@ -236,6 +237,13 @@ def _checked(user: User, payload: dict, action: str) -> Conversation:
     if conversation is None or not policy.can(user, action, conversation).allowed:
         return _authorized(payload, action)  # audits the refusal and raises AccessDenied
     return conversation
+
+
+def _drop_from_room(resource: object) -> None:
+    """A refused member (e.g. removed from the care team) stops receiving the conversation at once."""
+    if isinstance(resource, Conversation) and presence.joined(request.sid, resource.id):
+        leave_room(conversation_room(resource.id))
+        presence.leave(request.sid, resource.id)
 
 
 def _person(user: User) -> dict[str, str]:
@@ -327,8 +335,8 @@ def on_send(user: User, payload: dict) -> dict:
     message = service.message_dict(stored.message, {user.id: user.display_name or "Unknown"})
     if not stored.duplicate:
         MESSAGES.inc()
-        emit("message", message, to=conversation_room(conversation.id))
         _evict_revoked_listeners(conversation)
+        emit("message", message, to=conversation_room(conversation.id))
         _notify_members(conversation, user, message)
     return {"message": message, "duplicate": stored.duplicate}
 

@@ -1,0 +1,78 @@
+"""Care-team administration: teams, their clinicians and their patients."""
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from portal.crypto import blind_index_terms
+from portal.db import db_session
+from portal.errors import ApiError
+from portal.models import CareTeam, CareTeamMember, CareTeamPatient, Patient, User
+
+
+def teams_overview() -> list[dict]:
+    teams = db_session.scalars(sa.select(CareTeam).order_by(CareTeam.name)).all()
+    return [{"team": team, "clinicians": _members(team.id), "patient_count": _patient_count(team.id)} for team in teams]
+
+
+def clinicians() -> list[User]:
+    users = db_session.scalars(sa.select(User).where(User.roles.contains("clinician"))).all()
+    return sorted((u for u in users if u.has_role("clinician")), key=lambda u: u.display_name or "")
+
+
+def create_team(name: str) -> CareTeam:
+    name = (name or "").strip()
+    if not 2 <= len(name) <= 120:
+        raise ApiError(400, "bad_team_name", "A team name has 2 to 120 characters.")
+    if db_session.scalars(sa.select(CareTeam).where(CareTeam.name == name)).first():
+        raise ApiError(400, "team_exists", "A team with that name already exists.")
+    team = CareTeam(name=name)
+    db_session.add(team)
+    db_session.commit()
+    return team
+
+
+def get_team(team_id: str) -> CareTeam:
+    team = db_session.get(CareTeam, team_id)
+    if team is None:
+        raise ApiError(404, "not_found", "There is no such team.")
+    return team
+
+
+def add_clinician(team: CareTeam, user_id: str) -> User:
+    user = db_session.get(User, user_id)
+    if user is None or not user.has_role("clinician"):
+        raise ApiError(400, "not_a_clinician", "Only clinicians can join a care team.")
+    if db_session.get(CareTeamMember, (team.id, user.id)) is None:
+        db_session.add(CareTeamMember(team_id=team.id, user_id=user.id))
+        db_session.commit()
+    return user
+
+
+def remove_clinician(team: CareTeam, user_id: str) -> None:
+    member = db_session.get(CareTeamMember, (team.id, user_id))
+    if member is None:
+        raise ApiError(404, "not_found", "That clinician is not on this team.")
+    db_session.delete(member)
+    db_session.commit()
+
+
+def add_patient_by_mrn(team: CareTeam, mrn: str) -> Patient:
+    patient = db_session.scalars(
+        sa.select(Patient).where(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", mrn.strip())))
+    ).first() if mrn.strip() else None
+    if patient is None:
+        raise ApiError(400, "unknown_mrn", "No patient has that MRN.")
+    if db_session.get(CareTeamPatient, (team.id, patient.id)) is None:
+        db_session.add(CareTeamPatient(team_id=team.id, patient_id=patient.id))
+        db_session.commit()
+    return patient
+
+
+def _members(team_id: str) -> list[User]:
+    return list(db_session.scalars(
+        sa.select(User).join(CareTeamMember, CareTeamMember.user_id == User.id).where(CareTeamMember.team_id == team_id)
+    ))
+
+
+def _patient_count(team_id: str) -> int:
+    return db_session.scalar(sa.select(sa.func.count()).select_from(CareTeamPatient).where(CareTeamPatient.team_id == team_id))
