@@ -165,8 +165,11 @@ presence = PresenceRegistry()
 
 # --- plumbing -----------------------------------------------------------------------------------
 
-def _refusal(code: str, message: str) -> dict[str, Any]:
+def _refusal(code: str, message: str, payload: Any = None) -> dict[str, Any]:
     error = {"code": code, "message": message}
+    conversation_id = payload.get("conversation_id") if isinstance(payload, dict) else None
+    if isinstance(conversation_id, str) and len(conversation_id) <= 64:
+        error["conversation_id"] = conversation_id
     emit("error", error)
     return {"ok": False, "error": error}
 
@@ -194,17 +197,18 @@ def chat_event(name: str) -> Callable[[Callable[[User, dict], dict]], Callable]:
                     return _refusal("bad_request", "The event payload must be an object.")
                 return {"ok": True, **handler(current_user._get_current_object(), payload)}
             except MessagingError as exc:
-                return _refusal(exc.code, exc.message)
+                return _refusal(exc.code, exc.message, payload)
             except AccessDenied as exc:
                 _drop_from_room(exc.resource)
                 if exc.decision.conceal:
-                    return _refusal("not_found", "There is no such conversation.")
-                return _refusal("forbidden", f"Access refused: {exc.decision.reason}.")
+                    return _refusal("not_found", "There is no such conversation.", payload)
+                return _refusal("forbidden", f"Access refused: {exc.decision.reason}.", payload)
             except AuditUnavailable:
-                return _refusal("audit_unavailable", "The audit log cannot be written right now; nothing was done.")
+                return _refusal("audit_unavailable", "The audit log cannot be written right now; nothing was done.",
+                                payload)
             except Exception as exc:  # noqa: BLE001 - the client must hear about every failure
                 log.exception("chat event failed", extra={"event": name, "error": type(exc).__name__})
-                return _refusal("internal", "Something went wrong; nothing was changed. Try again.")
+                return _refusal("internal", "Something went wrong; nothing was changed. Try again.", payload)
             finally:
                 db_session.remove()
 

@@ -76,11 +76,12 @@ def test_honest_tokens_are_accepted(stack: Stack, alg: str) -> None:
 
 
 @pytest.mark.parametrize("mode, alg, reason", [
-    ("wrong_nonce", "RS256", "oidc_invalid_claim"),
-    ("wrong_aud", "RS256", "oidc_invalid_claim"),
-    ("wrong_iss", "RS256", "oidc_invalid_claim"),
-    ("expired", "RS256", "oidc_expired_token"),
-    ("expired", "ES256", "oidc_expired_token"),
+    ("wrong_nonce", "RS256", "id_token_invalid_claim"),
+    ("wrong_aud", "RS256", "id_token_invalid_claim"),
+    ("wrong_aud_azp", "RS256", "id_token_invalid_claim"),
+    ("wrong_iss", "RS256", "id_token_invalid_claim"),
+    ("expired", "RS256", "id_token_expired_token"),
+    ("expired", "ES256", "id_token_expired_token"),
     ("alg_none", "RS256", "id_token_unsupported_algorithm"),
     ("hs256_secret", "RS256", "id_token_unsupported_algorithm"),
     ("tampered_payload", "RS256", "id_token_bad_signature"),

@@ -358,9 +358,14 @@ def assert_signin_refused(portal_url: str, database_url: str, session: requests.
                           status: int | tuple[int, ...], reason: str, request_id: str) -> None:
     """A refused sign-in: the error page with ``status``, no session, one `signin.failure` audit with ``reason``."""
     statuses = (status,) if isinstance(status, int) else status
+    import re
+
+    shown = re.search(r'data-error-code="([^"]*)"', response.text)
     assert response.status_code in statuses, f"HTTP {response.status_code}: {response.text[:400]}"
-    assert f'data-error-code="{reason}"' in response.text, response.text[:800]
+    assert shown is not None, f"no error page: {response.text[:400]}"
+    assert shown.group(1) == reason, f"refused with {shown.group(1)!r}, expected {reason!r}"
     me = session.get(f"{portal_url}/api/v1/me", timeout=10)
     assert me.status_code == 401, f"a refused sign-in left a working session: {me.text[:200]}"
     events = audit_rows(database_url, request_id=request_id)
-    assert [(e["action"], e["outcome"], e["reason"]) for e in events] == [("signin.failure", "denied", reason)]
+    found = [(e["action"], e["outcome"], e["reason"]) for e in events]
+    assert found == [("signin.failure", "denied", reason)], f"audit events for the request: {found}"

@@ -31,6 +31,7 @@ MODES = (
     "honest",            # same claims, proxy issuer, signed with the published key for `alg`
     "wrong_nonce",       # nonce replaced
     "wrong_aud",         # audience is another client
+    "wrong_aud_azp",     # audience is another client, but azp names this one
     "wrong_iss",         # issuer is the npm provider's (valid signature, not the configured issuer)
     "expired",           # exp half an hour ago (well past any leeway)
     "alg_none",          # unsigned token, header alg "none"
@@ -223,6 +224,8 @@ class TamperProxy:
             claims["nonce"] = "not-the-nonce-the-portal-sent"
         elif mode == "wrong_aud":
             claims["aud"] = "some-other-client"
+        elif mode == "wrong_aud_azp":
+            claims.update(aud="some-other-client", azp=self.client_id)
         elif mode == "wrong_iss":
             claims["iss"] = self.upstream_issuer
         elif mode == "expired":
