@@ -31,7 +31,7 @@ browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 test: install-test oidc-provider browser
-	$(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 screenshots: install-test oidc-provider browser
 	PORTAL_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/e2e -p no:cacheprovider

@@ -54,8 +54,10 @@ def callback():
                         f"{request.args.get('error')[:60]}.", None)
     try:
         client = provider_client()
-        token = client.authorize_access_token()
-        claims = dict(token.get("userinfo") or {})
+        token = client.authorize_access_token(claims_options=_id_token_claims_options(client))
+        if not token.get("userinfo"):
+            raise SignInError("id_token_missing", "The sign-in provider did not send an identity token.")
+        claims = dict(token["userinfo"])
         claims.update(_userinfo(client, token, claims["sub"]))
     except MismatchingStateError as exc:
         return _failure(400, "state_mismatch", "This sign-in link is stale or was tampered with.", exc)
@@ -93,6 +95,14 @@ def logout():
         return redirect(provider_client().create_logout_url(
             post_logout_redirect_uri=redirect_uri("main.index"), id_token_hint=id_token)["url"])
     return redirect(target)
+
+
+def _id_token_claims_options(client) -> dict:
+    """Authlib checks only iss by default (aud merely via azp): require both, and our client id in aud."""
+    return {
+        "iss": {"essential": True, "values": [client.load_server_metadata()["issuer"]]},
+        "aud": {"essential": True, "values": [client.client_id]},
+    }
 
 
 def _userinfo(client, token: dict, subject: str) -> dict:

@@ -18,6 +18,8 @@ import pytest
 import socketio
 
 from audit import CSV_COLUMNS
+from audit.events import parse_time
+from portal.compliance.service import is_after_hours
 from tests.support.portal_server import ROOT, csrf_token, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
@@ -176,6 +178,15 @@ def test_sign_in_failures_are_flagged(portal, cora):
     page = cora.get(f"{portal.url}/compliance/flags", timeout=10).text
     section = page[page.index('id="signin-failures"'):page.index('id="after-hours"')]
     assert "signin.failure" in section and 'class="denied flagged"' in section
+
+
+def test_chart_access_outside_working_hours_is_flagged(portal, cora, chen):
+    _open_alice_chart(portal, chen)
+    read = _events(cora, portal.url, patient=ALICE, action="chart.read")["events"][0]
+    page = cora.get(f"{portal.url}/compliance/flags", timeout=10).text
+    section = page[page.index('id="after-hours"'):]
+    listed = f'data-seq="{read["seq"]}"' in section
+    assert listed == is_after_hours(parse_time(read["time"])), (read["time"], listed)
 
 
 def test_reviewing_is_compliance_only(portal, chen):
@@ -357,3 +368,12 @@ def test_patient_sees_who_viewed_their_chart(portal, chen):
     assert page.status_code == 200
     assert "Dr. Mei Chen" in page.text
     assert "Alice Moreau</td>" not in page.text  # her own visits are not listed
+    reyes = sign_in(portal.url, "dr.reyes")
+    refused = reyes.get(f"{portal.url}/patients/{ALICE}", timeout=10)
+    if refused.status_code == 403:  # no grant left open by an earlier test
+        reyes.post(f"{portal.url}/patients/{ALICE}/break-glass", timeout=10,
+                   data={"reason": "Collapsed in clinic, checking medications", "csrf_token": _hidden_csrf(refused.text)})
+    assert reyes.get(f"{portal.url}/patients/{ALICE}", timeout=10).status_code == 200
+    page = alice.get(f"{portal.url}/chart/access-log", timeout=10).text
+    assert re.search(r'<tr class="flagged">\s*<td>[^<]+</td><td>Dr\. Ana Reyes</td>', page)
+    assert "Emergency access" in page
