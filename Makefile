@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 DEV_ENV := instance/dev.env
-FLASK := set -a && . ./$(DEV_ENV) && set +a && $(BIN)/flask --app portal
+# The dev secrets live in instance/dev.env; the addresses follow PORT so `make run PORT=8000` works too.
+DEV := set -a && . ./$(DEV_ENV) && set +a && export PORTAL_EXTERNAL_URL=http://127.0.0.1:$(PORT) \
+	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp &&
+FLASK := $(DEV) $(BIN)/flask --app portal
 
 .PHONY: run test install install-test browser oidc-provider bench screenshots lint clean
 
@@ -22,7 +25,7 @@ run: install
 	$(BIN)/python -m portal.devsetup
 	$(FLASK) init-db
 	$(FLASK) seed-demo
-	set -a && . ./$(DEV_ENV) && set +a && $(BIN)/python run.py --port $(PORT)
+	$(DEV) $(BIN)/python run.py --port $(PORT)
 
 oidc-provider:
 	cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error

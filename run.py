@@ -3,7 +3,11 @@
 Each process is one eventlet server; run several on different ports behind a load balancer with
 sticky sessions and PORTAL_MESSAGE_QUEUE=redis://... so they deliver to each other's clients.
 """
-import eventlet
+import warnings
+
+warnings.filterwarnings("ignore", message=".*Eventlet is deprecated")  # Flask-SocketIO's supported server
+
+import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
@@ -36,14 +40,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+SHUTDOWN_GRACE_SECONDS = 0.5
+
+
 def _graceful_exit(socketio) -> None:
-    """SIGTERM: tell connected clients to reconnect elsewhere, then stop accepting work."""
+    """SIGTERM: tell connected clients to reconnect elsewhere, then stop accepting work.
+
+    The handler runs inside eventlet's hub, which cannot wait: the notices are queued here and the
+    exit (socketio.stop raises SystemExit) runs on a hub timer, after the writers have sent them.
+    """
     try:
         from portal.messaging.events import announce_shutdown
 
         announce_shutdown()
     finally:
-        socketio.stop()
+        eventlet.hubs.get_hub().schedule_call_global(SHUTDOWN_GRACE_SECONDS, socketio.stop)
 
 
 if __name__ == "__main__":

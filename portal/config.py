@@ -6,6 +6,7 @@ problem with the name of the variable, so a misconfigured deployment stops befor
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -50,9 +51,16 @@ def _as_positive_int(value: str) -> int:
     return number
 
 
+def _as_non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("must be zero or a positive whole number")
+    return number
+
+
 def _as_positive_number(value: str) -> float:
     number = float(value)
-    if number <= 0:
+    if not math.isfinite(number) or number <= 0:
         raise ValueError("must be a positive number")
     return number
 
@@ -105,7 +113,7 @@ class Settings:
     history_page_max: int = _setting("PORTAL_HISTORY_PAGE_MAX", 100, _as_positive_int)
     break_glass_minutes: int = _setting("PORTAL_BREAK_GLASS_MINUTES", 60, _as_positive_int)
     metrics_token: str = _setting("PORTAL_METRICS_TOKEN", "", secret=True)
-    trusted_proxies: int = _setting("PORTAL_TRUSTED_PROXIES", 0, int)
+    trusted_proxies: int = _setting("PORTAL_TRUSTED_PROXIES", 0, _as_non_negative_int)
     log_level: str = _setting("PORTAL_LOG_LEVEL", "INFO")
 
     @property

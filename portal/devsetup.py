@@ -1,7 +1,8 @@
 """Create the development secrets `make run` needs, once: `python -m portal.devsetup`.
 
-Writes instance/dev.env (PORTAL_* variables for the embedded default) and the key files it names.
-Existing files are kept, so demo data stays readable across runs. Never used in production.
+Writes instance/dev.env (PORTAL_* secrets for the embedded default) and the key files it names.
+Existing files are kept, so demo data stays readable across runs. The Makefile adds the addresses
+(PORTAL_EXTERNAL_URL, PORTAL_OIDC_ISSUER), which follow the port. Never used in production.
 """
 from __future__ import annotations
 
@@ -23,21 +24,18 @@ def write_once(path: Path, content: str | bytes) -> None:
     path.write_bytes(data)
 
 
-def main(instance: Path = INSTANCE_DIR, port: int = 5000) -> Path:
+def main(instance: Path = INSTANCE_DIR) -> Path:
     instance.mkdir(parents=True, exist_ok=True)
     keyring, signing_key, env_file = instance / "keyring.json", instance / "audit-signing-key.pem", instance / "dev.env"
     write_dev_keyring(str(keyring))
     write_once(signing_key, generate_signing_key_pem())
-    base = f"http://127.0.0.1:{port}"
     write_once(env_file, "\n".join([
         "PORTAL_ENV=development",
         f"PORTAL_SECRET_KEY={secrets.token_urlsafe(48)}",
         f"PORTAL_DATABASE_URL=sqlite:///{instance / 'portal.db'}",
-        f"PORTAL_EXTERNAL_URL={base}",
         f"PORTAL_KEYRING={keyring}",
         f"PORTAL_AUDIT_SIGNING_KEY={signing_key}",
         "PORTAL_DEV_IDP=1",
-        f"PORTAL_OIDC_ISSUER={base}/devidp",
         "PORTAL_OIDC_CLIENT_ID=portal-dev",
         f"PORTAL_OIDC_CLIENT_SECRET={secrets.token_urlsafe(32)}",
         f"PORTAL_METRICS_TOKEN={secrets.token_urlsafe(24)}",

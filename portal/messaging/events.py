@@ -427,7 +427,11 @@ def _evict_revoked_listeners(conversation: Conversation) -> None:
 # --- shutdown -------------------------------------------------------------------------------------
 
 def announce_shutdown() -> None:
-    """Tell this worker's /chat clients to reconnect (SIGTERM): only local clients, not the whole cluster."""
+    """Tell this worker's /chat clients to reconnect (SIGTERM): only local clients, not the whole cluster.
+
+    Only queues the notices (it may run inside eventlet's hub, from a signal handler, where nothing can
+    wait); run.py stops the server a moment later, once the writer greenlets have sent them.
+    """
     if socketio.server is None:
         return
     for sid in presence.sids():
@@ -435,7 +439,3 @@ def announce_shutdown() -> None:
             socketio.emit("server_shutdown", {"reconnect": True}, to=sid, namespace=NAMESPACE, ignore_queue=True)
         except Exception:  # noqa: BLE001 - one broken connection must not stop the others being told
             log.warning("shutdown notice failed", extra={"sid": sid})
-    try:
-        socketio.sleep(0.3)  # let the writer greenlets flush the notices before the process exits
-    except Exception:  # noqa: BLE001 - called from the hub (signal handler) where sleeping is impossible
-        pass

@@ -1,0 +1,162 @@
+"""Settings.from_env refuses environments that do not describe a safe, runnable portal, naming the variable."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from portal.config import PROJECT_ROOT, ConfigError, Settings
+
+SECRET_KEY = "s" * 48
+DEVELOPMENT = {
+    "PORTAL_ENV": "development",
+    "PORTAL_SECRET_KEY": SECRET_KEY,
+    "PORTAL_OIDC_ISSUER": "http://127.0.0.1:5000/devidp",
+    "PORTAL_OIDC_CLIENT_ID": "portal",
+    "PORTAL_OIDC_CLIENT_SECRET": "client-secret-value",
+    "PORTAL_KEYRING": "keyring-inline",
+    "PORTAL_AUDIT_SIGNING_KEY": "signing-key-inline",
+    "PORTAL_DEV_IDP": "1",
+}
+PRODUCTION = {
+    **DEVELOPMENT,
+    "PORTAL_ENV": "production",
+    "PORTAL_DEV_IDP": "0",
+    "PORTAL_DATABASE_URL": "postgresql+psycopg2://portal@db.internal/portal",
+    "PORTAL_OIDC_ISSUER": "https://login.clinic.example/realms/portal",
+    "PORTAL_EXTERNAL_URL": "https://portal.clinic.example",
+    "PORTAL_METRICS_TOKEN": "metrics-token-value",
+}
+
+
+def refused(environ: dict[str, str]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(environ)
+    return info.value
+
+
+def without(environ: dict[str, str], *names: str) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k not in names}
+
+
+def test_valid_environments_are_accepted() -> None:
+    dev = Settings.from_env(DEVELOPMENT)
+    assert dev.dev_idp is True and dev.production is False
+    prod = Settings.from_env(PRODUCTION)
+    assert prod.production and prod.cookies_secure and not prod.dev_idp
+    assert prod.oidc_issuer == "https://login.clinic.example/realms/portal"
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_env({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "0.05", "PORTAL_DEV_IDP": "off",
+                                  "PORTAL_OIDC_ISSUER": "http://127.0.0.1:9000/", "PORTAL_SESSION_MAX_HOURS": "8",
+                                  "PORTAL_OIDC_ROLE_MAP": '{"doctor": "clinician"}', "PORTAL_TRUSTED_PROXIES": "1"})
+    assert settings.session_idle_minutes == 0.05
+    assert settings.dev_idp is False
+    assert settings.oidc_issuer == "http://127.0.0.1:9000"  # trailing slash removed
+    assert settings.session_max_hours == 8 and settings.trusted_proxies == 1
+    assert settings.role_map == {"doctor": "clinician"}
+
+
+@pytest.mark.parametrize("environ, variable", [
+    pytest.param({**PRODUCTION, "PORTAL_DEV_IDP": "1"}, "PORTAL_DEV_IDP", id="production-dev-idp"),
+    pytest.param(without(DEVELOPMENT, "PORTAL_SECRET_KEY"), "PORTAL_SECRET_KEY", id="missing-secret-key"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SECRET_KEY": "too-short"}, "PORTAL_SECRET_KEY", id="short-secret-key"),
+    pytest.param(without(DEVELOPMENT, "PORTAL_OIDC_ISSUER"), "PORTAL_OIDC_ISSUER", id="missing-issuer"),
+    pytest.param(without(DEVELOPMENT, "PORTAL_OIDC_CLIENT_ID"), "PORTAL_OIDC_CLIENT_ID", id="missing-client-id"),
+    pytest.param(without(DEVELOPMENT, "PORTAL_OIDC_CLIENT_SECRET"), "PORTAL_OIDC_CLIENT_SECRET",
+                 id="missing-client-secret"),
+    pytest.param(without(DEVELOPMENT, "PORTAL_KEYRING"), "PORTAL_KEYRING", id="missing-keyring"),
+    pytest.param(without(DEVELOPMENT, "PORTAL_AUDIT_SIGNING_KEY"), "PORTAL_AUDIT_SIGNING_KEY", id="missing-audit-key"),
+    pytest.param({**DEVELOPMENT, "PORTAL_ENV": "staging"}, "PORTAL_ENV", id="unknown-env"),
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_SCOPES": "profile email"}, "PORTAL_OIDC_SCOPES", id="scopes-no-openid"),
+    # malformed integers and numbers
+    pytest.param({**DEVELOPMENT, "PORTAL_SESSION_MAX_HOURS": "twelve"}, "PORTAL_SESSION_MAX_HOURS", id="int-word"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SESSION_MAX_HOURS": "1.5"}, "PORTAL_SESSION_MAX_HOURS", id="int-fraction"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SESSION_MAX_HOURS": "0"}, "PORTAL_SESSION_MAX_HOURS", id="int-zero"),
+    pytest.param({**DEVELOPMENT, "PORTAL_AUDIT_CHECKPOINT_EVERY": "-5"}, "PORTAL_AUDIT_CHECKPOINT_EVERY",
+                 id="int-negative"),
+    pytest.param({**DEVELOPMENT, "PORTAL_MESSAGE_MAX_BYTES": "4k"}, "PORTAL_MESSAGE_MAX_BYTES", id="int-suffix"),
+    pytest.param({**DEVELOPMENT, "PORTAL_TRUSTED_PROXIES": "one"}, "PORTAL_TRUSTED_PROXIES", id="proxies-word"),
+    pytest.param({**DEVELOPMENT, "PORTAL_TRUSTED_PROXIES": "-1"}, "PORTAL_TRUSTED_PROXIES", id="proxies-negative"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "soon"}, "PORTAL_SESSION_IDLE_MINUTES",
+                 id="number-word"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "0"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-zero"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "nan"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-nan"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "inf"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-inf"),
+    # malformed booleans
+    pytest.param({**DEVELOPMENT, "PORTAL_DEV_IDP": "maybe"}, "PORTAL_DEV_IDP", id="bool-maybe"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SECURE_COOKIES": "2"}, "PORTAL_SECURE_COOKIES", id="bool-two"),
+    # malformed URLs
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ISSUER": "login.clinic.example"}, "PORTAL_OIDC_ISSUER", id="url-no-scheme"),
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ISSUER": "ftp://login.clinic.example"}, "PORTAL_OIDC_ISSUER",
+                 id="url-ftp"),
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ISSUER": "https://"}, "PORTAL_OIDC_ISSUER", id="url-no-host"),
+    pytest.param({**DEVELOPMENT, "PORTAL_EXTERNAL_URL": "portal.clinic.example:443"}, "PORTAL_EXTERNAL_URL",
+                 id="external-url-no-scheme"),
+    # malformed JSON role map
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ROLE_MAP": "{doctor: clinician}"}, "PORTAL_OIDC_ROLE_MAP", id="map-json"),
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ROLE_MAP": '{"doctor": "superuser"}'}, "PORTAL_OIDC_ROLE_MAP",
+                 id="map-unknown-role"),
+    # production refusals
+    pytest.param({**PRODUCTION, "PORTAL_DATABASE_URL": "sqlite:////var/lib/portal/portal.db"}, "PORTAL_DATABASE_URL",
+                 id="production-sqlite"),
+    pytest.param(without(PRODUCTION, "PORTAL_DATABASE_URL"), "PORTAL_DATABASE_URL", id="production-default-sqlite"),
+    pytest.param({**PRODUCTION, "PORTAL_OIDC_ISSUER": "http://login.clinic.example"}, "PORTAL_OIDC_ISSUER",
+                 id="production-http-issuer"),
+    pytest.param({**PRODUCTION, "PORTAL_EXTERNAL_URL": "http://portal.clinic.example"}, "PORTAL_EXTERNAL_URL",
+                 id="production-http-external-url"),
+    pytest.param(without(PRODUCTION, "PORTAL_EXTERNAL_URL"), "PORTAL_EXTERNAL_URL", id="production-no-external-url"),
+    pytest.param({**PRODUCTION, "PORTAL_SECURE_COOKIES": "0"}, "PORTAL_SECURE_COOKIES", id="production-insecure-cookies"),
+    pytest.param(without(PRODUCTION, "PORTAL_METRICS_TOKEN"), "PORTAL_METRICS_TOKEN", id="production-no-metrics-token"),
+])
+def test_refused_settings_name_the_variable(environ: dict[str, str], variable: str) -> None:
+    error = refused(environ)
+    assert error.problems and all(problem.startswith(variable) for problem in error.problems), error.problems
+    assert variable in str(error)
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    error = refused({"PORTAL_ENV": "production", "PORTAL_DEV_IDP": "1", "PORTAL_SESSION_MAX_HOURS": "x"})
+    named = {problem.split()[0] for problem in error.problems}
+    assert {"PORTAL_SECRET_KEY", "PORTAL_OIDC_ISSUER", "PORTAL_DEV_IDP", "PORTAL_DATABASE_URL",
+            "PORTAL_SESSION_MAX_HOURS", "PORTAL_METRICS_TOKEN"} <= named
+
+
+def test_refusals_do_not_echo_secret_values() -> None:
+    error = refused({**DEVELOPMENT, "PORTAL_SECRET_KEY": "hunter2-short", "PORTAL_SESSION_MAX_HOURS": "x"})
+    assert "hunter2" not in str(error)
+    described = Settings.from_env(DEVELOPMENT).describe()
+    assert described["PORTAL_SECRET_KEY"] == "***" and described["PORTAL_OIDC_CLIENT_SECRET"] == "***"
+    assert SECRET_KEY not in repr(described)
+
+
+def test_secrets_may_be_read_from_files(tmp_path) -> None:
+    secret_file = tmp_path / "secret-key"
+    secret_file.write_text(SECRET_KEY + "\n")
+    settings = Settings.from_env({**DEVELOPMENT, "PORTAL_SECRET_KEY": str(secret_file)})
+    assert settings.secret_key == SECRET_KEY
+
+
+def _run_portal(environ: dict[str, str]) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
+    env.update(environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, "run.py", "--port", "1"], cwd=PROJECT_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_run_py_refuses_to_start_with_a_bad_environment() -> None:
+    result = _run_portal({**PRODUCTION, "PORTAL_DEV_IDP": "1", "PORTAL_DATABASE_URL": "sqlite:///x.db"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Invalid portal configuration" in result.stderr
+    assert "PORTAL_DEV_IDP must be off in production" in result.stderr
+    assert "PORTAL_DATABASE_URL must point to PostgreSQL" in result.stderr
+    assert "serving" not in result.stdout
+
+
+def test_run_py_refuses_a_malformed_value() -> None:
+    result = _run_portal({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "fifteen"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "PORTAL_SESSION_IDLE_MINUTES is malformed" in result.stderr
