@@ -5,7 +5,7 @@ sticky sessions and PORTAL_MESSAGE_QUEUE=redis://... so they deliver to each oth
 """
 import warnings
 
-warnings.filterwarnings("ignore", message=".*Eventlet is deprecated")  # Flask-SocketIO's supported server
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")  # Flask-SocketIO's supported server
 
 import eventlet  # noqa: E402
 

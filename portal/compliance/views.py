@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import Response, flash, jsonify, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Response,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user, login_required
 
 from portal.access import AccessDenied, AuditUnavailable, authorize

@@ -273,7 +273,7 @@ def test_jsonl_export_verifies_and_detects_an_edit(portal, cora, tmp_path):
     lines = path.read_text().splitlines(keepends=True)
     assert json.loads(lines[0])["type"] == "export" and json.loads(lines[-1])["type"] == "manifest"
 
-    verified = subprocess.run([sys.executable, "-m", "audit", "verify", str(path)], cwd=ROOT, capture_output=True,
+    verified = subprocess.run([sys.executable, "-m", "audit", "verify", str(path)], check=False, cwd=ROOT, capture_output=True,
                               text=True, timeout=60)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert verified.stdout.startswith("OK: export intact")
@@ -281,7 +281,7 @@ def test_jsonl_export_verifies_and_detects_an_edit(portal, cora, tmp_path):
     entry_line = next(i for i, line in enumerate(lines) if '"chart.read"' in line)
     lines[entry_line] = lines[entry_line].replace('"chart.read"', '"chart.list"', 1)
     path.write_text("".join(lines))
-    tampered = subprocess.run([sys.executable, "-m", "audit", "verify", str(path)], cwd=ROOT, capture_output=True,
+    tampered = subprocess.run([sys.executable, "-m", "audit", "verify", str(path)], check=False, cwd=ROOT, capture_output=True,
                               text=True, timeout=60)
     assert tampered.returncode == 1, tampered.stdout + tampered.stderr
     assert tampered.stdout.startswith("FAILED: edited")
@@ -328,7 +328,7 @@ def test_verify_now_records_and_shows_the_result(portal, cora):
 
 
 def _flask(portal, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", *args], env=portal.env, cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", *args], env=portal.env, check=False, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -347,7 +347,7 @@ def test_cli_verify_and_export(portal, cora, tmp_path):
 
     jsonl = tmp_path / "audit.jsonl"
     assert _flask(portal, "audit-export", "--output", str(jsonl)).returncode == 0
-    checked = subprocess.run([sys.executable, "-m", "audit", "verify", str(jsonl)], cwd=ROOT, capture_output=True,
+    checked = subprocess.run([sys.executable, "-m", "audit", "verify", str(jsonl)], check=False, cwd=ROOT, capture_output=True,
                              text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
 

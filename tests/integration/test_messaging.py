@@ -44,8 +44,10 @@ class ChatClient:
                 self._cond.notify_all()
         return record
 
-    def connect(self, url: str | None = None) -> "ChatClient":
+    def connect(self, url: str | None = None, origin: str | None = None) -> "ChatClient":
         headers = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)} if self.session else {}
+        if origin:  # behind the load balancer every worker sees the portal's one external origin
+            headers["Origin"] = origin
         self.sio.connect(url or self.url, headers=headers, namespaces=[NS], transports=["websocket"], wait_timeout=10)
         return self
 
@@ -446,7 +448,7 @@ def test_two_workers_deliver_to_each_other(tmp_path, redis_url):
             ids = {login: user_id_of(s, first.url) for login, s in sessions.items()}
             direct = start_direct(first.url, sessions["dr.chen"], ids["dr.okafor"])
             chen = ChatClient(first.url, sessions["dr.chen"]).connect()
-            okafor = ChatClient(second.url, sessions["dr.okafor"]).connect()
+            okafor = ChatClient(second.url, sessions["dr.okafor"]).connect(origin=first.url)
             try:
                 assert chen.call("join", {"conversation_id": direct})["ok"]
                 assert okafor.call("join", {"conversation_id": direct})["ok"]

@@ -1,0 +1,236 @@
+"""Sign-in sessions over real HTTP: rotation, cookie flags, headers, CSRF, idle time-out and rate limits.
+
+Sign-in goes through the built-in development provider. Besides the module's ordinary portal, two
+more processes serve the same database: one with a 3-second idle time-out, one with a login limit
+of 3 per minute.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import pytest
+import requests
+from flask import Flask
+from flask.sessions import SecureCookieSessionInterface
+
+from tests.conftest import free_port
+from tests.support.npm_idp import audit_rows, start_portals
+from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, csrf_token, parse_form, sign_in
+
+ALICE_PATIENT = "00000000-0000-4000-8000-000000000001"
+
+
+@dataclass
+class Extra:
+    idle: PortalServer
+    limited: PortalServer
+
+
+def _sibling(portal: PortalServer, name: str, **overrides: str) -> PortalServer:
+    """Another portal process on the same database and keys, on its own port."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = dict(portal.env, PORTAL_EXTERNAL_URL=base, PORTAL_OIDC_ISSUER=f"{base}/devidp", **overrides)
+    return PortalServer(env, port, portal.log_path.with_name(f"{name}-{port}.log"))
+
+
+@pytest.fixture(scope="module")
+def extra(portal: PortalServer) -> Iterator[Extra]:
+    servers = Extra(idle=_sibling(portal, "idle", PORTAL_SESSION_IDLE_MINUTES="0.05"),
+                    limited=_sibling(portal, "limited", PORTAL_LOGIN_RATE_LIMIT="3 per minute"))
+    start_portals(servers.idle, servers.limited)
+    try:
+        yield servers
+    finally:
+        servers.idle.stop()
+        servers.limited.stop()
+
+
+def _cookie_payload(portal: PortalServer, value: str | None) -> dict:
+    """Decode (and check the signature of) the portal's session cookie."""
+    if value is None:
+        return {}
+    app = Flask("cookie-reader")
+    app.secret_key = portal.env["PORTAL_SECRET_KEY"]
+    return SecureCookieSessionInterface().get_signing_serializer(app).loads(value)
+
+
+def _dev_sign_in_steps(url: str, login: str, session: requests.Session) -> requests.Response:
+    """Sign in at the dev provider; return the portal's callback response (not followed)."""
+    form_page = session.get(f"{url}/auth/login", timeout=10)
+    form = parse_form(form_page.text)
+    form.fields.update(login=login, password=DEMO_PASSWORDS[login])
+    to_callback = session.post(urljoin(form_page.url, form.action or form_page.url), data=form.fields,
+                               allow_redirects=False, timeout=10)
+    assert to_callback.is_redirect and "/auth/callback" in to_callback.headers["Location"]
+    return session.get(urljoin(to_callback.url, to_callback.headers["Location"]), allow_redirects=False, timeout=10)
+
+
+# --- Session id and cookies ----------------------------------------------------------------------------------
+
+def test_session_id_is_rotated_at_sign_in(portal: PortalServer) -> None:
+    browser = requests.Session()
+    browser.get(portal.url + "/auth/login", allow_redirects=False, timeout=10)
+    before = browser.cookies.get("portal")
+    assert before, "starting sign-in stores its state in the session cookie"
+    assert "sid" not in _cookie_payload(portal, before)
+
+    callback = _dev_sign_in_steps(portal.url, "alice", browser)
+    assert callback.status_code == 302
+    after = browser.cookies.get("portal")
+    assert after and after != before
+    first_sid = _cookie_payload(portal, after)["sid"]
+    assert browser.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
+
+    # Session fixation: the cookie the browser held before sign-in grants nothing afterwards.
+    planted = requests.Session()
+    planted.cookies.set("portal", before)
+    assert planted.get(portal.url + "/api/v1/me", timeout=10).status_code == 401
+
+    # Signing in again in the same browser gives yet another session id.
+    _dev_sign_in_steps(portal.url, "alice", browser)
+    second_sid = _cookie_payload(portal, browser.cookies.get("portal"))["sid"]
+    assert second_sid != first_sid
+
+
+def _set_cookie_headers(response: requests.Response) -> list[str]:
+    return [value for key, value in response.raw.headers.items() if key.lower() == "set-cookie"]
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(portal: PortalServer) -> None:
+    browser = requests.Session()
+    start = browser.get(portal.url + "/auth/login", allow_redirects=False, timeout=10)
+    callback = _dev_sign_in_steps(portal.url, "alice", browser)
+    for response in (start, callback):
+        cookies = [c for c in _set_cookie_headers(response) if c.startswith("portal=")]
+        assert cookies, f"no session cookie set by {response.url}"
+        for cookie in cookies:
+            attributes = {part.strip().split("=")[0].lower(): part.strip() for part in cookie.split(";")[1:]}
+            assert "httponly" in attributes, cookie
+            assert attributes.get("samesite") == "SameSite=Lax", cookie
+            assert attributes.get("path") == "Path=/", cookie
+
+
+# --- Headers -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def alice(portal: PortalServer) -> requests.Session:
+    return sign_in(portal.url, "alice")
+
+
+@pytest.mark.parametrize("path", ["/", "/auth/signin", "/chart", "/api/v1/me"])
+def test_security_headers(portal: PortalServer, alice: requests.Session, path: str) -> None:
+    response = alice.get(portal.url + path, timeout=10)
+    assert response.status_code == 200
+    headers = response.headers
+    csp = {d.strip().split(" ", 1)[0]: d.strip() for d in headers["Content-Security-Policy"].split(";") if d.strip()}
+    assert "unsafe-inline" not in headers["Content-Security-Policy"]
+    assert "unsafe-eval" not in headers["Content-Security-Policy"]
+    assert csp["default-src"] == "default-src 'self'"
+    assert csp["script-src"] == "script-src 'self'"
+    assert csp["style-src"] == "style-src 'self'"
+    assert csp["frame-ancestors"] == "frame-ancestors 'none'"
+    assert csp["object-src"] == "object-src 'none'"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert headers["Referrer-Policy"] in {"same-origin", "no-referrer", "strict-origin-when-cross-origin"}
+    assert headers["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.parametrize("path", ["/chart", "/chart/access-log", "/api/v1/me/chart", "/chart/fhir"])
+def test_chart_pages_are_not_cached(portal: PortalServer, alice: requests.Session, path: str) -> None:
+    response = alice.get(portal.url + path, timeout=10)
+    assert response.status_code == 200
+    assert "no-store" in response.headers["Cache-Control"]
+
+
+def test_no_inline_script_or_style_in_pages(alice: requests.Session, portal: PortalServer) -> None:
+    """The CSP forbids inline code, so the pages must not rely on it."""
+    html = alice.get(portal.url + "/chart", timeout=10).text
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
+    assert " style=" not in html and "<style" not in html
+
+
+# --- CSRF ----------------------------------------------------------------------------------------------------
+
+def test_logout_without_csrf_token_is_refused(portal: PortalServer) -> None:
+    browser = sign_in(portal.url, "alice")
+    for data in ({}, {"csrf_token": "forged"}):
+        response = browser.post(portal.url + "/auth/logout", data=data, allow_redirects=False, timeout=10)
+        assert response.status_code == 400
+        assert 'data-error-code="csrf"' in response.text
+    # The refused post did not sign anyone out.
+    assert browser.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
+
+
+def test_csrf_token_of_another_session_is_refused(portal: PortalServer, alice: requests.Session) -> None:
+    other = sign_in(portal.url, "bob")
+    token = csrf_token(alice, portal.url + "/chart")
+    response = other.post(portal.url + "/auth/logout", data={"csrf_token": token}, allow_redirects=False, timeout=10)
+    assert response.status_code == 400
+    assert other.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
+
+
+def test_note_form_without_csrf_token_is_refused(portal: PortalServer) -> None:
+    clinician = sign_in(portal.url, "dr.chen")
+    chart_url = f"{portal.url}/patients/{ALICE_PATIENT}"
+    assert clinician.get(chart_url, timeout=10).status_code == 200
+    title = f"CSRF probe {time.time_ns()}"
+    response = clinician.post(chart_url + "/notes", data={"title": title, "text": "must not be saved"},
+                              allow_redirects=False, timeout=10)
+    assert response.status_code == 400
+    assert 'data-error-code="csrf"' in response.text
+    assert title not in clinician.get(chart_url, timeout=10).text
+
+    # With the page's token the same form is accepted (so the refusal above was about CSRF only).
+    token = csrf_token(clinician, chart_url)
+    accepted = clinician.post(chart_url + "/notes", data={"title": title, "text": "saved", "csrf_token": token},
+                              allow_redirects=False, timeout=10)
+    assert accepted.status_code == 302
+    assert title in clinician.get(chart_url, timeout=10).text
+
+
+# --- Idle time-out -------------------------------------------------------------------------------------------
+
+def test_idle_session_is_signed_out(extra: Extra) -> None:
+    url = extra.idle.url
+    browser = sign_in(url, "alice")
+    me = browser.get(url + "/api/v1/me", timeout=10).json()
+
+    # Activity keeps the session alive past the idle limit (3 s) ...
+    for _ in range(5):
+        time.sleep(1)
+        assert browser.get(url + "/chart", allow_redirects=False, timeout=10).status_code == 200
+
+    # ... inactivity ends it.
+    time.sleep(4)
+    response = browser.get(url + "/chart", allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/auth/signin?reason=idle_timeout")
+    page = browser.get(urljoin(url, response.headers["Location"]), timeout=10)
+    assert "inactivity" in page.text
+    assert browser.get(url + "/api/v1/me", timeout=10).status_code == 401
+
+    events = [e for e in audit_rows(extra.idle.env["PORTAL_DATABASE_URL"], action="signout.idle_timeout")
+              if e["actor_id"] == me["id"]]
+    assert len(events) == 1
+    assert events[0]["reason"] == "idle_timeout"
+
+
+# --- Rate limit ----------------------------------------------------------------------------------------------
+
+def test_login_is_rate_limited_with_a_friendly_page(extra: Extra) -> None:
+    url = extra.limited.url
+    statuses = [requests.get(url + "/auth/login", allow_redirects=False, timeout=10).status_code for _ in range(3)]
+    assert statuses == [302, 302, 302]
+    refused = requests.get(url + "/auth/login", allow_redirects=False, timeout=10)
+    assert refused.status_code == 429
+    assert refused.headers["Content-Type"].startswith("text/html")
+    assert "Too many attempts" in refused.text
+    assert "Traceback" not in refused.text
+    assert int(refused.headers["Retry-After"]) > 0
+    # Other pages are not limited.
+    assert requests.get(url + "/auth/signin", timeout=10).status_code == 200
