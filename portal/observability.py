@@ -21,7 +21,8 @@ AUDIT_FAILURES = Counter("portal_audit_failures_total", "Audit appends that fail
 DECRYPT_FAILURES = Counter("portal_decrypt_failures_total", "Field decryptions that failed", registry=REGISTRY)
 
 bp = Blueprint("observability", __name__)
-_LOG_FIELDS = ("request_id", "action", "error", "route", "status", "duration_ms", "sid", "event")
+access_log = logging.getLogger("portal.access_log")
+_LOG_FIELDS = ("request_id", "action", "error", "route", "method", "status", "duration_ms", "event")
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,6 +66,9 @@ def init_app(app: Flask) -> None:
         from portal.access import request_id
 
         response.headers["X-Request-ID"] = request_id()
+        # The route's pattern, never the URL: query strings and paths can carry identifiers.
+        access_log.info("request", extra={"request_id": request_id(), "route": route, "method": request.method,
+                                          "status": response.status_code, "duration_ms": round(elapsed * 1000, 1)})
         return response
 
 

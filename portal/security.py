@@ -40,6 +40,9 @@ def init_app(app: Flask, settings: Settings) -> None:
         frame_options="DENY",
         permissions_policy={"geolocation": "()", "camera": "()", "microphone": "()"},
     )
+    # Load balancers and orchestrators probe over plain HTTP inside the network.
+    for endpoint in ("observability.healthz", "observability.readyz", "observability.metrics"):
+        app.view_functions[endpoint] = talisman(force_https=False)(app.view_functions[endpoint])
     csrf.init_app(app)
     limiter.init_app(app)
     login_manager.init_app(app)

@@ -86,7 +86,13 @@ def _expire(login: LoginSession, reason: str) -> None:
 
     already_ended = login.ended_at is not None
     if not already_ended:
-        record("signout." + reason, "allowed", actor_id=login.user_id, reason=reason)
+        # We run inside flask-login's user loader: without a user in g, record() would read
+        # current_user, which calls this loader again (endless recursion, then a 500).
+        from portal.extensions import login_manager
+
+        g._login_user = login_manager.anonymous_user()
+        record("signout." + reason, "allowed", actor_id=login.user_id,
+               actor_role=",".join(sorted(login.user.role_set)) or None, reason=reason)
         login.ended_at = datetime.now(timezone.utc)
         login.end_reason = reason
         db_session.commit()

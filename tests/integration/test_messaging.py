@@ -29,9 +29,10 @@ FAMILY_MEDICINE = "Family Medicine"
 class ChatClient:
     """A python-socketio client on /chat that records every event it receives."""
 
-    def __init__(self, url: str, session: requests.Session | None):
+    def __init__(self, url: str, session: requests.Session | None, origin: str | None = None):
         self.url, self.session = url, session
-        self.sio = socketio.Client(reconnection=False)
+        # Behind the load balancer every worker sees the portal's one external origin.
+        self.sio = socketio.Client(reconnection=False, websocket_extra_options={"origin": origin} if origin else None)
         self.events: dict[str, list[Any]] = {name: [] for name in EVENTS}
         self._cond = threading.Condition()
         for name in EVENTS:
@@ -44,10 +45,8 @@ class ChatClient:
                 self._cond.notify_all()
         return record
 
-    def connect(self, url: str | None = None, origin: str | None = None) -> "ChatClient":
+    def connect(self, url: str | None = None) -> "ChatClient":
         headers = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)} if self.session else {}
-        if origin:  # behind the load balancer every worker sees the portal's one external origin
-            headers["Origin"] = origin
         self.sio.connect(url or self.url, headers=headers, namespaces=[NS], transports=["websocket"], wait_timeout=10)
         return self
 
@@ -448,7 +447,7 @@ def test_two_workers_deliver_to_each_other(tmp_path, redis_url):
             ids = {login: user_id_of(s, first.url) for login, s in sessions.items()}
             direct = start_direct(first.url, sessions["dr.chen"], ids["dr.okafor"])
             chen = ChatClient(first.url, sessions["dr.chen"]).connect()
-            okafor = ChatClient(second.url, sessions["dr.okafor"]).connect(origin=first.url)
+            okafor = ChatClient(second.url, sessions["dr.okafor"], origin=first.url).connect()
             try:
                 assert chen.call("join", {"conversation_id": direct})["ok"]
                 assert okafor.call("join", {"conversation_id": direct})["ok"]
