@@ -44,19 +44,31 @@ def postgres_url() -> Iterator[str]:
         POSTGRES_URL,
         "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test",
     )
+    url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+    try:
+        yield url
+    finally:
+        _drop_database(url)
+
+
+def _create_database(name: str) -> str:
     import sqlalchemy as sa
 
-    name = f"portal_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(POSTGRES_URL).set(database=name)
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    admin.dispose()
+    return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    import sqlalchemy as sa
+
+    name = sa.engine.make_url(url).database
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
 
 
 @pytest.fixture
@@ -86,4 +98,21 @@ def portal(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("portal")
     with running_portal(tmp, f"sqlite:///{tmp / 'portal.db'}") as server:
+        yield server
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def portal_on_each_database(request, tmp_path_factory):
+    """The same portal on SQLite and on PostgreSQL: storage behaviour must not depend on the backend."""
+    from tests.support.portal_server import running_portal
+
+    tmp = tmp_path_factory.mktemp("portal")
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp / 'portal.db'}"
+    else:
+        require_service("PostgreSQL", POSTGRES_URL,
+                        "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+        url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+        request.addfinalizer(lambda: _drop_database(url))
+    with running_portal(tmp, url) as server:
         yield server

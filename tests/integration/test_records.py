@@ -11,6 +11,11 @@ BOB = "00000000-0000-4000-8000-000000000002"
 
 
 @pytest.fixture(scope="module")
+def portal(portal_on_each_database):
+    return portal_on_each_database
+
+
+@pytest.fixture(scope="module")
 def sessions(portal):
     return {login: sign_in(portal.url, login) for login in ("alice", "dr.chen", "dr.reyes", "cora")}
 
