@@ -103,7 +103,11 @@ def audit_verify() -> None:
 @click.option("--outcome", type=click.Choice(["allowed", "denied", "error"]))
 def audit_export(fmt: str, output: Path, **filters) -> None:
     """Export the (filtered) audit log with what `python -m audit verify` needs to check it."""
-    from portal.compliance.service import export_to_file, parse_filter
+    from portal.compliance.service import FilterError, export_to_file, parse_filter
 
-    written = export_to_file(parse_filter(filters), fmt, output, actor_role="operator")
+    try:
+        audit_filter = parse_filter(filters)
+    except FilterError as exc:
+        raise click.BadParameter(str(exc)) from None
+    written = export_to_file(audit_filter, fmt, output, actor_role="operator")
     click.echo(f"exported {written} events to {output}")

@@ -1,0 +1,91 @@
+"""Private PostgreSQL and Redis instances that fault tests may stop, restart and kill.
+
+They run on free loopback ports in temporary folders, so the machine's shared services are never
+touched. Tests skip with a reason where the server programs are missing.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import IN_CI, free_port
+
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def _pg_tool(name: str) -> str | None:
+    found = sorted(PG_BIN.glob(f"*/bin/{name}"))
+    return str(found[-1]) if found else shutil.which(name)
+
+
+def _require(tool: str | None, what: str) -> str:
+    if tool is None:
+        reason = f"{what} is not installed (Debian: apt-get install postgresql redis-server)"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return tool
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """initdb and postgres refuse to run as root; drop to the postgres user when we are root."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class PrivatePostgres:
+    def __init__(self, folder: Path):
+        self.pg_ctl = _require(_pg_tool("pg_ctl"), "PostgreSQL (pg_ctl)")
+        self.folder, self.port = folder, free_port()
+        self.data = folder / "data"
+        self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
+        folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(folder, "postgres")
+        subprocess.run(_as_postgres([_pg_tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]),
+                       check=True, capture_output=True)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-o", options, "-l",
+                                     str(self.folder / "pg.log"), "-w", "start"]), check=True, capture_output=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop"]), capture_output=True)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class PrivateRedis:
+    def __init__(self, folder: Path):
+        self.binary = _require(shutil.which("redis-server"), "Redis (redis-server)")
+        self.folder, self.port = folder, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                         "--appendonly", "no", "--dir", str(self.folder)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        import redis
+
+        while time.monotonic() < deadline:
+            try:
+                redis.Redis.from_url(self.url).ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis did not start")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
