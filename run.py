@@ -2,6 +2,7 @@
 
 Each process is one eventlet server; run several on different ports behind a load balancer with
 sticky sessions and PORTAL_MESSAGE_QUEUE=redis://... so they deliver to each other's clients.
+SIGTERM stops gracefully: Socket.IO clients are told to reconnect elsewhere, in-flight requests finish.
 """
 import warnings
 
@@ -14,6 +15,8 @@ eventlet.monkey_patch()
 import argparse  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
+
+import eventlet.wsgi  # noqa: E402
 
 from portal.config import ConfigError, Settings  # noqa: E402
 
@@ -29,32 +32,26 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     from portal import create_app
-    from portal.extensions import socketio
     from portal.observability import configure_logging
 
     configure_logging(settings.log_level)
     app = create_app(settings)
-    signal.signal(signal.SIGTERM, lambda *_: _graceful_exit(socketio))
+    listener = eventlet.listen((args.host, args.port))
+    # debug=False: eventlet would otherwise send Python tracebacks to clients.
+    server = eventlet.spawn(eventlet.wsgi.server, listener, app, log_output=False, debug=False,
+                            socket_timeout=60, keepalive=True)
+    signal.signal(signal.SIGTERM, lambda *_: eventlet.spawn_n(_graceful_stop, server))
     print(f"portal serving on http://{args.host}:{args.port}", flush=True)
-    socketio.run(app, host=args.host, port=args.port, log_output=False, use_reloader=False)
+    server.wait()
     return 0
 
 
-SHUTDOWN_GRACE_SECONDS = 0.5
+def _graceful_stop(server) -> None:
+    """Tell Socket.IO clients to reconnect elsewhere, stop accepting, let in-flight requests finish."""
+    from portal.messaging.events import announce_shutdown
 
-
-def _graceful_exit(socketio) -> None:
-    """SIGTERM: tell connected clients to reconnect elsewhere, then stop accepting work.
-
-    The handler runs inside eventlet's hub, which cannot wait: the notices are queued here and the
-    exit (socketio.stop raises SystemExit) runs on a hub timer, after the writers have sent them.
-    """
-    try:
-        from portal.messaging.events import announce_shutdown
-
-        announce_shutdown()
-    finally:
-        eventlet.hubs.get_hub().schedule_call_global(SHUTDOWN_GRACE_SECONDS, socketio.stop)
+    announce_shutdown()
+    server.kill(SystemExit)
 
 
 if __name__ == "__main__":

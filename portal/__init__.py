@@ -27,12 +27,13 @@ def create_app(settings: Settings | None = None) -> Flask:
                                 x_host=settings.trusted_proxies)
 
     from portal import observability, security, services
-    from portal.db import bind_engine, create_engine
+    from portal.db import bind_engine, create_engine, end_session
 
     observability.init_app(app)
     engine = create_engine(settings.database_url)
     app.extensions["portal.engine"] = engine
     bind_engine(engine)
+    app.teardown_appcontext(end_session)
     services.init_app(app, settings, engine)
     security.init_app(app, settings)
     _register_blueprints(app, settings)

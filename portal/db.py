@@ -40,6 +40,14 @@ def _configure_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def end_session(_exc: BaseException | None = None) -> None:
+    """Return the request's connection to the pool; a connection the database already dropped is discarded."""
+    try:
+        db_session.remove()
+    except sa.exc.DBAPIError:
+        db_session.registry.clear()
+
+
 def bind_engine(engine: sa.Engine) -> None:
     db_session.remove()
     db_session.configure(bind=engine)

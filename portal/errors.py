@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, render_template, request
+import sqlalchemy as sa
+from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from portal.access import AccessDenied, AuditUnavailable
+from portal.db import end_session
+from portal.extensions import login_manager
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +65,14 @@ def init_app(app: Flask) -> None:
     def _audit_unavailable(_exc):
         return error_response(503, "audit_unavailable",
                               "The audit log cannot be written right now, so records are not being served. Try again shortly.")
+
+    @app.errorhandler(sa.exc.OperationalError)
+    @app.errorhandler(sa.exc.InterfaceError)
+    def _database_unavailable(exc):
+        end_session()
+        g._login_user = login_manager.anonymous_user()  # the error page must not query the database again
+        log.error("database unavailable", extra={"error": type(exc.orig).__name__ if exc.orig else type(exc).__name__})
+        return error_response(503, "database_unavailable", "The records database is unavailable. Try again shortly.")
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError):

@@ -40,7 +40,7 @@ ALICE_MRN = "RC-100001"
 TIMEOUT_MS = 10_000
 BLOCKING_IMPACTS = {"serious", "critical"}
 AXE_ROUTE = "/__e2e__/axe.min.js"  # answered by Playwright from tests/e2e/vendor, never by the portal
-_SCREENSHOT_TMP = Path(tempfile.mkdtemp(prefix="portal-e2e-screenshots-"))
+_SCREENSHOT_TMP = Path(tempfile.gettempdir()) / "portal-e2e-screenshots"  # overwritten by each run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

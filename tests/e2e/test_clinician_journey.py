@@ -9,7 +9,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import (ALICE, ALICE_MRN, PHONE, check_accessibility, has_horizontal_overflow, screenshot)
+from tests.e2e.conftest import (ALICE, ALICE_MRN, BOB, PHONE, check_accessibility, has_horizontal_overflow, screenshot)
 
 NOTE = "<script>alert(1)</script> BP 128/80, reviewed inhaler technique."
 
@@ -62,3 +62,83 @@ def test_clinician_finds_a_patient_by_mrn_and_adds_a_note_once(new_page):
     assert not has_horizontal_overflow(page), "the search page scrolls sideways at 390 px"
     check_accessibility(page, "patient search (phone)")
     screenshot(page, "10-clinician-search-phone", full_page=False)
+
+
+def test_a_patient_opening_another_patients_url_sees_the_refusal_page(new_page):
+    page = new_page("alice")
+    for path in (f"/patients/{BOB}", f"/patients/{BOB}/fhir"):
+        response = page.goto(path)
+        assert response is not None and response.status == 404, path
+        expect(page.get_by_role("heading", name="Not found", level=1)).to_be_visible()
+        expect(page.get_by_text("There is no such record.")).to_be_visible()
+        assert "Lindqvist" not in page.content()
+    check_accessibility(page, "refusal page (patient)")
+    screenshot(page, "18-refusal-other-patient")
+
+    response = page.goto("/clinician")
+    assert response is not None and response.status == 403
+    expect(page.get_by_role("heading", name="You do not have access to this", level=1)).to_be_visible()
+    page.get_by_role("link", name="Back to your home page").click()
+    expect(page.get_by_role("heading", name="My chart · Alice Moreau", level=1)).to_be_visible()
+
+
+def open_chat(page: Page) -> None:
+    main_nav(page).get_by_role("link", name="Messages").click()
+    expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
+
+
+def messages_of(page: Page):
+    return page.locator("[data-messages]").get_by_role("listitem")
+
+
+def test_two_clinicians_chat_live_and_catch_up_after_going_offline(new_page):
+    chen = new_page("dr.chen")
+    okafor = new_page("dr.okafor")
+
+    # Dr Chen starts a conversation with Dr Okafor; Dr Okafor opens it from the list.
+    open_chat(chen)
+    chen.get_by_label("Message a clinician").select_option(label="Dr. Tunde Okafor")
+    chen.get_by_role("button", name="Start conversation").click()
+    chen_box = chen.get_by_label("Message", exact=True)
+    expect(chen_box).to_be_enabled()
+    check_accessibility(chen, "chat")
+
+    open_chat(okafor)
+    okafor.get_by_role("list", name="Conversations").get_by_role("button", name=re.compile("Chen")).click()
+    okafor_box = okafor.get_by_label("Message", exact=True)
+    expect(okafor_box).to_be_enabled()
+    expect(okafor.get_by_role("status").filter(has_text="Connected")).to_be_visible()
+
+    # Each sees the other's messages as they are sent.
+    chen_box.fill("Mrs Moreau's creatinine is up again, can you look today?")
+    chen_box.press("Enter")
+    expect(messages_of(okafor).filter(has_text="creatinine is up again")).to_have_count(1)
+
+    # Typing shows on the other side; the reply arrives; Dr Chen's message shows it was read.
+    okafor_box.press_sequentially("Will do")
+    expect(chen.get_by_text("Dr. Tunde Okafor is typing…")).to_be_visible()
+    okafor_box.press_sequentially(", after clinic.")
+    okafor.get_by_role("button", name="Send").click()
+    expect(messages_of(chen).filter(has_text="Will do, after clinic.")).to_have_count(1)
+    mine = messages_of(chen).filter(has_text="creatinine is up again")
+    expect(mine).to_contain_text("Read")
+    expect(chen.get_by_text("Dr. Tunde Okafor is typing…")).to_have_count(0)
+    screenshot(chen, "19-clinician-chat")
+
+    # Dr Okafor's connection drops; the messages sent meanwhile appear once, in order, when it is back.
+    okafor.context.set_offline(True)
+    okafor_status = okafor.locator("[data-connection]")
+    expect(okafor_status).to_have_attribute("data-state", "reconnecting", timeout=15_000)
+    missed = [f"While you were away ({n})" for n in range(1, 4)]
+    for text in missed:
+        chen_box.fill(text)
+        chen_box.press("Enter")
+        expect(messages_of(chen).filter(has_text=text)).to_contain_text("You")
+    okafor.context.set_offline(False)
+    expect(okafor_status).to_have_attribute("data-state", "connected", timeout=20_000)
+    for text in missed:
+        expect(messages_of(okafor).filter(has_text=text)).to_have_count(1)
+    texts = [t.split("\n")[0] for t in messages_of(okafor).all_inner_texts()]
+    assert texts == ["Mrs Moreau's creatinine is up again, can you look today?", "Will do, after clinic.", *missed], texts
+    expect(okafor_box).to_be_enabled()
+    screenshot(okafor, "20-clinician-chat-after-reconnect")

@@ -14,8 +14,6 @@ from tests.e2e.conftest import (ALICE, ALICE_MRN, PHONE, DESKTOP, check_accessib
                                 json_download, screenshot, sign_in_npm)
 from tests.support.npm_idp import sign_in_portal
 
-from pathlib import Path
-TEMP_MESSAGING_READY = (Path(__file__).parents[2] / "static/js/chat.js").exists()
 PHI = ("Moreau", ALICE_MRN)
 
 
@@ -83,19 +81,18 @@ def test_patient_signs_in_reads_downloads_messages_and_signs_out(npm_portal, new
     assert {"Patient", "Observation"} <= kinds
 
     # A message to the care team; it appears in the conversation once the server has stored it.
-    if TEMP_MESSAGING_READY:
-        page.get_by_role("navigation", name="Main").get_by_role("link", name="Messages").click()
-        expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
-        page.get_by_role("button", name="Message my care team").click()
-        composer = page.get_by_label("Message", exact=True)
-        expect(composer).to_be_enabled()
-        composer.fill("Could someone explain my creatinine result, please?")
-        page.get_by_role("button", name="Send").click()
-        messages = page.get_by_role("list", name="Messages")
-        expect(messages.get_by_text("Could someone explain my creatinine result, please?")).to_have_count(1)
-        expect(composer).to_have_value("")
-        check_accessibility(page, "patient messages")
-        screenshot(page, "05-patient-messages")
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Messages").click()
+    expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
+    page.get_by_role("button", name="Message my care team").click()
+    composer = page.get_by_label("Message", exact=True)
+    expect(composer).to_be_enabled()
+    composer.fill("Could someone explain my creatinine result, please?")
+    page.get_by_role("button", name="Send").click()
+    messages = page.get_by_role("list", name="Messages")
+    expect(messages.get_by_text("Could someone explain my creatinine result, please?")).to_have_count(1)
+    expect(composer).to_have_value("")
+    check_accessibility(page, "patient messages")
+    screenshot(page, "05-patient-messages")
 
     # Who viewed my chart: Dr Chen's visit is listed.
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Who viewed my chart").click()

@@ -46,8 +46,9 @@ def extra(portal: PortalServer) -> Iterator[Extra]:
     try:
         yield servers
     finally:
-        servers.idle.stop()
-        servers.limited.stop()
+        import time as _t
+        for srv in (servers.idle, servers.limited):
+            t0 = _t.time(); srv.stop(); print("STOP", srv.url, _t.time() - t0, flush=True)
 
 
 def _cookie_payload(portal: PortalServer, value: str | None) -> dict:

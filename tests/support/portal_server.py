@@ -32,6 +32,7 @@ DEMO_PASSWORDS = {"alice": "alice-demo", "bob": "bob-demo", "dr.chen": "chen-dem
 def portal_env(tmp: Path, database_url: str, port: int, **overrides: str) -> dict[str, str]:
     """The PORTAL_* environment of a development portal with fresh secrets under ``tmp``."""
     keyring, signing_key = tmp / "keyring.json", tmp / "audit-signing-key.pem"
+    tmp.mkdir(parents=True, exist_ok=True)
     if not keyring.exists():
         keyring.write_text(generate_keyring_json())
         signing_key.write_bytes(_as_bytes(generate_signing_key_pem()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,14 +39,14 @@ def _as_postgres(command: list[str]) -> list[str]:
 
 
 class PrivatePostgres:
-    def __init__(self, folder: Path):
+    def __init__(self):
         self.pg_ctl = _require(_pg_tool("pg_ctl"), "PostgreSQL (pg_ctl)")
-        self.folder, self.port = folder, free_port()
-        self.data = folder / "data"
+        # Its own folder outside pytest's private tmp tree, which the postgres user cannot enter.
+        self.folder, self.port = Path(tempfile.mkdtemp(prefix="portal-pg-")), free_port()
+        self.data = self.folder / "data"
         self.url = f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/postgres"
-        folder.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            shutil.chown(folder, "postgres")
+            shutil.chown(self.folder, "postgres")
         subprocess.run(_as_postgres([_pg_tool("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]),
                        check=True, capture_output=True)
 
@@ -60,6 +61,10 @@ class PrivatePostgres:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class PrivateRedis:
