@@ -48,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _graceful_stop(server) -> None:
     """Tell Socket.IO clients to reconnect elsewhere, stop accepting, let in-flight requests finish."""
+    from portal.extensions import socketio
     from portal.messaging.events import announce_shutdown
 
     announce_shutdown()
+    eventlet.sleep(0.5)  # let the notices go out before the sockets close
+    socketio.server.eio.disconnect()  # long-lived WebSockets would otherwise keep the worker alive
     server.kill(SystemExit)
 
 

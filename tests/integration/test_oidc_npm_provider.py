@@ -21,7 +21,8 @@ from joserfc.jwk import KeySet
 from tests.conftest import free_port
 from tests.support.npm_idp import (NpmOidcProvider, assert_signin_refused, audit_rows, demo_accounts,
                                    portal_callback_url, portal_client, portal_oidc_env, require_npm_idp,
-                                   sign_in_portal, sign_out_with_requests, start_portals, table_count)
+                                   sign_in_portal, sign_out_with_requests, start_portals, stop_portals,
+                                   table_count, dev_portal)
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database, sign_in
 
 pytestmark = pytest.mark.oidc
@@ -69,8 +70,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
         try:
             yield Stack(idp, servers["RS256"], servers["ES256"], database_url, tmp, seeded_ids)
         finally:
-            for server in servers.values():
-                server.stop()
+            stop_portals(*servers.values())
 
 
 def _user_ids(database_url: str, issuer: str) -> dict[str, str]:
@@ -313,8 +313,7 @@ def test_unreachable_provider_gives_502(stack: Stack) -> None:
                                       "provider_unreachable", rid)
                 assert "could not be reached" in response.text
         finally:
-            for server in fresh:
-                server.stop()
+            stop_portals(*fresh)
     finally:
         stack.idp.start()
 
@@ -325,6 +324,13 @@ def test_unreachable_provider_gives_502(stack: Stack) -> None:
 
 
 # --- Same behaviour with the development provider ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory) -> Iterator[PortalServer]:
+    """A portal using the built-in development provider (like conftest's `portal`, but stopped quickly)."""
+    with dev_portal(tmp_path_factory.mktemp("portal-dev")) as server:
+        yield server
+
 
 def _comparable_chart(data: dict) -> dict:
     """The chart without what differs between two seeded databases (row ids, seeding timestamps)."""

@@ -15,7 +15,8 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support.npm_idp import (NpmOidcProvider, assert_signin_refused, audit_rows, demo_accounts,
-                                   portal_client, portal_oidc_env, require_npm_idp, sign_in_portal, table_count)
+                                   portal_client, portal_oidc_env, require_npm_idp, sign_in_portal, stop_portals,
+                                   table_count)
 from tests.support.portal_server import PortalServer, portal_env, prepare_database
 from tests.support.tamper_proxy import TamperProxy
 
@@ -43,8 +44,11 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     with NpmOidcProvider([client], demo_accounts()) as idp, TamperProxy(idp.issuer, CLIENT_ID, SECRET) as proxy:
         env = portal_env(tmp, database_url, port, **portal_oidc_env(proxy.issuer, CLIENT_ID, SECRET))
         prepare_database(env)
-        with PortalServer(env, port, tmp / "portal.log") as portal:
+        portal = PortalServer(env, port, tmp / "portal.log").start()
+        try:
             yield Stack(idp, proxy, portal, database_url)
+        finally:
+            stop_portals(portal)
 
 
 @pytest.fixture(autouse=True)

@@ -18,10 +18,17 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from tests.conftest import free_port
-from tests.support.npm_idp import audit_rows, start_portals
+from tests.support.npm_idp import audit_rows, dev_portal, start_portals, stop_portals
 from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, csrf_token, parse_form, sign_in
 
 ALICE_PATIENT = "00000000-0000-4000-8000-000000000001"
+
+
+@pytest.fixture(scope="module")
+def portal(tmp_path_factory) -> Iterator[PortalServer]:
+    """Like conftest's `portal`, but stopped quickly."""
+    with dev_portal(tmp_path_factory.mktemp("portal")) as server:
+        yield server
 
 
 @dataclass
@@ -46,9 +53,7 @@ def extra(portal: PortalServer) -> Iterator[Extra]:
     try:
         yield servers
     finally:
-        import time as _t
-        for srv in (servers.idle, servers.limited):
-            t0 = _t.time(); srv.stop(); print("STOP", srv.url, _t.time() - t0, flush=True)
+        stop_portals(servers.idle, servers.limited)
 
 
 def _cookie_payload(portal: PortalServer, value: str | None) -> dict:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
@@ -369,3 +371,27 @@ def assert_signin_refused(portal_url: str, database_url: str, session: requests.
     events = audit_rows(database_url, request_id=request_id)
     found = [(e["action"], e["outcome"], e["reason"]) for e in events]
     assert found == [("signin.failure", "denied", reason)], f"audit events for the request: {found}"
+
+
+def stop_portals(*servers: Any) -> None:
+    """Stop portal processes with SIGINT: SIGTERM's graceful path can take the full 10 s kill timeout."""
+    import signal
+
+    for server in servers:
+        server.stop(signal.SIGINT)
+
+
+@contextlib.contextmanager
+def dev_portal(tmp: Path, **overrides: str) -> Iterator[Any]:
+    """A migrated, seeded portal on SQLite using the built-in development provider (like conftest's `portal`)."""
+    from tests.conftest import free_port
+    from tests.support.portal_server import PortalServer, portal_env, prepare_database
+
+    port = free_port()
+    env = portal_env(tmp, f"sqlite:///{tmp / 'portal.db'}", port, **overrides)
+    prepare_database(env)
+    server = PortalServer(env, port, tmp / f"server-{port}.log").start()
+    try:
+        yield server
+    finally:
+        stop_portals(server)

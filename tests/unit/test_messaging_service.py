@@ -160,7 +160,7 @@ def test_seq_allocation_is_atomic_and_idempotent_under_concurrency(database):
                                 .order_by(Message.seq)).all()
     assert [m.seq for m in stored] == list(range(1, 31)), "one message per key, no gaps, no duplicates"
     assert db_session.get(Conversation, conversation_id).last_seq == 30
-    assert len(results) == 60 and sum(not duplicate for _k, _i, duplicate in results) == 30
+    assert len(results) == 120 and sum(not duplicate for _k, _i, duplicate in results) == 30
     by_key = {m.idempotency_key: m.id for m in stored}
     assert all(by_key[key] == message_id for key, message_id, _d in results)
     raw = database.connect().execute(sa.text("SELECT body FROM message")).scalars().all()

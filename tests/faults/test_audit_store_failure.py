@@ -1,0 +1,30 @@
+"""The audit store failing: PHI requests get 503 with no PHI in the body; pages without PHI keep working."""
+import sqlalchemy as sa
+
+from tests.support.portal_server import sign_in
+
+ALICE = "00000000-0000-4000-8000-000000000001"
+
+
+def test_no_phi_without_an_audit_record(portal_on_each_database):
+    portal = portal_on_each_database
+    alice, chen = sign_in(portal.url, "alice"), sign_in(portal.url, "dr.chen")
+    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE audit_entry RENAME TO audit_entry_offline"))
+    try:
+        for session, path in ((alice, "/chart"), (alice, "/chart/fhir"), (chen, f"/patients/{ALICE}"),
+                              (chen, "/patients/search?mrn=RC-100001")):
+            response = session.get(portal.url + path, timeout=10)
+            assert response.status_code == 503, path
+            assert "Moreau" not in response.text and "RC-100001" not in response.text.replace("mrn=RC-100001", "")
+        api = alice.get(portal.url + "/api/v1/me/chart", timeout=10)
+        assert api.status_code == 503 and api.json()["error"]["code"] == "audit_unavailable"
+        for path in ("/", "/auth/signin", "/healthz", "/static/css/portal.css"):
+            assert alice.get(portal.url + path, timeout=10, allow_redirects=False).status_code in (200, 302), path
+        assert alice.get(portal.url + "/readyz", timeout=10).status_code == 503
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE audit_entry_offline RENAME TO audit_entry"))
+        engine.dispose()
+    assert alice.get(portal.url + "/chart", timeout=10).status_code == 200
