@@ -65,6 +65,14 @@ def _as_positive_number(value: str) -> float:
     return number
 
 
+def _as_rate_limit(value: str) -> str:
+    """flask-limiter skips (does not enforce) a limit it cannot parse, so refuse it here."""
+    from limits import parse_many
+
+    parse_many(value)
+    return value
+
+
 def _as_role_map(value: str) -> dict[str, str]:
     mapping = json.loads(value)
     if not isinstance(mapping, dict) or not all(
@@ -105,7 +113,7 @@ class Settings:
     secure_cookies: bool = _setting("PORTAL_SECURE_COOKIES", None, _as_bool)
     session_idle_minutes: float = _setting("PORTAL_SESSION_IDLE_MINUTES", 15, _as_positive_number)
     session_max_hours: int = _setting("PORTAL_SESSION_MAX_HOURS", 12, _as_positive_int)
-    login_rate_limit: str = _setting("PORTAL_LOGIN_RATE_LIMIT", "10 per minute")
+    login_rate_limit: str = _setting("PORTAL_LOGIN_RATE_LIMIT", "10 per minute", _as_rate_limit)
     ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://")
     message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "")
     message_max_bytes: int = _setting("PORTAL_MESSAGE_MAX_BYTES", 4096, _as_positive_int)

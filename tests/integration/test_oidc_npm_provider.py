@@ -19,10 +19,10 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (NpmOidcProvider, assert_signin_refused, audit_rows, demo_accounts,
+from tests.support.npm_idp import (NpmOidcProvider, assert_signin_refused, audit_rows, demo_accounts, dev_portal,
                                    portal_callback_url, portal_client, portal_oidc_env, require_npm_idp,
-                                   sign_in_portal, sign_out_with_requests, start_portals, stop_portals,
-                                   table_count, dev_portal)
+                                   sign_in_portal, sign_in_with_requests, sign_out_with_requests, start_portals,
+                                   stop_portals, table_count)
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database, sign_in
 
 pytestmark = pytest.mark.oidc
@@ -174,6 +174,18 @@ def test_next_parameter_survives_sign_in(stack: Stack) -> None:
     response = session.get(callback, allow_redirects=False, timeout=10)
     assert response.status_code == 302
     assert response.headers["Location"] == "/chart/access-log"
+
+
+@pytest.mark.parametrize("next_path", ["//evil.example/", "/\\evil.example/", "/\t/evil.example/",
+                                       "https://evil.example/"])
+def test_next_parameter_cannot_leave_the_portal(stack: Stack, next_path: str) -> None:
+    """Browsers read "/\\host" and "/<tab>/host" as "//host": none of these may become the redirect."""
+    session = requests.Session()
+    redirect = sign_in_with_requests(session, f"{stack.rs256.url}/auth/login?{urlencode({'next': next_path})}",
+                                     "demo-alice")
+    response = session.get(redirect.headers["Location"], allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
 
 
 # --- Sign-out ------------------------------------------------------------------------------------------------

@@ -52,12 +52,14 @@ def test_valid_environments_are_accepted() -> None:
 def test_values_are_parsed() -> None:
     settings = Settings.from_env({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "0.05", "PORTAL_DEV_IDP": "off",
                                   "PORTAL_OIDC_ISSUER": "http://127.0.0.1:9000/", "PORTAL_SESSION_MAX_HOURS": "8",
-                                  "PORTAL_OIDC_ROLE_MAP": '{"doctor": "clinician"}', "PORTAL_TRUSTED_PROXIES": "1"})
+                                  "PORTAL_OIDC_ROLE_MAP": '{"doctor": "clinician"}', "PORTAL_TRUSTED_PROXIES": "1",
+                                  "PORTAL_LOGIN_RATE_LIMIT": "3 per minute;20/hour"})
     assert settings.session_idle_minutes == 0.05
     assert settings.dev_idp is False
     assert settings.oidc_issuer == "http://127.0.0.1:9000"  # trailing slash removed
     assert settings.session_max_hours == 8 and settings.trusted_proxies == 1
     assert settings.role_map == {"doctor": "clinician"}
+    assert settings.login_rate_limit == "3 per minute;20/hour"
 
 
 @pytest.mark.parametrize("environ, variable", [
@@ -96,6 +98,10 @@ def test_values_are_parsed() -> None:
     pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ISSUER": "https://"}, "PORTAL_OIDC_ISSUER", id="url-no-host"),
     pytest.param({**DEVELOPMENT, "PORTAL_EXTERNAL_URL": "portal.clinic.example:443"}, "PORTAL_EXTERNAL_URL",
                  id="external-url-no-scheme"),
+    # a rate limit flask-limiter cannot parse would silently not be enforced
+    pytest.param({**DEVELOPMENT, "PORTAL_LOGIN_RATE_LIMIT": "lots"}, "PORTAL_LOGIN_RATE_LIMIT", id="rate-limit-word"),
+    pytest.param({**DEVELOPMENT, "PORTAL_LOGIN_RATE_LIMIT": "3 per fortnight"}, "PORTAL_LOGIN_RATE_LIMIT",
+                 id="rate-limit-unit"),
     # malformed JSON role map
     pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ROLE_MAP": "{doctor: clinician}"}, "PORTAL_OIDC_ROLE_MAP", id="map-json"),
     pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ROLE_MAP": '{"doctor": "superuser"}'}, "PORTAL_OIDC_ROLE_MAP",
