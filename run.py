@@ -13,9 +13,11 @@ import eventlet  # noqa: E402
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
+import eventlet.hubs  # noqa: E402
 import eventlet.wsgi  # noqa: E402
 
 from portal.config import ConfigError, Settings  # noqa: E402
@@ -40,10 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     # debug=False: eventlet would otherwise send Python tracebacks to clients.
     server = eventlet.spawn(eventlet.wsgi.server, listener, app, log_output=False, debug=False,
                             socket_timeout=60, keepalive=True)
-    signal.signal(signal.SIGTERM, lambda *_: eventlet.spawn_n(_graceful_stop, server))
+    eventlet.spawn_n(_stop_on_sigterm, server)
     print(f"portal serving on http://{args.host}:{args.port}", flush=True)
     server.wait()
     return 0
+
+
+def _stop_on_sigterm(server) -> None:
+    """Wait for SIGTERM on a wake-up pipe: an idle hub may sleep in epoll for a long time, and a plain
+    Python signal handler only runs once it wakes. The pipe wakes it at once."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end)
+    signal.signal(signal.SIGTERM, lambda *_: None)  # the byte written to the pipe does the work
+    while True:
+        eventlet.hubs.trampoline(read_end, read=True)
+        if signal.SIGTERM in os.read(read_end, 64):
+            break
+    _graceful_stop(server)
 
 
 def _graceful_stop(server) -> None:

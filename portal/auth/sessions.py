@@ -26,6 +26,9 @@ def _hash(token: str) -> str:
 
 def start_session(user: User, id_token: str | None) -> LoginSession:
     """Sign the user in with a fresh session id (never reuse the pre-sign-in session)."""
+    previous = current_login()
+    if previous is not None and previous.ended_at is None:
+        previous.ended_at, previous.end_reason = datetime.now(timezone.utc), "replaced"
     session.clear()
     token = secrets.token_urlsafe(32)
     login = LoginSession(token_hash=_hash(token), user=user, id_token=id_token)
