@@ -6,7 +6,7 @@ import logging
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
-from flask import redirect, render_template, request, session, url_for
+from flask import flash, redirect, render_template, request, session, url_for
 from joserfc.errors import JoseError
 
 from portal import services
@@ -91,6 +91,7 @@ def logout():
     if login is not None:
         record("signout", "allowed", actor_id=login.user_id, reason="user signed out")
     end_session(login, "signed_out")
+    flash("You have signed out.", "success")  # shown wherever the provider sends the browser back
     target = url_for("auth.signin_page", reason="signed_out")
     try:
         metadata = provider_client().load_server_metadata()

@@ -341,6 +341,9 @@ def on_send(user: User, payload: dict) -> dict:
         MESSAGES.inc()
         _evict_revoked_listeners(conversation)
         emit("message", message, to=conversation_room(conversation.id))
+        position = service.mark_read(conversation, user.id, stored.message.seq)  # one's own message is read
+        emit("unread", {"conversation_id": conversation.id, "unread": max(0, conversation.last_seq - position)},
+             to=user_room(user.id))
         _notify_members(conversation, user, message)
     return {"message": message, "duplicate": stored.duplicate}
 
@@ -429,8 +432,8 @@ def _evict_revoked_listeners(conversation: Conversation) -> None:
 def announce_shutdown() -> None:
     """Tell this worker's /chat clients to reconnect (SIGTERM): only local clients, not the whole cluster.
 
-    Only queues the notices (it may run inside eventlet's hub, from a signal handler, where nothing can
-    wait); run.py stops the server a moment later, once the writer greenlets have sent them.
+    Only queues the notices, so it is safe from any greenlet; run.py lets them go out, then closes the
+    connections and stops. Clients reconnect after a short random delay and catch up with ``history``.
     """
     if socketio.server is None:
         return

@@ -128,7 +128,8 @@ def new_page(browser: Browser, portal_url: str) -> Iterator[Callable[..., Page]]
     contexts: list[BrowserContext] = []
     problems = PageProblems()
 
-    def open_page(login: str | None = None, viewport: dict[str, int] | None = None, base_url: str | None = None) -> Page:
+    def open_page(login: str | None = None, viewport: dict[str, int] | None = None,
+                  base_url: str | None = None) -> Page:
         context = browser.new_context(base_url=base_url or portal_url, viewport=viewport or DESKTOP,
                                       accept_downloads=True, locale="en-GB", timezone_id="UTC")
         context.set_default_timeout(TIMEOUT_MS)

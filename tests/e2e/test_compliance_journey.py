@@ -12,7 +12,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import ALICE, ALICE_MRN, check_accessibility, read_download, screenshot
+from tests.e2e.conftest import ALICE, ALICE_MRN, DESKTOP, PHONE, check_accessibility, read_download, screenshot
 
 REASON = "Unconscious in the emergency department; allergy list needed now."
 
@@ -56,6 +56,9 @@ def test_outside_clinician_is_refused_uses_break_glass_and_compliance_sees_it(ne
     expect(row).to_contain_text(ALICE)
     check_accessibility(cora, "compliance flags")
     screenshot(cora, "13-compliance-flags")
+    cora.set_viewport_size(PHONE)
+    check_accessibility(cora, "compliance flags (phone)")
+    cora.set_viewport_size(DESKTOP)
     row.get_by_role("button", name="Mark reviewed").click()
     expect(cora.get_by_role("status").filter(has_text="marked as reviewed")).to_be_visible()
     expect(break_glass.get_by_role("row").filter(has_text=REASON)).to_contain_text("Reviewed")

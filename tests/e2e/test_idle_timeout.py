@@ -40,6 +40,9 @@ def test_an_idle_session_ends_and_the_sign_in_page_says_why(new_page):
 
     # Signing in again returns to the page they were on.
     page.get_by_role("link", name="Continue to sign-in").click()
+    expect(page.get_by_role("heading", name="Sign in to the patient portal")).to_be_visible()
+    check_accessibility(page, "development provider sign-in")
+    screenshot(page, "00-dev-provider-signin")
     page.get_by_label("Login").fill("alice")
     page.get_by_label("Password").fill("alice-demo")
     page.get_by_role("button", name="Sign in").click()

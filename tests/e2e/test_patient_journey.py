@@ -10,8 +10,17 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import (ALICE, ALICE_MRN, PHONE, DESKTOP, check_accessibility, has_horizontal_overflow,
-                                json_download, screenshot, sign_in_npm)
+from tests.e2e.conftest import (
+    ALICE,
+    ALICE_MRN,
+    DESKTOP,
+    PHONE,
+    check_accessibility,
+    has_horizontal_overflow,
+    json_download,
+    screenshot,
+    sign_in_npm,
+)
 from tests.support.npm_idp import sign_in_portal
 
 PHI = ("Moreau", ALICE_MRN)
@@ -49,6 +58,13 @@ def test_patient_signs_in_reads_downloads_messages_and_signs_out(npm_portal, new
     expect(page.get_by_role("heading", name="Lab results")).to_be_visible()
     check_accessibility(page, "patient chart")
     screenshot(page, "02-patient-chart")
+
+    # From the keyboard: the first Tab reaches "Skip to content", which moves focus to the main content.
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
 
     # The same chart on a phone: nothing scrolls sideways except the tables' own scroll boxes.
     page.set_viewport_size(PHONE)

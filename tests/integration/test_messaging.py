@@ -377,10 +377,16 @@ def test_killed_server_loses_no_acknowledged_message(portal, people, clients):
 
 def test_sigterm_tells_clients_to_reconnect(portal, people, clients):
     chen = clients(people["sessions"]["dr.chen"])
+    for session in people["sessions"].values():
+        session.close()  # idle HTTP keep-alive connections would hold the server's exit back
     portal.stop()
     try:
         chen.wait_for("server_shutdown", timeout=5)
         assert chen.received("server_shutdown")[0] == {"reconnect": True}
+        deadline = time.monotonic() + 5
+        while chen.sio.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not chen.sio.connected, "the worker closes its connections so clients reconnect elsewhere"
     finally:
         portal.start()
 
@@ -411,6 +417,8 @@ def test_core_messaging_on_postgres(tmp_path, postgres_url):
         finally:
             for client in made:
                 client.close()
+            for session in sessions.values():
+                session.close()
         engine = sa.create_engine(postgres_url)
         try:
             with engine.connect() as conn:
@@ -464,3 +472,5 @@ def test_two_workers_deliver_to_each_other(tmp_path, redis_url):
             finally:
                 chen.close()
                 okafor.close()
+                for session in sessions.values():
+                    session.close()
