@@ -7,6 +7,19 @@
 (function () {
   "use strict";
 
+  // Forms marked data-once submit once: a double click must not post twice (the server also
+  // de-duplicates by submission id; this spares the second round trip).
+  Array.prototype.forEach.call(document.querySelectorAll("form[data-once]"), function (form) {
+    form.addEventListener("submit", function (event) {
+      if (form.getAttribute("data-submitted")) {
+        event.preventDefault();
+        return;
+      }
+      form.setAttribute("data-submitted", "true");
+      form.setAttribute("aria-busy", "true");
+    });
+  });
+
   var body = document.body;
   var userId = body.getAttribute("data-user-id");
   if (!userId || typeof window.io !== "function") {
