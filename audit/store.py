@@ -105,7 +105,7 @@ def entry_to_row(entry: Entry) -> dict[str, Any]:
     return row
 
 
-def _row_entry(row: sa.Row) -> Entry:
+def entry_from_row(row: sa.Row) -> Entry:
     """Rebuild an entry from its row; an unparseable row becomes MalformedEntryError, not a crash."""
     try:
         values = {name: getattr(row, name) for name in _EVENT_COLUMNS}
@@ -140,10 +140,14 @@ def filter_clauses(filter: AuditFilter | None) -> list[sa.ColumnElement[bool]]:
         clauses.append(columns.time >= filter.since)
     if filter.until is not None:
         clauses.append(columns.time < filter.until)
-    for name in ("actor_id", "patient_id", "action", "outcome"):
+    for name in ("actor_id", "patient_id", "outcome"):
         value = getattr(filter, name)
         if value is not None:
             clauses.append(columns[name] == value)
+    if filter.action is not None:
+        clauses.append(columns.action.startswith(filter.action, autoescape=True))
+    if filter.through is not None:
+        clauses.append(columns.seq <= filter.through)
     return clauses
 
 
@@ -257,7 +261,7 @@ class SqlAuditStore(AuditStore):
             with self.engine.connect() as conn:
                 rows = conn.execute(query.where(audit_entry.c.seq > last)).all()
             for row in rows:
-                yield _row_entry(row)
+                yield entry_from_row(row)
             if len(rows) < PAGE_SIZE:
                 return
             last = rows[-1].seq
@@ -394,7 +398,7 @@ class JsonlAuditStore(AuditStore):
     def iter_entries(self, after_seq: int = 0, filter: AuditFilter | None = None) -> Iterator[Entry]:
         for record in self._records("entry"):
             entry = Entry.from_record(record)
-            if entry.seq > after_seq and (filter is None or filter.matches(entry.event)):
+            if entry.seq > after_seq and (filter is None or filter.matches(entry.event, entry.seq)):
                 yield entry
 
     def iter_checkpoints(self) -> Iterator[Checkpoint]:

@@ -12,7 +12,7 @@ import json
 import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +39,7 @@ from audit import (
     verify,
 )
 from audit.events import format_time
-from audit.store import filter_clauses
+from audit.store import entry_from_row, filter_clauses
 from portal import policy, services
 from portal.access import authorize, record
 from portal.db import db_session, transaction
@@ -88,51 +88,15 @@ class FilterError(ValueError):
 # --------------------------------------------------------------------------- filters
 
 
-@dataclass(frozen=True)
-class ConsoleFilter(AuditFilter):
-    """AuditFilter whose ``action`` matches as a prefix ("chart" finds chart.read and chart.write).
-
-    ``through`` bounds the set to seq <= through, so an export, its manifest and its audited
-    count all describe exactly the same entries even while the log keeps growing.
-    """
-
-    through: int | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self) if f.name != "through")
-
-    def matches(self, event: AuditEvent) -> bool:
-        exact = AuditFilter(self.since, self.until, self.actor_id, self.patient_id, None, self.outcome)
-        return exact.matches(event) and (self.action is None or event.action.startswith(self.action))
-
-    def describe(self) -> str:
-        text = AuditFilter(self.since, self.until, self.actor_id, self.patient_id, None, self.outcome).describe()
-        parts = [] if text == "all" else [text]
-        if self.action is not None:
-            parts.append(f"action^={self.action}")
-        if self.through is not None:
-            parts.append(f"through_seq={self.through}")
-        return " ".join(parts) or "all"
-
-    def query_args(self) -> dict[str, str]:
-        """The filter as the console's query parameters (for links that keep it)."""
-        values = {
-            "actor": self.actor_id, "patient": self.patient_id, "action": self.action, "outcome": self.outcome,
-            "since": format_time(self.since) if self.since else None,
-            "until": format_time(self.until) if self.until else None,
-            "through": str(self.through) if self.through is not None else None,
-        }
-        return {key: value for key, value in values.items() if value is not None}
-
-    def clauses(self) -> list[sa.ColumnElement[bool]]:
-        columns = audit_entry.c
-        clauses = filter_clauses(AuditFilter(self.since, self.until, self.actor_id, self.patient_id, None, self.outcome))
-        if self.action is not None:
-            clauses.append(columns.action.startswith(self.action, autoescape=True))
-        if self.through is not None:
-            clauses.append(columns.seq <= self.through)
-        return clauses
+def filter_query_args(filter: AuditFilter) -> dict[str, str]:
+    """The filter as the console's query parameters (for links that keep it)."""
+    values = {
+        "actor": filter.actor_id, "patient": filter.patient_id, "action": filter.action, "outcome": filter.outcome,
+        "since": format_time(filter.since) if filter.since else None,
+        "until": format_time(filter.until) if filter.until else None,
+        "through": str(filter.through) if filter.through is not None else None,
+    }
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def parse_time_input(text: str, name: str) -> datetime:
@@ -164,7 +128,7 @@ def _non_negative_int(value: str, name: str) -> int:
     return int(value)
 
 
-def parse_filter(values: Mapping[str, str | None]) -> ConsoleFilter:
+def parse_filter(values: Mapping[str, str | None]) -> AuditFilter:
     """Build a filter from query parameters or CLI options (actor, patient, action, outcome, since,
     until, through); blank values are ignored. Raises FilterError with a message for the user."""
     text = {key: (value or "").strip() for key, value in values.items()}
@@ -175,7 +139,7 @@ def parse_filter(values: Mapping[str, str | None]) -> ConsoleFilter:
     until = parse_time_input(text["until"], "until") if text.get("until") else None
     if since is not None and until is not None and since >= until:
         raise FilterError("'since' must be earlier than 'until'.")
-    return ConsoleFilter(
+    return AuditFilter(
         since=since,
         until=until,
         actor_id=_identifier(text["actor"], "actor") if text.get("actor") else None,
@@ -198,28 +162,9 @@ def _engine() -> sa.Engine:
     return services.audit_store().engine
 
 
-def _row_entry(row: sa.Row) -> Entry:
-    event = AuditEvent(
-        time=row.time, actor_id=row.actor_id, actor_role=row.actor_role, action=row.action, outcome=row.outcome,
-        patient_id=row.patient_id, resource_type=row.resource_type, resource_id=row.resource_id,
-        reason=row.reason, source_ip=row.source_ip, user_agent=row.user_agent, request_id=row.request_id,
-        session_hash=row.session_hash, details=json.loads(row.details),
-    )
-    return Entry(row.seq, event, row.prev_hash, row.entry_hash)
-
-
-def iter_entries(filter: ConsoleFilter) -> Iterator[Entry]:
-    """Matching entries in seq order, keyset-paged: constant memory, no transaction held open."""
-    query = sa.select(audit_entry).where(*filter.clauses()).order_by(audit_entry.c.seq).limit(READ_PAGE)
-    last = 0
-    while True:
-        with _engine().connect() as conn:
-            rows = conn.execute(query.where(audit_entry.c.seq > last)).all()
-        for row in rows:
-            yield _row_entry(row)
-        if len(rows) < READ_PAGE:
-            return
-        last = rows[-1].seq
+def iter_entries(filter: AuditFilter) -> Iterator[Entry]:
+    """Matching entries in seq order, keyset-paged by the store: constant memory."""
+    return services.audit_store().iter_entries(filter=filter)
 
 
 def head_seq() -> int:
@@ -229,7 +174,7 @@ def head_seq() -> int:
 def get_entry(seq: int) -> Entry | None:
     with _engine().connect() as conn:
         row = conn.execute(sa.select(audit_entry).where(audit_entry.c.seq == seq)).first()
-    return _row_entry(row) if row else None
+    return entry_from_row(row) if row else None
 
 
 def user_names(user_ids: Iterable[str | None]) -> dict[str, str]:
@@ -306,9 +251,9 @@ def _rows(entries: list[Entry]) -> list[EventRow]:
     return [EventRow(entry, names.get(entry.event.actor_id or ""), event_flags(entry.event)) for entry in entries]
 
 
-def search(filter: ConsoleFilter, before: int | None = None, page_size: int = PAGE_SIZE) -> SearchPage:
+def search(filter: AuditFilter, before: int | None = None, page_size: int = PAGE_SIZE) -> SearchPage:
     """One page of matching entries, newest first; ``before`` is the seq cursor of the next page."""
-    clauses = filter.clauses()
+    clauses = filter_clauses(filter)
     query = sa.select(audit_entry).where(*clauses)
     if before is not None:
         query = query.where(audit_entry.c.seq < before)
@@ -316,12 +261,12 @@ def search(filter: ConsoleFilter, before: int | None = None, page_size: int = PA
     with _engine().connect() as conn:
         rows = conn.execute(query).all()
         total = conn.execute(sa.select(sa.func.count()).select_from(audit_entry).where(*clauses)).scalar_one()
-    entries = [_row_entry(row) for row in rows[:page_size]]
+    entries = [entry_from_row(row) for row in rows[:page_size]]
     next_before = entries[-1].seq if len(rows) > page_size else None
     return SearchPage(_rows(entries), total, next_before)
 
 
-def search_details(filter: ConsoleFilter, page: SearchPage | None = None, before: int | None = None) -> dict:
+def search_details(filter: AuditFilter, page: SearchPage | None = None, before: int | None = None) -> dict:
     """What the audit.search event records about a search (identifiers and counts only)."""
     details: dict[str, Any] = {"filter": filter.describe()[:256]}
     if before is not None:
@@ -386,7 +331,7 @@ def _hour_of_day(dialect: str) -> sa.ColumnElement[int]:
     return sa.cast(sa.func.strftime("%H", column), sa.Integer)
 
 
-def chart_range(filter: ConsoleFilter, now: datetime | None = None) -> tuple[datetime, datetime, str]:
+def chart_range(filter: AuditFilter, now: datetime | None = None) -> tuple[datetime, datetime, str]:
     """The charted window: the filter's range (the last day when it has no start), bucketed per hour
     or per day, and cut to the most recent CHART_MAX_BUCKETS buckets."""
     end = filter.until or (now or datetime.now(timezone.utc))
@@ -402,17 +347,17 @@ def _bucket_start(moment: datetime, unit: str) -> datetime:
     return moment if unit == "hour" else moment.replace(hour=0)
 
 
-def charts(filter: ConsoleFilter) -> Charts:
+def charts(filter: AuditFilter) -> Charts:
     """Events per hour (or day) and per action for the filtered range, zero-filled."""
     start, end, unit = chart_range(filter)
-    bounded = ConsoleFilter(start, end, filter.actor_id, filter.patient_id, filter.action, filter.outcome,
+    bounded = AuditFilter(start, end, filter.actor_id, filter.patient_id, filter.action, filter.outcome,
                             filter.through)
     with _engine().connect() as conn:
         bucket = _bucket_expression(conn.dialect.name, unit).label("bucket")
         per_bucket = dict(conn.execute(
-            sa.select(bucket, sa.func.count()).where(*bounded.clauses()).group_by(bucket)).all())
+            sa.select(bucket, sa.func.count()).where(*filter_clauses(bounded)).group_by(bucket)).all())
         per_action = conn.execute(
-            sa.select(audit_entry.c.action, sa.func.count().label("n")).where(*bounded.clauses())
+            sa.select(audit_entry.c.action, sa.func.count().label("n")).where(*filter_clauses(bounded))
             .group_by(audit_entry.c.action).order_by(sa.desc("n"), audit_entry.c.action).limit(ACTIONS_CHARTED)
         ).all()
     step = timedelta(hours=1) if unit == "hour" else timedelta(days=1)
@@ -466,7 +411,7 @@ class Flags:
                 "after_hours": len(self.after_hours)}
 
 
-def flag_range(filter: ConsoleFilter, now: datetime | None = None) -> tuple[datetime, datetime]:
+def flag_range(filter: AuditFilter, now: datetime | None = None) -> tuple[datetime, datetime]:
     until = filter.until or (now or datetime.now(timezone.utc))
     return filter.since or until - FLAG_DEFAULT_RANGE, until
 
@@ -474,7 +419,7 @@ def flag_range(filter: ConsoleFilter, now: datetime | None = None) -> tuple[date
 def _latest(clauses: list[sa.ColumnElement[bool]], limit: int = FLAG_LIMIT) -> list[EventRow]:
     query = sa.select(audit_entry).where(*clauses).order_by(audit_entry.c.seq.desc()).limit(limit)
     with _engine().connect() as conn:
-        return _rows([_row_entry(row) for row in conn.execute(query).all()])
+        return _rows([entry_from_row(row) for row in conn.execute(query).all()])
 
 
 def break_glass_flags(since: datetime, until: datetime, limit: int = FLAG_LIMIT) -> list[BreakGlassFlag]:
@@ -537,7 +482,7 @@ def busiest_windows(reads: Iterable[tuple[str, datetime, str]], threshold: int =
     return worst
 
 
-def flags(filter: ConsoleFilter) -> Flags:
+def flags(filter: AuditFilter) -> Flags:
     """Everything the flagged view lists for the filter's range (the last week by default)."""
     since, until = flag_range(filter)
     columns = audit_entry.c
@@ -668,7 +613,7 @@ def last_verification() -> LastVerification | None:
                            .order_by(columns.seq.desc()).limit(1)).first()
     if row is None:
         return None
-    entry = _row_entry(row)
+    entry = entry_from_row(row)
     details = entry.event.details
     return LastVerification(
         entry.seq, entry.event.time, user_names([entry.event.actor_id]).get(entry.event.actor_id or ""),
@@ -685,7 +630,7 @@ class PreparedExport:
     """An export ready to stream: its exact entry set (bounded by seq), count and signed manifest."""
 
     fmt: str
-    filter: ConsoleFilter
+    filter: AuditFilter
     manifest: ExportManifest
 
     @property
@@ -728,12 +673,12 @@ def check_format(fmt: str | None) -> str:
     return fmt
 
 
-def prepare_export(filter: ConsoleFilter, fmt: str) -> PreparedExport:
+def prepare_export(filter: AuditFilter, fmt: str) -> PreparedExport:
     """Fix the entry set (seq <= the current head unless the filter already says), count it and
     sign its manifest in one read pass; the export streams the same set in a second pass."""
     fmt = check_format(fmt)
     if filter.through is None:
-        filter = ConsoleFilter(filter.since, filter.until, filter.actor_id, filter.patient_id, filter.action,
+        filter = AuditFilter(filter.since, filter.until, filter.actor_id, filter.patient_id, filter.action,
                                filter.outcome, head_seq())
     digest = ExportDigest.of(iter_entries(filter))
     return PreparedExport(fmt, filter, export_manifest(fmt, digest, _signing_key(), filter=filter))
@@ -742,8 +687,8 @@ def prepare_export(filter: ConsoleFilter, fmt: str) -> PreparedExport:
 def export_to_file(filter: AuditFilter, fmt: str, output_path: Path | str, actor_role: str | None = None) -> int:
     """Write an export to a file (for the CLI), audited before it is written. CSV and FHIR get
     their signed manifest beside them as FILE.manifest.json. Returns the number of entries."""
-    if not isinstance(filter, ConsoleFilter):
-        filter = ConsoleFilter(filter.since, filter.until, filter.actor_id, filter.patient_id, filter.action,
+    if not isinstance(filter, AuditFilter):
+        filter = AuditFilter(filter.since, filter.until, filter.actor_id, filter.patient_id, filter.action,
                                filter.outcome)
     export = prepare_export(filter, fmt)
     record("audit.export", "allowed", actor_role=actor_role, reason="audit log export",
@@ -790,7 +735,7 @@ def chart_access_log(patient_id: str, limit: int = ACCESS_LOG_LIMIT) -> list[Acc
         .limit(limit)
     )
     with _engine().connect() as conn:
-        entries = [_row_entry(row) for row in conn.execute(query).all()]
+        entries = [entry_from_row(row) for row in conn.execute(query).all()]
     names = user_names(entry.event.actor_id for entry in entries)
     return [
         AccessLogEntry(

@@ -21,7 +21,8 @@ from flask_login import current_user, login_required
 
 from portal.access import AccessDenied, AuditUnavailable, authorize
 from portal.compliance import bp, service
-from portal.compliance.service import ConsoleFilter, FilterError
+from audit import AuditFilter
+from portal.compliance.service import FilterError, filter_query_args
 from portal.errors import ApiError, error_response
 
 FILTER_FIELDS = ("actor", "patient", "action", "outcome", "since", "until", "through")
@@ -66,7 +67,7 @@ def api_login_required(view):
     return wrapper
 
 
-def _filter_or_error(action: str) -> ConsoleFilter:
+def _filter_or_error(action: str) -> AuditFilter:
     """The request's filter; a malformed one is audited as a refused-by-input search and raised as 400."""
     try:
         return service.parse_filter({name: request.args.get(name) for name in FILTER_FIELDS})
@@ -102,7 +103,7 @@ def console():
         refused_details=service.search_details(audit_filter, before=before),
     )
     through = audit_filter.through if audit_filter.through is not None else service.head_seq()
-    query = audit_filter.query_args()
+    query = filter_query_args(audit_filter)
     return render_template(
         "compliance/console.html", error=None, form=_form_values(audit_filter), page=page, before=before,
         charts=service.charts(audit_filter), through=through, query=query,
@@ -110,7 +111,7 @@ def console():
     )
 
 
-def _form_values(audit_filter: ConsoleFilter) -> dict[str, str]:
+def _form_values(audit_filter: AuditFilter) -> dict[str, str]:
     """The form as submitted, with times in the shape a datetime-local control accepts."""
     values = {name: request.args.get(name, "") for name in FILTER_FIELDS}
     for name, moment in (("since", audit_filter.since), ("until", audit_filter.until)):
@@ -160,7 +161,7 @@ def flags():
         refused_details={"view": "flags"},
     )
     return render_template("compliance/flags.html", error=None, form=_form_values(audit_filter), flags=found,
-                           rules=_flag_rules(), range_args=audit_filter.query_args())
+                           rules=_flag_rules(), range_args=filter_query_args(audit_filter))
 
 
 def _flag_rules() -> dict[str, object]:

@@ -5,10 +5,10 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from audit import AuditEvent
+from audit import AuditEvent, AuditFilter
 from portal.compliance.service import (
-    ConsoleFilter,
     FilterError,
+    filter_query_args,
     busiest_windows,
     chart_range,
     event_flags,
@@ -57,14 +57,14 @@ def test_cursor():
 
 
 def test_action_matches_as_a_prefix_and_describes_itself():
-    audit_filter = ConsoleFilter(action="chart.read", patient_id="p1", through=9)
+    audit_filter = AuditFilter(action="chart.read", patient_id="p1", through=9)
     assert audit_filter.matches(AuditEvent(action="chart.read", outcome="allowed", patient_id="p1"))
     assert audit_filter.matches(AuditEvent(action="chart.read.section", outcome="allowed", patient_id="p1"))
     assert not audit_filter.matches(AuditEvent(action="chart.write", outcome="allowed", patient_id="p1"))
     assert not audit_filter.matches(AuditEvent(action="chart.read", outcome="allowed", patient_id="p2"))
     assert audit_filter.describe() == "patient_id=p1 action^=chart.read through_seq=9"
-    assert ConsoleFilter(through=9).is_empty and ConsoleFilter().describe() == "all"
-    assert parse_filter(audit_filter.query_args()) == audit_filter
+    assert AuditFilter(through=9).is_empty and AuditFilter().describe() == "all"
+    assert parse_filter(filter_query_args(audit_filter)) == audit_filter
 
 
 def test_working_hours_are_07_to_19_utc():
@@ -94,8 +94,8 @@ def test_busiest_windows_counts_distinct_patients_in_a_sliding_window():
 
 def test_chart_range_defaults_to_the_last_day_per_hour():
     now = at(12)
-    assert chart_range(ConsoleFilter(), now) == (at(12) - timedelta(days=1), now, "hour")
-    start, end, unit = chart_range(ConsoleFilter(since=at(0) - timedelta(days=10)), now)
+    assert chart_range(AuditFilter(), now) == (at(12) - timedelta(days=1), now, "hour")
+    start, end, unit = chart_range(AuditFilter(since=at(0) - timedelta(days=10)), now)
     assert unit == "day" and end == now and start == at(0) - timedelta(days=10)
-    start, _, unit = chart_range(ConsoleFilter(since=datetime(2000, 1, 1, tzinfo=UTC)), now)
+    start, _, unit = chart_range(AuditFilter(since=datetime(2000, 1, 1, tzinfo=UTC)), now)
     assert unit == "day" and start == now - timedelta(days=120)
