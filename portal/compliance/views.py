@@ -192,7 +192,16 @@ def review_break_glass(grant_id: str):
 @login_required
 def integrity():
     authorize("audit.read", details={"view": "integrity"})
-    return render_template("compliance/integrity.html", last=service.last_verification())
+    return render_template("compliance/integrity.html", last=service.last_verification(), key=service.verify_key())
+
+
+@bp.get("/integrity/public-key.pem")
+@login_required
+def public_key():
+    """The key auditors pin with `python -m audit verify FILE --public-key audit-public-key.pem`."""
+    authorize("audit.read", details={"view": "public_key"})
+    return Response(service.verify_key().to_pem(), mimetype="application/x-pem-file",
+                    headers={"Content-Disposition": 'attachment; filename="audit-public-key.pem"'})
 
 
 @bp.post("/integrity/verify")

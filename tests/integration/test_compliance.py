@@ -287,6 +287,25 @@ def test_jsonl_export_verifies_and_detects_an_edit(portal, cora, tmp_path):
     assert tampered.stdout.startswith("FAILED: edited")
 
 
+def test_exports_verify_against_the_pinned_public_key_only(portal, cora, tmp_path):
+    page = cora.get(portal.url + "/compliance/integrity", timeout=10).text
+    pem = cora.get(portal.url + "/compliance/integrity/public-key.pem", timeout=10)
+    assert pem.status_code == 200 and pem.content.startswith(b"-----BEGIN PUBLIC KEY-----")
+    (tmp_path / "portal.pub").write_bytes(pem.content)
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(_export(cora, portal.url, "jsonl").content)
+    pinned = subprocess.run([sys.executable, "-m", "audit", "verify", str(export), "--public-key",
+                             str(tmp_path / "portal.pub")], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    assert "self-asserted" not in pinned.stdout + pinned.stderr
+    other = tmp_path / "other.pem"
+    subprocess.run([sys.executable, "-m", "audit", "keygen", "-o", str(other)], cwd=ROOT, check=True, timeout=60)
+    forged_key = subprocess.run([sys.executable, "-m", "audit", "verify", str(export), "--public-key",
+                                 f"{other}.pub"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert forged_key.returncode == 1
+    assert 'data-testid="key-id"' in page
+
+
 def test_fhir_export_lines_are_valid_audit_events(portal, cora):
     from fhir.resources.R4B.auditevent import AuditEvent
 
