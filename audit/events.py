@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 OUTCOMES = frozenset({"allowed", "denied", "error"})
 MAX_DETAILS = 16
 MAX_DETAIL_TEXT = 256
 
-DetailValue = Union[str, int, bool, None]
+DetailValue = str | int | bool | None
 
 
 def utcnow() -> datetime:

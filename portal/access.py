@@ -94,7 +94,7 @@ def _publish(entry: Entry) -> None:
         from portal.compliance.feed import publish
 
         publish(entry)
-    except Exception as exc:  # a feed outage must never fail the audited request
+    except Exception as exc:  # noqa: BLE001 - a feed outage must never fail the audited request
         log.warning("audit feed publish failed", extra={"seq": entry.seq, "error": type(exc).__name__})
 
 

@@ -139,7 +139,7 @@ class Settings:
         return self.oidc_role_map or {role: role for role in PORTAL_ROLES}
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every setting; raise ConfigError naming each bad variable."""
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}

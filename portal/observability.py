@@ -7,7 +7,6 @@ import logging
 import time
 import traceback
 
-import sqlalchemy as sa
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -29,7 +28,8 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line; only whitelisted fields, so no request body or PHI reaches the logs."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
         entry.update({key: getattr(record, key) for key in _LOG_FIELDS if hasattr(record, key)})
         if record.exc_info:
             # The class and the frames, never the message: exception messages can carry values.

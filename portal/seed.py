@@ -12,8 +12,18 @@ import sqlalchemy as sa
 
 from portal.db import db_session
 from portal.devidp.users import DEMO_USERS
-from portal.models import (Allergy, CareTeam, CareTeamMember, CareTeamPatient, Condition, LabResult, Medication,
-                           Patient, User, VisitNote)
+from portal.models import (
+    Allergy,
+    CareTeam,
+    CareTeamMember,
+    CareTeamPatient,
+    Condition,
+    LabResult,
+    Medication,
+    Patient,
+    User,
+    VisitNote,
+)
 
 POPULATION = 240
 TEAMS = ("Family Medicine", "Cardiology", "Endocrinology", "Respiratory")

@@ -19,9 +19,9 @@ from flask import (
 )
 from flask_login import current_user, login_required
 
+from audit import AuditFilter
 from portal.access import AccessDenied, AuditUnavailable, authorize
 from portal.compliance import bp, service
-from audit import AuditFilter
 from portal.compliance.service import FilterError, filter_query_args
 from portal.errors import ApiError, error_response
 

@@ -21,7 +21,7 @@ TAG_BYTES = 16
 
 
 def associated_data(table: str, column: str, row_id: object) -> bytes:
-    return f"{table}.{column}.{row_id}".encode("utf-8")
+    return f"{table}.{column}.{row_id}".encode()
 
 
 def envelope_prefix(key_id: str) -> str:

@@ -25,11 +25,11 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.state import InstanceState
 
 from .blind_index import compute_term
+from .column import Sealed
 from .envelope import open_envelope, seal
 from .errors import EncryptionError
 from .keyring import Keyring, active_keyring
 from .registry import BlindIndex, EncryptedField, ModelSpec, add_base, model_spec
-from .column import Sealed
 
 _STASH = "portal_crypto_sealed"  # state.info key: {attr: (envelope, plaintext)}
 

@@ -206,7 +206,7 @@ def _count_by_prefix(
             row = conn.execute(query).one()
     else:
         row = bind.execute(query).one()
-    result = dict(zip(prefixes, row[:-1]))
+    result = dict(zip(prefixes, row[:-1], strict=True))
     unknown = row[-1] - sum(row[:-1])
     if unknown:
         result[UNKNOWN_KEY] = unknown

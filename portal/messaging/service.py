@@ -25,8 +25,17 @@ from sqlalchemy.exc import IntegrityError
 
 from portal.crypto import new_id
 from portal.db import db_session
-from portal.models import (CareTeam, CareTeamMember, CareTeamPatient, Conversation, ConversationMember,
-                           ConversationRead, Message, Patient, User)
+from portal.models import (
+    CareTeam,
+    CareTeamMember,
+    CareTeamPatient,
+    Conversation,
+    ConversationMember,
+    ConversationRead,
+    Message,
+    Patient,
+    User,
+)
 from portal.models._types import utcnow
 
 IDEMPOTENCY_KEY_MAX = 64

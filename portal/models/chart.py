@@ -28,11 +28,11 @@ class Patient(Base):
     address: Mapped[str | None] = mapped_column(Encrypted(str))
     created_at: Mapped[datetime] = timestamp_column()
 
-    conditions: Mapped[list["Condition"]] = relationship(back_populates="patient", order_by="Condition.recorded_at.desc()")
-    medications: Mapped[list["Medication"]] = relationship(back_populates="patient", order_by="Medication.recorded_at.desc()")
-    allergies: Mapped[list["Allergy"]] = relationship(back_populates="patient", order_by="Allergy.recorded_at.desc()")
-    results: Mapped[list["LabResult"]] = relationship(back_populates="patient", order_by="LabResult.observed_at.desc()")
-    notes: Mapped[list["VisitNote"]] = relationship(back_populates="patient", order_by="VisitNote.created_at.desc()")
+    conditions: Mapped[list[Condition]] = relationship(back_populates="patient", order_by="Condition.recorded_at.desc()")
+    medications: Mapped[list[Medication]] = relationship(back_populates="patient", order_by="Medication.recorded_at.desc()")
+    allergies: Mapped[list[Allergy]] = relationship(back_populates="patient", order_by="Allergy.recorded_at.desc()")
+    results: Mapped[list[LabResult]] = relationship(back_populates="patient", order_by="LabResult.observed_at.desc()")
+    notes: Mapped[list[VisitNote]] = relationship(back_populates="patient", order_by="VisitNote.created_at.desc()")
 
     @property
     def display_name(self) -> str:

@@ -4,8 +4,8 @@ import threading
 
 import pytest
 
-from tests.support.portal_server import PortalServer, flask_command, portal_env, prepare_database, sign_in
 from tests.conftest import free_port
+from tests.support.portal_server import PortalServer, flask_command, portal_env, prepare_database, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
 

@@ -45,7 +45,7 @@ class ChatClient:
                 self._cond.notify_all()
         return record
 
-    def connect(self, url: str | None = None) -> "ChatClient":
+    def connect(self, url: str | None = None) -> ChatClient:
         headers = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)} if self.session else {}
         self.sio.connect(url or self.url, headers=headers, namespaces=[NS], transports=["websocket"], wait_timeout=10)
         return self

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit, urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 import requests
@@ -19,10 +19,23 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (NpmOidcProvider, assert_signin_refused, audit_rows, demo_accounts, dev_portal,
-                                   portal_callback_url, portal_client, portal_oidc_env, require_npm_idp,
-                                   sign_in_portal, sign_in_with_requests, sign_out_with_requests, start_portals,
-                                   stop_portals, table_count)
+from tests.support.npm_idp import (
+    NpmOidcProvider,
+    assert_signin_refused,
+    audit_rows,
+    demo_accounts,
+    dev_portal,
+    portal_callback_url,
+    portal_client,
+    portal_oidc_env,
+    require_npm_idp,
+    sign_in_portal,
+    sign_in_with_requests,
+    sign_out_with_requests,
+    start_portals,
+    stop_portals,
+    table_count,
+)
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database, sign_in
 
 pytestmark = pytest.mark.oidc

@@ -14,9 +14,18 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (NpmOidcProvider, assert_signin_refused, audit_rows, demo_accounts,
-                                   portal_client, portal_oidc_env, require_npm_idp, sign_in_portal, stop_portals,
-                                   table_count)
+from tests.support.npm_idp import (
+    NpmOidcProvider,
+    assert_signin_refused,
+    audit_rows,
+    demo_accounts,
+    portal_client,
+    portal_oidc_env,
+    require_npm_idp,
+    sign_in_portal,
+    stop_portals,
+    table_count,
+)
 from tests.support.portal_server import PortalServer, portal_env, prepare_database
 from tests.support.tamper_proxy import TamperProxy
 

@@ -95,7 +95,7 @@ class PortalServer:
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 30) -> "PortalServer":
+    def start(self, timeout: float = 30) -> PortalServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "run.py", "--port", str(self.port)], env=self.env, cwd=ROOT,
                                         stdout=log, stderr=subprocess.STDOUT)
@@ -122,7 +122,7 @@ class PortalServer:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def __enter__(self) -> "PortalServer":
+    def __enter__(self) -> PortalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

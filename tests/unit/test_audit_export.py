@@ -68,7 +68,7 @@ def test_csv_parses_with_documented_columns_and_rows_rehash():
     assert tuple(reader.fieldnames) == CSV_COLUMNS
     rows = list(reader)
     assert [int(row["seq"]) for row in rows] == [1, 2, 3]
-    for row, entry in zip(rows, entries):
+    for row, entry in zip(rows, entries, strict=True):
         event = {name: (row[name] or None) for name in CSV_COLUMNS if name not in {"seq", "prev_hash", "entry_hash"}}
         event["details"] = json.loads(row["details"])
         assert compute_entry_hash(int(row["seq"]), row["prev_hash"], event) == row["entry_hash"] == entry.entry_hash

@@ -8,10 +8,10 @@ import pytest
 from audit import AuditEvent, AuditFilter
 from portal.compliance.service import (
     FilterError,
-    filter_query_args,
     busiest_windows,
     chart_range,
     event_flags,
+    filter_query_args,
     is_after_hours,
     parse_cursor,
     parse_filter,

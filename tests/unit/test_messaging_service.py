@@ -16,7 +16,6 @@ from portal.messaging.events import PresenceRegistry, SlidingWindowLimiter
 from portal.messaging.service import MessagingError
 from portal.models import CareTeam, CareTeamMember, Conversation, Message, User
 
-
 # --- validation ------------------------------------------------------------------------------------
 
 def test_body_limits_count_utf8_bytes():

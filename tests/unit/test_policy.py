@@ -5,8 +5,16 @@ import pytest
 
 from portal.crypto import Keyring, install_keyring
 from portal.db import Base, bind_engine, create_engine, db_session
-from portal.models import (BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, Conversation, ConversationMember,
-                           Patient, User)
+from portal.models import (
+    BreakGlass,
+    CareTeam,
+    CareTeamMember,
+    CareTeamPatient,
+    Conversation,
+    ConversationMember,
+    Patient,
+    User,
+)
 from portal.policy import ChartRef, can
 
 

@@ -1,14 +1,13 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-27 11:20:13.409279
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 from audit.schema import install_append_only_guard, remove_append_only_guard
-
 
 revision = '0001'
 down_revision = None
