@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import Flask, current_app
+from limits import strategies
+from limits.storage import storage_from_string
 
 from audit import SqlAuditStore, load_signing_key
 from portal.config import Settings
@@ -25,6 +27,8 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
         ping_timeout=10,
         max_http_buffer_size=64 * 1024,
     )
+    app.extensions["portal.rate_limits"] = strategies.MovingWindowRateLimiter(
+        storage_from_string(settings.ratelimit_storage_url))
     oauth.init_app(app)
     oauth.register(
         "provider",
@@ -41,6 +45,11 @@ def settings() -> Settings:
 
 def audit_store() -> SqlAuditStore:
     return current_app.extensions["portal.audit_store"]
+
+
+def rate_limits() -> strategies.RateLimiter:
+    """Per-user limits outside HTTP (chat sends), in the same storage as Flask-Limiter's."""
+    return current_app.extensions["portal.rate_limits"]
 
 
 def engine() -> sa.Engine:

@@ -15,9 +15,9 @@ so a joiner learns who is there on any worker; leaving or disconnecting broadcas
 user has no other connection in the room on this worker, and a tab of that user still in the room
 (on any worker) answers ``offline`` about itself by re-announcing.
 
-Rate limit: a per-user sliding window of ``message_rate_per_minute`` sends, kept in process. With
-sticky sessions a user's connections normally share one worker; a user spread over N workers could
-send up to N times the limit.
+Rate limit: a per-user moving window of ``message_rate_per_minute`` sends, counted by the ``limits``
+library (Flask-Limiter's engine) in ``PORTAL_RATELIMIT_STORAGE_URL``: with Redis there, the limit holds
+across every worker.
 
 Audit: ``chat.connect`` (allowed or denied), ``conversation.join``, ``conversation.send`` (message id,
 never the body), ``conversation.history`` and ``conversation.read`` through ``authorize``. Typing and
@@ -29,14 +29,14 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 from flask import g, request
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, disconnect, emit, join_room, leave_room
+from limits import parse as parse_limit
 
 from portal import policy, services
 from portal.access import AccessDenied, AuditUnavailable, authorize, record
@@ -60,30 +60,6 @@ def conversation_room(conversation_id: str) -> str:
 
 def user_room(user_id: str) -> str:
     return f"user:{user_id}"
-
-
-class SlidingWindowLimiter:
-    """At most ``limit`` events per ``window`` seconds per key, in this process."""
-
-    def __init__(self, window: float = 60.0):
-        self.window = window
-        self._events: dict[str, deque[float]] = defaultdict(deque)
-        self._lock = threading.Lock()
-
-    def allow(self, key: str, limit: int, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            events = self._events[key]
-            while events and events[0] <= now - self.window:
-                events.popleft()
-            if len(events) >= limit:
-                return False
-            events.append(now)
-            return True
-
-    def reset(self) -> None:
-        with self._lock:
-            self._events.clear()
 
 
 class PresenceRegistry:
@@ -159,7 +135,6 @@ class PresenceRegistry:
             self._rooms.clear()
 
 
-limiter = SlidingWindowLimiter()
 presence = PresenceRegistry()
 
 
@@ -329,7 +304,8 @@ def on_send(user: User, payload: dict) -> dict:
     key = service.validate_idempotency_key(payload.get("idempotency_key"))
     _conversation_id(payload)
     earlier = service.find_sent(user.id, key)
-    if earlier is None and not limiter.allow(user.id, settings.message_rate_per_minute):
+    if earlier is None and not services.rate_limits().hit(
+            parse_limit(f"{settings.message_rate_per_minute}/minute"), "chat.send", user.id):
         raise MessagingError("rate_limited",
                              f"You can send at most {settings.message_rate_per_minute} messages a minute. Wait a moment.")
     message_id = earlier.id if earlier is not None else new_id()

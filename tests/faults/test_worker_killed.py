@@ -35,6 +35,12 @@ class Timeline:
             known = self.by_seq.setdefault(message["seq"], message)
             assert known["id"] == message["id"], f"two messages with seq {message['seq']}: {known} / {message}"
 
+    def absorb(self, client: ChatClient, conversation_id: str) -> int:
+        """Take in the live ``message`` events ``client`` has received; return ``contiguous()``."""
+        for message in client.received("message", lambda e: e.get("conversation_id") == conversation_id):
+            self.add(message)
+        return self.contiguous()
+
     def contiguous(self) -> int:
         """The highest seq up to which nothing is missing."""
         with self.lock:
@@ -74,8 +80,6 @@ def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
                 assert okafor.call("join", {"conversation_id": direct})["ok"]
                 chen.wait_for("presence", lambda e: e["user"]["id"] == ids["dr.okafor"] and e["announce"])
                 seen = Timeline(start)
-                chen.sio.on("message", lambda m: seen.add(m) if m.get("conversation_id") == direct else None,
-                            namespace="/chat")
                 acked: list[dict] = []
 
                 # Mid-conversation: both talk, each hears the other across the workers.
@@ -89,7 +93,7 @@ def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
                     acked.append(reply["message"])
                 okafor.wait_for("message", lambda e: e["sender"]["id"] == ids["dr.chen"], count=4)
                 deadline = time.monotonic() + 5
-                while seen.contiguous() < acked[-1]["seq"] and time.monotonic() < deadline:
+                while seen.absorb(chen, direct) < acked[-1]["seq"] and time.monotonic() < deadline:
                     time.sleep(0.05)
                 assert seen.contiguous() == acked[-1]["seq"], "live delivery across workers before the crash"
 
@@ -130,11 +134,10 @@ def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
                     acked.append(reply["message"])
 
                 # The load balancer sends dr.chen's reconnect to worker B, same cookie.
+                seen.absorb(chen, direct)  # whatever reached the old connection before it died
                 chen.close()
                 chen = ChatClient(worker_b.url, sessions["dr.chen"], origin=worker_a.url).connect()
                 clients.append(chen)
-                chen.sio.on("message", lambda m: seen.add(m) if m.get("conversation_id") == direct else None,
-                            namespace="/chat")
                 rejoined = chen.call("join", {"conversation_id": direct})
                 assert rejoined["ok"], rejoined
                 if unanswered:  # the outcome of the send in flight is unknown: retry it with the same key
@@ -142,7 +145,9 @@ def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
                     assert retry["ok"], retry
                     acked.append(retry["message"])
                     seen.add(retry["message"])
-                held = seen.contiguous()
+                held = seen.absorb(chen, direct)
+                print(f"acked by A before the kill: {len(racing)} racing sends; unanswered: {bool(unanswered)}; "
+                      f"holding up to seq {held}, conversation at {rejoined['last_seq']}")
                 caught_up = catch_up(chen, direct, held)
                 for message in caught_up:
                     seen.add(message)
@@ -167,6 +172,7 @@ def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
                 caught_seqs = [m["seq"] for m in caught_up]
                 assert caught_seqs == list(range(held + 1, held + 1 + len(caught_up))), caught_seqs
                 chen.wait_for("message", lambda e: e["id"] == after["message"]["id"])
+                seen.absorb(chen, direct)
                 final = [seen.by_seq[s]["id"] for s in range(start + 1, seen.contiguous() + 1)]
                 assert final == stored_ids, "dr.chen's timeline differs from the stored conversation"
                 assert len(chen.received("message", lambda e: e["id"] == after["message"]["id"])) == 1

@@ -12,7 +12,7 @@ import portal.crypto.keyring as keyring_module
 from portal.crypto import Keyring, generate_keyring_json, install_keyring
 from portal.db import Base, bind_engine, create_engine, db_session
 from portal.messaging import service
-from portal.messaging.events import PresenceRegistry, SlidingWindowLimiter
+from portal.messaging.events import PresenceRegistry
 from portal.messaging.service import MessagingError
 from portal.models import CareTeam, CareTeamMember, Conversation, Message, User
 
@@ -52,15 +52,6 @@ def test_parse_uuid_normalises_or_rejects():
 
 
 # --- rate limit and presence -------------------------------------------------------------------------
-
-def test_sliding_window_allows_the_limit_then_refuses_until_the_window_moves():
-    limiter = SlidingWindowLimiter(window=60)
-    assert all(limiter.allow("u", 3, now=100 + n) for n in range(3))
-    assert not limiter.allow("u", 3, now=130)
-    assert limiter.allow("other", 3, now=130), "limits are per user"
-    assert not limiter.allow("u", 3, now=159.9)
-    assert limiter.allow("u", 3, now=160.5), "the oldest send left the window"
-
 
 def test_presence_tracks_users_across_connections():
     registry = PresenceRegistry()
