@@ -12,7 +12,7 @@ from audit import AuditEvent, SigningKey, SqlAuditStore, create_tables, verify_s
 
 PROCESSES = 4
 THREADS = 4
-EVENTS_PER_THREAD = 40
+EVENTS_PER_THREAD = 125  # 2,000 appends in all
 TOTAL = PROCESSES * THREADS * EVENTS_PER_THREAD
 
 pytestmark = pytest.mark.slow
