@@ -8,7 +8,7 @@ from flask import Flask, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from portal.access import AccessDenied, AuditUnavailable
+from portal.access import AccessDenied, AuditUnavailable, record
 from portal.db import end_session
 from portal.extensions import login_manager
 
@@ -47,9 +47,23 @@ def error_response(status: int, code: str, message: str, **context):
     return render_template("errors/error.html", status=status, title=title, message=message, code=code, **context), status
 
 
+def _audit_refusal(exc: ApiError) -> None:
+    """A signed-in user's malformed or unknown request is an access attempt: record it, with no input values."""
+    from flask_login import current_user
+
+    if not current_user.is_authenticated:
+        return
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    try:
+        record("request.refused", "denied", reason=exc.code, details={"route": route, "status": exc.status})
+    except AuditUnavailable:
+        log.error("could not audit a refused request", extra={"error": exc.code})
+
+
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
+        _audit_refusal(exc)
         return error_response(exc.status, exc.code, exc.message)
 
     @app.errorhandler(AccessDenied)

@@ -52,6 +52,8 @@ def test_patient_cannot_reach_another_chart_by_page_api_or_fhir(portal, sessions
 def test_malformed_ids_are_a_400(portal, sessions):
     response = sessions["dr.chen"].get(portal.url + "/api/v1/patients/not-a-uuid", timeout=10)
     assert response.status_code == 400 and response.json()["error"]["code"] == "malformed_id"
+    refused = audit_rows(portal, action="request.refused", reason="malformed_id")
+    assert refused and "not-a-uuid" not in str(dict(refused[-1]))
 
 
 def test_clinician_on_the_care_team_reads_the_chart_and_api(portal, sessions):
