@@ -20,11 +20,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,8 +67,9 @@ def serve_echo(port: int, queue: str | None, channel: str) -> None:
 
 @contextmanager
 def echo_workers(count: int, queue: str | None, tmp: Path) -> Iterator[list[str]]:
-    from tests.conftest import free_port
     import requests
+
+    from tests.conftest import free_port
 
     channel = f"bench-echo-{uuid.uuid4().hex[:8]}"
     processes, urls = [], []

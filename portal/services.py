@@ -19,9 +19,16 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
     app.extensions["portal.audit_store"] = SqlAuditStore(
         engine, signing_key, checkpoint_every=settings.audit_checkpoint_every
     )
+    # client_manager is always given: SocketIO() is shared, and an earlier app's queue must not linger.
+    queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}
+    if settings.message_queue.startswith(("redis://", "rediss://")):
+        from portal.message_queue import RedisQueue
+
+        # Publishes off the event handlers' path, with timeouts: a hung Redis must not hold back acks.
+        queue_options["client_manager"] = RedisQueue(settings.message_queue, channel="flask-socketio")
     socketio.init_app(
         app,
-        message_queue=settings.message_queue or None,
+        **queue_options,
         cors_allowed_origins=[settings.external_url] if settings.external_url else None,
         ping_interval=10,
         ping_timeout=10,
