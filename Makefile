@@ -43,7 +43,6 @@ bench: install-test
 	$(BIN)/python bench/run_all.py
 
 lint: install-test
-	$(BIN)/pip install --quiet ruff
 	$(BIN)/ruff check portal audit tests bench run.py
 
 clean:
