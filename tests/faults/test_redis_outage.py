@@ -21,10 +21,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
 from tests.faults.test_worker_killed import Timeline, catch_up
 from tests.integration.test_messaging import ChatClient, start_direct, user_id_of
-from tests.support.portal_server import PortalServer, running_portal, sign_in
+from tests.support.portal_server import PortalServer, another_worker, running_portal, sign_in
 from tests.support.services import PrivateRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -95,8 +94,7 @@ class Chat:
 def two_workers(tmp_path: Path, queue_url: str) -> Iterator[Chat]:
     with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
                         PORTAL_MESSAGE_QUEUE=queue_url) as worker_a:
-        port = free_port()
-        with PortalServer(worker_a.env, port, tmp_path / f"server-{port}.log") as worker_b:
+        with another_worker(worker_a) as worker_b:
             sessions = {login: sign_in(worker_a.url, login) for login in ("dr.chen", "dr.okafor")}
             ids = {login: user_id_of(s, worker_a.url) for login, s in sessions.items()}
             direct = start_direct(worker_a.url, sessions["dr.chen"], ids["dr.okafor"])

@@ -15,9 +15,8 @@ import uuid
 import pytest
 import socketio
 
-from tests.conftest import free_port
 from tests.integration.test_messaging import ChatClient, start_direct, user_id_of
-from tests.support.portal_server import PortalServer, running_portal, sign_in
+from tests.support.portal_server import another_worker, running_portal, sign_in
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -65,8 +64,7 @@ def catch_up(client: ChatClient, conversation_id: str, after_seq: int) -> list[d
 def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
     with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
                         PORTAL_MESSAGE_QUEUE=redis_url) as worker_a:
-        port = free_port()
-        with PortalServer(worker_a.env, port, tmp_path / f"server-{port}.log") as worker_b:
+        with another_worker(worker_a) as worker_b:
             sessions = {login: sign_in(worker_a.url, login) for login in ("dr.chen", "dr.okafor")}
             ids = {login: user_id_of(s, worker_a.url) for login, s in sessions.items()}
             direct = start_direct(worker_a.url, sessions["dr.chen"], ids["dr.okafor"])

@@ -12,8 +12,7 @@ import threading
 import pytest
 import socketio
 
-from tests.conftest import free_port
-from tests.support.portal_server import PortalServer, running_portal, sign_in
+from tests.support.portal_server import another_worker, running_portal, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
 
@@ -54,8 +53,7 @@ def test_console_flags_charts_and_exports_on_postgres(tmp_path, postgres_url):
 def test_live_feed_reaches_officers_on_another_worker(tmp_path, redis_url):
     with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
                         PORTAL_MESSAGE_QUEUE=redis_url) as first:
-        port = free_port()
-        with PortalServer(first.env, port, tmp_path / f"server-{port}.log") as second:
+        with another_worker(first) as second:
             cora, chen = sign_in(first.url, "cora"), sign_in(first.url, "dr.chen")
             arrived = threading.Event()
             client = socketio.Client(reconnection=False)

@@ -18,8 +18,7 @@ import requests
 import socketio
 import sqlalchemy as sa
 
-from tests.conftest import free_port
-from tests.support.portal_server import PortalServer, csrf_token, running_portal, sign_in
+from tests.support.portal_server import PortalServer, another_worker, csrf_token, running_portal, sign_in
 
 NS = "/chat"
 EVENTS = ("message", "error", "typing", "read", "presence", "unread", "reply", "server_shutdown", "session_ended")
@@ -449,8 +448,7 @@ def concurrent_senders_get_distinct_seqs(chen: ChatClient, okafor: ChatClient, c
 def test_two_workers_deliver_to_each_other(tmp_path, redis_url):
     with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
                         PORTAL_MESSAGE_QUEUE=redis_url) as first:
-        port = free_port()
-        with PortalServer(first.env, port, tmp_path / f"server-{port}.log") as second:
+        with another_worker(first) as second:
             sessions = {login: sign_in(first.url, login) for login in ("dr.chen", "dr.okafor")}
             ids = {login: user_id_of(s, first.url) for login, s in sessions.items()}
             direct = start_direct(first.url, sessions["dr.chen"], ids["dr.okafor"])

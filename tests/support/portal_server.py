@@ -179,3 +179,9 @@ def running_portal(tmp: Path, database_url: str, patients: int = 12, **overrides
     prepare_database(env, patients)
     with PortalServer(env, port, tmp / f"server-{port}.log") as server:
         yield server
+
+
+def another_worker(first: PortalServer) -> PortalServer:
+    """A second worker of the same portal (same settings and database) on its own port, not yet started."""
+    port = free_port()
+    return PortalServer(first.env, port, first.log_path.with_name(f"server-{port}.log"))
