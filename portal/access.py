@@ -16,6 +16,7 @@ from flask_login import current_user
 
 from audit import AuditEvent, AuditWriteError, Entry
 from portal import policy, services
+from portal.observability import AUDIT_APPENDS, AUDIT_FAILURES
 from portal.policy import ChartRef, Decision
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,10 @@ def record(
     try:
         entry = services.audit_store().append(event)
     except AuditWriteError as exc:
+        AUDIT_FAILURES.inc()
         log.error("audit append failed", extra={"action": action, "error": type(exc).__name__})
         raise AuditUnavailable("the audit log is unavailable") from exc
-    from portal.observability import note_audit_event
-
-    note_audit_event(event)
+    AUDIT_APPENDS.labels(event.outcome).inc()
     _publish(entry)
 
 

@@ -9,8 +9,10 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from portal.access import AccessDenied, AuditUnavailable, record
+from portal.crypto import DecryptionError
 from portal.db import end_session
 from portal.extensions import login_manager
+from portal.observability import DECRYPT_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,13 @@ def init_app(app: Flask) -> None:
         g._login_user = login_manager.anonymous_user()  # the error page must not query the database again
         log.error("database unavailable", extra={"error": type(exc.orig).__name__ if exc.orig else type(exc).__name__})
         return error_response(503, "database_unavailable", "The records database is unavailable. Try again shortly.")
+
+    @app.errorhandler(DecryptionError)
+    def _undecryptable(exc: DecryptionError):
+        # Loud, never silent garbage: the log names table, column and row (identifiers, not values).
+        DECRYPT_FAILURES.inc()
+        log.error("field decryption failed", extra={"error": f"{exc.table}.{exc.column} row {exc.row_id}"})
+        return error_response(500, "undecryptable", "A record could not be decrypted. The problem has been logged.")
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError):

@@ -46,10 +46,6 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
 
 
-def note_audit_event(event) -> None:
-    AUDIT_APPENDS.labels(event.outcome).inc()
-
-
 def init_app(app: Flask) -> None:
     app.register_blueprint(bp)
 

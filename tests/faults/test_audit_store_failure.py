@@ -1,4 +1,6 @@
 """The audit store failing: PHI requests get 503 with no PHI in the body; pages without PHI keep working."""
+import re
+
 import sqlalchemy as sa
 
 from tests.support.portal_server import sign_in
@@ -23,6 +25,9 @@ def test_no_phi_without_an_audit_record(portal_on_each_database):
         for path in ("/", "/auth/signin", "/healthz", "/static/css/portal.css"):
             assert alice.get(portal.url + path, timeout=10, allow_redirects=False).status_code in (200, 302), path
         assert alice.get(portal.url + "/readyz", timeout=10).status_code == 503
+        metrics = alice.get(portal.url + "/metrics", headers={"Authorization": "Bearer test-metrics-token"}, timeout=10)
+        failures = re.search(r"^portal_audit_failures_total (\S+)$", metrics.text, re.M)
+        assert failures and float(failures.group(1)) >= 5  # one per refused PHI request above
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text("ALTER TABLE audit_entry_offline RENAME TO audit_entry"))

@@ -136,3 +136,23 @@ def test_fhir_bundle_validates_as_r4(portal, sessions):
     kinds = {entry.resource.__resource_type__ for entry in bundle.entry}
     assert {"Patient", "Condition", "MedicationStatement", "Observation", "DocumentReference"} <= kinds
     assert audit_rows(portal, action="chart.export", patient_id=ALICE, outcome="allowed")
+
+
+def test_a_tampered_ciphertext_fails_loudly_and_is_counted(portal, sessions):
+    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
+    with engine.begin() as conn:
+        original = conn.execute(sa.text("SELECT given_name FROM patient WHERE id = :id"), {"id": ALICE}).scalar_one()
+        borrowed = conn.execute(sa.text("SELECT given_name FROM patient WHERE id = :id"), {"id": BOB}).scalar_one()
+        conn.execute(sa.text("UPDATE patient SET given_name = :value WHERE id = :id"), {"value": borrowed, "id": ALICE})
+    try:
+        response = sessions["alice"].get(portal.url + "/chart", timeout=10)
+        assert response.status_code == 500 and "could not be decrypted" in response.text
+        assert "Bob" not in response.text and "Moreau" not in response.text
+        metrics = sessions["alice"].get(portal.url + "/metrics", headers={"Authorization": "Bearer test-metrics-token"},
+                                        timeout=10).text
+        assert "portal_decrypt_failures_total 1.0" in metrics
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE patient SET given_name = :value WHERE id = :id"), {"value": original, "id": ALICE})
+        engine.dispose()
+    assert sessions["alice"].get(portal.url + "/chart", timeout=10).status_code == 200
