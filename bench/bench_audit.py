@@ -11,13 +11,24 @@ import argparse
 import sys
 import tempfile
 import time
+import tracemalloc
 from pathlib import Path
 
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audit import AuditEvent, SigningKey, SqlAuditStore, audit_entry, create_tables, metadata, verify_store  # noqa: E402
+from audit import (  # noqa: E402
+    AuditEvent,
+    SigningKey,
+    SqlAuditStore,
+    audit_entry,
+    create_tables,
+    export_csv,
+    export_jsonl,
+    metadata,
+    verify_store,
+)
 from audit.store import entry_to_row  # noqa: E402
 
 
@@ -70,6 +81,30 @@ def bench_verify(store: SqlAuditStore, key: SigningKey) -> float:
     return _rate(report.entries_checked, time.perf_counter() - started)
 
 
+def export_peak_bytes(store: SqlAuditStore, key: SigningKey) -> int:
+    """Peak memory allocated while streaming a JSON Lines and a CSV export of the whole store."""
+    tracemalloc.start()
+    for chunk in export_jsonl(store.iter_entries(), key):
+        del chunk
+    for chunk in export_csv(store.iter_entries()):
+        del chunk
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak
+
+
+def bench_export_memory(engine: sa.Engine, key: SigningKey, small: int) -> tuple[int, int, int]:
+    """Export peak memory for ``small`` and for ten times as many entries: streaming keeps it flat."""
+    peaks = []
+    for count in (small, small * 10):
+        _reset(engine)
+        store = SqlAuditStore(engine, key, checkpoint_every=1000)
+        for start in range(0, count, 1000):
+            store.append_many(_events(min(1000, count - start)))
+        peaks.append(export_peak_bytes(store, key))
+    return small * 10, peaks[0], peaks[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", help="SQLAlchemy URL (default: a temporary SQLite file); its audit tables are dropped")
@@ -83,12 +118,15 @@ def main() -> None:
         rows = [entry_to_row(entry) for entry in store.iter_entries()]
         verify_rate = bench_verify(store, key)
         plain_rate = bench_plain(engine, rows)
+        large, small_peak, large_peak = bench_export_memory(engine, key, args.events)
         metadata.drop_all(engine)
         engine.dispose()
     print(f"backend        {engine.dialect.name}, {args.events} events")
     print(f"plain INSERT   {plain_rate:10.0f} events/s")
     print(f"SqlAuditStore  {store_rate:10.0f} events/s  ({store_rate / plain_rate:.2f}x plain)")
     print(f"verify         {verify_rate:10.0f} events/s  ({verify_rate / store_rate:.1f}x append rate)")
+    print(f"export memory  peak {small_peak / 1024:.0f} KiB for {args.events} entries, {large_peak / 1024:.0f} KiB for "
+          f"{large}  ({large_peak / small_peak:.2f}x for 10x the entries)")
 
 
 if __name__ == "__main__":
