@@ -374,11 +374,12 @@ def on_presence(user: User, payload: dict) -> dict:
 
 def _notify_members(conversation: Conversation, sender: User, message: dict) -> None:
     """Unread counts to every other member's user room; a patient's thread also pushes the reply."""
+    positions = service.read_positions(conversation.id)  # one query for every member's read position
     for user_id in service.member_ids(conversation):
         if user_id == sender.id:
             continue
-        emit("unread", {"conversation_id": conversation.id, "unread": service.unread_count(conversation, user_id)},
-             to=user_room(user_id))
+        unread = max(0, conversation.last_seq - positions.get(user_id, 0))
+        emit("unread", {"conversation_id": conversation.id, "unread": unread}, to=user_room(user_id))
     if conversation.kind == "patient" and sender.patient_id != conversation.patient_id:
         for user_id in service.patient_user_ids(conversation.patient_id):
             emit("reply", message, to=user_room(user_id))

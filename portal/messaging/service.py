@@ -229,10 +229,6 @@ def list_conversations(user: User) -> list[ConversationSummary]:
     return sorted(summaries, key=lambda s: (kind_order.get(s.kind, 3), s.title.lower()))
 
 
-def unread_count(conversation: Conversation, user_id: str) -> int:
-    return max(0, conversation.last_seq - read_position(conversation.id, user_id))
-
-
 def unread_total(user: User) -> int:
     return sum(summary.unread for summary in list_conversations(user))
 

@@ -115,7 +115,7 @@ def test_team_list_unread_and_read_positions(database):
     for n in range(3):
         service.store_message(summary.id, okafor.id, f"note {n}", f"key-{n}")
     conversation = db_session.get(Conversation, summary.id)
-    assert service.unread_count(conversation, chen.id) == 3
+    assert service.list_conversations(chen)[0].unread == 3
     assert service.mark_read(conversation, chen.id, 2) == 2
     assert service.mark_read(conversation, chen.id, 1) == 2, "read positions never move back"
     assert service.mark_read(conversation, chen.id, 99) == 3, "nor past the last message"
