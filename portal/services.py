@@ -9,6 +9,7 @@ from limits.storage import storage_from_string
 from audit import SqlAuditStore, load_signing_key
 from portal.config import Settings
 from portal.crypto import Keyring, install_keyring
+from portal.db import create_engine
 from portal.extensions import oauth, socketio
 
 
@@ -16,8 +17,10 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
     install_keyring(Keyring.load(settings.keyring))
     signing_key = load_signing_key(settings.audit_signing_key)
     app.extensions["portal.audit_signing_key"] = signing_key
+    # Its own connection pool: a request already holds a connection of the main pool when it audits,
+    # so sharing one pool would let a burst of requests wait on each other for a second connection.
     app.extensions["portal.audit_store"] = SqlAuditStore(
-        engine, signing_key, checkpoint_every=settings.audit_checkpoint_every
+        create_engine(settings.database_url), signing_key, checkpoint_every=settings.audit_checkpoint_every
     )
     # client_manager is always given: SocketIO() is shared, and an earlier app's queue must not linger.
     queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}

@@ -8,6 +8,7 @@ the people involved, and the reasons clinicians typed for emergency access.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import sys
 from collections import Counter, deque
@@ -557,12 +558,13 @@ def _signing_key() -> SigningKey:
 def verify_log(progress: Callable[[int], Any] | None = None) -> VerifyReport:
     """Verify the whole chain and its checkpoints against the portal's own public key.
 
-    Checkpoints written after verification started are left out: the entry pages may have been
-    read before them, which would look like a truncated log.
+    The checkpoints are those that exist when verification starts, all of them: each was signed
+    under the append lock, so an intact log reaches its count, and one cut short is reported as
+    truncated. (Filtering them by the current head would hide exactly that: a deleted tail lowers
+    the head.) Checkpoints signed while the entries stream are left for the next run.
     """
     store = services.audit_store()
-    head = store.head()[0]
-    checkpoints = (checkpoint for checkpoint in store.iter_checkpoints() if checkpoint.count <= head)
+    checkpoints = list(store.iter_checkpoints())  # one per checkpoint_every entries: small
     return verify(store.iter_entries(), checkpoints, verify_key(), progress)
 
 
@@ -677,9 +679,9 @@ def prepare_export(filter: AuditFilter, fmt: str) -> PreparedExport:
     """Fix the entry set (seq <= the current head unless the filter already says), count it and
     sign its manifest in one read pass; the export streams the same set in a second pass."""
     fmt = check_format(fmt)
-    if filter.through is None:
-        filter = AuditFilter(filter.since, filter.until, filter.actor_id, filter.patient_id, filter.action,
-                               filter.outcome, head_seq())
+    head = head_seq()
+    through = head if filter.through is None else min(filter.through, head)
+    filter = dataclasses.replace(filter, through=through)  # never beyond today's head: body == manifest
     digest = ExportDigest.of(iter_entries(filter))
     return PreparedExport(fmt, filter, export_manifest(fmt, digest, _signing_key(), filter=filter))
 

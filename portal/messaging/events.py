@@ -245,10 +245,10 @@ def on_connect(auth: Any = None) -> None:
             raise ConnectionRefusedError(reason)
         record("chat.connect", "allowed")
         user = current_user._get_current_object()
-        join_room(user_room(user.id))
-        presence.connect(request.sid, user.id)
-        SOCKET_CONNECTIONS.inc()
         summaries = service.list_conversations(user)
+        join_room(user_room(user.id))
+        presence.connect(request.sid, user.id)  # only once nothing else can fail: disconnect undoes it
+        SOCKET_CONNECTIONS.inc()
         emit("unread", {"conversations": {s.id: s.unread for s in summaries},
                         "total": sum(s.unread for s in summaries)})
     except AuditUnavailable as exc:
@@ -313,15 +313,24 @@ def on_send(user: User, payload: dict) -> dict:
                                details={"message_id": message_id, "replay": earlier is not None})
     stored = service.store_message(conversation.id, user.id, body, key, message_id)
     message = service.message_dict(stored.message, {user.id: user.display_name or "Unknown"})
-    if not stored.duplicate:
+    if not stored.duplicate:  # a retry is answered with the original and never broadcast twice
         MESSAGES.inc()
-        _evict_revoked_listeners(conversation)
-        emit("message", message, to=conversation_room(conversation.id))
-        position = service.mark_read(conversation, user.id, stored.message.seq)  # one's own message is read
-        emit("unread", {"conversation_id": conversation.id, "unread": max(0, conversation.last_seq - position)},
-             to=user_room(user.id))
-        _notify_members(conversation, user, message)
+        try:
+            _deliver(conversation, user, message, stored.message.seq)
+        except Exception as exc:  # noqa: BLE001 - stored is stored: the sender must hear it was
+            db_session.rollback()
+            log.error("delivery after commit failed", extra={"event": "send", "error": type(exc).__name__})
     return {"message": message, "duplicate": stored.duplicate}
+
+
+def _deliver(conversation: Conversation, sender: User, message: dict, seq: int) -> None:
+    """After the commit: broadcast, mark the sender's own message read, and update members' unread counts."""
+    _evict_revoked_listeners(conversation)
+    emit("message", message, to=conversation_room(conversation.id))
+    position = service.mark_read(conversation, sender.id, seq)
+    emit("unread", {"conversation_id": conversation.id, "unread": max(0, conversation.last_seq - position)},
+         to=user_room(sender.id))
+    _notify_members(conversation, sender, message)
 
 
 @chat_event("history")
@@ -333,9 +342,9 @@ def on_history(user: User, payload: dict) -> dict:
     conversation = _authorized(payload, "conversation.history", details={"after_seq": after_seq, "limit": limit})
     messages = service.history(conversation.id, after_seq, limit)
     names = service.sender_names(messages)
-    last_seq = conversation.last_seq
     return {"conversation_id": conversation.id, "messages": [service.message_dict(m, names) for m in messages],
-            "last_seq": last_seq, "has_more": bool(messages) and messages[-1].seq < last_seq and len(messages) == limit}
+            "last_seq": max(conversation.last_seq, messages[-1].seq if messages else 0),
+            "has_more": len(messages) == limit}
 
 
 @chat_event("typing")

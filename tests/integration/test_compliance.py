@@ -306,6 +306,15 @@ def test_exports_verify_against_the_pinned_public_key_only(portal, cora, tmp_pat
     assert 'data-testid="key-id"' in page
 
 
+def test_an_export_never_reaches_past_the_current_head(portal, cora, tmp_path):
+    response = _export(cora, portal.url, "jsonl", through="999999")
+    through = int(response.headers["X-Audit-Through"])
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    entries = [line for line in lines if line["type"] == "entry"]
+    assert entries and max(entry["seq"] for entry in entries) <= through < 999999
+    assert lines[-1]["type"] == "manifest" and lines[-1]["count"] == len(entries)
+
+
 def test_fhir_export_lines_are_valid_audit_events(portal, cora):
     from fhir.resources.R4B.auditevent import AuditEvent
 

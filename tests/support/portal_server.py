@@ -85,6 +85,7 @@ def prepare_database(env: dict[str, str], patients: int = 12) -> None:
         seed_demo(settings.oidc_issuer, population=patients)
         db_session.remove()
     app.extensions["portal.engine"].dispose()
+    app.extensions["portal.audit_store"].engine.dispose()
 
 
 class PortalServer:
