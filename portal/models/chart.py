@@ -99,13 +99,14 @@ class LabResult(Base):
 
 class VisitNote(Base):
     __tablename__ = "visit_note"
+    __table_args__ = (sa.UniqueConstraint("author_id", "submission_id", name="uq_visit_note_author_submission"),)
 
     id: Mapped[str] = id_column()
     patient_id: Mapped[str] = patient_fk()
     author_id: Mapped[str | None] = mapped_column(sa.ForeignKey("user_account.id", ondelete="SET NULL"))
     title: Mapped[str] = mapped_column(Encrypted(str))
     text: Mapped[str] = mapped_column(Encrypted(str))
-    submission_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    submission_id: Mapped[str | None] = mapped_column(sa.String(64))
     created_at: Mapped[datetime] = timestamp_column()
 
     patient: Mapped[Patient] = relationship(back_populates="notes")

@@ -89,7 +89,11 @@ def care_team_patients(user: User) -> list[tuple[CareTeam, list[Patient]]]:
 
 
 def add_note(patient: Patient, author: User, title: str, text: str, submission_id: str | None) -> tuple[VisitNote, bool]:
-    """Store a visit note once per form submission; returns (note, created)."""
+    """Store a visit note once per form submission; returns (note, created).
+
+    A submission id belongs to its author and patient: reused anywhere else it is a conflict, and
+    the note it names is never returned (it may be another patient's).
+    """
     title, text = (title or "").strip(), (text or "").strip()
     if not title or not text:
         raise ApiError(400, "empty_note", "A note needs a title and some text.")
@@ -97,17 +101,31 @@ def add_note(patient: Patient, author: User, title: str, text: str, submission_i
         raise ApiError(400, "note_too_long", f"Titles hold {NOTE_TITLE_MAX} and notes {NOTE_TEXT_MAX} characters at most.")
     if submission_id:
         submission_id = parse_id(submission_id, "form submission id")
-        existing = db_session.scalars(sa.select(VisitNote).where(VisitNote.submission_id == submission_id)).first()
+        existing = _submitted(author, submission_id)
         if existing is not None:
-            return existing, False
+            return _same_submission(existing, patient), False
     note = VisitNote(patient_id=patient.id, author_id=author.id, title=title, text=text, submission_id=submission_id)
     db_session.add(note)
     try:
         db_session.commit()
     except IntegrityError:
         db_session.rollback()
-        return db_session.scalars(sa.select(VisitNote).where(VisitNote.submission_id == submission_id)).one(), False
+        existing = _submitted(author, submission_id) if submission_id else None
+        if existing is None:
+            raise
+        return _same_submission(existing, patient), False
     return note, True
+
+
+def _submitted(author: User, submission_id: str) -> VisitNote | None:
+    return db_session.scalars(sa.select(VisitNote).where(
+        VisitNote.author_id == author.id, VisitNote.submission_id == submission_id)).first()
+
+
+def _same_submission(note: VisitNote, patient: Patient) -> VisitNote:
+    if note.patient_id != patient.id:
+        raise ApiError(409, "submission_reused", "That form submission id was already used for another note.")
+    return note
 
 
 def open_break_glass(user: User, patient: Patient, reason: str, minutes: int) -> BreakGlass:

@@ -156,3 +156,21 @@ def test_a_tampered_ciphertext_fails_loudly_and_is_counted(portal, sessions):
             conn.execute(sa.text("UPDATE patient SET given_name = :value WHERE id = :id"), {"value": original, "id": ALICE})
         engine.dispose()
     assert sessions["alice"].get(portal.url + "/chart", timeout=10).status_code == 200
+
+
+def test_a_reused_submission_id_never_reveals_another_patients_note(portal, sessions):
+    chen, reyes = sessions["dr.chen"], sessions["dr.reyes"]
+    token = csrf_token(chen, portal.url + "/clinician")
+    submission = "6f1d3c2a-0000-4000-8000-00000000beef"
+    secret = {"title": "Sensitive", "text": "private finding for Alice", "submission_id": submission}
+    first = chen.post(portal.url + f"/api/v1/patients/{ALICE}/notes", json=secret, headers={"X-CSRFToken": token},
+                      timeout=10)
+    assert first.status_code == 201
+    bob_chart = f"/api/v1/patients/{BOB}/notes"
+    again = chen.post(portal.url + bob_chart, json={**secret, "text": "other"}, headers={"X-CSRFToken": token},
+                      timeout=10)
+    assert again.status_code == 409 and "private finding" not in again.text
+    reyes_token = csrf_token(reyes, portal.url + "/clinician")
+    other_author = reyes.post(portal.url + f"/api/v1/patients/{BOB}/notes", json={**secret, "text": "mine"},
+                              headers={"X-CSRFToken": reyes_token}, timeout=10)
+    assert other_author.status_code == 403 and "private finding" not in other_author.text

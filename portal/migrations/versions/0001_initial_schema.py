@@ -235,7 +235,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['author_id'], ['user_account.id'], ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['patient_id'], ['patient.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('submission_id')
+    sa.UniqueConstraint('author_id', 'submission_id', name='uq_visit_note_author_submission')
     )
     with op.batch_alter_table('visit_note', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_visit_note_patient_id'), ['patient_id'], unique=False)
