@@ -65,27 +65,41 @@ def record(
     actor_role: str | None = None,
 ) -> None:
     """Append one audit event for the current request; never include PHI values in it."""
+    _append([_event(action, outcome, reason=reason, patient_id=patient_id, resource_type=resource_type,
+                    resource_id=resource_id, details=details, actor_id=actor_id, actor_role=actor_role)])
+
+
+def record_each(action: str, outcome: str, patient_ids: list[str], *, reason: str, resource_type: str) -> None:
+    """One event per patient, appended together: e.g. every patient a search listed."""
+    if patient_ids:
+        _append([_event(action, outcome, reason=reason, patient_id=patient_id, resource_type=resource_type,
+                        resource_id=patient_id) for patient_id in patient_ids])
+
+
+def _event(action: str, outcome: str, *, details: Mapping | None = None, actor_id: str | None = None,
+           actor_role: str | None = None, **fields) -> AuditEvent:
     user = current_user if has_request_context() and current_user and current_user.is_authenticated else None
-    event = AuditEvent(
+    return AuditEvent(
         actor_id=actor_id or (user.id if user else None),
         actor_role=actor_role or (",".join(sorted(user.role_set)) if user else None),
         action=action,
         outcome=outcome,
-        patient_id=patient_id,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        reason=reason,
         details=dict(details or {}),
+        **fields,
         **_request_fields(),
     )
+
+
+def _append(events: list[AuditEvent]) -> None:
     try:
-        entry = services.audit_store().append(event)
+        entries = services.audit_store().append_many(events)
     except AuditWriteError as exc:
         AUDIT_FAILURES.inc()
-        log.error("audit append failed", extra={"action": action, "error": type(exc).__name__})
+        log.error("audit append failed", extra={"action": events[0].action, "error": type(exc).__name__})
         raise AuditUnavailable("the audit log is unavailable") from exc
-    AUDIT_APPENDS.labels(event.outcome).inc()
-    _publish(entry)
+    for entry in entries:
+        AUDIT_APPENDS.labels(entry.event.outcome).inc()
+        _publish(entry)
 
 
 def _publish(entry: Entry) -> None:

@@ -72,13 +72,14 @@ EXPORT_FORMATS: dict[str, tuple[str, str]] = {  # format -> (mimetype, file exte
     "jsonl": ("application/jsonl", "jsonl"),
     "fhir": ("application/fhir+ndjson", "ndjson"),
 }
-CHART_ACCESS_PREFIXES = ("chart.", "break_glass.")
+CHART_ACCESS_PREFIXES = ("chart.", "break_glass.", "patient.search.hit")
 SECTION_LABELS = {
     "chart": "Your chart",
     "results": "A test result",
     "notes": "Visit notes",
     "fhir_bundle": "Download of your chart",
     "break_glass": "Emergency access to your chart",
+    "search_result": "Your name and date of birth, in a patient search",
 }
 
 

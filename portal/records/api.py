@@ -6,9 +6,10 @@ from flask_login import current_user, login_required
 
 from portal.access import authorize, record
 from portal.errors import ApiError
+from portal.extensions import limiter
 from portal.policy import ChartRef
 from portal.records import bp, serialize, service
-from portal.records.views import _fhir_download, _own_patient_id
+from portal.records.views import SEARCH_RATE_LIMIT, _fhir_download, _own_patient_id, audit_search
 
 
 @bp.get("/api/v1/me")
@@ -26,11 +27,12 @@ def api_my_chart():
 
 @bp.get("/api/v1/patients")
 @login_required
+@limiter.limit(SEARCH_RATE_LIMIT)
 def api_search():
     authorize("patient.search")
     results = service.search_patients(*(request.args.get(k, "") for k in ("mrn", "name", "birth_date")))
-    record("patient.search.results", "allowed", reason="search returned", details={"count": len(results)})
-    return jsonify(patients=[serialize.demographics(p) for p in results])
+    audit_search(results)
+    return jsonify(patients=[serialize.search_result(p) for p in results])
 
 
 @bp.get("/api/v1/patients/<patient_id>")

@@ -13,6 +13,12 @@ def demographics(p: Patient) -> dict:
             "birth_date": p.birth_date.isoformat(), "sex": p.sex, "phone": p.phone, "email": p.email, "address": p.address}
 
 
+def search_result(p: Patient) -> dict:
+    """What a search lists: enough to pick the right person, no contact details."""
+    return {"id": p.id, "mrn": p.mrn, "given_name": p.given_name, "family_name": p.family_name,
+            "birth_date": p.birth_date.isoformat()}
+
+
 SECTION_SERIALIZERS = {
     "demographics": demographics,
     "problems": lambda p: [{"id": c.id, "text": c.text, "status": c.status, "onset": _time(c.onset)} for c in p.conditions],

@@ -8,13 +8,15 @@ from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from portal import services
-from portal.access import authorize, record
+from portal.access import authorize, record, record_each
 from portal.compliance.service import chart_access_log
 from portal.errors import ApiError
+from portal.extensions import limiter
 from portal.policy import ChartRef
 from portal.records import bp, fhir, service
 
 ALL_SECTIONS = ",".join(service.SECTIONS)
+SEARCH_RATE_LIMIT = "60 per minute"  # a search lists other people's names: no bulk harvesting
 
 
 def _own_patient_id() -> str:
@@ -68,6 +70,7 @@ def clinician_home():
 
 @bp.get("/patients/search")
 @login_required
+@limiter.limit(SEARCH_RATE_LIMIT)
 def search():
     mrn, name, dob = (request.args.get(k, "") for k in ("mrn", "name", "birth_date"))
     if not (mrn or name or dob):
@@ -78,8 +81,15 @@ def search():
         results = service.search_patients(mrn, name, dob)
     except ApiError as exc:
         return render_template("records/search.html", results=None, query=request.args, error=exc.message), 400
-    record("patient.search.results", "allowed", reason="search returned", details={"count": len(results)})
+    audit_search(results)
     return render_template("records/search.html", results=results, query=request.args)
+
+
+def audit_search(results: list) -> None:
+    """A search shows names and birth dates: each patient listed sees it in their access log."""
+    record("patient.search.results", "allowed", reason="search returned", details={"count": len(results)})
+    record_each("patient.search.hit", "allowed", [p.id for p in results], reason="listed in search results",
+                resource_type="search_result")
 
 
 @bp.get("/patients/<patient_id>")

@@ -72,6 +72,8 @@ def test_search_by_mrn_name_and_birth_date_through_blind_indexes(portal, session
     chen = sessions["dr.chen"]
     by_mrn = chen.get(portal.url + "/api/v1/patients", params={"mrn": "rc 100001"}, timeout=10).json()["patients"]
     assert [p["id"] for p in by_mrn] == [ALICE]
+    assert set(by_mrn[0]) == {"id", "mrn", "given_name", "family_name", "birth_date"}, "no contact details in search"
+    assert audit_rows(portal, action="patient.search.hit", patient_id=ALICE)
     by_name = chen.get(portal.url + "/api/v1/patients", params={"name": "  MOREAU "}, timeout=10).json()["patients"]
     assert ALICE in [p["id"] for p in by_name]
     dob = by_mrn[0]["birth_date"]
