@@ -78,7 +78,7 @@ def load_user(user_id: str) -> User | None:
         _expire(login, reason)
         return None
     idle_limit = timedelta(minutes=services.settings().session_idle_minutes)
-    if now - login.last_seen_at > min(TOUCH_EVERY, idle_limit / 4):
+    if not g.get("passive_activity") and now - login.last_seen_at > min(TOUCH_EVERY, idle_limit / 4):
         login.last_seen_at = now
         db_session.commit()
     return login.user

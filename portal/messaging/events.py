@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "/chat"
 PRESENCE_STATES = ("online", "away")
+# Events a person causes. Joins, history catch-up, read receipts and presence answers are sent by the
+# browser on its own, so they must not keep an unattended session from idling out.
+ACTIVE_EVENTS = frozenset({"send", "typing"})
 
 
 def conversation_room(conversation_id: str) -> str:
@@ -165,6 +168,7 @@ def chat_event(name: str) -> Callable[[Callable[[User, dict], dict]], Callable]:
     def decorator(handler: Callable[[User, dict], dict]) -> Callable:
         @functools.wraps(handler)
         def wrapper(payload: Any = None, *_extra: Any) -> dict[str, Any]:
+            g.passive_activity = name not in ACTIVE_EVENTS  # read before current_user loads the session
             try:
                 if not current_user.is_authenticated:
                     return _session_ended()
@@ -238,6 +242,7 @@ def _emit_presence(conversation_id: str, user: User, state: str, announce: bool,
 
 @socketio.on("connect", namespace=NAMESPACE)
 def on_connect(auth: Any = None) -> None:
+    g.passive_activity = True  # (re)connecting is the browser's doing, not the person's
     try:
         if not current_user.is_authenticated:
             reason = g.get("session_end_reason") or "unauthenticated"

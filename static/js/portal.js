@@ -30,6 +30,7 @@
   var IDLE_GRACE_MS = 5000;
   var ACTIVITY_KEY = "portal.lastServerActivity";
   var SESSION_END_CODES = ["idle_timeout", "unauthenticated", "session_expired", "signed_out"];
+  var ACTIVE_EVENTS = ["send", "typing"];
 
   var socket = window.io("/chat", { reconnectionDelay: 1000, reconnectionDelayMax: 10000 });
   var unread = {};
@@ -163,7 +164,11 @@
     unread: function () { return Object.assign({}, unread); },
     // Emit with an ack; the callback always runs once: with the server's answer or a timeout error.
     call: function (event, payload, callback, timeoutMs) {
-      touch();
+      // Only what the person does keeps the session alive; automatic catch-up, receipts and
+      // presence answers do not (the server applies the same rule).
+      if (ACTIVE_EVENTS.indexOf(event) !== -1) {
+        touch();
+      }
       socket.timeout(timeoutMs || 10000).emit(event, payload, function (err, answer) {
         if (err) {
           callback({ ok: false, error: { code: "timeout", message: "No answer from the server. Check your connection." } });

@@ -472,3 +472,28 @@ def test_two_workers_deliver_to_each_other(tmp_path, redis_url):
                 okafor.close()
                 for session in sessions.values():
                     session.close()
+
+
+def test_only_what_a_person_does_keeps_a_chat_session_alive(tmp_path):
+    """Automatic presence answers and read receipts from an unattended tab must not defeat the idle time-out."""
+    with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=2,
+                        PORTAL_SESSION_IDLE_MINUTES="0.05") as portal:
+        active, unattended = sign_in(portal.url, "dr.chen"), sign_in(portal.url, "dr.okafor")
+        team = team_conversation(portal.url, active, "Family Medicine")
+        team_conversation(portal.url, unattended, "Family Medicine")
+        clients = {name: ChatClient(portal.url, session).connect()
+                   for name, session in (("active", active), ("unattended", unattended))}
+        try:
+            for client in clients.values():
+                assert client.call("join", {"conversation_id": team})["ok"]
+            for _ in range(6):  # 6 s, twice the idle limit
+                clients["active"].call("typing", {"conversation_id": team})
+                if clients["unattended"].sio.connected:  # the server drops it once its session idles out
+                    clients["unattended"].sio.emit("presence", {"conversation_id": team, "state": "online"}, namespace=NS)
+                time.sleep(1)
+            assert active.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
+            assert unattended.get(portal.url + "/api/v1/me", timeout=10).status_code == 401
+            assert clients["unattended"].received("session_ended")
+        finally:
+            for client in clients.values():
+                client.close()
