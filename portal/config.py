@@ -18,6 +18,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 ENVIRONMENTS = ("development", "test", "production")
 PORTAL_ROLES = ("patient", "clinician", "compliance", "admin")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class ConfigError(RuntimeError):
@@ -155,6 +156,9 @@ class Settings:
                 values[spec.name] = parse(raw) if parse else raw
             except (ValueError, json.JSONDecodeError) as exc:
                 problems.append(f"{name} is malformed: {exc}")
+        if not environ.get("PORTAL_ENV"):
+            # No silent default: an unset variable must not quietly switch the production checks off.
+            problems.append(f"PORTAL_ENV is required: one of {', '.join(ENVIRONMENTS)}")
         settings = cls(**values)
         problems.extend(settings.problems())
         if problems:
@@ -179,6 +183,9 @@ class Settings:
                 found.append(f"{name} is required")
         if "openid" not in self.oidc_scopes.split():
             found.append("PORTAL_OIDC_SCOPES must include openid")
+        if self.dev_idp and self.oidc_issuer and urlparse(self.oidc_issuer).hostname not in LOOPBACK_HOSTS:
+            found.append("PORTAL_DEV_IDP only runs on a loopback address (127.0.0.1 or localhost): its demo "
+                         "passwords are public")
         if self.production:
             found.extend(self._production_problems())
         return found
@@ -195,6 +202,9 @@ class Settings:
             found.append("PORTAL_EXTERNAL_URL must be the portal's https:// address in production")
         if not self.cookies_secure:
             found.append("PORTAL_SECURE_COOKIES cannot be off in production")
+        if self.ratelimit_storage_url.startswith("memory://"):
+            found.append("PORTAL_RATELIMIT_STORAGE_URL must be shared storage (redis://...) in production, "
+                         "or each worker keeps its own sign-in and message limits")
         if not self.metrics_token:
             found.append("PORTAL_METRICS_TOKEN is required in production (it guards /metrics)")
         return found

@@ -28,6 +28,7 @@ PRODUCTION = {
     "PORTAL_OIDC_ISSUER": "https://login.clinic.example/realms/portal",
     "PORTAL_EXTERNAL_URL": "https://portal.clinic.example",
     "PORTAL_METRICS_TOKEN": "metrics-token-value",
+    "PORTAL_RATELIMIT_STORAGE_URL": "redis://redis.internal:6379/1",
 }
 
 
@@ -73,6 +74,11 @@ def test_values_are_parsed() -> None:
     pytest.param(without(DEVELOPMENT, "PORTAL_KEYRING"), "PORTAL_KEYRING", id="missing-keyring"),
     pytest.param(without(DEVELOPMENT, "PORTAL_AUDIT_SIGNING_KEY"), "PORTAL_AUDIT_SIGNING_KEY", id="missing-audit-key"),
     pytest.param({**DEVELOPMENT, "PORTAL_ENV": "staging"}, "PORTAL_ENV", id="unknown-env"),
+    pytest.param(without(DEVELOPMENT, "PORTAL_ENV"), "PORTAL_ENV", id="env-unset"),
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ISSUER": "http://portal.clinic.example/devidp"}, "PORTAL_DEV_IDP",
+                 id="dev-idp-off-loopback"),
+    pytest.param(without(PRODUCTION, "PORTAL_RATELIMIT_STORAGE_URL"), "PORTAL_RATELIMIT_STORAGE_URL",
+                 id="production-per-worker-rate-limits"),
     pytest.param({**DEVELOPMENT, "PORTAL_OIDC_SCOPES": "profile email"}, "PORTAL_OIDC_SCOPES", id="scopes-no-openid"),
     # malformed integers and numbers
     pytest.param({**DEVELOPMENT, "PORTAL_SESSION_MAX_HOURS": "twelve"}, "PORTAL_SESSION_MAX_HOURS", id="int-word"),
