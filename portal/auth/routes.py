@@ -122,8 +122,14 @@ def _userinfo(client, token: dict, subject: str) -> dict:
 
 
 def _failure(status: int, code: str, message: str, exc: Exception | None):
-    """No session survives a failed sign-in; the failure is audited with the check that failed."""
-    session.clear()
+    """A failed sign-in creates no session and is audited with the check that failed.
+
+    Only the pending sign-in is forgotten: a forged cross-site link to the callback must not be
+    able to sign out someone who is already signed in.
+    """
+    for key in [key for key in session if key.startswith("_state_")]:
+        session.pop(key)
+    session.pop("next", None)
     log.warning("sign-in failed", extra={"error": code})
     record("signin.failure", "denied", reason=code)
     return error_response(status, code, message)

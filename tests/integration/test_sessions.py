@@ -240,3 +240,10 @@ def test_login_is_rate_limited_with_a_friendly_page(extra: Extra) -> None:
     assert int(refused.headers["Retry-After"]) > 0
     # Other pages are not limited.
     assert requests.get(url + "/auth/signin", timeout=10).status_code == 200
+
+
+def test_a_forged_callback_link_does_not_sign_anyone_out(portal):
+    session = sign_in(portal.url, "alice")
+    forged = session.get(portal.url + "/auth/callback?error=access_denied", timeout=10)
+    assert forged.status_code == 400
+    assert session.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
