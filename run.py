@@ -71,6 +71,9 @@ def _graceful_stop(server) -> None:
     announce_shutdown()
     eventlet.sleep(0.5)  # let the notices go out before the sockets close
     socketio.server.eio.disconnect()  # long-lived WebSockets would otherwise keep the worker alive
+    flush = getattr(socketio.server.manager, "flush", None)
+    if flush is not None:
+        flush(timeout=3)  # the last messages and offline notices still reach the other workers
     server.kill(SystemExit)
 
 

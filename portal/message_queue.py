@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 
 import redis
 import socketio
@@ -72,3 +73,11 @@ class RedisQueue(socketio.RedisManager):
                 super()._publish(data)
             except Exception:  # noqa: BLE001 - the publisher must outlive any single failure
                 log.exception("message queue publish failed", extra={"event": "queue_publish"})
+
+    def flush(self, timeout: float) -> bool:
+        """Wait (bounded) until the outbox is published, e.g. before a graceful shutdown; True when empty."""
+        outbox = getattr(self, "_outbox", None)
+        deadline = time.monotonic() + timeout
+        while outbox is not None and not outbox.empty() and time.monotonic() < deadline:
+            self.server.sleep(0.05)
+        return outbox is None or outbox.empty()
