@@ -63,10 +63,16 @@ def record(
     details: Mapping | None = None,
     actor_id: str | None = None,
     actor_role: str | None = None,
+    from_request: bool = True,
 ) -> None:
-    """Append one audit event for the current request; never include PHI values in it."""
+    """Append one audit event for the current request; never include PHI values in it.
+
+    ``from_request=False`` is for events about someone other than the requester (e.g. a listener
+    dropped from a conversation), which must not carry the requester's address or session.
+    """
     _append([_event(action, outcome, reason=reason, patient_id=patient_id, resource_type=resource_type,
-                    resource_id=resource_id, details=details, actor_id=actor_id, actor_role=actor_role)])
+                    resource_id=resource_id, details=details, actor_id=actor_id, actor_role=actor_role,
+                    from_request=from_request)])
 
 
 def record_each(action: str, outcome: str, patient_ids: list[str], *, reason: str, resource_type: str) -> None:
@@ -77,7 +83,7 @@ def record_each(action: str, outcome: str, patient_ids: list[str], *, reason: st
 
 
 def _event(action: str, outcome: str, *, details: Mapping | None = None, actor_id: str | None = None,
-           actor_role: str | None = None, **fields) -> AuditEvent:
+           actor_role: str | None = None, from_request: bool = True, **fields) -> AuditEvent:
     user = current_user if has_request_context() and current_user and current_user.is_authenticated else None
     return AuditEvent(
         actor_id=actor_id or (user.id if user else None),
@@ -86,7 +92,7 @@ def _event(action: str, outcome: str, *, details: Mapping | None = None, actor_i
         outcome=outcome,
         details=dict(details or {}),
         **fields,
-        **_request_fields(),
+        **(_request_fields() if from_request else {}),
     )
 
 

@@ -410,7 +410,7 @@ def _evict_revoked_listeners(conversation: Conversation) -> None:
             if not allowed[user_id]:
                 record("conversation.join", "denied", reason="membership revoked", actor_id=user_id,
                        actor_role=",".join(sorted(user.role_set)) if user else None, resource_type="conversation",
-                       resource_id=conversation.id, patient_id=conversation.patient_id)
+                       resource_id=conversation.id, patient_id=conversation.patient_id, from_request=False)
         if not allowed[user_id]:
             socketio.server.leave_room(sid, conversation_room(conversation.id), namespace=NAMESPACE)
             presence.leave(sid, conversation.id)
