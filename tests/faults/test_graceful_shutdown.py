@@ -16,7 +16,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.integration.test_messaging import ChatClient
+from tests.support.chat import ChatClient
 from tests.support.portal_server import running_portal, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"

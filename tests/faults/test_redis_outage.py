@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from tests.faults.test_worker_killed import Timeline, catch_up
-from tests.integration.test_messaging import ChatClient, start_direct, user_id_of
-from tests.support.portal_server import PortalServer, another_worker, running_portal, sign_in
+from tests.support.chat import ChatClient, direct_chat_across_workers
+from tests.support.portal_server import PortalServer, another_worker, running_portal
 from tests.support.services import PrivateRedis
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -94,14 +94,8 @@ class Chat:
 def two_workers(tmp_path: Path, queue_url: str) -> Iterator[Chat]:
     with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
                         PORTAL_MESSAGE_QUEUE=queue_url) as worker_a:
-        with another_worker(worker_a) as worker_b:
-            sessions = {login: sign_in(worker_a.url, login) for login in ("dr.chen", "dr.okafor")}
-            ids = {login: user_id_of(s, worker_a.url) for login, s in sessions.items()}
-            direct = start_direct(worker_a.url, sessions["dr.chen"], ids["dr.okafor"])
-            for session in sessions.values():
-                session.close()
-            chen = ChatClient(worker_a.url, sessions["dr.chen"]).connect()
-            okafor = ChatClient(worker_b.url, sessions["dr.okafor"], origin=worker_a.url).connect()
+        with another_worker(worker_a) as worker_b, \
+                direct_chat_across_workers(worker_a, worker_b) as (ids, direct, chen, okafor):
             try:
                 start = chen.call("join", {"conversation_id": direct})["last_seq"]
                 assert okafor.call("join", {"conversation_id": direct})["ok"]

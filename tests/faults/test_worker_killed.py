@@ -15,8 +15,8 @@ import uuid
 import pytest
 import socketio
 
-from tests.integration.test_messaging import ChatClient, start_direct, user_id_of
-from tests.support.portal_server import another_worker, running_portal, sign_in
+from tests.support.chat import ChatClient, direct_chat_across_workers
+from tests.support.portal_server import another_worker, running_portal
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -64,14 +64,8 @@ def catch_up(client: ChatClient, conversation_id: str, after_seq: int) -> list[d
 def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
     with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
                         PORTAL_MESSAGE_QUEUE=redis_url) as worker_a:
-        with another_worker(worker_a) as worker_b:
-            sessions = {login: sign_in(worker_a.url, login) for login in ("dr.chen", "dr.okafor")}
-            ids = {login: user_id_of(s, worker_a.url) for login, s in sessions.items()}
-            direct = start_direct(worker_a.url, sessions["dr.chen"], ids["dr.okafor"])
-            for session in sessions.values():
-                session.close()  # the cookies are all the clients need from here on
-            chen = ChatClient(worker_a.url, sessions["dr.chen"]).connect()
-            okafor = ChatClient(worker_b.url, sessions["dr.okafor"], origin=worker_a.url).connect()
+        with another_worker(worker_a) as worker_b, \
+                direct_chat_across_workers(worker_a, worker_b) as (ids, direct, chen, okafor):
             clients = [chen, okafor]
             try:
                 start = chen.call("join", {"conversation_id": direct})["last_seq"]
@@ -134,7 +128,7 @@ def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):
                 # The load balancer sends dr.chen's reconnect to worker B, same cookie.
                 seen.absorb(chen, direct)  # whatever reached the old connection before it died
                 chen.close()
-                chen = ChatClient(worker_b.url, sessions["dr.chen"], origin=worker_a.url).connect()
+                chen = ChatClient(worker_b.url, chen.session, origin=worker_a.url).connect()
                 clients.append(chen)
                 rejoined = chen.call("join", {"conversation_id": direct})
                 assert rejoined["ok"], rejoined

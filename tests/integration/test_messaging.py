@@ -18,91 +18,18 @@ import requests
 import socketio
 import sqlalchemy as sa
 
+from tests.support.chat import (
+    NS,
+    ChatClient,
+    direct_chat_across_workers,
+    in_conversation,
+    start_direct,
+    team_conversation,
+    user_id_of,
+)
 from tests.support.portal_server import PortalServer, another_worker, csrf_token, running_portal, sign_in
 
-NS = "/chat"
-EVENTS = ("message", "error", "typing", "read", "presence", "unread", "reply", "server_shutdown", "session_ended")
 FAMILY_MEDICINE = "Family Medicine"
-
-
-class ChatClient:
-    """A python-socketio client on /chat that records every event it receives."""
-
-    def __init__(self, url: str, session: requests.Session | None, origin: str | None = None):
-        self.url, self.session = url, session
-        # Behind the load balancer every worker sees the portal's one external origin.
-        self.sio = socketio.Client(reconnection=False, websocket_extra_options={"origin": origin} if origin else None)
-        self.events: dict[str, list[Any]] = {name: [] for name in EVENTS}
-        self._cond = threading.Condition()
-        for name in EVENTS:
-            self.sio.on(name, self._recorder(name), namespace=NS)
-
-    def _recorder(self, name: str) -> Callable[[Any], None]:
-        def record(data: Any = None) -> None:
-            with self._cond:
-                self.events[name].append(data)
-                self._cond.notify_all()
-        return record
-
-    def connect(self, url: str | None = None) -> ChatClient:
-        headers = {"Cookie": "; ".join(f"{c.name}={c.value}" for c in self.session.cookies)} if self.session else {}
-        self.sio.connect(url or self.url, headers=headers, namespaces=[NS], transports=["websocket"], wait_timeout=10)
-        return self
-
-    def call(self, event: str, payload: Any, timeout: float = 10) -> dict:
-        return self.sio.call(event, payload, namespace=NS, timeout=timeout)
-
-    def send(self, conversation_id: str, body: str, key: str | None = None) -> dict:
-        return self.call("send", {"conversation_id": conversation_id, "body": body,
-                                  "idempotency_key": key or uuid.uuid4().hex})
-
-    def wait_for(self, name: str, predicate: Callable[[Any], bool] = lambda _e: True, count: int = 1,
-                 timeout: float = 10) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                found = [e for e in self.events[name] if predicate(e)]
-                if len(found) >= count:
-                    return found
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"expected {count} {name!r} events, got {len(found)}: {self.events[name][-5:]}")
-                self._cond.wait(remaining)
-
-    def received(self, name: str, predicate: Callable[[Any], bool] = lambda _e: True) -> list[Any]:
-        with self._cond:
-            return [e for e in self.events[name] if predicate(e)]
-
-    def close(self) -> None:
-        if self.sio.connected:
-            self.sio.disconnect()
-
-
-def in_conversation(conversation_id: str) -> Callable[[Any], bool]:
-    return lambda event: isinstance(event, dict) and event.get("conversation_id") == conversation_id
-
-
-def user_id_of(session: requests.Session, url: str) -> str:
-    match = re.search(r'data-user-id="([^"]+)"', session.get(url + "/messages", timeout=10).text)
-    assert match, "signed-in page has no data-user-id"
-    return match.group(1)
-
-
-def start_direct(url: str, session: requests.Session, other_id: str) -> str:
-    token = csrf_token(session, url + "/messages")
-    response = session.post(url + "/messages/start", data={"csrf_token": token, "clinician": other_id}, timeout=10)
-    assert response.ok, response.text[:300]
-    match = re.search(r"[?&]c=([0-9a-f-]{36})", response.url)
-    assert match, f"start did not land on the conversation: {response.url}"
-    return match.group(1)
-
-
-def team_conversation(url: str, session: requests.Session, team_name: str) -> str:
-    page = session.get(url + "/messages", timeout=10).text
-    for match in re.finditer(r'data-conversation-id="([^"]+)" data-kind="team"[^>]*>\s*<span data-title>([^<]+)<', page):
-        if match.group(2).startswith(team_name):
-            return match.group(1)
-    raise AssertionError(f"no {team_name} conversation on the page")
 
 
 def audit_rows(database_url: str, action: str) -> list[dict]:
@@ -448,30 +375,19 @@ def concurrent_senders_get_distinct_seqs(chen: ChatClient, okafor: ChatClient, c
 def test_two_workers_deliver_to_each_other(tmp_path, redis_url):
     with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
                         PORTAL_MESSAGE_QUEUE=redis_url) as first:
-        with another_worker(first) as second:
-            sessions = {login: sign_in(first.url, login) for login in ("dr.chen", "dr.okafor")}
-            ids = {login: user_id_of(s, first.url) for login, s in sessions.items()}
-            direct = start_direct(first.url, sessions["dr.chen"], ids["dr.okafor"])
-            chen = ChatClient(first.url, sessions["dr.chen"]).connect()
-            okafor = ChatClient(second.url, sessions["dr.okafor"], origin=first.url).connect()
-            try:
-                assert chen.call("join", {"conversation_id": direct})["ok"]
-                assert okafor.call("join", {"conversation_id": direct})["ok"]
-                chen.wait_for("presence", lambda e: e["user"]["id"] == ids["dr.okafor"] and e["announce"])
-                chen_acks = [chen.send(direct, f"from worker one {n}") for n in range(5)]
-                okafor_acks = [okafor.send(direct, f"from worker two {n}") for n in range(5)]
-                got_okafor = okafor.wait_for("message", lambda e: e["sender"]["id"] == ids["dr.chen"], count=5)
-                got_chen = chen.wait_for("message", lambda e: e["sender"]["id"] == ids["dr.okafor"], count=5)
-                assert [m["body"] for m in got_okafor] == [f"from worker one {n}" for n in range(5)]
-                assert [m["body"] for m in got_chen] == [f"from worker two {n}" for n in range(5)]
-                assert [m["seq"] for m in got_okafor] == [a["message"]["seq"] for a in chen_acks]
-                assert [m["seq"] for m in got_chen] == [a["message"]["seq"] for a in okafor_acks]
-                okafor.wait_for("unread", lambda e: e.get("conversation_id") == direct and e["unread"] >= 5)
-            finally:
-                chen.close()
-                okafor.close()
-                for session in sessions.values():
-                    session.close()
+        with another_worker(first) as second, direct_chat_across_workers(first, second) as (ids, direct, chen, okafor):
+            assert chen.call("join", {"conversation_id": direct})["ok"]
+            assert okafor.call("join", {"conversation_id": direct})["ok"]
+            chen.wait_for("presence", lambda e: e["user"]["id"] == ids["dr.okafor"] and e["announce"])
+            chen_acks = [chen.send(direct, f"from worker one {n}") for n in range(5)]
+            okafor_acks = [okafor.send(direct, f"from worker two {n}") for n in range(5)]
+            got_okafor = okafor.wait_for("message", lambda e: e["sender"]["id"] == ids["dr.chen"], count=5)
+            got_chen = chen.wait_for("message", lambda e: e["sender"]["id"] == ids["dr.okafor"], count=5)
+            assert [m["body"] for m in got_okafor] == [f"from worker one {n}" for n in range(5)]
+            assert [m["body"] for m in got_chen] == [f"from worker two {n}" for n in range(5)]
+            assert [m["seq"] for m in got_okafor] == [a["message"]["seq"] for a in chen_acks]
+            assert [m["seq"] for m in got_chen] == [a["message"]["seq"] for a in okafor_acks]
+            okafor.wait_for("unread", lambda e: e.get("conversation_id") == direct and e["unread"] >= 5)
 
 
 def test_only_what_a_person_does_keeps_a_chat_session_alive(tmp_path):
