@@ -29,8 +29,7 @@ def create_team():
 @bp.post("/teams/<team_id>/clinicians")
 @login_required
 def add_clinician(team_id: str):
-    authorize("admin.teams", details={"change": "add_clinician"})
-    team = service.get_team(parse_id(team_id, "team id"))
+    team = _team_to_change(team_id, "add_clinician")
     user = service.add_clinician(team, request.form.get("user_id", ""))
     record("admin.team.clinician_added", "allowed", resource_type="care_team", resource_id=team.id,
            details={"user": user.id})
@@ -41,8 +40,7 @@ def add_clinician(team_id: str):
 @bp.post("/teams/<team_id>/clinicians/<user_id>/remove")
 @login_required
 def remove_clinician(team_id: str, user_id: str):
-    authorize("admin.teams", details={"change": "remove_clinician"})
-    team = service.get_team(parse_id(team_id, "team id"))
+    team = _team_to_change(team_id, "remove_clinician")
     service.remove_clinician(team, parse_id(user_id, "user id"))
     record("admin.team.clinician_removed", "allowed", resource_type="care_team", resource_id=team.id,
            details={"user": user_id})
@@ -53,9 +51,14 @@ def remove_clinician(team_id: str, user_id: str):
 @bp.post("/teams/<team_id>/patients")
 @login_required
 def add_patient(team_id: str):
-    authorize("admin.teams", details={"change": "add_patient"})
-    team = service.get_team(parse_id(team_id, "team id"))
+    team = _team_to_change(team_id, "add_patient")
     patient = service.add_patient_by_mrn(team, request.form.get("mrn", ""))
     record("admin.team.patient_added", "allowed", patient_id=patient.id, resource_type="care_team", resource_id=team.id)
     flash(f"Patient added to {team.name}.", "success")
     return redirect(url_for("admin.teams"))
+
+
+def _team_to_change(team_id: str, change: str):
+    """The decision (audited) first, then the team: an admin-only change to one care team."""
+    authorize("admin.teams", details={"change": change})
+    return service.get_team(parse_id(team_id, "team id"))
