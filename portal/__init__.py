@@ -62,6 +62,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     from portal.admin import bp as admin_bp
     from portal.auth import bp as auth_bp
     from portal.compliance import bp as compliance_bp
+    from portal.disclosures import bp as disclosures_bp
     from portal.main import bp as main_bp
     from portal.messaging import bp as messaging_bp
     from portal.records import bp as records_bp
@@ -73,6 +74,7 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(records_bp)
     app.register_blueprint(messaging_bp)
     app.register_blueprint(compliance_bp, url_prefix="/compliance")
+    app.register_blueprint(disclosures_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     if settings.dev_idp:
         from portal.devidp import init_app as init_devidp

@@ -110,6 +110,10 @@ class Settings:
     oidc_roles_claim: str = _setting("PORTAL_OIDC_ROLES_CLAIM", "roles")
     oidc_role_map: dict = _setting("PORTAL_OIDC_ROLE_MAP", None, _as_role_map)
     oidc_patient_claim: str = _setting("PORTAL_OIDC_PATIENT_CLAIM", "patient_id")
+    # Step-up: sensitive actions need a sign-in at most this old (and, when set, one of these acr values).
+    oidc_step_up_max_age: int = _setting("PORTAL_OIDC_STEP_UP_MAX_AGE", 300, _as_positive_int)
+    oidc_step_up_acr: str = _setting("PORTAL_OIDC_STEP_UP_ACR", "")
+    step_up_window_seconds: int = _setting("PORTAL_STEP_UP_WINDOW_SECONDS", 300, _as_positive_int)
     dev_idp: bool = _setting("PORTAL_DEV_IDP", False, _as_bool)
     secure_cookies: bool = _setting("PORTAL_SECURE_COOKIES", None, _as_bool)
     session_idle_minutes: float = _setting("PORTAL_SESSION_IDLE_MINUTES", 15, _as_positive_number)

@@ -4,11 +4,13 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from flask import Flask, g, jsonify, render_template, request
+from flask import Flask, g, jsonify, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from portal.access import AccessDenied, AuditUnavailable, record
+from portal.auth import step_up
+from portal.auth.step_up import StepUpRequired
 from portal.crypto import DecryptionError
 from portal.db import end_session
 from portal.extensions import login_manager
@@ -22,6 +24,7 @@ TITLES = {
     403: "You do not have access to this",
     404: "Not found",
     405: "Not allowed",
+    409: "That cannot be done right now",
     413: "That is too large",
     429: "Too many attempts",
     500: "Something went wrong",
@@ -76,6 +79,14 @@ def init_app(app: Flask) -> None:
         offer = exc.action in {"chart.read", "chart.write"} and "care team" in exc.decision.reason
         return error_response(403, "forbidden", f"Access refused: {exc.decision.reason}.",
                               break_glass_patient=patient_id if offer else None)
+
+    @app.errorhandler(StepUpRequired)
+    def _step_up_required(exc: StepUpRequired):
+        start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url)
+        if wants_json():
+            return jsonify(error={"code": "step_up_required", "step_up_url": start,
+                                  "message": f"Sign in again to {step_up.ACTIONS[exc.action]}."}), 401
+        return redirect(start)
 
     @app.errorhandler(AuditUnavailable)
     def _audit_unavailable(_exc):

@@ -7,6 +7,7 @@ the audit event, so no access path can skip either. The rules:
 * a clinician reads and writes the charts of patients on their care teams;
 * break-glass lets a clinician open any chart for a limited time after typing a reason;
 * compliance officers and administrators see no clinical content;
+* a chart's accounting of disclosures goes to the patient and to compliance officers;
 * a conversation is open to its members: direct conversations to their two clinicians, a team's
   conversation to the team's clinicians, a patient's thread to the patient and their care teams.
 """
@@ -20,11 +21,11 @@ import sqlalchemy as sa
 from portal.db import db_session
 from portal.models import BreakGlass, CareTeamMember, CareTeamPatient, Conversation, ConversationMember, Patient, User
 
-CHART_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export", "chart.access_log"})
+CHART_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export", "chart.access_log", "chart.disclosures"})
 CLINICIAN_ACTIONS = frozenset({"patient.search", "patient.list", "break_glass.open", "conversation.start"})
 CONVERSATION_ACTIONS = frozenset({"conversation.join", "conversation.send", "conversation.history", "conversation.read"})
 COMPLIANCE_ACTIONS = frozenset({"audit.search", "audit.read", "audit.export", "audit.verify", "audit.review"})
-ADMIN_ACTIONS = frozenset({"admin.teams"})
+ADMIN_ACTIONS = frozenset({"admin.teams", "admin.sessions", "admin.keys"})
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,12 @@ def _chart_decision(user: User, action: str, chart: ChartRef) -> Decision:
         if action == "chart.write":
             return deny("patients cannot edit their chart")
         return allow("own chart")
+    if action == "chart.disclosures":  # someone else's chart: for compliance review only
+        if user.has_role("compliance"):
+            return allow("compliance review")
+        if user.has_role("clinician") or user.has_role("admin"):
+            return deny("requires the compliance role")
+        return deny("not the patient's own chart", conceal=True)
     if user.has_role("clinician") and action != "chart.access_log":
         if on_care_team(user.id, chart.patient_id):
             return allow("care team member")

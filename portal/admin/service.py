@@ -1,12 +1,17 @@
-"""Care-team administration: teams, their clinicians and their patients."""
+"""Administration: care teams and who is on them, users' sessions, and re-encryption under a new key."""
 from __future__ import annotations
 
-import sqlalchemy as sa
+from collections.abc import Callable
 
-from portal.crypto import blind_index_terms
+import sqlalchemy as sa
+from flask import Flask
+
+from portal.auth.sessions import end_sessions, live_sessions
+from portal.crypto import RotationSummary, active_keyring, blind_index_terms, rotate, rotation_status
 from portal.db import db_session
 from portal.errors import ApiError
-from portal.models import CareTeam, CareTeamMember, CareTeamPatient, Patient, User
+from portal.extensions import socketio
+from portal.models import CareTeam, CareTeamMember, CareTeamPatient, LoginSession, Patient, User
 
 
 def teams_overview() -> list[dict]:
@@ -76,3 +81,57 @@ def _members(team_id: str) -> list[User]:
 
 def _patient_count(team_id: str) -> int:
     return db_session.scalar(sa.select(sa.func.count()).select_from(CareTeamPatient).where(CareTeamPatient.team_id == team_id))
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+def users_with_live_sessions() -> list[tuple[User, int]]:
+    """Every user with at least one live session, and how many."""
+    users = db_session.scalars(sa.select(User).join(LoginSession, LoginSession.user_id == User.id)
+                               .where(LoginSession.ended_at.is_(None)).distinct()).all()
+    counted = [(user, len(live_sessions(user.id))) for user in users]
+    return sorted(((user, n) for user, n in counted if n), key=lambda row: row[0].display_name or "")
+
+
+def end_all_sessions(user_id: str) -> tuple[User, int]:
+    """End every session of one user, on every worker, and cut their open connections."""
+    user = db_session.get(User, user_id)
+    if user is None:
+        raise ApiError(404, "no_such_user", "There is no such user.")
+    return user, len(end_sessions(live_sessions(user.id), "revoked"))
+
+
+# --------------------------------------------------------------------------- encryption keys
+
+rotation_state: dict[str, object] = {"running": False}  # this worker's web-started rotation
+
+
+def key_status() -> dict:
+    """Stored values per encryption and blind-index key (counted in SQL), and which keys are primary."""
+    keyring = active_keyring()
+    return {**rotation_status(db_session()), "primary": keyring.primary, "index_primary": keyring.index_primary}
+
+
+def start_rotation(app: Flask, on_done: Callable[[RotationSummary | None], None]) -> bool:
+    """Re-encrypt in the background (online, resumable); False when this worker is already rotating."""
+    if rotation_state["running"]:
+        return False
+    rotation_state.update(running=True, done=0, total=0)
+    socketio.start_background_task(_rotate, app, on_done)
+    return True
+
+
+def _rotate(app: Flask, on_done: Callable[[RotationSummary | None], None]) -> None:
+    def progress(done: int, total: int) -> None:
+        rotation_state.update(done=done, total=total)
+        socketio.sleep(0)  # between batches: let the worker serve requests meanwhile
+
+    with app.app_context():
+        summary = None
+        try:
+            summary = rotate(db_session.session_factory, progress=progress)
+        finally:
+            rotation_state["running"] = False
+            db_session.remove()
+            on_done(summary)

@@ -1,11 +1,13 @@
-"""Administrator pages: care teams and who is on them. Every change is audited."""
+"""Administrator pages: care teams, users' sessions and encryption keys. Every change is audited."""
 from __future__ import annotations
 
-from flask import flash, redirect, render_template, request, url_for
-from flask_login import login_required
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
 
 from portal.access import authorize, record
 from portal.admin import bp, service
+from portal.auth import step_up
+from portal.crypto import RotationSummary
 from portal.records.service import parse_id
 
 
@@ -62,3 +64,62 @@ def _team_to_change(team_id: str, change: str):
     """The decision (audited) first, then the team: an admin-only change to one care team."""
     authorize("admin.teams", details={"change": change})
     return service.get_team(parse_id(team_id, "team id"))
+
+
+# --------------------------------------------------------------------------- sessions
+
+
+@bp.get("/sessions")
+@login_required
+def sessions():
+    authorize("admin.sessions")
+    return render_template("admin/sessions.html", users=service.users_with_live_sessions())
+
+
+@bp.post("/users/<user_id>/sessions/end")
+@login_required
+def end_user_sessions(user_id: str):
+    """End every session of one user at once (a lost laptop, a leaver), on every worker."""
+    user_id = parse_id(user_id, "user id")
+    authorize("admin.sessions", details={"change": "end_all", "user": user_id})
+    user, ended = service.end_all_sessions(user_id)
+    record("session.revoked", "allowed", resource_type="user", resource_id=user.id, reason="ended by an administrator",
+           details={"user": user.id, "sessions": ended})
+    flash(f"Ended {ended} session(s) of {user.display_name}.", "success")
+    return redirect(url_for("admin.sessions"))
+
+
+# --------------------------------------------------------------------------- encryption keys
+
+
+@bp.get("/keys")
+@login_required
+def keys():
+    authorize("admin.keys")
+    return render_template("admin/keys.html", status=service.key_status(), rotation=service.rotation_state,
+                           proof=step_up.current("key_rotation"))
+
+
+@bp.post("/keys/rotate")
+@login_required
+def rotate_keys():
+    """Re-encrypt everything under the primary key; asks for a fresh sign-in first."""
+    proof = step_up.current("key_rotation")
+    authorize("admin.keys", details={"change": "rotate", **(proof.audit_details() if proof else {"step_up": "required"})})
+    if proof is None:
+        step_up.require("key_rotation", url_for("admin.keys"))
+    actor_id, actor_role = current_user.id, ",".join(sorted(current_user.role_set))
+
+    def audit_result(summary: RotationSummary | None) -> None:
+        details = {"reencrypted": summary.reencrypted, "reindexed": summary.reindexed, "rows": summary.rows} \
+            if summary else {}
+        record("keys.rotated", "allowed" if summary else "error", actor_id=actor_id, actor_role=actor_role,
+               reason="started from the web console", details={**details, **proof.audit_details()}, from_request=False)
+
+    if service.start_rotation(current_app._get_current_object(), audit_result):
+        step_up.consume("key_rotation")
+        record("keys.rotation_started", "allowed", reason="web console", details=proof.audit_details())
+        flash("Re-encryption started. The counts below fall to zero for the old keys as it proceeds.", "success")
+    else:
+        flash("A re-encryption is already running on this worker.", "info")
+    return redirect(url_for("admin.keys"))

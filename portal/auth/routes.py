@@ -6,25 +6,29 @@ import logging
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required
 from joserfc.errors import JoseError
 
 from portal import services
 from portal.access import record
-from portal.auth import bp
+from portal.auth import backchannel, bp, step_up
 from portal.auth.identity import upsert_user
 from portal.auth.provider import SignInError, provider_client, redirect_uri
-from portal.auth.sessions import current_login, end_session, start_session
+from portal.auth.sessions import (
+    SIGNED_OUT_MESSAGES,
+    current_login,
+    end_session,
+    end_sessions,
+    live_sessions,
+    session_view,
+    start_session,
+)
 from portal.errors import error_response
-from portal.extensions import limiter
+from portal.extensions import csrf, limiter
 
 log = logging.getLogger(__name__)
 
-SIGNED_OUT_MESSAGES = {
-    "idle_timeout": "You were signed out after a period of inactivity. Sign in again to continue.",
-    "session_expired": "Your session reached its maximum length. Sign in again to continue.",
-    "signed_out": "You have signed out.",
-}
 
 
 @bp.get("/signin")
@@ -51,12 +55,49 @@ def _is_local_path(url: str) -> bool:
     return url.startswith("/") and not url.startswith("//") and "\\" not in url and url.isprintable()
 
 
+@bp.get("/step-up")
+@login_required
+@limiter.limit(lambda: services.settings().login_rate_limit)
+def step_up_start():
+    """Send the signed-in user back to the provider for a fresh sign-in before a sensitive action."""
+    action = request.args.get("action", "")
+    next_url = request.args.get("next", "")
+    if action not in step_up.ACTIONS or not _is_local_path(next_url):
+        return error_response(400, "bad_step_up", "That confirmation link is not valid.")
+    session["step_up"] = {"action": action, "next": next_url}
+    try:
+        return provider_client().authorize_redirect(redirect_uri(), **step_up.authorization_params())
+    except (requests.RequestException, SignInError) as exc:
+        return _failure(502, "provider_unreachable", "The sign-in provider could not be reached.", exc)
+
+
 @bp.get("/callback")
 @limiter.limit(lambda: services.settings().login_rate_limit)
 def callback():
+    pending_step_up = session.pop("step_up", None)
     if "error" in request.args:
         return _failure(400, "provider_error", "The sign-in provider reported an error: "
-                        f"{request.args.get('error')[:60]}.", None)
+                        f"{request.args.get('error')[:60]}.", None, pending_step_up)
+    try:
+        token, claims = _verified_sign_in()
+    except _Refused as refused:
+        return _failure(*refused.args, pending_step_up)
+    settings = services.settings()
+    if pending_step_up and current_user.is_authenticated:
+        return _finish_step_up(pending_step_up, settings.oidc_issuer, token["userinfo"])
+    user = upsert_user(settings.oidc_issuer, claims, settings)
+    next_url = session.get("next")
+    start_session(user, token.get("id_token"), token["userinfo"])
+    record("signin.success", "allowed", reason="roles: " + (user.roles or "none"))
+    return redirect(next_url or url_for("main.index"))
+
+
+class _Refused(Exception):
+    """(status, code, message, cause) of a sign-in response that failed verification."""
+
+
+def _verified_sign_in() -> tuple[dict, dict]:
+    """Exchange the code and verify the ID token (and userinfo); raise _Refused naming the failed check."""
     try:
         client = provider_client()
         token = client.authorize_access_token(claims_options=_id_token_claims_options(client))
@@ -64,24 +105,42 @@ def callback():
             raise SignInError("id_token_missing", "The sign-in provider did not send an identity token.")
         claims = dict(token["userinfo"])
         claims.update(_userinfo(client, token, claims["sub"]))
+        return token, claims
     except MismatchingStateError as exc:
-        return _failure(400, "state_mismatch", "This sign-in link is stale or was tampered with.", exc)
+        raise _Refused(400, "state_mismatch", "This sign-in link is stale or was tampered with.", exc) from exc
     except OAuthError as exc:
-        return _failure(400, f"oauth_{exc.error}", "The sign-in provider refused the sign-in.", exc)
+        raise _Refused(400, f"oauth_{exc.error}", "The sign-in provider refused the sign-in.", exc) from exc
     except JoseError as exc:
-        return _failure(400, f"id_token_{exc.error}", "The identity token failed verification.", exc)
+        raise _Refused(400, f"id_token_{exc.error}", "The identity token failed verification.", exc) from exc
     except SignInError as exc:
-        return _failure(400, exc.code, str(exc), exc)
+        raise _Refused(400, exc.code, str(exc), exc) from exc
     except AuthlibBaseError as exc:
-        return _failure(400, f"oidc_{exc.error}", "The sign-in response failed verification.", exc)
+        raise _Refused(400, f"oidc_{exc.error}", "The sign-in response failed verification.", exc) from exc
     except requests.RequestException as exc:
-        return _failure(502, "provider_unreachable", "The sign-in provider could not be reached.", exc)
-    settings = services.settings()
-    user = upsert_user(settings.oidc_issuer, claims, settings)
-    next_url = session.get("next")
-    start_session(user, token.get("id_token"))
-    record("signin.success", "allowed", reason="roles: " + (user.roles or "none"))
-    return redirect(next_url or url_for("main.index"))
+        raise _Refused(502, "provider_unreachable", "The sign-in provider could not be reached.", exc) from exc
+
+
+def _finish_step_up(pending: dict, issuer: str, id_claims: dict):
+    """Grant the step-up for the one pending action when the new sign-in proves it; else refuse, kept signed in."""
+    action = pending.get("action", "")
+    login = current_login()
+    try:
+        settings = services.settings()
+        proof = step_up.grant(login, action, step_up.check_claims(
+            current_user, issuer, id_claims, max_age=settings.oidc_step_up_max_age,
+            accepted_acr=settings.oidc_step_up_acr.split()))
+    except step_up.StepUpRefused as refused:
+        record("stepup.failure", "denied", reason=refused.code, details={"step_up": action})
+        return _step_up_refused(401, refused.code, refused.message, pending)
+    record("stepup.success", "allowed", reason=f"fresh sign-in for {action}", details=proof.audit_details())
+    return redirect(pending.get("next") or url_for("main.index"))
+
+
+def _step_up_refused(status: int, code: str, message: str, pending: dict):
+    """The page that says why and offers to sign in again for the same action."""
+    retry = url_for("auth.step_up_start", action=pending.get("action"), next=pending.get("next"))
+    return error_response(status, code, message, step_up_retry=retry,
+                          step_up_purpose=step_up.ACTIONS.get(pending.get("action", ""), "continue"))
 
 
 @bp.post("/logout")
@@ -121,15 +180,69 @@ def _userinfo(client, token: dict, subject: str) -> dict:
     return info
 
 
-def _failure(status: int, code: str, message: str, exc: Exception | None):
+def _failure(status: int, code: str, message: str, exc: Exception | None, pending_step_up: dict | None = None):
     """A failed sign-in creates no session and is audited with the check that failed.
 
     Only the pending sign-in is forgotten: a forged cross-site link to the callback must not be
-    able to sign out someone who is already signed in.
+    able to sign out someone who is already signed in. A failed step-up keeps the session too.
     """
     for key in [key for key in session if key.startswith("_state_")]:
         session.pop(key)
     session.pop("next", None)
     log.warning("sign-in failed", extra={"error": code})
+    if pending_step_up and current_user.is_authenticated:
+        record("stepup.failure", "denied", reason=code, details={"step_up": pending_step_up.get("action", "")})
+        return _step_up_refused(status, code, message, pending_step_up)
     record("signin.failure", "denied", reason=code)
     return error_response(status, code, message)
+
+
+@bp.get("/sessions")
+@login_required
+def my_sessions():
+    """The signed-in user's live sessions: device, address, started, last seen; any can be ended."""
+    current = current_login()
+    rows = [session_view(login, current) for login in live_sessions(current_user.id)]
+    return render_template("auth/sessions.html", sessions=rows)
+
+
+@bp.post("/sessions/<session_id>/end")
+@login_required
+def end_my_session(session_id: str):
+    """End one of the user's own sessions (on every worker at once); ending this one signs out here."""
+    login = next((s for s in live_sessions(current_user.id) if s.id == session_id), None)
+    if login is None:
+        return error_response(404, "no_such_session", "That session has already ended or is not yours.")
+    this_one = login.id == current_login().id
+    record("session.revoked", "allowed", resource_type="login_session", resource_id=login.id,
+           reason="ended by its owner", details={"this_session": this_one})
+    if this_one:
+        end_session(login, "signed_out")
+        return redirect(url_for("auth.signin_page", reason="signed_out"))
+    end_sessions([login], "revoked")
+    flash("That session has ended. Anyone using it is signed out now.", "success")
+    return redirect(url_for("auth.my_sessions"))
+
+
+@bp.post("/backchannel-logout")
+@csrf.exempt  # the provider posts here server to server; the signed logout token is the proof
+@limiter.limit("60 per minute")
+def backchannel_logout():
+    """OIDC Back-Channel Logout: end the sessions the provider names, and cut their live connections."""
+    try:
+        claims = backchannel.verified_claims(request.form.get("logout_token", ""))
+        backchannel.remember_jti(claims)
+    except backchannel.LogoutTokenError as exc:
+        log.warning("back-channel logout refused", extra={"error": exc.code})
+        record("signout.backchannel", "denied", reason=exc.code)
+        return _no_store(jsonify(error="invalid_request", error_description=str(exc)), 400)
+    user, ended = backchannel.end_provider_sessions(claims)
+    record("signout.backchannel", "allowed", actor_id=user.id if user else None, reason="provider_logout",
+           details={"sessions": ended, "by": "sid" if "sid" in claims else "sub"})
+    return _no_store(current_app.response_class(status=200), 200)
+
+
+def _no_store(response, status: int):
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response

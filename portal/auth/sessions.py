@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import sqlalchemy as sa
+import user_agents
 from flask import g, redirect, request, session, url_for
 from flask_login import login_user, logout_user
 
@@ -18,20 +22,31 @@ from portal.db import db_session
 from portal.models import LoginSession, User
 
 TOUCH_EVERY = timedelta(seconds=30)  # at most one write per half minute per session
+# Why a session ended, as the sign-in page and the pages' live connections say it.
+SIGNED_OUT_MESSAGES = {
+    "idle_timeout": "You were signed out after a period of inactivity. Sign in again to continue.",
+    "session_expired": "Your session reached its maximum length. Sign in again to continue.",
+    "signed_out": "You have signed out.",
+    "provider_logout": "You were signed out at your sign-in provider, so the portal signed you out too.",
+    "revoked": "This session was ended from your session list or by an administrator. Sign in again to continue.",
+    "replaced": "You signed in again in this browser.",
+}
 
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def start_session(user: User, id_token: str | None) -> LoginSession:
+def start_session(user: User, id_token: str | None, claims: Mapping[str, Any]) -> LoginSession:
     """Sign the user in with a fresh session id (never reuse the pre-sign-in session)."""
     previous = current_login()
     if previous is not None and previous.ended_at is None:
-        previous.ended_at, previous.end_reason = datetime.now(timezone.utc), "replaced"
+        end_sessions([previous], "replaced")
     session.clear()
     token = secrets.token_urlsafe(32)
-    login = LoginSession(token_hash=_hash(token), user=user, id_token=id_token)
+    login = LoginSession(token_hash=_hash(token), user=user, id_token=id_token,
+                         provider_sid=_claim_text(claims.get("sid")), auth_time=claim_time(claims.get("auth_time")),
+                         source_ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:300] or None)
     db_session.add(login)
     db_session.commit()
     session["sid"] = token
@@ -48,12 +63,46 @@ def current_login() -> LoginSession | None:
 
 
 def end_session(login: LoginSession | None, reason: str) -> None:
-    if login is not None and login.ended_at is None:
-        login.ended_at = datetime.now(timezone.utc)
-        login.end_reason = reason
-        db_session.commit()
+    """End the browser's own session (sign-out) and forget it in this browser."""
+    if login is not None:
+        end_sessions([login], reason)
     logout_user()
     session.clear()
+
+
+def end_sessions(logins: Iterable[LoginSession], reason: str) -> list[LoginSession]:
+    """End these sessions now, on every worker: later requests find them ended, and their
+    open Socket.IO connections are told why and disconnected. Returns the ones that were live."""
+    now = datetime.now(timezone.utc)
+    ended = [login for login in logins if login.ended_at is None]
+    for login in ended:
+        login.ended_at, login.end_reason = now, reason
+        login.step_up_action = login.step_up_pending = None
+    db_session.commit()
+    if ended:
+        from portal.auth.sockets import disconnect_sessions
+
+        disconnect_sessions([login.id for login in ended], reason)
+    return ended
+
+
+def live_sessions(user_id: str) -> list[LoginSession]:
+    """The user's sessions that have not ended or timed out, most recently used first."""
+    now = datetime.now(timezone.utc)
+    query = (sa.select(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
+             .order_by(LoginSession.last_seen_at.desc()))
+    return [login for login in db_session.scalars(query) if expiry_reason(login, now) is None]
+
+
+def claim_time(value: object) -> datetime | None:
+    """A NumericDate claim (auth_time, iat) as an aware datetime; anything else is None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return datetime.fromtimestamp(value, timezone.utc)
+
+
+def _claim_text(value: object) -> str | None:
+    return value[:255] if isinstance(value, str) and value else None
 
 
 def expiry_reason(login: LoginSession, now: datetime) -> str | None:
@@ -117,3 +166,20 @@ def on_unauthorized():
 def _safe_next() -> str | None:
     path = request.full_path if request.query_string else request.path
     return path if path.startswith("/") and not path.startswith("//") and request.method == "GET" else None
+
+
+@dataclass(frozen=True)
+class SessionView:
+    id: str
+    device: str
+    address: str
+    started: datetime
+    last_seen: datetime
+    current: bool
+
+
+def session_view(login: LoginSession, current: LoginSession | None) -> SessionView:
+    """How a session is shown to its owner: a readable device name rather than the raw user agent."""
+    device = str(user_agents.parse(login.user_agent)) if login.user_agent else "Unknown device"
+    return SessionView(login.id, device, login.source_ip or "unknown", login.created_at, login.last_seen_at,
+                       current is not None and login.id == current.id)

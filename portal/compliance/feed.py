@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 
+from flask import request
 from flask_login import current_user
 from flask_socketio import ConnectionRefusedError, join_room
 
 from audit import Entry
 from audit.events import format_time
 from portal.access import AccessDenied, AuditUnavailable, authorize
+from portal.auth import sockets
+from portal.auth.sessions import current_login
 from portal.extensions import socketio
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,12 @@ def connect(auth: object = None) -> None:
     except AuditUnavailable:
         raise ConnectionRefusedError("the audit log is unavailable") from None
     join_room(ROOM)
+    sockets.register(request.sid, current_login().id, NAMESPACE)
+
+
+@socketio.on("disconnect", namespace=NAMESPACE)
+def disconnect(reason: object = None) -> None:
+    sockets.forget(request.sid)
 
 
 def feed_payload(entry: Entry) -> dict[str, object]:

@@ -80,6 +80,7 @@ SECTION_LABELS = {
     "fhir_bundle": "Download of your chart",
     "break_glass": "Emergency access to your chart",
     "search_result": "Your name and date of birth, in a patient search",
+    "disclosures": "The accounting of who accessed your chart (compliance review)",
 }
 
 
@@ -556,17 +557,29 @@ def _signing_key() -> SigningKey:
     return current_app.extensions["portal.audit_signing_key"]
 
 
-def verify_log(progress: Callable[[int], Any] | None = None) -> VerifyReport:
+def verify_log(progress: Callable[[int], Any] | None = None,
+               observe: Callable[[Entry], Any] | None = None) -> VerifyReport:
     """Verify the whole chain and its checkpoints against the portal's own public key.
 
     The checkpoints are those that exist when verification starts, all of them: each was signed
     under the append lock, so an intact log reaches its count, and one cut short is reported as
     truncated. (Filtering them by the current head would hide exactly that: a deleted tail lowers
     the head.) Checkpoints signed while the entries stream are left for the next run.
+    ``observe`` sees each entry as it is handed to the verifier; trust what it saw only if the
+    report is ok.
     """
     store = services.audit_store()
     checkpoints = list(store.iter_checkpoints())  # one per checkpoint_every entries: small
-    return verify(store.iter_entries(), checkpoints, verify_key(), progress)
+    entries = store.iter_entries()
+    if observe is not None:
+        entries = _observed(entries, observe)
+    return verify(entries, checkpoints, verify_key(), progress)
+
+
+def _observed(entries: Iterable[Entry], observe: Callable[[Entry], Any]) -> Iterator[Entry]:
+    for entry in entries:
+        observe(entry)
+        yield entry
 
 
 def verification_details(report: VerifyReport) -> dict[str, Any]:

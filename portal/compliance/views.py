@@ -21,6 +21,7 @@ from flask_login import current_user, login_required
 
 from audit import AuditFilter
 from portal.access import AccessDenied, AuditUnavailable, authorize
+from portal.auth import step_up
 from portal.compliance import bp, service
 from portal.compliance.service import FilterError, filter_query_args
 from portal.errors import ApiError, error_response
@@ -222,12 +223,19 @@ def _prepared_export(destination: str) -> service.PreparedExport:
     except FilterError as exc:
         authorize("audit.export", details={"valid": False})
         raise ApiError(400, "bad_format", str(exc)) from None
-    return service.authorized(
+
+    def prepare() -> tuple[step_up.StepUp, service.PreparedExport]:
+        # Only once the policy allows it: a fresh sign-in is asked of compliance officers, not of anyone.
+        proof = step_up.require("audit_export", request.full_path)
+        return proof, service.prepare_export(audit_filter, fmt)
+
+    proof, prepared = service.authorized(
         "audit.export",
-        lambda: service.prepare_export(audit_filter, fmt),
-        lambda export: export.audit_details(destination),
+        prepare,
+        lambda result: {**result[1].audit_details(destination), **result[0].audit_details()},
         refused_details={"format": fmt, "filter": audit_filter.describe()[:256], "destination": destination},
     )
+    return prepared
 
 
 @bp.get("/export")

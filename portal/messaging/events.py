@@ -40,6 +40,8 @@ from limits import parse as parse_limit
 
 from portal import policy, services
 from portal.access import AccessDenied, AuditUnavailable, authorize, record
+from portal.auth import sockets
+from portal.auth.sessions import current_login
 from portal.crypto import new_id
 from portal.db import db_session
 from portal.extensions import socketio
@@ -252,6 +254,7 @@ def on_connect(auth: Any = None) -> None:
         user = current_user._get_current_object()
         summaries = service.list_conversations(user)
         join_room(user_room(user.id))
+        sockets.register(request.sid, current_login().id, NAMESPACE)
         presence.connect(request.sid, user.id)  # only once nothing else can fail: disconnect undoes it
         SOCKET_CONNECTIONS.inc()
         emit("unread", {"conversations": {s.id: s.unread for s in summaries},
@@ -269,6 +272,7 @@ def on_disconnect(reason: Any = None) -> None:
         return
     SOCKET_CONNECTIONS.dec()
     try:
+        sockets.forget(request.sid)
         user = service.get_user(user_id)
         for conversation_id in gone:
             if user is not None:

@@ -1,10 +1,19 @@
 """SQLAlchemy 2.0 typed models. They describe data only; the rules live in services and policy."""
 from portal.models.chart import Allergy, Condition, LabResult, Medication, Patient, VisitNote
 from portal.models.messaging import Conversation, ConversationMember, ConversationRead, Message
-from portal.models.users import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LoginSession, User
+from portal.models.users import (
+    BreakGlass,
+    CareTeam,
+    CareTeamMember,
+    CareTeamPatient,
+    LoginSession,
+    SeenLogoutToken,
+    SocketConnection,
+    User,
+)
 
 __all__ = [
     "Allergy", "BreakGlass", "CareTeam", "CareTeamMember", "CareTeamPatient", "Condition", "Conversation",
     "ConversationMember", "ConversationRead", "LabResult", "LoginSession", "Medication",
-    "Message", "Patient", "User", "VisitNote",
+    "Message", "Patient", "SeenLogoutToken", "SocketConnection", "User", "VisitNote",
 ]

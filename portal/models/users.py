@@ -49,8 +49,42 @@ class LoginSession(Base):
     last_seen_at: Mapped[datetime] = timestamp_column()
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     end_reason: Mapped[str | None] = mapped_column(sa.String(40))
+    # The provider's session id ("sid" claim): a back-channel logout names it.
+    provider_sid: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # An IP address is one of HIPAA's eighteen identifiers, so both are encrypted like PHI.
+    source_ip: Mapped[str | None] = mapped_column(Encrypted(str))
+    user_agent: Mapped[str | None] = mapped_column(Encrypted(str))
+    # A fresh sign-in proven for one sensitive action, valid until step_up_expires_at.
+    step_up_action: Mapped[str | None] = mapped_column(sa.String(40))
+    step_up_auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    step_up_acr: Mapped[str | None] = mapped_column(sa.String(255))
+    step_up_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # What the user asked for before being sent to sign in again (e.g. a break-glass reason).
+    step_up_pending: Mapped[str | None] = mapped_column(Encrypted(str))
 
     user: Mapped[User] = relationship(lazy="joined")
+
+
+class SocketConnection(Base):
+    """An open Socket.IO connection of a sign-in session, so ending the session can cut it on any worker."""
+
+    __tablename__ = "socket_connection"
+
+    sid: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    login_session_id: Mapped[str] = mapped_column(sa.ForeignKey("login_session.id", ondelete="CASCADE"), index=True)
+    namespace: Mapped[str] = mapped_column(sa.String(40))
+    connected_at: Mapped[datetime] = timestamp_column()
+
+
+class SeenLogoutToken(Base):
+    """A back-channel logout token already used: its (issuer, jti) digest, kept until it would expire anyway."""
+
+    __tablename__ = "seen_logout_token"
+
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    seen_at: Mapped[datetime] = timestamp_column()
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 class CareTeam(Base):

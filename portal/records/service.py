@@ -128,10 +128,15 @@ def _same_submission(note: VisitNote, patient: Patient) -> VisitNote:
     return note
 
 
-def open_break_glass(user: User, patient: Patient, reason: str, minutes: int) -> BreakGlass:
+def checked_break_glass_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not REASON_MIN <= len(reason) <= REASON_MAX:
         raise ApiError(400, "bad_reason", f"Explain the emergency in {REASON_MIN} to {REASON_MAX} characters.")
+    return reason
+
+
+def open_break_glass(user: User, patient: Patient, reason: str, minutes: int) -> BreakGlass:
+    reason = checked_break_glass_reason(reason)
     now = datetime.now(timezone.utc)
     grant = BreakGlass(user_id=user.id, patient_id=patient.id, reason=reason, started_at=now,
                        expires_at=now + timedelta(minutes=minutes))

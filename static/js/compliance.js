@@ -68,4 +68,8 @@
   socket.on("disconnect", function () { setStatus("reconnecting", "Connection lost, reconnecting…"); });
   socket.on("connect_error", function () { setStatus("offline", "The live feed could not connect; retrying."); });
   socket.on("audit_event", render);
+  socket.on("session_ended", function (data) {
+    socket.disconnect();
+    window.location.assign("/auth/signin?reason=" + encodeURIComponent((data && data.reason) || "signed_out"));
+  });
 })();

@@ -29,7 +29,7 @@
   var IDLE_MINUTES = parseFloat(body.getAttribute("data-idle-minutes") || "15") || 15;
   var IDLE_GRACE_MS = 5000;
   var ACTIVITY_KEY = "portal.lastServerActivity";
-  var SESSION_END_CODES = ["idle_timeout", "unauthenticated", "session_expired", "signed_out"];
+  var SESSION_END_CODES = ["idle_timeout", "unauthenticated", "session_expired", "signed_out", "provider_logout", "revoked"];
   var ACTIVE_EVENTS = ["send", "typing"];
 
   var socket = window.io("/chat", { reconnectionDelay: 1000, reconnectionDelayMax: 10000 });
@@ -80,7 +80,13 @@
   });
 
   socket.on("session_ended", function (data) {
-    signIn((data && data.reason) || "idle_timeout");
+    var reason = (data && data.reason) || "idle_timeout";
+    if (reason === "replaced") {
+      // Signed in again in this browser: the cookie already names the new session.
+      window.setTimeout(function () { socket.connect(); }, 500);
+      return;
+    }
+    signIn(reason);
   });
 
   /* --- restarts -------------------------------------------------------------------------------- */

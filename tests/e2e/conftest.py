@@ -170,6 +170,16 @@ def sign_in(page: Page, login: str) -> None:
     expect(page.get_by_role("button", name="Sign out")).to_be_visible()
 
 
+def sign_in_again(page: Page, login: str) -> None:
+    """A step-up: the development provider's form asks for the password again before a sensitive action."""
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    page.get_by_label("Login").fill(login)
+    page.get_by_label("Password").fill(DEMO_PASSWORDS[login])
+    page.get_by_role("button", name="Sign in").click()
+
+
 def sign_in_npm(page: Page, subject: str) -> None:
     """On the npm provider's own pages: its login form (any password), then its consent screen."""
     from playwright.sync_api import expect

@@ -12,7 +12,16 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import ALICE, ALICE_MRN, DESKTOP, PHONE, check_accessibility, read_download, screenshot
+from tests.e2e.conftest import (
+    ALICE,
+    ALICE_MRN,
+    DESKTOP,
+    PHONE,
+    check_accessibility,
+    read_download,
+    screenshot,
+    sign_in_again,
+)
 
 REASON = "Unconscious in the emergency department; allergy list needed now."
 
@@ -39,6 +48,15 @@ def test_outside_clinician_is_refused_uses_break_glass_and_compliance_sees_it(ne
 
     reyes.get_by_label("Reason for emergency access").fill(REASON)
     reyes.get_by_role("button", name="Open chart with break-glass").click()
+
+    # Emergency access needs a fresh sign-in: the provider asks again, then Dr Reyes confirms.
+    sign_in_again(reyes, "dr.reyes")
+    expect(reyes.get_by_role("heading", name="Emergency (break-glass) access", level=1)).to_be_visible()
+    expect(reyes.get_by_role("status").filter(has_text="You signed in again")).to_be_visible()
+    expect(reyes.get_by_label("Reason for emergency access")).to_have_value(REASON)
+    check_accessibility(reyes, "break-glass confirmation after step-up")
+    screenshot(reyes, "11b-break-glass-step-up")
+    reyes.get_by_role("button", name="Confirm emergency access").click()
     expect(reyes.get_by_role("alert").filter(has_text="Emergency (break-glass) access")).to_be_visible()
     expect(reyes.get_by_role("heading", name="Alice Moreau", level=1)).to_be_visible()
     expect(reyes.get_by_role("status").filter(has_text="flagged for compliance review")).to_be_visible()
@@ -62,6 +80,14 @@ def test_outside_clinician_is_refused_uses_break_glass_and_compliance_sees_it(ne
     row.get_by_role("button", name="Mark reviewed").click()
     expect(cora.get_by_role("status").filter(has_text="marked as reviewed")).to_be_visible()
     expect(break_glass.get_by_role("row").filter(has_text=REASON)).to_contain_text("Reviewed")
+
+    # The grant's audit event records the step-up: when Dr Reyes signed in again.
+    cora.goto("/compliance/?action=break_glass.granted")
+    cora.get_by_role("table", name="Matching audit events").locator("tbody tr a").first.click()
+    expect(cora.get_by_role("heading", name=re.compile("^Audit event"), level=1)).to_be_visible()
+    expect(cora.get_by_role("row", name=re.compile("Detail: step_up break_glass"))).to_be_visible()
+    expect(cora.get_by_role("row", name=re.compile(r"Detail: step_up_auth_time \d{4}-"))).to_be_visible()
+    check_accessibility(cora, "break-glass audit event with step-up")
 
 
 def test_compliance_officer_filters_watches_the_live_feed_exports_and_verifies(new_page):
@@ -96,6 +122,7 @@ def test_compliance_officer_filters_watches_the_live_feed_exports_and_verifies(n
     export = cora.get_by_role("region", name="Export these events")
     with cora.expect_download() as info:
         export.get_by_role("link", name="CSV", exact=True).click()
+        sign_in_again(cora, "cora")  # exports need a fresh sign-in
     download = info.value
     assert download.suggested_filename.endswith(".csv")
     rows = list(csv.DictReader(io.StringIO(read_download(download).decode("utf-8"))))
@@ -104,6 +131,7 @@ def test_compliance_officer_filters_watches_the_live_feed_exports_and_verifies(n
     assert {row["outcome"] for row in rows} == {"allowed"}
 
     # The integrity check, from the console.
+    cora.goto("/compliance/")
     main_nav(cora).get_by_role("link", name="Integrity").click()
     expect(cora.get_by_role("heading", name="Audit log integrity", level=1)).to_be_visible()
     cora.get_by_role("button", name="Verify now").click()

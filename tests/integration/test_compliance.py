@@ -20,7 +20,8 @@ import socketio
 from audit import CSV_COLUMNS
 from audit.events import parse_time
 from portal.compliance.service import is_after_hours
-from tests.support.portal_server import ROOT, csrf_token, sign_in
+from tests.support.npm_idp import audit_rows
+from tests.support.portal_server import ROOT, break_glass, csrf_token, get_stepping_up, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
 
@@ -147,9 +148,10 @@ def test_break_glass_is_flagged_with_its_reason_and_can_be_reviewed(portal, cora
     refused = reyes.get(f"{portal.url}/patients/{ALICE}", timeout=10)
     assert refused.status_code == 403
     reason = f"Unconscious in the ED, need allergies now {uuid.uuid4().hex[:8]}"
-    opened = reyes.post(f"{portal.url}/patients/{ALICE}/break-glass", timeout=10,
-                        data={"reason": reason, "csrf_token": _hidden_csrf(refused.text)})
+    opened = break_glass(reyes, portal.url, ALICE, reason, "dr.reyes")
     assert opened.status_code == 200 and opened.url.endswith(f"/patients/{ALICE}")
+    granted = audit_rows(portal.env["PORTAL_DATABASE_URL"], action="break_glass.granted")[-1]
+    assert json.loads(granted["details"])["step_up"] == "break_glass"
 
     page = cora.get(f"{portal.url}/compliance/flags", timeout=10)
     assert page.status_code == 200
@@ -240,7 +242,7 @@ def test_live_feed_refuses_others(portal, login):
 
 
 def _export(session, url: str, fmt: str, **params):
-    response = session.get(f"{url}/compliance/export", params={"format": fmt, **params}, timeout=30)
+    response = get_stepping_up(session, f"{url}/compliance/export", "cora", params={"format": fmt, **params})
     assert response.status_code == 200, response.text[:500]
     return response
 
@@ -260,8 +262,8 @@ def test_csv_export_parses_and_matches_its_manifest(portal, cora, chen):
     manifest = _header_manifest(response)
     assert manifest["format"] == "csv" and manifest["count"] == len(rows) and manifest["signature"]
 
-    sidecar = cora.get(f"{portal.url}/compliance/export/manifest", timeout=10,
-                       params={"format": "csv", "patient": ALICE, "through": response.headers["X-Audit-Through"]})
+    sidecar = get_stepping_up(cora, f"{portal.url}/compliance/export/manifest", "cora",
+                              params={"format": "csv", "patient": ALICE, "through": response.headers["X-Audit-Through"]})
     assert sidecar.status_code == 200
     assert sidecar.json()["digest"] == manifest["digest"] and sidecar.json()["count"] == len(rows)
 
@@ -338,7 +340,7 @@ def test_each_export_is_audited_with_format_and_count(portal, cora):
 
 
 def test_export_with_unknown_format_is_400(portal, cora):
-    assert cora.get(f"{portal.url}/compliance/export", params={"format": "xml"}, timeout=10).status_code == 400
+    assert get_stepping_up(cora, f"{portal.url}/compliance/export", "cora", params={"format": "xml"}).status_code == 400
 
 
 # --------------------------------------------------------------------------- integrity and CLI
@@ -399,8 +401,7 @@ def test_patient_sees_who_viewed_their_chart(portal, chen):
     reyes = sign_in(portal.url, "dr.reyes")
     refused = reyes.get(f"{portal.url}/patients/{ALICE}", timeout=10)
     if refused.status_code == 403:  # no grant left open by an earlier test
-        reyes.post(f"{portal.url}/patients/{ALICE}/break-glass", timeout=10,
-                   data={"reason": "Collapsed in clinic, checking medications", "csrf_token": _hidden_csrf(refused.text)})
+        break_glass(reyes, portal.url, ALICE, "Collapsed in clinic, checking medications", "dr.reyes")
     assert reyes.get(f"{portal.url}/patients/{ALICE}", timeout=10).status_code == 200
     page = alice.get(f"{portal.url}/chart/access-log", timeout=10).text
     assert re.search(r'<tr class="flagged">\s*<td>[^<]+</td><td>Dr\. Ana Reyes</td>', page)

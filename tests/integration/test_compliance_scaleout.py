@@ -12,7 +12,7 @@ import threading
 import pytest
 import socketio
 
-from tests.support.portal_server import another_worker, running_portal, sign_in
+from tests.support.portal_server import another_worker, get_stepping_up, running_portal, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
 
@@ -41,7 +41,7 @@ def test_console_flags_charts_and_exports_on_postgres(tmp_path, postgres_url):
         flags = cora.get(f"{server.url}/compliance/flags", timeout=10)
         assert flags.status_code == 200 and "not on the patient&#39;s care team" in flags.text
 
-        export = cora.get(f"{server.url}/compliance/export", params={"format": "csv", "patient": ALICE}, timeout=30)
+        export = get_stepping_up(cora, f"{server.url}/compliance/export", "cora", params={"format": "csv", "patient": ALICE})
         rows = list(csv.DictReader(io.StringIO(export.text)))
         assert rows and int(export.headers["X-Audit-Count"]) == len(rows)
 

@@ -4,7 +4,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from tests.support.portal_server import csrf_token, sign_in
+from tests.support.portal_server import break_glass, csrf_token, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
 BOB = "00000000-0000-4000-8000-000000000002"
@@ -120,8 +120,7 @@ def test_break_glass_opens_a_refused_chart_for_a_reason(portal, sessions):
     token = re.search(r'name="csrf_token" value="([^"]+)"', refused.text).group(1)
     short = reyes.post(portal.url + f"/patients/{ALICE}/break-glass", data={"csrf_token": token, "reason": "x"}, timeout=10)
     assert short.status_code == 400
-    opened = reyes.post(portal.url + f"/patients/{ALICE}/break-glass",
-                        data={"csrf_token": token, "reason": "Unconscious in the emergency department"}, timeout=10)
+    opened = break_glass(reyes, portal.url, ALICE, "Unconscious in the emergency department", "dr.reyes")
     assert opened.status_code == 200 and "Alice Moreau" in opened.text and "break-glass" in opened.text
     granted = audit_rows(portal, action="break_glass.granted", patient_id=ALICE)
     assert granted and "Unconscious" not in str(dict(granted[0]))

@@ -14,6 +14,9 @@
 //   claims      optional override of the scope -> claims map below
 //   ttl         optional seconds per artifact: AccessToken, AuthorizationCode, IdToken,
 //               RefreshToken, Interaction, Session, Grant
+//   acrValues   optional acr values the provider advertises (acr_values_supported)
+//   loginAcr    optional acr recorded for every sign-in through the login form, so ID tokens carry it
+// Back-channel logout is enabled: clients with a backchannel_logout_uri are told when a session ends.
 import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -95,7 +98,12 @@ server.listen(config.port ?? 0, host, () => {
     pkce: { required: () => true },
     responseTypes: ['code'],
     cookies: { keys: [randomBytes(32).toString('base64url')] },
+    acrValues: config.acrValues ?? [],
+    // Outgoing calls (back-channel logout) go to the portal on loopback, which the provider's SSRF
+    // guard refuses as a special-use address; this provider only ever runs on loopback in tests.
+    fetch: (url, { dispatcher, ...options }) => globalThis.fetch(url, options),
     features: {
+      backchannelLogout: { enabled: true },
       devInteractions: { enabled: true },
       rpInitiatedLogout: { enabled: true },
       revocation: { enabled: true },
@@ -103,6 +111,16 @@ server.listen(config.port ?? 0, host, () => {
     },
     ttl: { ...DEFAULT_TTL, ...config.ttl },
   });
+  if (config.loginAcr) {
+    // The quick-start login form records no acr; stand in for a provider whose login proves one.
+    const finish = provider.interactionFinished.bind(provider);
+    provider.interactionFinished = (req, res, result, options) => finish(
+      req, res, result.login ? { ...result, login: { ...result.login, acr: config.loginAcr } } : result, options,
+    );
+  }
+  provider.on('backchannel.error', (_ctx, err, client) => process.stderr.write(
+    `backchannel.error ${client.clientId}: ${err.message} ${err.cause ?? ""}\n`,
+  ));
   provider.on('server_error', (_ctx, err) => process.stderr.write(`server_error: ${err.stack}\n`));
 
   server.on('request', provider.callback());

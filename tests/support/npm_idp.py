@@ -61,12 +61,16 @@ class NpmOidcProvider:
         *,
         ttl: dict[str, int] | None = None,
         claims: dict[str, list[str]] | None = None,
+        acr_values: list[str] | None = None,
+        login_acr: str | None = None,
         startup_timeout: float = 20.0,
     ) -> None:
         self.clients = clients
         self.accounts = accounts
         self.ttl = ttl or {}
         self.claims = claims
+        self.acr_values = acr_values or []
+        self.login_acr = login_acr
         self.startup_timeout = startup_timeout
         self.issuer = ""
         self._port = 0
@@ -130,6 +134,8 @@ class NpmOidcProvider:
             "clients": self.clients,
             "accounts": self.accounts,
             "ttl": self.ttl,
+            "acrValues": self.acr_values,
+            "loginAcr": self.login_acr,
         }
         if self.claims is not None:
             config["claims"] = self.claims
@@ -234,11 +240,13 @@ def sign_in_with_requests(session: requests.Session, authorize_url: str, login: 
     if "/interaction/" not in page.url:
         raise AssertionError(f"expected the provider's sign-in page, got HTTP {page.status_code} at {page.url}")
     issuer_prefix = page.url.split("/interaction/", 1)[0] + "/"
-    for _ in range(3):
+    for _ in range(4):
         action, fields = _only_form(page)
         prompt = fields.get("prompt")
         if prompt == "login":
             fields.update(login=login, password="any-password")
+        elif action.endswith("/session/end/confirm"):
+            pass  # another person signs in: the provider first ends the previous person's session
         elif prompt != "consent":
             raise AssertionError(f"unexpected interaction prompt {prompt!r} at {page.url}")
         response = _resume(session, session.post(action, data=fields, allow_redirects=False), issuer_prefix)

@@ -166,6 +166,36 @@ def sign_in(server_url: str, login: str, password: str | None = None,
     return session
 
 
+def sign_in_again(session: requests.Session, response: requests.Response, login: str) -> requests.Response:
+    """Answer the development provider's form that a step-up sent the browser to; returns where it comes back."""
+    assert "/devidp/authorize" in response.url and "max_age=" in response.url, f"no step-up sign-in at {response.url}"
+    form = parse_form(response.text)
+    form.fields.update(login=login, password=DEMO_PASSWORDS[login])
+    return session.post(urljoin(response.url, form.action or response.url), data=form.fields, timeout=10)
+
+
+def get_stepping_up(session: requests.Session, url: str, login: str, **kwargs) -> requests.Response:
+    """GET a page that may ask for a fresh sign-in first (audit exports): sign in again when asked."""
+    response = session.get(url, timeout=kwargs.pop("timeout", 30), **kwargs)
+    if "/devidp/authorize" in response.url:
+        response = sign_in_again(session, response, login)
+    return response
+
+
+def break_glass(session: requests.Session, server_url: str, patient_id: str, reason: str, login: str) -> requests.Response:
+    """Open a chart with break-glass as a clinician does: the reason, a fresh sign-in, then the confirmation."""
+    url = f"{server_url}/patients/{patient_id}/break-glass"
+    token = csrf_token(session, f"{server_url}/")
+    asked = session.post(url, data={"csrf_token": token, "reason": reason}, timeout=10)
+    confirm = sign_in_again(session, asked, login)
+    assert 'id="step-up-confirmed"' in confirm.text, confirm.text[:500]
+    return session.post(url, data={"csrf_token": parse_form_token(confirm.text), "reason": reason}, timeout=10)
+
+
+def parse_form_token(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
 def csrf_token(session: requests.Session, page_url: str) -> str:
     match = re.search(r'name="csrf-token" content="([^"]+)"', session.get(page_url, timeout=10).text)
     assert match, "page has no CSRF token"

@@ -40,6 +40,9 @@ MODES = (
     "unknown_kid",       # signed with a key whose kid is never published
     "hs256_secret",      # HS256 with the client secret as the key (the classic algorithm confusion)
     "no_id_token",       # the token response carries no ID token at all
+    "stale_auth_time",   # auth_time an hour ago: a sign-in too old for a step-up
+    "no_auth_time",      # auth_time removed
+    "weak_acr",          # acr says a weaker authentication than the one asked for
 )
 
 
@@ -230,6 +233,12 @@ class TamperProxy:
             claims["iss"] = self.upstream_issuer
         elif mode == "expired":
             claims.update(iat=now - 3600, exp=now - 1800, auth_time=now - 3600)
+        elif mode == "stale_auth_time":
+            claims["auth_time"] = now - 3600
+        elif mode == "no_auth_time":
+            claims.pop("auth_time", None)
+        elif mode == "weak_acr":
+            claims["acr"] = "urn:portal:test:password-only"
 
         key = self._signing[self.alg]
         header: dict[str, Any] = {"alg": self.alg, "kid": key.kid, "typ": "JWT"}

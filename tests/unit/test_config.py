@@ -92,6 +92,9 @@ def test_values_are_parsed() -> None:
     pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "soon"}, "PORTAL_SESSION_IDLE_MINUTES",
                  id="number-word"),
     pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "0"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-zero"),
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_STEP_UP_MAX_AGE": "0"}, "PORTAL_OIDC_STEP_UP_MAX_AGE", id="step-up-zero"),
+    pytest.param({**DEVELOPMENT, "PORTAL_STEP_UP_WINDOW_SECONDS": "a while"}, "PORTAL_STEP_UP_WINDOW_SECONDS",
+                 id="step-up-window-words"),
     pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "nan"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-nan"),
     pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "inf"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-inf"),
     # malformed booleans

@@ -33,6 +33,7 @@ def world(tmp_path):
         "patient": User(issuer="i", subject="p", roles="patient", patient_id=own.id),
         "clinician": User(issuer="i", subject="c", roles="clinician"),
         "compliance": User(issuer="i", subject="o", roles="compliance"),
+        "compliance+patient": User(issuer="i", subject="op", roles="compliance,patient", patient_id=own.id),
         "admin": User(issuer="i", subject="a", roles="admin"),
         "none": User(issuer="i", subject="n", roles=""),
     }
@@ -57,6 +58,13 @@ CHART_TABLE = [
     ("clinician", "stranger", "chart.read", False), ("clinician", "stranger", "chart.write", False),
     ("compliance", "own", "chart.read", False), ("admin", "own", "chart.read", False),
     ("none", "own", "chart.read", False),
+    ("patient", "own", "chart.disclosures", True), ("patient", "stranger", "chart.disclosures", False),
+    ("clinician", "own", "chart.disclosures", False), ("clinician", "stranger", "chart.disclosures", False),
+    ("compliance", "own", "chart.disclosures", True), ("compliance", "stranger", "chart.disclosures", True),
+    ("compliance+patient", "own", "chart.disclosures", True),
+    ("compliance+patient", "stranger", "chart.disclosures", True),
+    ("admin", "own", "chart.disclosures", False), ("admin", "stranger", "chart.disclosures", False),
+    ("none", "own", "chart.disclosures", False), ("none", "stranger", "chart.disclosures", False),
 ]
 
 
@@ -80,6 +88,27 @@ def test_unknown_chart_is_concealed_for_everyone(world):
 def test_clinician_outside_the_team_is_told_why(world):
     decision = can(world["users"]["clinician"], "chart.read", ChartRef(world["stranger"].id))
     assert decision.reason == "not on the patient's care team" and not decision.conceal
+
+
+# (role, chart) -> (reason, conceal) of the accounting of disclosures
+DISCLOSURES_TABLE = [
+    ("patient", "own", "own chart", False), ("compliance+patient", "own", "own chart", False),
+    ("compliance", "own", "compliance review", False), ("compliance+patient", "stranger", "compliance review", False),
+    ("clinician", "own", "requires the compliance role", False),
+    ("admin", "own", "requires the compliance role", False),
+    ("patient", "stranger", "not the patient's own chart", True), ("none", "own", "not the patient's own chart", True),
+]
+
+
+@pytest.mark.parametrize("role, chart, reason, conceal", DISCLOSURES_TABLE)
+def test_disclosures_go_to_the_patient_and_compliance(world, role, chart, reason, conceal):
+    decision = can(world["users"][role], "chart.disclosures", ChartRef(world[chart].id, "disclosures"))
+    assert (decision.reason, decision.conceal) == (reason, conceal)
+
+
+def test_disclosures_of_an_unknown_patient_are_concealed(world):
+    decision = can(world["users"]["compliance"], "chart.disclosures", ChartRef("00000000-0000-4000-8000-00000000dead"))
+    assert (decision.allowed, decision.conceal, decision.reason) == (False, True, "no such patient")
 
 
 def test_break_glass_opens_a_chart_until_it_expires(world):

@@ -1,0 +1,129 @@
+"""Step-up authentication: sensitive actions need a fresh (and, where configured, strong) sign-in.
+
+A view calls ``require(action, next_url)``. Without a live step-up for that action it raises
+``StepUpRequired``; the error handler sends the browser to ``/auth/step-up``, which goes back to
+the provider with ``max_age`` (and ``acr_values``). The callback checks the new ID token's
+``sub``, ``auth_time`` and ``acr`` and stores the result on the server-side session, for that one
+action and a short window only. The action's own audit event carries ``audit_details()``.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from portal import services
+from portal.auth.sessions import claim_time, current_login
+from portal.db import db_session
+from portal.models import LoginSession, User
+
+ACTIONS = {
+    "break_glass": "open a chart with emergency (break-glass) access",
+    "audit_export": "export the audit log",
+    "key_rotation": "re-encrypt stored data under the current primary key",
+}
+CLOCK_LEEWAY = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class StepUp:
+    action: str
+    auth_time: datetime
+    acr: str | None
+
+    def audit_details(self) -> dict[str, str | None]:
+        return {"step_up": self.action, "step_up_auth_time": self.auth_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "step_up_acr": self.acr}
+
+
+class StepUpRequired(Exception):
+    """The action needs a fresh sign-in first; ``next_url`` is where to come back to."""
+
+    def __init__(self, action: str, next_url: str):
+        super().__init__(action)
+        self.action, self.next_url = action, next_url
+
+
+class StepUpRefused(Exception):
+    """The new ID token did not prove a fresh, strong enough sign-in by the same person."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def authorization_params() -> dict[str, Any]:
+    """What the provider is asked for: a sign-in no older than max_age, with the required acr."""
+    settings = services.settings()
+    params: dict[str, Any] = {"max_age": settings.oidc_step_up_max_age}
+    if settings.oidc_step_up_acr:
+        params["acr_values"] = settings.oidc_step_up_acr
+    return params
+
+
+def check_claims(user: User, issuer: str, claims: Mapping[str, Any], *, max_age: int, accepted_acr: list[str],
+                 now: datetime | None = None) -> StepUp:
+    """Refuse unless the verified ID token is the same person, signed in recently enough, strongly enough."""
+    now = now or datetime.now(timezone.utc)
+    if str(claims.get("sub")) != user.subject or issuer != user.issuer:
+        raise StepUpRefused("step_up_other_user", "You signed in as someone else. Sign in again as yourself.")
+    auth_time = claim_time(claims.get("auth_time"))
+    if auth_time is None:
+        raise StepUpRefused("step_up_no_auth_time", "The sign-in provider did not say when you signed in.")
+    if auth_time > now + CLOCK_LEEWAY or now - auth_time > timedelta(seconds=max_age) + CLOCK_LEEWAY:
+        raise StepUpRefused("step_up_stale", "Your sign-in was not recent enough for this action.")
+    acr = claims.get("acr") if isinstance(claims.get("acr"), str) else None
+    if accepted_acr and acr not in accepted_acr:
+        raise StepUpRefused("step_up_weak", "Your sign-in was not strong enough for this action.")
+    return StepUp("", auth_time, acr)
+
+
+def grant(login: LoginSession, action: str, proof: StepUp) -> StepUp:
+    """Remember the proven step-up for this action only, for the configured window."""
+    login.step_up_action = action
+    login.step_up_auth_time = proof.auth_time
+    login.step_up_acr = proof.acr
+    login.step_up_expires_at = datetime.now(timezone.utc) + timedelta(seconds=services.settings().step_up_window_seconds)
+    db_session.commit()
+    return StepUp(action, proof.auth_time, proof.acr)
+
+
+def current(action: str) -> StepUp | None:
+    """The live step-up for ``action`` in this session, if any."""
+    login = current_login()
+    if login is None or login.step_up_action != action or login.step_up_expires_at is None:
+        return None
+    if login.step_up_expires_at <= datetime.now(timezone.utc) or login.step_up_auth_time is None:
+        return None
+    return StepUp(action, login.step_up_auth_time, login.step_up_acr)
+
+
+def require(action: str, next_url: str, pending: Mapping[str, str] | None = None) -> StepUp:
+    """The live step-up for ``action``, or StepUpRequired (keeping ``pending`` form values server-side)."""
+    proof = current(action)
+    if proof is not None:
+        return proof
+    login = current_login()
+    if login is not None and pending is not None:
+        login.step_up_pending = json.dumps({"action": action, **pending})
+        db_session.commit()
+    raise StepUpRequired(action, next_url)
+
+
+def pending(action: str) -> dict[str, str]:
+    """Form values the user submitted before being asked to sign in again (for this action only)."""
+    login = current_login()
+    if login is None or not login.step_up_pending:
+        return {}
+    values = json.loads(login.step_up_pending)
+    return values if values.pop("action", None) == action else {}
+
+
+def consume(action: str) -> None:
+    """A single-use step-up (break-glass) is spent once the action is done."""
+    login = current_login()
+    if login is not None and login.step_up_action == action:
+        login.step_up_action = login.step_up_expires_at = login.step_up_pending = None
+        db_session.commit()

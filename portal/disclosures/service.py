@@ -1,0 +1,331 @@
+"""The accounting of disclosures of one chart (in the manner of HIPAA, 45 CFR 164.528), from the audit log.
+
+A report lists every allowed audit entry about the patient over whole UTC days, by anyone but the
+patient's own accounts. It is issued only after the whole hash chain verifies and every listed
+entry is found, with the same hash, in the verified chain. Views call ``disclosure_report`` after
+``portal.access.authorize`` has decided; its ``on_verified`` hook runs before any PHI (the
+patient's name and MRN, break-glass reasons) is decrypted, so the issue can be audited first.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from audit import GENESIS_HASH, Entry, MalformedEntryError, audit_entry
+from audit.store import entry_from_row
+from portal import services
+from portal.compliance.service import user_names, verify_log
+from portal.db import db_session
+from portal.models import BreakGlass, User
+from portal.records.service import get_patient
+
+ACTION = "chart.disclosures"
+ACCOUNTING_YEARS = 6  # the accounting period a patient may ask for
+EARLIEST = date(1900, 1, 1)
+CSV_HEADER = ("time_utc", "who", "role", "what", "purpose", "break_glass", "audit_seq")
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+ACTION_LABELS = {
+    "chart.read": "Read chart",
+    "chart.write": "Wrote to chart",
+    "chart.export": "Downloaded chart",
+    "chart.note.created": "Added a visit note",
+    "chart.access_log": "Viewed who accessed the chart",
+    "chart.disclosures": "Produced an accounting of disclosures",
+    "patient.search.hit": "Search result",
+    "break_glass.open": "Break-glass access requested",
+    "break_glass.granted": "Break-glass access opened",
+    "conversation.join": "Opened the care message thread",
+    "conversation.history": "Read care messages",
+    "conversation.send": "Sent a care message",
+    "conversation.read": "Marked care messages as read",
+    "audit.review": "Reviewed a break-glass access",
+    "admin.team.patient_added": "Added to a care team",
+}
+SECTIONED_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export"})
+SECTION_NAMES = {"chart": "whole chart", "fhir_bundle": "FHIR record", "problems": "problems",
+                 "demographics": "demographics", "medications": "medications", "allergies": "allergies",
+                 "results": "results", "notes": "visit notes"}
+
+
+class DateRangeError(ValueError):
+    """A malformed date range; the message is safe to show to the user."""
+
+
+class UnverifiedLog(RuntimeError):
+    """The audit log failed verification, or an entry of the report is not part of the verified chain."""
+
+    def __init__(self, kind: str, position: int, message: str):
+        super().__init__(message)
+        self.kind, self.position, self.message = kind, position, message
+
+    def audit_details(self) -> dict[str, Any]:
+        return {"problem": self.kind, "position": self.position, "message": self.message[:256]}
+
+
+# --------------------------------------------------------------------------- the period
+
+
+@dataclass(frozen=True)
+class DateRange:
+    """Whole days in UTC, both ends included."""
+
+    start: date
+    end: date
+
+    @property
+    def since(self) -> datetime:
+        return datetime.combine(self.start, time.min, tzinfo=timezone.utc)
+
+    @property
+    def until(self) -> datetime:
+        """The exclusive upper bound: midnight after the last day."""
+        return datetime.combine(self.end + timedelta(days=1), time.min, tzinfo=timezone.utc)
+
+    def describe(self) -> str:
+        return f"{self.start.isoformat()}..{self.end.isoformat()}"
+
+
+def default_start(end: date) -> date:
+    """The same day ACCOUNTING_YEARS years earlier (28 February for 29 February)."""
+    try:
+        return end.replace(year=end.year - ACCOUNTING_YEARS)
+    except ValueError:
+        return end.replace(year=end.year - ACCOUNTING_YEARS, day=28)
+
+
+def _parse_day(text: str, name: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise DateRangeError(f"The {name} date must be a date written YYYY-MM-DD.") from None
+
+
+def parse_range(start_text: str | None, end_text: str | None, today: date | None = None) -> DateRange:
+    """The period asked for; a blank end is today (UTC) and a blank start ACCOUNTING_YEARS before the end."""
+    today = today or datetime.now(timezone.utc).date()
+    start_text, end_text = (start_text or "").strip(), (end_text or "").strip()
+    end = _parse_day(end_text, "end") if end_text else today
+    start = _parse_day(start_text, "start") if start_text else default_start(end)
+    if end > today:
+        raise DateRangeError("The end date must not be in the future (dates are in UTC).")
+    if start < EARLIEST:
+        raise DateRangeError(f"The start date must not be before {EARLIEST.isoformat()}.")
+    if start > end:
+        raise DateRangeError("The start date must not be after the end date.")
+    return DateRange(start, end)
+
+
+# --------------------------------------------------------------------------- lines
+
+
+def describe_access(action: str, resource_type: str | None) -> str:
+    """What was done, in words: e.g. "Read chart — results", "Search result"."""
+    label = ACTION_LABELS.get(action) or action.replace("_", " ").replace(".", " ").capitalize()
+    if action in SECTIONED_ACTIONS and resource_type:
+        return f"{label} — {SECTION_NAMES.get(resource_type, resource_type.replace('_', ' '))}"
+    return label
+
+
+def describe_role(actor_id: str | None, actor_role: str | None) -> str:
+    if actor_role:
+        return actor_role.replace(",", ", ").title()
+    return "Staff" if actor_id else "System"
+
+
+def csv_cell(value: str) -> str:
+    """Text a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)."""
+    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
+
+
+@dataclass(frozen=True)
+class DisclosureLine:
+    seq: int
+    time: datetime
+    who: str
+    role: str
+    what: str
+    purpose: str
+    break_glass: bool
+
+    @property
+    def time_text(self) -> str:
+        return self.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def csv_row(self) -> list[str]:
+        return [self.time_text, *(csv_cell(text) for text in (self.who, self.role, self.what, self.purpose)),
+                "yes" if self.break_glass else "no", str(self.seq)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "time": self.time_text, "who": self.who, "role": self.role, "what": self.what,
+                "purpose": self.purpose, "break_glass": self.break_glass}
+
+
+def csv_text(lines: Iterable[DisclosureLine]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(line.csv_row() for line in lines)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- the report
+
+
+@dataclass(frozen=True)
+class VerifiedLog:
+    """The report's audit entries (identifiers only), after the chain that holds them verified."""
+
+    patient_id: str
+    period: DateRange
+    entries: tuple[Entry, ...]
+    head_seq: int
+    head_hash: str
+    entries_checked: int
+
+    @property
+    def count(self) -> int:
+        return len(self.entries)
+
+
+@dataclass(frozen=True)
+class DisclosureReport:
+    patient_id: str
+    patient_name: str
+    mrn: str
+    period: DateRange
+    generated_at: datetime
+    head_seq: int
+    head_hash: str
+    entries_checked: int
+    lines: tuple[DisclosureLine, ...]
+    csv: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "csv", csv_text(self.lines))
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the CSV download: `sha256sum` of that file matches the digest printed on the page and PDF."""
+        return hashlib.sha256(self.csv.encode("utf-8")).hexdigest()
+
+    @property
+    def filename_stem(self) -> str:
+        return f"disclosures-{self.patient_id}-{self.period.start.isoformat()}-{self.period.end.isoformat()}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "patient": {"id": self.patient_id, "name": self.patient_name, "mrn": self.mrn},
+            "start": self.period.start.isoformat(), "end": self.period.end.isoformat(),
+            "generated_at": self.generated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "verification": {"head_seq": self.head_seq, "head_hash": self.head_hash,
+                             "entries_checked": self.entries_checked},
+            "count": self.count, "digest": self.digest,
+            "lines": [line.to_json() for line in self.lines],
+        }
+
+
+def disclosure_report(patient_id: str, start: date, end: date,
+                      on_verified: Callable[[VerifiedLog], Any] | None = None) -> DisclosureReport:
+    """The verified report; raises UnverifiedLog instead of issuing a report the log cannot vouch for."""
+    verified = verified_log(patient_id, DateRange(start, end))
+    if on_verified is not None:
+        on_verified(verified)
+    return _report(verified)
+
+
+def verified_log(patient_id: str, period: DateRange) -> VerifiedLog:
+    """Read the report's entries, then verify the whole chain and find each entry in it."""
+    try:
+        entries = tuple(_disclosed_entries(patient_id, period))
+    except MalformedEntryError as exc:
+        raise UnverifiedLog("malformed", exc.position, exc.message) from None
+    witness = _Witness({entry.seq for entry in entries})
+    report = verify_log(observe=witness)
+    if not report.ok:
+        problem = report.problem
+        raise UnverifiedLog(problem.kind, problem.position, problem.message)
+    for entry in entries:  # the content read for the report is exactly what was verified
+        if not entry.hash_ok() or witness.hashes.get(entry.seq) != entry.entry_hash:
+            raise UnverifiedLog("not_in_chain", entry.seq, f"seq {entry.seq} is not part of the verified chain")
+    return VerifiedLog(patient_id, period, entries, *witness.head, report.entries_checked)
+
+
+class _Witness:
+    """Notes, while the verifier streams the log, the hashes of the wanted seqs and the last entry."""
+
+    def __init__(self, wanted: set[int]):
+        self.wanted = wanted
+        self.hashes: dict[int, str] = {}
+        self.head: tuple[int, str] = (0, GENESIS_HASH)
+
+    def __call__(self, entry: Entry) -> None:
+        if entry.seq in self.wanted:
+            self.hashes[entry.seq] = entry.entry_hash
+        self.head = (entry.seq, entry.entry_hash)
+
+
+def own_accounts(patient_id: str) -> list[str]:
+    """The patient's own user accounts: their accesses are not disclosures."""
+    return list(db_session.scalars(sa.select(User.id).where(User.patient_id == patient_id)))
+
+
+def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:
+    columns = audit_entry.c
+    own = own_accounts(patient_id)
+    query = (
+        sa.select(audit_entry)
+        .where(columns.patient_id == patient_id, columns.outcome == "allowed",
+               columns.time >= period.since, columns.time < period.until,
+               sa.or_(columns.actor_id.is_(None), columns.actor_id.not_in(own)) if own else sa.true())
+        .order_by(columns.seq)
+    )
+    with services.audit_store().engine.connect() as conn:
+        return [entry_from_row(row) for row in conn.execute(query)]
+
+
+def _report(verified: VerifiedLog) -> DisclosureReport:
+    patient = get_patient(verified.patient_id, whole_chart=False)
+    events = [entry.event for entry in verified.entries]
+    names = user_names(event.actor_id for event in events)
+    grants = _grants(str(event.details["break_glass"]) for event in events if event.details.get("break_glass"))
+    return DisclosureReport(
+        patient_id=patient.id, patient_name=patient.display_name, mrn=patient.mrn, period=verified.period,
+        generated_at=datetime.now(timezone.utc), head_seq=verified.head_seq, head_hash=verified.head_hash,
+        entries_checked=verified.entries_checked,
+        lines=tuple(_line(entry, names, grants) for entry in verified.entries),
+    )
+
+
+def _grants(grant_ids: Iterable[str]) -> dict[str, BreakGlass]:
+    ids = set(grant_ids)
+    if not ids:
+        return {}
+    return {grant.id: grant for grant in db_session.scalars(sa.select(BreakGlass).where(BreakGlass.id.in_(ids)))}
+
+
+def _line(entry: Entry, names: Mapping[str, str], grants: Mapping[str, BreakGlass]) -> DisclosureLine:
+    event = entry.event
+    grant = grants.get(str(event.details.get("break_glass") or ""))
+    # The grant's own holder acted under it; a compliance review of the grant names it too, but is no emergency.
+    break_glass = grant is not None and grant.user_id == event.actor_id
+    return DisclosureLine(
+        seq=entry.seq,
+        time=event.time,
+        who=names.get(event.actor_id, "Clinic staff") if event.actor_id else "System",
+        role=describe_role(event.actor_id, event.actor_role),
+        what=describe_access(event.action, event.resource_type),
+        purpose=grant.reason if break_glass else (event.reason or ""),
+        break_glass=break_glass,
+    )

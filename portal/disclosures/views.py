@@ -1,0 +1,164 @@
+"""The accounting of disclosures as pages, CSV and PDF downloads and JSON. Thin: parse, authorize, call the service.
+
+The decision is checked before any work and a refusal is audited by ``authorize``; an issued report
+is audited (with its period, format and line count) after the audit log verified and before any PHI
+is decrypted. A log that fails verification is recorded as an error and no report is issued.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from flask import Response, jsonify, render_template, request
+from flask_login import current_user, login_required
+
+from portal import policy
+from portal.access import AccessDenied, authorize, record
+from portal.disclosures import bp, service
+from portal.disclosures.pdf import report_pdf
+from portal.disclosures.service import ACTION, DateRange, DateRangeError, DisclosureReport, UnverifiedLog
+from portal.errors import ApiError, error_response
+from portal.policy import ChartRef
+from portal.records.service import parse_id, search_patients
+from portal.records.views import _own_patient_id
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("html", "csv", "pdf")
+UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
+
+
+@bp.errorhandler(UnverifiedLog)
+def _unverified(_exc: UnverifiedLog):
+    return error_response(409, "audit_log_unverified", UNVERIFIED)
+
+
+# --------------------------------------------------------------------------- pages
+
+
+@bp.get("/me/disclosures")
+@login_required
+def mine():
+    patient_id = _own_patient_id()
+    try:
+        period = _period()
+    except DateRangeError as exc:
+        return _bad_range("disclosures/patient.html", str(exc))
+    fmt = _format()
+    report = _issued(patient_id, period, fmt)
+    return _respond(report, fmt, "disclosures/patient.html", query=_range_query(period))
+
+
+@bp.get("/compliance/disclosures")
+@login_required
+def compliance():
+    mrn, patient = (request.args.get(name, "").strip() for name in ("mrn", "patient"))
+    if not (mrn or patient):
+        authorize("audit.read", details={"view": "disclosures"})
+        period = service.parse_range(None, None)
+        return render_template("disclosures/compliance.html", report=None, error=None, form=_range_query(period),
+                               today=_today())
+    try:
+        period = _period()
+    except DateRangeError as exc:
+        return _bad_range("disclosures/compliance.html", str(exc))
+    fmt = _format()
+    patient_id = parse_id(patient) if patient else _patient_by_mrn(mrn, period, fmt)
+    report = _issued(patient_id, period, fmt, lookup="patient id" if patient else "mrn")
+    query = {"patient": patient_id, **_range_query(period)}
+    return _respond(report, fmt, "disclosures/compliance.html", query=query,
+                    form={"mrn": mrn, "patient": patient, **_range_query(period)})
+
+
+@bp.get("/api/v1/patients/<patient_id>/disclosures")
+@login_required
+def api_report(patient_id: str):
+    patient_id = parse_id(patient_id)
+    try:
+        period = _period()
+    except DateRangeError as exc:
+        raise ApiError(400, "bad_range", str(exc)) from None
+    return jsonify(_issued(patient_id, period, "json").to_json())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _issued(patient_id: str, period: DateRange, fmt: str, **extra: str) -> DisclosureReport:
+    """Refuse (audited) before any work; audit the issue once the log verified, before PHI is decrypted."""
+    resource = ChartRef(patient_id, "disclosures")
+    details: dict[str, Any] = {"range": period.describe(), "format": fmt, **extra}
+    if not policy.can(current_user, ACTION, resource).allowed:
+        authorize(ACTION, resource, details=details)  # records the refusal and raises AccessDenied
+
+    def audit_issue(verified: service.VerifiedLog) -> None:
+        authorize(ACTION, resource, details={**details, "lines": verified.count, "head_seq": verified.head_seq})
+
+    try:
+        return service.disclosure_report(patient_id, period.start, period.end, on_verified=audit_issue)
+    except UnverifiedLog as exc:
+        record(ACTION, "error", reason="audit log failed verification", patient_id=patient_id,
+               resource_type="disclosures", resource_id=patient_id, details={**details, **exc.audit_details()})
+        log.error("disclosure report refused: the audit log failed verification",
+                  extra={"problem": exc.kind, "position": exc.position})
+        raise
+
+
+def _patient_by_mrn(mrn: str, period: DateRange, fmt: str) -> str:
+    """The patient with this MRN, found through the blind index; no match is refused like an unknown id."""
+    found = search_patients(mrn=mrn)
+    if len(found) > 1:
+        raise ApiError(409, "ambiguous_mrn", "More than one patient has that MRN; enter the patient id instead.")
+    if found:
+        return found[0].id
+    decision = policy.deny("no such patient", conceal=True)
+    record(ACTION, decision.outcome, reason=decision.reason, resource_type="disclosures",
+           details={"range": period.describe(), "format": fmt, "lookup": "mrn"})
+    raise AccessDenied(decision, ACTION)
+
+
+def _respond(report: DisclosureReport, fmt: str, template: str, query: dict[str, str],
+             form: dict[str, str] | None = None):
+    """The page, or a download; ``query`` is what the download links carry."""
+    if fmt == "csv":
+        return _download(report, report.csv.encode("utf-8"), "text/csv; charset=utf-8", "csv")
+    if fmt == "pdf":
+        return _download(report, report_pdf(report), "application/pdf", "pdf")
+    return render_template(template, report=report, error=None, form=form or query, query=query, today=_today())
+
+
+def _download(report: DisclosureReport, body: bytes, mimetype: str, extension: str) -> Response:
+    return Response(body, mimetype=mimetype, headers={
+        "Content-Disposition": f'attachment; filename="{report.filename_stem}.{extension}"',
+        "X-Audit-Head-Seq": str(report.head_seq),
+        "X-Audit-Head-Hash": report.head_hash,
+        "X-Report-Digest": report.digest,
+        "X-Report-Lines": str(report.count),
+    })
+
+
+def _period() -> DateRange:
+    return service.parse_range(request.args.get("start"), request.args.get("end"))
+
+
+def _format() -> str:
+    fmt = request.args.get("format") or "html"
+    if fmt not in FORMATS:
+        raise ApiError(400, "bad_format", "The format must be csv or pdf, or left out for the page.")
+    return fmt
+
+
+def _range_query(period: DateRange) -> dict[str, str]:
+    return {"start": period.start.isoformat(), "end": period.end.isoformat()}
+
+
+def _today() -> str:
+    return datetime.now(timezone.utc).date().isoformat()
+
+
+def _bad_range(template: str, message: str):
+    """A malformed range is refused like any bad request: audited without its values, the form shown again."""
+    record("request.refused", "denied", reason="bad_range", details={"route": request.url_rule.rule, "status": 400})
+    form = {name: request.args.get(name, "") for name in ("mrn", "patient", "start", "end")}
+    return render_template(template, report=None, error=message, form=form, today=_today()), 400
