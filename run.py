@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     from portal import create_app
+    from portal.auth.sockets import watch_session_expiry
     from portal.observability import configure_logging
 
     configure_logging(settings.log_level)
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     server = eventlet.spawn(eventlet.wsgi.server, listener, app, log_output=False, debug=False,
                             socket_timeout=60, keepalive=True)
     eventlet.spawn_n(_stop_on_sigterm, server)
+    eventlet.spawn_n(watch_session_expiry, app)
     print(f"portal serving on http://{args.host}:{args.port}", flush=True)
     server.wait()
     return 0

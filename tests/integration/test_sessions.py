@@ -10,6 +10,7 @@ import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from urllib.parse import urljoin
 
 import pytest
@@ -199,6 +200,35 @@ def test_note_form_without_csrf_token_is_refused(portal: PortalServer) -> None:
     assert title in clinician.get(chart_url, timeout=10).text
 
 
+def test_json_post_without_csrf_header_is_refused(portal: PortalServer) -> None:
+    clinician = sign_in(portal.url, "dr.chen")
+    chart_url = f"{portal.url}/patients/{ALICE_PATIENT}"
+    title = f"JSON CSRF probe {time.time_ns()}"
+    refused = clinician.post(f"{portal.url}/api/v1/patients/{ALICE_PATIENT}/notes", timeout=10,
+                             json={"title": title, "text": "must not be saved"})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == "csrf"
+    assert title not in clinician.get(chart_url, timeout=10).text
+
+
+def test_socketio_refuses_a_page_from_another_origin(portal: PortalServer) -> None:
+    import socketio
+
+    from tests.support.chat import ChatClient
+
+    browser = sign_in(portal.url, "dr.chen")
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        ChatClient(portal.url, browser, origin="https://attacker.example").connect()
+    ChatClient(portal.url, browser, origin=portal.url).connect().close()  # the portal's own origin is fine
+
+
+def test_patient_search_is_rate_limited(portal: PortalServer) -> None:
+    """Search lists other people's names: no bulk harvesting (60 per minute per client)."""
+    clinician = sign_in(portal.url, "dr.chen")
+    statuses = [clinician.get(f"{portal.url}/api/v1/patients", params={"mrn": f"RC-{n:06d}"}, timeout=10).status_code
+                for n in range(61)]
+    assert set(statuses[:60]) <= {200} and statuses[60] == 429
+
+
 # --- Idle time-out -------------------------------------------------------------------------------------------
 
 def test_idle_session_is_signed_out(extra: Extra) -> None:
@@ -224,6 +254,49 @@ def test_idle_session_is_signed_out(extra: Extra) -> None:
               if e["actor_id"] == me["id"]]
     assert len(events) == 1
     assert events[0]["reason"] == "idle_timeout"
+
+
+def test_an_idle_sessions_open_connection_is_cut_without_waiting_for_its_next_event(extra: Extra) -> None:
+    """A page left open past the idle time-out stops receiving anything: the worker cuts its socket."""
+    from tests.support.chat import ChatClient
+
+    url = extra.idle.url
+    browser = sign_in(url, "dr.chen")
+    me = browser.get(url + "/api/v1/me", timeout=10).json()
+    client = ChatClient(url, browser).connect()
+    try:
+        ended = client.wait_for("session_ended", timeout=3 + 5)  # the 3 s limit, then the next sweep
+        assert ended[0]["reason"] == "idle_timeout"
+        deadline = time.monotonic() + 2
+        while client.sio.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not client.sio.connected
+    finally:
+        client.close()
+    assert browser.get(url + "/api/v1/me", timeout=10).status_code == 401
+    events = [e for e in audit_rows(extra.idle.env["PORTAL_DATABASE_URL"], action="signout.idle_timeout")
+              if e["actor_id"] == me["id"]]
+    assert len(events) == 1
+
+
+def test_a_session_ends_at_its_absolute_lifetime_even_when_active(portal: PortalServer) -> None:
+    import sqlalchemy as sa
+
+    from portal.models import LoginSession
+
+    browser = sign_in(portal.url, "bob")
+    me = browser.get(portal.url + "/api/v1/me", timeout=10).json()
+    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
+    with engine.begin() as conn:  # started 12 h 1 min ago (the default PORTAL_SESSION_MAX_HOURS is 12)
+        conn.execute(sa.update(LoginSession.__table__).where(LoginSession.__table__.c.user_id == me["id"])
+                     .values(created_at=datetime.now(timezone.utc) - timedelta(hours=12, minutes=1)))
+    engine.dispose()
+    response = browser.get(portal.url + "/chart", allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("/auth/signin?reason=session_expired")
+    events = [e for e in audit_rows(portal.env["PORTAL_DATABASE_URL"], action="signout.session_expired")
+              if e["actor_id"] == me["id"]]
+    assert len(events) == 1
 
 
 # --- Rate limit ----------------------------------------------------------------------------------------------
