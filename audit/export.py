@@ -209,12 +209,34 @@ def _jsonl_lines(
     yield _json_line(manifest.to_dict())
 
 
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FREE_TEXT_COLUMNS = frozenset({"user_agent", "reason"})  # what a client or a person may have typed
+
+
+def csv_cell(value: str) -> str:
+    """Text a spreadsheet would run as a formula gets a leading apostrophe (CSV injection).
+
+    Text that already starts with an apostrophe gets one too, so ``csv_cell_value`` undoes it exactly.
+    """
+    return "'" + value if value.startswith((*FORMULA_PREFIXES, "'")) else value
+
+
+def csv_cell_value(cell: str) -> str:
+    """The original text of a ``csv_cell`` (a verifier re-hashing CSV rows reads free text with this)."""
+    return cell[1:] if cell.startswith("'") else cell
+
+
 def csv_row(entry: Entry) -> dict[str, str]:
-    """One CSV row: identifiers as text, details as canonical JSON, None as an empty cell."""
+    """One CSV row: identifiers as text, details as canonical JSON, None as an empty cell.
+
+    Free text (a user agent is whatever the client sent, even on a failed sign-in) is made safe to
+    open in a spreadsheet; the JSON Lines export keeps every value exactly, for verification.
+    """
     values = entry.event.to_dict()
     values["details"] = canonical_json(values["details"]).decode("utf-8")
     values.update(seq=entry.seq, prev_hash=entry.prev_hash, entry_hash=entry.entry_hash)
-    return {column: "" if values[column] is None else str(values[column]) for column in CSV_COLUMNS}
+    row = {column: "" if values[column] is None else str(values[column]) for column in CSV_COLUMNS}
+    return {column: csv_cell(text) if column in FREE_TEXT_COLUMNS else text for column, text in row.items()}
 
 
 def export_csv(entries: Iterable[Entry], digest: ExportDigest | None = None) -> Iterator[str]:

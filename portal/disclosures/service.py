@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from audit import GENESIS_HASH, Entry, MalformedEntryError, audit_entry
+from audit.export import csv_cell
 from audit.store import entry_from_row
 from portal import services
 from portal.compliance.service import user_names, verify_log
@@ -30,7 +31,6 @@ ACTION = "chart.disclosures"
 ACCOUNTING_YEARS = 6  # the accounting period a patient may ask for
 EARLIEST = date(1900, 1, 1)
 CSV_HEADER = ("time_utc", "who", "role", "what", "purpose", "break_glass", "audit_seq")
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 ACTION_LABELS = {
     "chart.read": "Read chart",
@@ -138,11 +138,6 @@ def describe_role(actor_id: str | None, actor_role: str | None) -> str:
     if actor_role:
         return actor_role.replace(",", ", ").title()
     return "Staff" if actor_id else "System"
-
-
-def csv_cell(value: str) -> str:
-    """Text a spreadsheet would run as a formula gets a leading apostrophe (CSV injection)."""
-    return "'" + value if value.startswith(FORMULA_PREFIXES) else value
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ def _issued(patient_id: str, period: DateRange, fmt: str, **extra: str) -> Discl
         record(ACTION, "error", reason="audit log failed verification", patient_id=patient_id,
                resource_type="disclosures", resource_id=patient_id, details={**details, **exc.audit_details()})
         log.error("disclosure report refused: the audit log failed verification",
-                  extra={"problem": exc.kind, "position": exc.position})
+                  extra={"error": f"{exc.kind} at entry {exc.position}"})
         raise
 
 

@@ -22,14 +22,22 @@ from audit import (
     export_fhir_ndjson,
     export_manifest,
 )
-from audit.export import fhir_action_code
+from audit.export import FREE_TEXT_COLUMNS, csv_cell_value, fhir_action_code
 
 KEY = SigningKey.generate()
 WHEN = datetime(2024, 3, 1, 9, 0, 0, 42, tzinfo=timezone.utc)
 
 
+def _chain(events: list[AuditEvent]) -> list[Entry]:
+    entries, prev = [], GENESIS_HASH
+    for seq, event in enumerate(events, 1):
+        entries.append(Entry.create(seq, prev, event))
+        prev = entries[-1].entry_hash
+    return entries
+
+
 def _entries() -> list[Entry]:
-    events = [
+    return _chain([
         AuditEvent(action="chart.read", outcome="allowed", actor_id="dr-1", actor_role="clinician", patient_id="p-9",
                    resource_type="Observation", resource_id="obs-3", source_ip="10.0.0.5", request_id="r-1",
                    details={"results": 3, "paged": False}, time=WHEN),
@@ -37,12 +45,7 @@ def _entries() -> list[Entry]:
                    user_agent='Mozilla/5.0 "quoted", with comma', time=WHEN),
         AuditEvent(action="message.send", outcome="error", actor_id="p-9", actor_role="patient", patient_id="p-9",
                    details={"note": "line1\nline2"}, time=WHEN),
-    ]
-    entries, prev = [], GENESIS_HASH
-    for seq, event in enumerate(events, 1):
-        entries.append(Entry.create(seq, prev, event))
-        prev = entries[-1].entry_hash
-    return entries
+    ])
 
 
 def test_fhir_ndjson_validates_as_r4_audit_events():
@@ -70,8 +73,19 @@ def test_csv_parses_with_documented_columns_and_rows_rehash():
     assert [int(row["seq"]) for row in rows] == [1, 2, 3]
     for row, entry in zip(rows, entries, strict=True):
         event = {name: (row[name] or None) for name in CSV_COLUMNS if name not in {"seq", "prev_hash", "entry_hash"}}
+        event.update({name: csv_cell_value(row[name]) or None for name in FREE_TEXT_COLUMNS})
         event["details"] = json.loads(row["details"])
         assert compute_entry_hash(int(row["seq"]), row["prev_hash"], event) == row["entry_hash"] == entry.entry_hash
+
+
+def test_csv_free_text_cannot_run_as_a_spreadsheet_formula_and_is_recoverable():
+    typed = ['=HYPERLINK("http://evil.example","x")', "+1", "-cmd", "@SUM(A1)", "'quoted", "Mozilla/5.0"]
+    entries = _chain([AuditEvent(action="signin.failure", outcome="denied", user_agent=agent, reason="bad_state")
+                      for agent in typed])
+    rows = list(csv.DictReader(io.StringIO("".join(export_csv(entries)))))
+    assert [row["user_agent"] for row in rows[:5]] == ["'" + agent for agent in typed[:5]]
+    assert rows[5]["user_agent"] == "Mozilla/5.0"
+    assert [csv_cell_value(row["user_agent"]) for row in rows] == typed
 
 
 def test_manifest_signs_count_digest_and_filter():

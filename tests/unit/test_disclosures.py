@@ -8,6 +8,7 @@ from datetime import date, datetime, timezone
 import pytest
 
 from audit import GENESIS_HASH, AuditEvent, Entry, Problem, VerifyReport
+from audit.export import csv_cell
 from portal.disclosures import service
 from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import (
@@ -17,7 +18,6 @@ from portal.disclosures.service import (
     DisclosureLine,
     DisclosureReport,
     UnverifiedLog,
-    csv_cell,
     describe_access,
     describe_role,
     parse_range,
