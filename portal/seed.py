@@ -87,19 +87,22 @@ def _make_patient(rng: random.Random, number: int, demo, now: datetime) -> Patie
     )
     db_session.add(patient)
     db_session.flush()
-    for text in rng.sample(CONDITIONS, rng.randrange(1, 4)):
-        db_session.add(Condition(patient_id=patient.id, text=text, onset=born + timedelta(days=rng.randrange(6000, 20000))))
-    for text, dosage in rng.sample(MEDICATIONS, rng.randrange(1, 4)):
-        db_session.add(Medication(patient_id=patient.id, text=text, dosage=dosage))
-    for substance, reaction, severity in rng.sample(ALLERGIES, rng.randrange(0, 2)):
-        db_session.add(Allergy(patient_id=patient.id, substance=substance, reaction=reaction, severity=severity))
+    for order, text in enumerate(rng.sample(CONDITIONS, rng.randrange(1, 4))):
+        db_session.add(Condition(patient_id=patient.id, text=text, recorded_at=now - timedelta(minutes=order),
+                                 onset=born + timedelta(days=rng.randrange(6000, 20000))))
+    for order, (text, dosage) in enumerate(rng.sample(MEDICATIONS, rng.randrange(1, 4))):
+        db_session.add(Medication(patient_id=patient.id, text=text, dosage=dosage, recorded_at=now - timedelta(minutes=order)))
+    for order, (substance, reaction, severity) in enumerate(rng.sample(ALLERGIES, rng.randrange(0, 2))):
+        db_session.add(Allergy(patient_id=patient.id, substance=substance, reaction=reaction, severity=severity,
+                               recorded_at=now - timedelta(minutes=order)))
     for days_ago in (7, 90, 200):
-        for name, unit, low, high, minimum, maximum in rng.sample(LABS, 3):
+        for order, (name, unit, low, high, minimum, maximum) in enumerate(rng.sample(LABS, 3)):
             value = round(rng.uniform(minimum, maximum), 1)
             flag = "H" if value > high else "L" if value < low else "N"
+            # Minutes apart, so two results of one day never tie and every database lists them alike.
+            observed_at = now - timedelta(days=days_ago + rng.randrange(0, 5), minutes=order)
             db_session.add(LabResult(patient_id=patient.id, name=name, value=str(value), unit=unit,
-                                     reference_range=f"{low}–{high} {unit}", flag=flag,
-                                     observed_at=now - timedelta(days=days_ago + rng.randrange(0, 5))))
+                                     reference_range=f"{low}–{high} {unit}", flag=flag, observed_at=observed_at))
     for index in range(rng.randrange(1, 3)):
         db_session.add(VisitNote(patient_id=patient.id, title=rng.choice(NOTE_TITLES), text=rng.choice(NOTE_TEXTS),
                                  created_at=now - timedelta(days=30 * (index + 1))))
