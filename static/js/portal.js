@@ -79,6 +79,12 @@
     }
   });
 
+  // Signing out here: the server's "session ended" notice must not race the sign-out redirect.
+  var signOutForm = document.querySelector("form.signout");
+  if (signOutForm) {
+    signOutForm.addEventListener("submit", function () { leaving = true; });
+  }
+
   socket.on("session_ended", function (data) {
     var reason = (data && data.reason) || "idle_timeout";
     if (reason === "replaced") {
