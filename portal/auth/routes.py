@@ -1,4 +1,8 @@
-"""Sign-in, callback and sign-out views. Every failure ends on an error page, audited, with no session."""
+"""Sign-in, step-up, sign-out (front- and back-channel) and the user's session list.
+
+Every failed sign-in ends on an error page, audited, with no session; a failed step-up is audited
+and keeps the session it was asked from.
+"""
 from __future__ import annotations
 
 import logging
@@ -24,11 +28,10 @@ from portal.auth.sessions import (
     session_view,
     start_session,
 )
-from portal.errors import error_response
+from portal.errors import ApiError, error_response
 from portal.extensions import csrf, limiter
 
 log = logging.getLogger(__name__)
-
 
 
 @bp.get("/signin")
@@ -211,8 +214,8 @@ def my_sessions():
 def end_my_session(session_id: str):
     """End one of the user's own sessions (on every worker at once); ending this one signs out here."""
     login = next((s for s in live_sessions(current_user.id) if s.id == session_id), None)
-    if login is None:
-        return error_response(404, "no_such_session", "That session has already ended or is not yours.")
+    if login is None:  # audited as a refused request: it may be a probe for someone else's session
+        raise ApiError(404, "no_such_session", "That session has already ended or is not yours.")
     this_one = login.id == current_login().id
     record("session.revoked", "allowed", resource_type="login_session", resource_id=login.id,
            reason="ended by its owner", details={"this_session": this_one})
@@ -226,7 +229,7 @@ def end_my_session(session_id: str):
 
 @bp.post("/backchannel-logout")
 @csrf.exempt  # the provider posts here server to server; the signed logout token is the proof
-@limiter.limit("60 per minute")
+@limiter.limit("300 per minute")  # a provider may end many sessions at once
 def backchannel_logout():
     """OIDC Back-Channel Logout: end the sessions the provider names, and cut their live connections."""
     try:
