@@ -222,7 +222,7 @@ def csv_cell(value: str) -> str:
 
 
 def csv_cell_value(cell: str) -> str:
-    """The original text of a ``csv_cell`` (a verifier re-hashing CSV rows reads free text with this)."""
+    """The original text of a ``csv_cell``: what re-hashing a CSV row needs for its free-text columns."""
     return cell[1:] if cell.startswith("'") else cell
 
 

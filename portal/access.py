@@ -82,12 +82,17 @@ def record_each(action: str, outcome: str, patient_ids: list[str], *, reason: st
                         resource_id=patient_id) for patient_id in patient_ids])
 
 
+def role_label(user) -> str | None:
+    """How an audit event names a user's roles: sorted and comma-separated."""
+    return ",".join(sorted(user.role_set)) if user is not None else None
+
+
 def _event(action: str, outcome: str, *, details: Mapping | None = None, actor_id: str | None = None,
            actor_role: str | None = None, from_request: bool = True, **fields) -> AuditEvent:
     user = current_user if has_request_context() and current_user and current_user.is_authenticated else None
     return AuditEvent(
         actor_id=actor_id or (user.id if user else None),
-        actor_role=actor_role or (",".join(sorted(user.role_set)) if user else None),
+        actor_role=actor_role or role_label(user),
         action=action,
         outcome=outcome,
         details=dict(details or {}),

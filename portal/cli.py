@@ -69,7 +69,7 @@ def rotate_keys(check: bool, batch_size: int) -> None:
 
             summary = rotate(db_session.session_factory, batch_size=batch_size, progress=progress)
         record("keys.rotated", "allowed", actor_role="operator", reason="rotate-keys command",
-               details={"reencrypted": summary.reencrypted, "reindexed": summary.reindexed, "rows": summary.rows})
+               details=summary.audit_details())
         click.echo(f"re-encrypted {summary.reencrypted} values and rebuilt {summary.reindexed} index entries "
                    f"in {summary.rows} rows ({summary.skipped} already rewritten by the application)")
     _print_status(rotation_status(db_session()))

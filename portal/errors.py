@@ -10,7 +10,6 @@ from werkzeug.exceptions import HTTPException
 
 from portal.access import AccessDenied, AuditUnavailable, record
 from portal.auth import step_up
-from portal.auth.step_up import StepUpRequired
 from portal.crypto import DecryptionError
 from portal.db import end_session
 from portal.extensions import login_manager
@@ -80,8 +79,8 @@ def init_app(app: Flask) -> None:
         return error_response(403, "forbidden", f"Access refused: {exc.decision.reason}.",
                               break_glass_patient=patient_id if offer else None)
 
-    @app.errorhandler(StepUpRequired)
-    def _step_up_required(exc: StepUpRequired):
+    @app.errorhandler(step_up.StepUpRequired)
+    def _step_up_required(exc: step_up.StepUpRequired):
         start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url)
         if wants_json():
             return jsonify(error={"code": "step_up_required", "step_up_url": start,

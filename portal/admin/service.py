@@ -1,17 +1,18 @@
 """Administration: care teams and who is on them, users' sessions, and re-encryption under a new key."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
 
 import sqlalchemy as sa
 from flask import Flask
 
+from portal.access import record
 from portal.auth.sessions import end_sessions, live_sessions
-from portal.crypto import RotationSummary, active_keyring, blind_index_terms, rotate, rotation_status
+from portal.crypto import active_keyring, blind_index_terms, rotate, rotation_status
 from portal.db import db_session
 from portal.errors import ApiError
 from portal.extensions import socketio
-from portal.models import CareTeam, CareTeamMember, CareTeamPatient, LoginSession, Patient, User
+from portal.models import CareTeam, CareTeamMember, CareTeamPatient, Patient, User
 
 
 def teams_overview() -> list[dict]:
@@ -88,10 +89,8 @@ def _patient_count(team_id: str) -> int:
 
 def users_with_live_sessions() -> list[tuple[User, int]]:
     """Every user with at least one live session, and how many."""
-    users = db_session.scalars(sa.select(User).join(LoginSession, LoginSession.user_id == User.id)
-                               .where(LoginSession.ended_at.is_(None)).distinct()).all()
-    counted = [(user, len(live_sessions(user.id))) for user in users]
-    return sorted(((user, n) for user, n in counted if n), key=lambda row: row[0].display_name or "")
+    counts = Counter(login.user for login in live_sessions())
+    return sorted(counts.items(), key=lambda row: row[0].display_name or "")
 
 
 def end_all_sessions(user_id: str) -> tuple[User, int]:
@@ -113,16 +112,19 @@ def key_status() -> dict:
     return {**rotation_status(db_session()), "primary": keyring.primary, "index_primary": keyring.index_primary}
 
 
-def start_rotation(app: Flask, on_done: Callable[[RotationSummary | None], None]) -> bool:
-    """Re-encrypt in the background (online, resumable); False when this worker is already rotating."""
+def start_rotation(app: Flask, actor_id: str, actor_role: str | None, step_up_details: dict) -> bool:
+    """Re-encrypt in the background (online, resumable); False when this worker is already rotating.
+
+    The outcome is audited as ``keys.rotated`` for the administrator who started it, with their step-up.
+    """
     if rotation_state["running"]:
         return False
     rotation_state.update(running=True, done=0, total=0)
-    socketio.start_background_task(_rotate, app, on_done)
+    socketio.start_background_task(_rotate, app, actor_id, actor_role, step_up_details)
     return True
 
 
-def _rotate(app: Flask, on_done: Callable[[RotationSummary | None], None]) -> None:
+def _rotate(app: Flask, actor_id: str, actor_role: str | None, step_up_details: dict) -> None:
     def progress(done: int, total: int) -> None:
         rotation_state.update(done=done, total=total)
         socketio.sleep(0)  # between batches: let the worker serve requests meanwhile
@@ -134,4 +136,6 @@ def _rotate(app: Flask, on_done: Callable[[RotationSummary | None], None]) -> No
         finally:
             rotation_state["running"] = False
             db_session.remove()
-            on_done(summary)
+            record("keys.rotated", "allowed" if summary else "error", actor_id=actor_id, actor_role=actor_role,
+                   reason="started from the web console", from_request=False,
+                   details={**(summary.audit_details() if summary else {}), **step_up_details})

@@ -4,10 +4,9 @@ from __future__ import annotations
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from portal.access import authorize, record
+from portal.access import authorize, record, role_label
 from portal.admin import bp, service
 from portal.auth import step_up
-from portal.crypto import RotationSummary
 from portal.records.service import parse_id
 
 
@@ -105,18 +104,11 @@ def keys():
 def rotate_keys():
     """Re-encrypt everything under the primary key; asks for a fresh sign-in first."""
     proof = step_up.current("key_rotation")
-    authorize("admin.keys", details={"change": "rotate", **(proof.audit_details() if proof else {"step_up": "required"})})
+    authorize("admin.keys", details={"change": "rotate", **step_up.details(proof)})
     if proof is None:
-        step_up.require("key_rotation", url_for("admin.keys"))
-    actor_id, actor_role = current_user.id, ",".join(sorted(current_user.role_set))
-
-    def audit_result(summary: RotationSummary | None) -> None:
-        details = {"reencrypted": summary.reencrypted, "reindexed": summary.reindexed, "rows": summary.rows} \
-            if summary else {}
-        record("keys.rotated", "allowed" if summary else "error", actor_id=actor_id, actor_role=actor_role,
-               reason="started from the web console", details={**details, **proof.audit_details()}, from_request=False)
-
-    if service.start_rotation(current_app._get_current_object(), audit_result):
+        step_up.ask("key_rotation", url_for("admin.keys"))
+    if service.start_rotation(current_app._get_current_object(), current_user.id, role_label(current_user),
+                              proof.audit_details()):
         step_up.consume("key_rotation")
         record("keys.rotation_started", "allowed", reason="web console", details=proof.audit_details())
         flash("Re-encryption started. The counts below fall to zero for the old keys as it proceeds.", "success")

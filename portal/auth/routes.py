@@ -10,7 +10,7 @@ import logging
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
-from flask import current_app, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from joserfc.errors import JoseError
 
@@ -238,14 +238,8 @@ def backchannel_logout():
     except backchannel.LogoutTokenError as exc:
         log.warning("back-channel logout refused", extra={"error": exc.code})
         record("signout.backchannel", "denied", reason=exc.code)
-        return _no_store(jsonify(error="invalid_request", error_description=str(exc)), 400)
+        return jsonify(error="invalid_request", error_description=str(exc)), 400
     user, ended = backchannel.end_provider_sessions(claims)
     record("signout.backchannel", "allowed", actor_id=user.id if user else None, reason="provider_logout",
            details={"sessions": ended, "by": "sid" if "sid" in claims else "sub"})
-    return _no_store(current_app.response_class(status=200), 200)
-
-
-def _no_store(response, status: int):
-    response.status_code = status
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return "", 200

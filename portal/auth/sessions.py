@@ -45,7 +45,7 @@ def start_session(user: User, id_token: str | None, claims: Mapping[str, Any]) -
     session.clear()
     token = secrets.token_urlsafe(32)
     login = LoginSession(token_hash=_hash(token), user=user, id_token=id_token,
-                         provider_sid=_claim_text(claims.get("sid")), auth_time=claim_time(claims.get("auth_time")),
+                         provider_sid=_claim_text(claims.get("sid")),
                          source_ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:300] or None)
     db_session.add(login)
     db_session.commit()
@@ -56,10 +56,15 @@ def start_session(user: User, id_token: str | None, claims: Mapping[str, Any]) -
 
 
 def current_login() -> LoginSession | None:
+    """This browser's session row, read once per request (or Socket.IO event) for the token it holds."""
     token = session.get("sid")
     if not token:
         return None
-    return db_session.scalars(sa.select(LoginSession).where(LoginSession.token_hash == _hash(token))).first()
+    cached = g.get("_login_session")
+    if cached is None or cached[0] != token:
+        login = db_session.scalars(sa.select(LoginSession).where(LoginSession.token_hash == _hash(token))).first()
+        g._login_session = cached = (token, login)
+    return cached[1]
 
 
 def end_session(login: LoginSession | None, reason: str) -> None:
@@ -86,11 +91,12 @@ def end_sessions(logins: Iterable[LoginSession], reason: str) -> list[LoginSessi
     return ended
 
 
-def live_sessions(user_id: str) -> list[LoginSession]:
-    """The user's sessions that have not ended or timed out, most recently used first."""
+def live_sessions(user_id: str | None = None) -> list[LoginSession]:
+    """The user's (or everyone's) sessions that have not ended or timed out, most recently used first."""
     now = datetime.now(timezone.utc)
-    query = (sa.select(LoginSession).where(LoginSession.user_id == user_id, LoginSession.ended_at.is_(None))
-             .order_by(LoginSession.last_seen_at.desc()))
+    query = sa.select(LoginSession).where(LoginSession.ended_at.is_(None)).order_by(LoginSession.last_seen_at.desc())
+    if user_id is not None:
+        query = query.where(LoginSession.user_id == user_id)
     return [login for login in db_session.scalars(query) if expiry_reason(login, now) is None]
 
 
@@ -134,22 +140,29 @@ def load_user(user_id: str) -> User | None:
 
 
 def _expire(login: LoginSession, reason: str) -> None:
-    from portal.access import record
-
-    already_ended = login.ended_at is not None
-    if not already_ended:
+    if login.ended_at is None:
         # We run inside flask-login's user loader: without a user in g, record() would read
         # current_user, which calls this loader again (endless recursion, then a 500).
         from portal.extensions import login_manager
 
         g._login_user = login_manager.anonymous_user()
-        record("signout." + reason, "allowed", actor_id=login.user_id,
-               actor_role=",".join(sorted(login.user.role_set)) or None, reason=reason)
-        login.ended_at = datetime.now(timezone.utc)
-        login.end_reason = reason
-        db_session.commit()
+        end_timed_out(login, reason)
     g.session_end_reason = reason
     session.clear()
+
+
+def end_timed_out(login: LoginSession, reason: str, from_request: bool = True) -> None:
+    """End a timed-out session once, whichever worker notices first; that one writes the audit event."""
+    from portal.access import record, role_label
+
+    claimed = db_session.execute(
+        sa.update(LoginSession).where(LoginSession.id == login.id, LoginSession.ended_at.is_(None))
+        .values(ended_at=datetime.now(timezone.utc), end_reason=reason)
+    ).rowcount
+    db_session.commit()
+    if claimed:
+        record("signout." + reason, "allowed", actor_id=login.user_id, actor_role=role_label(login.user) or None,
+               reason=reason, from_request=from_request)
 
 
 def on_unauthorized():

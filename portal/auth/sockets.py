@@ -13,13 +13,12 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from flask import Flask
 
-from portal.auth.sessions import SIGNED_OUT_MESSAGES, expiry_reason
+from portal.auth.sessions import SIGNED_OUT_MESSAGES, end_timed_out, expiry_reason
 from portal.db import db_session
 from portal.extensions import socketio
 from portal.models import LoginSession, SocketConnection
 
 log = logging.getLogger(__name__)
-
 
 
 def register(sid: str, login_session_id: str, namespace: str) -> None:
@@ -38,49 +37,48 @@ def disconnect_sessions(login_session_ids: list[str], reason: str) -> int:
         sa.select(SocketConnection.sid, SocketConnection.namespace)
         .where(SocketConnection.login_session_id.in_(login_session_ids))
     ).all()
-    payload = {"reason": reason, "message": SIGNED_OUT_MESSAGES.get(reason, "Your session ended.")}
     for sid, namespace in rows:
-        try:
-            socketio.emit("session_ended", payload, to=sid, namespace=namespace)
-            socketio.server.disconnect(sid, namespace=namespace)
-        except Exception as exc:  # noqa: BLE001 - the session is already ended; every later event is refused
-            log.warning("socket disconnect failed", extra={"error": type(exc).__name__})
+        _cut(sid, namespace, reason)
     db_session.execute(sa.delete(SocketConnection).where(SocketConnection.login_session_id.in_(login_session_ids)))
     db_session.commit()
     return len(rows)
 
 
 def disconnect_expired() -> int:
-    """Cut this worker's connections whose session timed out (idle or too old) since they connected.
+    """Cut this worker's connections whose session ended or timed out (idle or too old) since they connected.
 
     Without this, a page left open past the idle time-out would keep receiving room broadcasts until
-    its next event. The session is marked ended once (whichever worker gets there first audits it).
+    its next event.
     """
-    from portal.access import record
-
     rows = db_session.execute(
-        sa.select(SocketConnection.sid, SocketConnection.namespace, LoginSession)
-        .join(LoginSession, LoginSession.id == SocketConnection.login_session_id)
-    ).all()
+        sa.select(SocketConnection.sid, SocketConnection.namespace, SocketConnection.login_session_id)).all()
+    local = [(sid, namespace, login_id) for sid, namespace, login_id in rows
+             if socketio.server.manager.is_connected(sid, namespace)]
+    if not local:
+        return 0
+    logins = {login.id: login for login in db_session.scalars(
+        sa.select(LoginSession).where(LoginSession.id.in_({login_id for _, _, login_id in local})))}
     now = datetime.now(timezone.utc)
     cut = 0
-    for sid, namespace, login in rows:
-        reason = expiry_reason(login, now)
-        if reason is None or not socketio.server.manager.is_connected(sid, namespace):
+    for sid, namespace, login_id in local:
+        login = logins.get(login_id)
+        reason = expiry_reason(login, now) if login is not None else "signed_out"
+        if reason is None:
             continue
-        claimed = db_session.execute(
-            sa.update(LoginSession).where(LoginSession.id == login.id, LoginSession.ended_at.is_(None))
-            .values(ended_at=now, end_reason=reason)
-        ).rowcount
-        db_session.commit()
-        if claimed:
-            record("signout." + reason, "allowed", actor_id=login.user_id, reason=reason,
-                   actor_role=",".join(sorted(login.user.role_set)) or None, from_request=False)
-        socketio.emit("session_ended", {"reason": reason, "message": SIGNED_OUT_MESSAGES.get(reason, "")},
-                      to=sid, namespace=namespace)
-        socketio.server.disconnect(sid, namespace=namespace)
+        if login is not None and login.ended_at is None:
+            end_timed_out(login, reason, from_request=False)
+        _cut(sid, namespace, reason)
         cut += 1
     return cut
+
+
+def _cut(sid: str, namespace: str, reason: str) -> None:
+    try:
+        socketio.emit("session_ended", {"reason": reason, "message": SIGNED_OUT_MESSAGES.get(reason, "Your session ended.")},
+                      to=sid, namespace=namespace)
+        socketio.server.disconnect(sid, namespace=namespace)
+    except Exception as exc:  # noqa: BLE001 - the session is already ended; every later event is refused
+        log.warning("socket disconnect failed", extra={"error": type(exc).__name__})
 
 
 def watch_session_expiry(app: Flask) -> None:

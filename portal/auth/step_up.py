@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 from portal import services
 from portal.auth.sessions import claim_time, current_login
@@ -77,7 +77,7 @@ def check_claims(user: User, issuer: str, claims: Mapping[str, Any], *, max_age:
     acr = claims.get("acr") if isinstance(claims.get("acr"), str) else None
     if accepted_acr and acr not in accepted_acr:
         raise StepUpRefused("step_up_weak", "Your sign-in was not strong enough for this action.")
-    return StepUp("", auth_time, acr)
+    return StepUp("", auth_time, acr)  # the action is filled in by grant()
 
 
 def grant(login: LoginSession, action: str, proof: StepUp) -> StepUp:
@@ -87,7 +87,7 @@ def grant(login: LoginSession, action: str, proof: StepUp) -> StepUp:
     login.step_up_acr = proof.acr
     login.step_up_expires_at = datetime.now(timezone.utc) + timedelta(seconds=services.settings().step_up_window_seconds)
     db_session.commit()
-    return StepUp(action, proof.auth_time, proof.acr)
+    return replace(proof, action=action)
 
 
 def current(action: str) -> StepUp | None:
@@ -95,21 +95,28 @@ def current(action: str) -> StepUp | None:
     login = current_login()
     if login is None or login.step_up_action != action or login.step_up_expires_at is None:
         return None
-    if login.step_up_expires_at <= datetime.now(timezone.utc) or login.step_up_auth_time is None:
+    if login.step_up_expires_at <= datetime.now(timezone.utc):
         return None
     return StepUp(action, login.step_up_auth_time, login.step_up_acr)
 
 
-def require(action: str, next_url: str, pending: Mapping[str, str] | None = None) -> StepUp:
-    """The live step-up for ``action``, or StepUpRequired (keeping ``pending`` form values server-side)."""
-    proof = current(action)
-    if proof is not None:
-        return proof
+def details(proof: StepUp | None) -> dict[str, str | None]:
+    """What the action's audit event says about the step-up: the proof, or that one is required first."""
+    return proof.audit_details() if proof is not None else {"step_up": "required"}
+
+
+def ask(action: str, next_url: str, pending: Mapping[str, str] | None = None) -> NoReturn:
+    """Send the user to sign in again, keeping ``pending`` form values server-side until they return."""
     login = current_login()
     if login is not None and pending is not None:
         login.step_up_pending = json.dumps({"action": action, **pending})
         db_session.commit()
     raise StepUpRequired(action, next_url)
+
+
+def require(action: str, next_url: str) -> StepUp:
+    """The live step-up for ``action``, or StepUpRequired."""
+    return current(action) or ask(action, next_url)
 
 
 def pending(action: str) -> dict[str, str]:

@@ -42,6 +42,9 @@ class RotationSummary:
     rows: int = 0  # rows examined
     batches: int = 0
 
+    def audit_details(self) -> dict[str, int]:
+        return {"reencrypted": self.reencrypted, "reindexed": self.reindexed, "rows": self.rows}
+
 
 def rotation_status(
     bind: Session | Engine | Connection,

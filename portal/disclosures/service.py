@@ -12,8 +12,9 @@ import csv
 import hashlib
 import io
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
@@ -201,16 +202,16 @@ class DisclosureReport:
     head_hash: str
     entries_checked: int
     lines: tuple[DisclosureLine, ...]
-    csv: str = field(init=False, repr=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "csv", csv_text(self.lines))
+    @cached_property
+    def csv(self) -> str:
+        return csv_text(self.lines)
 
     @property
     def count(self) -> int:
         return len(self.lines)
 
-    @property
+    @cached_property
     def digest(self) -> str:
         """SHA-256 of the CSV download: `sha256sum` of that file matches the digest printed on the page and PDF."""
         return hashlib.sha256(self.csv.encode("utf-8")).hexdigest()

@@ -39,7 +39,7 @@ from flask_socketio import ConnectionRefusedError, disconnect, emit, join_room, 
 from limits import parse as parse_limit
 
 from portal import policy, services
-from portal.access import AccessDenied, AuditUnavailable, authorize, record
+from portal.access import AccessDenied, AuditUnavailable, authorize, record, role_label
 from portal.auth import sockets
 from portal.auth.sessions import current_login
 from portal.crypto import new_id
@@ -413,7 +413,7 @@ def _evict_revoked_listeners(conversation: Conversation) -> None:
             allowed[user_id] = user is not None and policy.can(user, "conversation.join", conversation).allowed
             if not allowed[user_id]:
                 record("conversation.join", "denied", reason="membership revoked", actor_id=user_id,
-                       actor_role=",".join(sorted(user.role_set)) if user else None, resource_type="conversation",
+                       actor_role=role_label(user), resource_type="conversation",
                        resource_id=conversation.id, patient_id=conversation.patient_id, from_request=False)
         if not allowed[user_id]:
             socketio.server.leave_room(sid, conversation_room(conversation.id), namespace=NAMESPACE)

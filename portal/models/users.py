@@ -51,7 +51,6 @@ class LoginSession(Base):
     end_reason: Mapped[str | None] = mapped_column(sa.String(40))
     # The provider's session id ("sid" claim): a back-channel logout names it.
     provider_sid: Mapped[str | None] = mapped_column(sa.String(255), index=True)
-    auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # An IP address is one of HIPAA's eighteen identifiers, so both are encrypted like PHI.
     source_ip: Mapped[str | None] = mapped_column(Encrypted(str))
     user_agent: Mapped[str | None] = mapped_column(Encrypted(str))

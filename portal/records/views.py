@@ -127,8 +127,7 @@ def break_glass_form(patient_id: str):
     """Where a clinician confirms emergency access after signing in again; it shows nothing of the chart."""
     patient_id = service.parse_id(patient_id)
     proof = step_up.current("break_glass")
-    authorize("break_glass.open", ChartRef(patient_id, "break_glass"),
-              details={"stage": "form", **(proof.audit_details() if proof else {"step_up": "required"})})
+    authorize("break_glass.open", ChartRef(patient_id, "break_glass"), details={"stage": "form", **step_up.details(proof)})
     return render_template("records/break_glass.html", patient_id=patient_id, proof=proof,
                            reason=step_up.pending("break_glass").get("reason", ""),
                            minutes=services.settings().break_glass_minutes)
@@ -139,21 +138,18 @@ def break_glass_form(patient_id: str):
 def break_glass(patient_id: str):
     """Emergency access needs a typed reason and a fresh sign-in; the step-up is spent by this one grant."""
     patient_id = service.parse_id(patient_id)
-    reason = service.checked_break_glass_reason(request.form.get("reason"))
     proof = step_up.current("break_glass")
-    authorize("break_glass.open", ChartRef(patient_id, "break_glass"),
-              details=proof.audit_details() if proof else {"step_up": "required"})
+    authorize("break_glass.open", ChartRef(patient_id, "break_glass"), details=step_up.details(proof))
+    reason = service.checked_break_glass_reason(request.form.get("reason"))
     if proof is None:
-        step_up.require("break_glass", url_for("records.break_glass_form", patient_id=patient_id),
-                        pending={"reason": reason})
-    patient = service.get_patient(patient_id)
-    grant = service.open_break_glass(current_user, patient, reason, services.settings().break_glass_minutes)
+        step_up.ask("break_glass", url_for("records.break_glass_form", patient_id=patient_id), pending={"reason": reason})
+    minutes = services.settings().break_glass_minutes
+    grant = service.open_break_glass(current_user, service.get_patient(patient_id), reason, minutes)
     step_up.consume("break_glass")
     record("break_glass.granted", "allowed", patient_id=patient_id, resource_type="break_glass",
            resource_id=grant.id, reason="emergency access with typed reason",
            details={"break_glass": grant.id, **proof.audit_details()})
-    flash(f"Emergency access granted for {services.settings().break_glass_minutes} minutes. "
-          "This access is flagged for compliance review.", "warning")
+    flash(f"Emergency access granted for {minutes} minutes. This access is flagged for compliance review.", "warning")
     return redirect(url_for("records.chart", patient_id=patient_id))
 
 

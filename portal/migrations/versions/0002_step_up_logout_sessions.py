@@ -37,7 +37,6 @@ def upgrade() -> None:
 
     with op.batch_alter_table('login_session', schema=None) as batch_op:
         batch_op.add_column(sa.Column('provider_sid', sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column('auth_time', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('source_ip', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('user_agent', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('step_up_action', sa.String(length=40), nullable=True))
@@ -61,7 +60,6 @@ def downgrade() -> None:
         batch_op.drop_column('step_up_action')
         batch_op.drop_column('user_agent')
         batch_op.drop_column('source_ip')
-        batch_op.drop_column('auth_time')
         batch_op.drop_column('provider_sid')
 
     with op.batch_alter_table('socket_connection', schema=None) as batch_op:
