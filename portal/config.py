@@ -119,6 +119,8 @@ class Settings:
     session_idle_minutes: float = _setting("PORTAL_SESSION_IDLE_MINUTES", 15, _as_positive_number)
     session_max_hours: int = _setting("PORTAL_SESSION_MAX_HOURS", 12, _as_positive_int)
     login_rate_limit: str = _setting("PORTAL_LOGIN_RATE_LIMIT", "10 per minute", _as_rate_limit)
+    # Each accounting of disclosures verifies the whole audit log: a per-user limit keeps workers free.
+    report_rate_limit: str = _setting("PORTAL_REPORT_RATE_LIMIT", "10 per minute", _as_rate_limit)
     ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://")
     message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "")
     message_max_bytes: int = _setting("PORTAL_MESSAGE_MAX_BYTES", 4096, _as_positive_int)

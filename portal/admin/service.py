@@ -93,12 +93,17 @@ def users_with_live_sessions() -> list[tuple[User, int]]:
     return sorted(counts.items(), key=lambda row: row[0].display_name or "")
 
 
+def account_label(user: User) -> str:
+    """Staff by name; a patient only as an account id (administrators see no patient names)."""
+    return f"Patient account {user.id[:8]}" if user.has_role("patient") else (user.display_name or user.id)
+
+
 def end_all_sessions(user_id: str) -> tuple[User, int]:
     """End every session of one user, on every worker, and cut their open connections."""
     user = db_session.get(User, user_id)
     if user is None:
         raise ApiError(404, "no_such_user", "There is no such user.")
-    return user, len(end_sessions(live_sessions(user.id), "revoked"))
+    return user, len(end_sessions(live_sessions(user.id), "revoked", not_before=True))
 
 
 # --------------------------------------------------------------------------- encryption keys

@@ -72,7 +72,8 @@ def _team_to_change(team_id: str, change: str):
 @login_required
 def sessions():
     authorize("admin.sessions")
-    return render_template("admin/sessions.html", users=service.users_with_live_sessions())
+    return render_template("admin/sessions.html", users=service.users_with_live_sessions(),
+                           account_label=service.account_label)
 
 
 @bp.post("/users/<user_id>/sessions/end")
@@ -84,7 +85,7 @@ def end_user_sessions(user_id: str):
     user, ended = service.end_all_sessions(user_id)
     record("session.revoked", "allowed", resource_type="user", resource_id=user.id, reason="ended by an administrator",
            details={"user": user.id, "sessions": ended})
-    flash(f"Ended {ended} session(s) of {user.display_name}.", "success")
+    flash(f"Ended {ended} session(s) of {service.account_label(user)}.", "success")
     return redirect(url_for("admin.sessions"))
 
 
@@ -105,11 +106,10 @@ def rotate_keys():
     """Re-encrypt everything under the primary key; asks for a fresh sign-in first."""
     proof = step_up.current("key_rotation")
     authorize("admin.keys", details={"change": "rotate", **step_up.details(proof)})
-    if proof is None:
+    if proof is None or not step_up.consume("key_rotation"):  # single use, even for requests racing this one
         step_up.ask("key_rotation", url_for("admin.keys"))
     if service.start_rotation(current_app._get_current_object(), current_user.id, role_label(current_user),
                               proof.audit_details()):
-        step_up.consume("key_rotation")
         record("keys.rotation_started", "allowed", reason="web console", details=proof.audit_details())
         flash("Re-encryption started. The counts below fall to zero for the old keys as it proceeds.", "success")
     else:

@@ -9,6 +9,7 @@ in the database, so a replay to any worker is refused.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,6 +29,8 @@ from portal.models import LoginSession, SeenLogoutToken, User
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 MAX_TOKEN_AGE = timedelta(minutes=5)  # older logout tokens are refused, so seen jtis need keeping only this long
 LEEWAY_SECONDS = 30
+JWKS_REFETCH_EVERY = 60.0  # seconds
+_last_refetch = -JWKS_REFETCH_EVERY
 
 
 class LogoutTokenError(ValueError):
@@ -48,7 +51,7 @@ def verified_claims(token: str) -> dict[str, Any]:
         raise LogoutTokenError("provider_unreachable", "The provider's keys could not be fetched.") from exc
     except JoseError as exc:
         raise LogoutTokenError(f"logout_token_{exc.error}", "The logout token failed verification.") from exc
-    if decoded.header.get("typ", "logout+jwt").lower() not in {"logout+jwt", "jwt"}:
+    if decoded.header.get("typ", "logout+jwt").lower() not in {"logout+jwt", "application/logout+jwt", "jwt"}:
         raise LogoutTokenError("logout_token_typ", "The token is not a logout token.")
     claims = dict(decoded.claims)
     _check_claims(claims, metadata["issuer"], client.client_id)
@@ -56,10 +59,15 @@ def verified_claims(token: str) -> dict[str, Any]:
 
 
 def _decode(token: str, fetch_jwk_set: Callable[..., dict], algorithms: list[str]) -> jwt.Token:
-    """Verify the signature; an unknown key id refetches the provider's keys once (key rotation)."""
+    """Verify the signature; an unknown key id refetches the provider's keys (key rotation), at most
+    once a minute per worker, so forged tokens cannot make the portal hammer the provider."""
+    global _last_refetch
     try:
         return jwt.decode(token, KeySet.import_key_set(fetch_jwk_set()), algorithms=algorithms)
     except InvalidKeyIdError:
+        if time.monotonic() - _last_refetch < JWKS_REFETCH_EVERY:
+            raise
+        _last_refetch = time.monotonic()
         return jwt.decode(token, KeySet.import_key_set(fetch_jwk_set(force=True)), algorithms=algorithms)
 
 
@@ -69,6 +77,7 @@ def _check_claims(claims: dict[str, Any], issuer: str, client_id: str) -> None:
         iss={"essential": True, "value": issuer},
         aud={"essential": True, "value": client_id},
         iat={"essential": True},
+        exp={"essential": True},  # required since the specification's errata set 1
         jti={"essential": True},
     )
     try:
@@ -90,13 +99,17 @@ def _check_claims(claims: dict[str, Any], issuer: str, client_id: str) -> None:
 
 
 def remember_jti(claims: dict[str, Any]) -> None:
-    """Accept each (issuer, jti) once across every worker; a second use is a replay."""
+    """Accept each (issuer, jti) once across every worker; a second use is a replay.
+
+    Only flushed: it commits together with the sessions it ends, so a failure there lets the
+    provider's retry through instead of refusing it as a replay.
+    """
     now = datetime.now(timezone.utc)
     digest = hashlib.sha256(f"{claims['iss']}\n{claims['jti']}".encode()).hexdigest()
     db_session.execute(sa.delete(SeenLogoutToken).where(SeenLogoutToken.expires_at < now))
     db_session.add(SeenLogoutToken(digest=digest, expires_at=now + MAX_TOKEN_AGE + timedelta(seconds=LEEWAY_SECONDS)))
     try:
-        db_session.commit()
+        db_session.flush()
     except sa.exc.IntegrityError:
         db_session.rollback()
         raise LogoutTokenError("logout_token_replayed", "This logout token was already used.") from None
@@ -109,6 +122,7 @@ def end_provider_sessions(claims: dict[str, Any]) -> tuple[User | None, int]:
         user = db_session.scalars(sa.select(User).where(User.issuer == services.settings().oidc_issuer,
                                                         User.subject == claims["sub"])).first()
         if user is None:
+            db_session.commit()  # the jti is spent all the same
             return None, 0
     query = sa.select(LoginSession).where(LoginSession.ended_at.is_(None))
     if isinstance(claims.get("sid"), str):

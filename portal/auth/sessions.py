@@ -75,14 +75,22 @@ def end_session(login: LoginSession | None, reason: str) -> None:
     session.clear()
 
 
-def end_sessions(logins: Iterable[LoginSession], reason: str) -> list[LoginSession]:
+def end_sessions(logins: Iterable[LoginSession], reason: str, not_before: bool = False) -> list[LoginSession]:
     """End these sessions now, on every worker: later requests find them ended, and their
-    open Socket.IO connections are told why and disconnected. Returns the ones that were live."""
+    open Socket.IO connections are told why and disconnected. Returns the ones that were live.
+
+    ``not_before`` (a revocation) also refuses later sign-ins that rest on an older sign-in at the
+    provider: a lost laptop's browser still holds the provider's session and would get straight back in.
+    """
     now = datetime.now(timezone.utc)
+    logins = list(logins)
     ended = [login for login in logins if login.ended_at is None]
     for login in ended:
         login.ended_at, login.end_reason = now, reason
         login.step_up_action = login.step_up_pending = None
+    if not_before:
+        for user in {login.user for login in logins}:
+            user.sessions_not_before = now
     db_session.commit()
     if ended:
         from portal.auth.sockets import disconnect_sessions
@@ -98,6 +106,17 @@ def live_sessions(user_id: str | None = None) -> list[LoginSession]:
     if user_id is not None:
         query = query.where(LoginSession.user_id == user_id)
     return [login for login in db_session.scalars(query) if expiry_reason(login, now) is None]
+
+
+def signed_in_since_revocation(user: User, id_claims: Mapping[str, Any]) -> bool:
+    """After a revocation, only a sign-in made at the provider since then counts."""
+    if user.sessions_not_before is None:
+        return True
+    auth_time = claim_time(id_claims.get("auth_time"))
+    # auth_time has whole seconds: a sign-in counts from the first whole second after the revocation.
+    not_before = user.sessions_not_before
+    first_second = not_before.replace(microsecond=0) + timedelta(seconds=1 if not_before.microsecond else 0)
+    return auth_time is not None and auth_time >= first_second
 
 
 def claim_time(value: object) -> datetime | None:

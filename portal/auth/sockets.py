@@ -8,7 +8,7 @@ socket; the ``session_ended`` event goes the same way first, so the page can say
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from flask import Flask
@@ -19,6 +19,8 @@ from portal.extensions import socketio
 from portal.models import LoginSession, SocketConnection
 
 log = logging.getLogger(__name__)
+
+ABANDONED = timedelta(hours=1)
 
 
 def register(sid: str, login_session_id: str, namespace: str) -> None:
@@ -39,8 +41,8 @@ def disconnect_sessions(login_session_ids: list[str], reason: str) -> int:
     ).all()
     for sid, namespace in rows:
         _cut(sid, namespace, reason)
-    db_session.execute(sa.delete(SocketConnection).where(SocketConnection.login_session_id.in_(login_session_ids)))
-    db_session.commit()
+    # The rows stay until the worker holding the socket sees it close (forget): should the relayed
+    # disconnect be lost (a Redis hiccup), that worker's watch finds the ended session and cuts it.
     return len(rows)
 
 
@@ -50,6 +52,7 @@ def disconnect_expired() -> int:
     Without this, a page left open past the idle time-out would keep receiving room broadcasts until
     its next event.
     """
+    forget_abandoned()
     rows = db_session.execute(
         sa.select(SocketConnection.sid, SocketConnection.namespace, SocketConnection.login_session_id)).all()
     local = [(sid, namespace, login_id) for sid, namespace, login_id in rows
@@ -70,6 +73,13 @@ def disconnect_expired() -> int:
         _cut(sid, namespace, reason)
         cut += 1
     return cut
+
+
+def forget_abandoned() -> None:
+    """Rows of sessions that ended long ago: their worker is gone (a crash) or has cut them long since."""
+    ended_long_ago = sa.select(LoginSession.id).where(LoginSession.ended_at < datetime.now(timezone.utc) - ABANDONED)
+    db_session.execute(sa.delete(SocketConnection).where(SocketConnection.login_session_id.in_(ended_long_ago)))
+    db_session.commit()
 
 
 def _cut(sid: str, namespace: str, reason: str) -> None:

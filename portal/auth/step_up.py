@@ -14,6 +14,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, NoReturn
 
+import sqlalchemy as sa
+
 from portal import services
 from portal.auth.sessions import claim_time, current_login
 from portal.db import db_session
@@ -90,12 +92,15 @@ def grant(login: LoginSession, action: str, proof: StepUp) -> StepUp:
     return replace(proof, action=action)
 
 
-def current(action: str) -> StepUp | None:
-    """The live step-up for ``action`` in this session, if any."""
+def current(action: str, resource: str | None = None) -> StepUp | None:
+    """The live step-up for ``action`` in this session, if any; with ``resource`` (a patient for
+    break-glass), only one asked for that same resource."""
     login = current_login()
     if login is None or login.step_up_action != action or login.step_up_expires_at is None:
         return None
     if login.step_up_expires_at <= datetime.now(timezone.utc):
+        return None
+    if resource is not None and _pending_values(login, action).get("resource") != resource:
         return None
     return StepUp(action, login.step_up_auth_time, login.step_up_acr)
 
@@ -105,11 +110,12 @@ def details(proof: StepUp | None) -> dict[str, str | None]:
     return proof.audit_details() if proof is not None else {"step_up": "required"}
 
 
-def ask(action: str, next_url: str, pending: Mapping[str, str] | None = None) -> NoReturn:
-    """Send the user to sign in again, keeping ``pending`` form values server-side until they return."""
+def ask(action: str, next_url: str, pending: Mapping[str, str] | None = None, resource: str | None = None) -> NoReturn:
+    """Send the user to sign in again, keeping ``pending`` form values (and the resource the step-up
+    will be good for) server-side until they return."""
     login = current_login()
-    if login is not None and pending is not None:
-        login.step_up_pending = json.dumps({"action": action, **pending})
+    if login is not None and (pending is not None or resource is not None):
+        login.step_up_pending = json.dumps({**(pending or {}), "action": action, "resource": resource})
         db_session.commit()
     raise StepUpRequired(action, next_url)
 
@@ -119,18 +125,31 @@ def require(action: str, next_url: str) -> StepUp:
     return current(action) or ask(action, next_url)
 
 
-def pending(action: str) -> dict[str, str]:
-    """Form values the user submitted before being asked to sign in again (for this action only)."""
+def pending(action: str, resource: str | None = None) -> dict[str, str]:
+    """Form values the user submitted before being asked to sign in again, for this action and resource."""
     login = current_login()
-    if login is None or not login.step_up_pending:
-        return {}
-    values = json.loads(login.step_up_pending)
-    return values if values.pop("action", None) == action else {}
+    values = _pending_values(login, action) if login is not None else {}
+    return values if values.get("resource") == resource else {}
 
 
-def consume(action: str) -> None:
-    """A single-use step-up (break-glass) is spent once the action is done."""
+def _pending_values(login: LoginSession, action: str) -> dict[str, str]:
+    values = json.loads(login.step_up_pending) if login.step_up_pending else {}
+    return values if values.get("action") == action else {}
+
+
+def consume(action: str) -> bool:
+    """Spend a single-use step-up (break-glass, key rotation); False when it was already spent or expired.
+
+    One conditional UPDATE, so two requests racing on one step-up cannot both use it.
+    """
     login = current_login()
-    if login is not None and login.step_up_action == action:
-        login.step_up_action = login.step_up_expires_at = login.step_up_pending = None
-        db_session.commit()
+    if login is None:
+        return False
+    spent = db_session.execute(
+        sa.update(LoginSession)
+        .where(LoginSession.id == login.id, LoginSession.step_up_action == action,
+               LoginSession.step_up_expires_at > datetime.now(timezone.utc))
+        .values(step_up_action=None, step_up_expires_at=None, step_up_pending=None)
+    ).rowcount
+    db_session.commit()
+    return spent == 1

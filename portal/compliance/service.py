@@ -44,6 +44,7 @@ from audit.store import entry_from_row, filter_clauses
 from portal import policy, services
 from portal.access import authorize, record
 from portal.db import db_session, transaction
+from portal.extensions import socketio
 from portal.models import BreakGlass, User
 
 T = TypeVar("T")
@@ -573,7 +574,13 @@ def verify_log(progress: Callable[[int], Any] | None = None,
     entries = store.iter_entries()
     if observe is not None:
         entries = _observed(entries, observe)
-    return verify(entries, checkpoints, verify_key(), progress)
+
+    def every_thousand(count: int) -> None:
+        socketio.sleep(0)  # hashing a long log must not stall every other request of this worker
+        if progress is not None:
+            progress(count)
+
+    return verify(entries, checkpoints, verify_key(), every_thousand)
 
 
 def _observed(entries: Iterable[Entry], observe: Callable[[Entry], Any]) -> Iterator[Entry]:

@@ -13,12 +13,13 @@ from typing import Any
 from flask import Response, jsonify, render_template, request
 from flask_login import current_user, login_required
 
-from portal import policy
+from portal import policy, services
 from portal.access import AccessDenied, authorize, record
 from portal.disclosures import bp, service
 from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import ACTION, DateRange, DateRangeError, DisclosureReport, UnverifiedLog
 from portal.errors import ApiError, error_response
+from portal.extensions import limiter
 from portal.policy import ChartRef
 from portal.records.service import parse_id, search_patients
 from portal.records.views import _own_patient_id
@@ -26,6 +27,9 @@ from portal.records.views import _own_patient_id
 log = logging.getLogger(__name__)
 
 FORMATS = ("html", "csv", "pdf")
+# Each report verifies the whole audit log: one bucket per person for all three ways of asking for one.
+per_person = limiter.shared_limit(lambda: services.settings().report_rate_limit, scope="disclosures",
+                                  key_func=lambda: f"user:{current_user.get_id()}")
 UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
 
 
@@ -39,6 +43,7 @@ def _unverified(_exc: UnverifiedLog):
 
 @bp.get("/me/disclosures")
 @login_required
+@per_person
 def mine():
     patient_id = _own_patient_id()
     try:
@@ -52,6 +57,7 @@ def mine():
 
 @bp.get("/compliance/disclosures")
 @login_required
+@per_person
 def compliance():
     mrn, patient = (request.args.get(name, "").strip() for name in ("mrn", "patient"))
     if not (mrn or patient):
@@ -73,6 +79,7 @@ def compliance():
 
 @bp.get("/api/v1/patients/<patient_id>/disclosures")
 @login_required
+@per_person
 def api_report(patient_id: str):
     patient_id = parse_id(patient_id)
     try:
@@ -106,8 +113,12 @@ def _issued(patient_id: str, period: DateRange, fmt: str, **extra: str) -> Discl
 
 
 def _patient_by_mrn(mrn: str, period: DateRange, fmt: str) -> str:
-    """The patient with this MRN, found through the blind index; no match is refused like an unknown id."""
-    found = search_patients(mrn=mrn)
+    """The patient with this MRN, found through the blind index; no match is refused like an unknown id.
+
+    Only compliance officers look patients up by MRN: anyone else is refused as for an unknown MRN,
+    before any lookup, so the answer says nothing about which MRNs exist.
+    """
+    found = search_patients(mrn=mrn) if policy.can(current_user, "audit.read").allowed else []
     if len(found) > 1:
         raise ApiError(409, "ambiguous_mrn", "More than one patient has that MRN; enter the patient id instead.")
     if found:

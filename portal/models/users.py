@@ -27,6 +27,8 @@ class User(UserMixin, Base):
     patient_id: Mapped[str | None] = mapped_column(sa.ForeignKey("patient.id", ondelete="SET NULL"), index=True)
     created_at: Mapped[datetime] = timestamp_column()
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Set when sessions are revoked: later sign-ins must rest on a provider sign-in made after it.
+    sessions_not_before: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     @property
     def role_set(self) -> frozenset[str]:

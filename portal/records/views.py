@@ -7,7 +7,7 @@ import uuid
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from portal import services
+from portal import policy, services
 from portal.access import authorize, record, record_each
 from portal.auth import step_up
 from portal.compliance.service import chart_access_log
@@ -124,28 +124,30 @@ def add_note(patient_id: str):
 @bp.get("/patients/<patient_id>/break-glass")
 @login_required
 def break_glass_form(patient_id: str):
-    """Where a clinician confirms emergency access after signing in again; it shows nothing of the chart."""
+    """Where a clinician confirms emergency access after signing in again. It shows nothing of the
+    chart, so only a refusal is audited: a link alone must not put a break-glass attempt on record."""
     patient_id = service.parse_id(patient_id)
-    proof = step_up.current("break_glass")
-    authorize("break_glass.open", ChartRef(patient_id, "break_glass"), details={"stage": "form", **step_up.details(proof)})
-    return render_template("records/break_glass.html", patient_id=patient_id, proof=proof,
-                           reason=step_up.pending("break_glass").get("reason", ""),
+    if not policy.can(current_user, "break_glass.open").allowed:
+        authorize("break_glass.open", details={"stage": "form"})
+    return render_template("records/break_glass.html", patient_id=patient_id,
+                           proof=step_up.current("break_glass", resource=patient_id),
+                           reason=step_up.pending("break_glass", resource=patient_id).get("reason", ""),
                            minutes=services.settings().break_glass_minutes)
 
 
 @bp.post("/patients/<patient_id>/break-glass")
 @login_required
 def break_glass(patient_id: str):
-    """Emergency access needs a typed reason and a fresh sign-in; the step-up is spent by this one grant."""
+    """Emergency access needs a typed reason and a fresh sign-in for this patient, spent by this one grant."""
     patient_id = service.parse_id(patient_id)
-    proof = step_up.current("break_glass")
+    proof = step_up.current("break_glass", resource=patient_id)
     authorize("break_glass.open", ChartRef(patient_id, "break_glass"), details=step_up.details(proof))
     reason = service.checked_break_glass_reason(request.form.get("reason"))
-    if proof is None:
-        step_up.ask("break_glass", url_for("records.break_glass_form", patient_id=patient_id), pending={"reason": reason})
+    confirm_url = url_for("records.break_glass_form", patient_id=patient_id)
+    if proof is None or not step_up.consume("break_glass"):
+        step_up.ask("break_glass", confirm_url, pending={"reason": reason}, resource=patient_id)
     minutes = services.settings().break_glass_minutes
     grant = service.open_break_glass(current_user, service.get_patient(patient_id), reason, minutes)
-    step_up.consume("break_glass")
     record("break_glass.granted", "allowed", patient_id=patient_id, resource_type="break_glass",
            resource_id=grant.id, reason="emergency access with typed reason",
            details={"break_glass": grant.id, **proof.audit_details()})

@@ -10,6 +10,7 @@ Skipped unless PORTAL_TEST_POSTGRES_URL / PORTAL_TEST_REDIS_URL name running ser
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import time
 import uuid
@@ -32,11 +33,12 @@ from tests.support.npm_idp import (
     portal_oidc_env,
     require_npm_idp,
     sign_in_portal,
+    sign_in_with_requests,
     sign_out_with_requests,
     start_portals,
     stop_portals,
 )
-from tests.support.portal_server import PortalServer, another_worker, portal_env, prepare_database
+from tests.support.portal_server import PortalServer, another_worker, csrf_token, portal_env, prepare_database
 
 pytestmark = [pytest.mark.oidc, pytest.mark.postgres]
 
@@ -178,7 +180,8 @@ FORGERIES: dict[str, tuple[Callable[[Stack], str], str]] = {
     "another audience": (lambda s: _signed(s, _claims(s, aud="someone-else")), "logout_token_invalid_claim"),
     "expired": (lambda s: _signed(s, _claims(s, iat=int(time.time()) - 900, exp=int(time.time()) - 600)),
                 "logout_token_expired_token"),
-    "issued long ago": (lambda s: _signed(s, _claims(s, iat=int(time.time()) - 900, exp=None)), "logout_token_too_old"),
+    "issued long ago": (lambda s: _signed(s, _claims(s, iat=int(time.time()) - 900)), "logout_token_too_old"),
+    "no exp": (lambda s: _signed(s, _claims(s, exp=None)), "logout_token_missing_claim"),
     "no jti": (lambda s: _signed(s, _claims(s, jti=None)), "logout_token_missing_claim"),
     "no event": (lambda s: _signed(s, _claims(s, events=None)), "logout_token_no_event"),
     "another event": (lambda s: _signed(s, _claims(s, events={"urn:example:other": {}})), "logout_token_no_event"),
@@ -221,3 +224,31 @@ def test_a_valid_logout_token_by_subject_works_once_and_a_replay_is_refused(stac
     assert replayed.status_code == 400
     assert audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == "logout_token_replayed"
     assert _signed_in_state(again, stack.first) == 200
+
+
+# --------------------------------------------------------------------------- revocation and single sign-on
+
+
+def test_after_an_administrator_ends_a_users_sessions_the_providers_remembered_sign_in_is_not_enough(
+        stack: Stack) -> None:
+    laptop = _signed_in(stack.first.url, "demo-reyes")  # a lost laptop: it keeps the provider's session cookie
+    reyes_id = laptop.get(f"{stack.first.url}/api/v1/me", timeout=10).json()["id"]
+    adam = _signed_in(stack.first.url, "demo-adam")
+    ended = adam.post(f"{stack.first.url}/admin/users/{reyes_id}/sessions/end", timeout=10,
+                      data={"csrf_token": csrf_token(adam, f"{stack.first.url}/admin/sessions")})
+    assert ended.status_code == 200 and _signed_in_state(laptop, stack.first) == 401
+
+    # Single sign-on alone would let the laptop straight back in: the portal refuses it ...
+    again = laptop.get(f"{stack.first.url}/auth/login", timeout=15)
+    assert again.status_code == 401 and 'data-error-code="sign_in_again"' in again.text
+    assert _signed_in_state(laptop, stack.first) == 401
+    assert audit_rows(stack.database_url, action="signin.failure")[-1]["reason"] == "sign_in_again"
+
+    # ... and asks the provider for the password again, which works (auth_time counts whole seconds).
+    time.sleep(1.1)
+    retry = re.search(r'href="([^"]+)" id="sign-in-again"', again.text).group(1).replace("&amp;", "&")
+    asked = laptop.get(stack.first.url + retry, timeout=15)
+    assert "/interaction/" in asked.url, "the provider did not ask for the password"
+    back = sign_in_with_requests(laptop, asked.url, "demo-reyes")
+    laptop.get(back.headers["Location"], timeout=15)
+    assert _signed_in_state(laptop, stack.first) == 200

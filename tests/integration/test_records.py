@@ -4,7 +4,7 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from tests.support.portal_server import break_glass, csrf_token, sign_in
+from tests.support.portal_server import break_glass, csrf_token, sign_in, sign_in_again
 
 ALICE = "00000000-0000-4000-8000-000000000001"
 BOB = "00000000-0000-4000-8000-000000000002"
@@ -126,6 +126,35 @@ def test_break_glass_opens_a_refused_chart_for_a_reason(portal, sessions):
     assert granted and "Unconscious" not in str(dict(granted[0]))
     reads = audit_rows(portal, action="chart.read", patient_id=ALICE, reason="break-glass access")
     assert reads
+
+
+def test_a_break_glass_sign_in_is_good_for_that_patient_only(portal):
+    """The fresh sign-in and the typed reason belong to the chart they were given for."""
+    okafor = sign_in(portal.url, "dr.okafor")
+    token = csrf_token(okafor, portal.url + "/")
+    reason = "Found collapsed in the car park, unresponsive"
+    asked = okafor.post(portal.url + f"/patients/{ALICE}/break-glass", data={"csrf_token": token, "reason": reason},
+                        timeout=10)
+    confirm = sign_in_again(okafor, asked, "dr.okafor")
+    assert 'id="step-up-confirmed"' in confirm.text and reason in confirm.text
+
+    other = okafor.get(portal.url + f"/patients/{BOB}/break-glass", timeout=10)
+    assert 'id="step-up-confirmed"' not in other.text and reason not in other.text
+    elsewhere = okafor.post(portal.url + f"/patients/{BOB}/break-glass", allow_redirects=False, timeout=10,
+                            data={"csrf_token": token, "reason": "Another emergency entirely, sign in again"})
+    assert elsewhere.status_code == 302 and elsewhere.headers["Location"].startswith("/auth/step-up")
+    assert not audit_rows(portal, action="break_glass.granted", patient_id=BOB)
+
+
+def test_opening_the_break_glass_form_alone_puts_nothing_on_record(portal):
+    """A link to the form (in an email, say) must not make a clinician look as if they sought access."""
+    chen = sign_in(portal.url, "dr.chen")
+    before = len(audit_rows(portal, action="break_glass.open"))
+    assert chen.get(portal.url + f"/patients/{BOB}/break-glass", timeout=10).status_code == 200
+    assert len(audit_rows(portal, action="break_glass.open")) == before
+    alice = sign_in(portal.url, "alice")
+    assert alice.get(portal.url + f"/patients/{BOB}/break-glass", timeout=10).status_code == 403
+    assert audit_rows(portal, action="break_glass.open", outcome="denied")
 
 
 def test_fhir_bundle_validates_as_r4(portal, sessions):

@@ -1,8 +1,8 @@
 """Sign-in sessions over real HTTP: rotation, cookie flags, headers, CSRF, idle time-out and rate limits.
 
 Sign-in goes through the built-in development provider. Besides the module's ordinary portal, two
-more processes serve the same database: one with a 3-second idle time-out, one with a login limit
-of 3 per minute.
+more processes serve the same database: one with a 3-second idle time-out (and 2 disclosure reports a
+minute per person), one with a login limit of 3 per minute.
 """
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def _sibling(portal: PortalServer, name: str, **overrides: str) -> PortalServer:
 
 @pytest.fixture(scope="module")
 def extra(portal: PortalServer) -> Iterator[Extra]:
-    servers = Extra(idle=_sibling(portal, "idle", PORTAL_SESSION_IDLE_MINUTES="0.05"),
+    servers = Extra(idle=_sibling(portal, "idle", PORTAL_SESSION_IDLE_MINUTES="0.05",
+                                  PORTAL_REPORT_RATE_LIMIT="2 per minute"),
                     limited=_sibling(portal, "limited", PORTAL_LOGIN_RATE_LIMIT="3 per minute"))
     start_portals(servers.idle, servers.limited)
     try:
@@ -313,6 +314,15 @@ def test_login_is_rate_limited_with_a_friendly_page(extra: Extra) -> None:
     assert int(refused.headers["Retry-After"]) > 0
     # Other pages are not limited.
     assert requests.get(url + "/auth/signin", timeout=10).status_code == 200
+
+
+def test_accountings_of_disclosures_are_rate_limited_per_person(extra: Extra) -> None:
+    """Each report verifies the whole audit log, so one person cannot keep a worker busy with them."""
+    url = extra.idle.url  # (its 3-second idle time-out does not matter to these quick requests)
+    alice, bob = sign_in(url, "alice"), sign_in(url, "bob")
+    statuses = [alice.get(url + "/me/disclosures", timeout=30).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    assert bob.get(url + "/me/disclosures", timeout=30).status_code == 200  # per person, not per address
 
 
 def test_a_forged_callback_link_does_not_sign_anyone_out(portal):

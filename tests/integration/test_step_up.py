@@ -171,7 +171,7 @@ def test_a_token_that_does_not_prove_a_fresh_strong_sign_in_is_refused(stack: St
 
     assert page.status_code == status, page.text[:300]
     assert f'data-error-code="{code}"' in page.text
-    retry = re.search(r'<a class="button" href="([^"]+)" id="step-up-retry">Sign in again', page.text)
+    retry = re.search(r'<a class="button" href="([^"]+)" id="sign-in-again">Sign in again', page.text)
     assert retry, "the refusal page does not offer to sign in again"
     assert reyes.get(f"{stack.portal.url}/api/v1/me", timeout=10).status_code == 200  # still signed in
     assert (audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"]) == code

@@ -50,6 +50,7 @@ def portal_env(tmp: Path, database_url: str, port: int, **overrides: str) -> dic
         "PORTAL_OIDC_CLIENT_ID": "portal-test",
         "PORTAL_OIDC_CLIENT_SECRET": secrets.token_urlsafe(24),
         "PORTAL_LOGIN_RATE_LIMIT": "1000 per minute",
+        "PORTAL_REPORT_RATE_LIMIT": "1000 per minute",
         "PORTAL_METRICS_TOKEN": "test-metrics-token",
         "PORTAL_LOG_LEVEL": "INFO",
         "PYTHONWARNINGS": "ignore",
