@@ -9,7 +9,6 @@ from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from portal.access import AccessDenied, AuditUnavailable, record
-from portal.auth import step_up
 from portal.crypto import DecryptionError
 from portal.db import end_session
 from portal.extensions import login_manager
@@ -78,6 +77,8 @@ def init_app(app: Flask) -> None:
         offer = exc.action in {"chart.read", "chart.write"} and "care team" in exc.decision.reason
         return error_response(403, "forbidden", f"Access refused: {exc.decision.reason}.",
                               break_glass_patient=patient_id if offer else None)
+
+    from portal.auth import step_up  # here: portal.auth's views import this module
 
     @app.errorhandler(step_up.StepUpRequired)
     def _step_up_required(exc: step_up.StepUpRequired):
