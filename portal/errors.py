@@ -50,7 +50,7 @@ def error_response(status: int, code: str, message: str, **context):
     return render_template("errors/error.html", status=status, title=title, message=message, code=code, **context), status
 
 
-def _audit_refusal(exc: ApiError) -> None:
+def audit_refusal(exc: ApiError) -> None:
     """A signed-in user's malformed or unknown request is an access attempt: record it, with no input values."""
     from flask_login import current_user
 
@@ -66,7 +66,7 @@ def _audit_refusal(exc: ApiError) -> None:
 def init_app(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
-        _audit_refusal(exc)
+        audit_refusal(exc)
         return error_response(exc.status, exc.code, exc.message)
 
     @app.errorhandler(AccessDenied)

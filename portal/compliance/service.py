@@ -744,16 +744,21 @@ def _access_description(event: AuditEvent) -> str:
     return SECTION_LABELS.get(event.resource_type or "", (event.resource_type or "Your chart").replace("_", " "))
 
 
+def accesses_by_others(patient_id: str) -> sa.Select:
+    """Audit entries of allowed accesses to this patient's chart by anyone but the patient's own accounts."""
+    columns = audit_entry.c
+    own_accounts = list(db_session.scalars(sa.select(User.id).where(User.patient_id == patient_id)))
+    return sa.select(audit_entry).where(
+        columns.patient_id == patient_id, columns.outcome == "allowed",
+        sa.or_(columns.actor_id.is_(None), columns.actor_id.not_in(own_accounts)) if own_accounts else sa.true())
+
+
 def chart_access_log(patient_id: str, limit: int = ACCESS_LOG_LIMIT) -> list[AccessLogEntry]:
     """Who opened this patient's chart (other people only, successful accesses, newest first)."""
     columns = audit_entry.c
-    own_accounts = [user_id for (user_id,) in db_session.execute(
-        sa.select(User.id).where(User.patient_id == patient_id)).all()]
     query = (
-        sa.select(audit_entry)
-        .where(columns.patient_id == patient_id, columns.outcome == "allowed",
-               sa.or_(*(columns.action.startswith(prefix) for prefix in CHART_ACCESS_PREFIXES)),
-               sa.or_(columns.actor_id.is_(None), columns.actor_id.not_in(own_accounts)) if own_accounts else sa.true())
+        accesses_by_others(patient_id)
+        .where(sa.or_(*(columns.action.startswith(prefix) for prefix in CHART_ACCESS_PREFIXES)))
         .order_by(columns.seq.desc())
         .limit(limit)
     )

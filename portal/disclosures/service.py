@@ -23,9 +23,9 @@ from audit import GENESIS_HASH, Entry, MalformedEntryError, audit_entry
 from audit.export import csv_cell
 from audit.store import entry_from_row
 from portal import services
-from portal.compliance.service import user_names, verify_log
+from portal.compliance.service import accesses_by_others, user_names, verify_log
 from portal.db import db_session
-from portal.models import BreakGlass, User
+from portal.models import BreakGlass
 from portal.records.service import get_patient
 
 ACTION = "chart.disclosures"
@@ -272,21 +272,11 @@ class _Witness:
         self.head = (entry.seq, entry.entry_hash)
 
 
-def own_accounts(patient_id: str) -> list[str]:
-    """The patient's own user accounts: their accesses are not disclosures."""
-    return list(db_session.scalars(sa.select(User.id).where(User.patient_id == patient_id)))
-
-
 def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:
+    """Every allowed access by anyone but the patient: the same rule as "Who viewed my chart", any action."""
     columns = audit_entry.c
-    own = own_accounts(patient_id)
-    query = (
-        sa.select(audit_entry)
-        .where(columns.patient_id == patient_id, columns.outcome == "allowed",
-               columns.time >= period.since, columns.time < period.until,
-               sa.or_(columns.actor_id.is_(None), columns.actor_id.not_in(own)) if own else sa.true())
-        .order_by(columns.seq)
-    )
+    query = (accesses_by_others(patient_id).where(columns.time >= period.since, columns.time < period.until)
+             .order_by(columns.seq))
     with services.audit_store().engine.connect() as conn:
         return [entry_from_row(row) for row in conn.execute(query)]
 

@@ -18,11 +18,10 @@ from portal.access import AccessDenied, authorize, record
 from portal.disclosures import bp, service
 from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import ACTION, DateRange, DateRangeError, DisclosureReport, UnverifiedLog
-from portal.errors import ApiError, error_response
+from portal.errors import ApiError, audit_refusal, error_response
 from portal.extensions import limiter
 from portal.policy import ChartRef
-from portal.records.service import parse_id, search_patients
-from portal.records.views import _own_patient_id
+from portal.records.service import own_patient_id, parse_id, search_patients
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def _unverified(_exc: UnverifiedLog):
 @login_required
 @per_person
 def mine():
-    patient_id = _own_patient_id()
+    patient_id = own_patient_id(current_user)
     try:
         period = _period()
     except DateRangeError as exc:
@@ -170,6 +169,6 @@ def _today() -> str:
 
 def _bad_range(template: str, message: str):
     """A malformed range is refused like any bad request: audited without its values, the form shown again."""
-    record("request.refused", "denied", reason="bad_range", details={"route": request.url_rule.rule, "status": 400})
+    audit_refusal(ApiError(400, "bad_range", message))
     form = {name: request.args.get(name, "") for name in ("mrn", "patient", "start", "end")}
     return render_template(template, report=None, error=message, form=form, today=_today()), 400

@@ -9,7 +9,7 @@ from portal.errors import ApiError
 from portal.extensions import limiter
 from portal.policy import ChartRef
 from portal.records import bp, serialize, service
-from portal.records.views import SEARCH_RATE_LIMIT, _fhir_download, _own_patient_id, audit_search
+from portal.records.views import SEARCH_RATE_LIMIT, _fhir_download, audit_search
 
 
 @bp.get("/api/v1/me")
@@ -22,7 +22,7 @@ def api_me():
 @bp.get("/api/v1/me/chart")
 @login_required
 def api_my_chart():
-    return _chart_json(_own_patient_id())
+    return _chart_json(service.own_patient_id(current_user))
 
 
 @bp.get("/api/v1/patients")

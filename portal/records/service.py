@@ -128,6 +128,13 @@ def _same_submission(note: VisitNote, patient: Patient) -> VisitNote:
     return note
 
 
+def own_patient_id(user: User) -> str:
+    """The chart linked to a patient's account; 404 when the account is not linked to one."""
+    if not user.has_role("patient") or not user.patient_id:
+        raise ApiError(404, "no_chart", "Your account is not linked to a chart. Contact the clinic to link it.")
+    return user.patient_id
+
+
 def checked_break_glass_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not REASON_MIN <= len(reason) <= REASON_MAX:

@@ -20,12 +20,6 @@ ALL_SECTIONS = ",".join(service.SECTIONS)
 SEARCH_RATE_LIMIT = "60 per minute"  # a search lists other people's names: no bulk harvesting
 
 
-def _own_patient_id() -> str:
-    if not current_user.has_role("patient") or not current_user.patient_id:
-        raise ApiError(404, "no_chart", "Your account is not linked to a chart. Contact the clinic to link it.")
-    return current_user.patient_id
-
-
 def _render_chart(patient_id: str, template: str = "records/chart.html"):
     decision = authorize("chart.read", ChartRef(patient_id, "chart"), details={"sections": ALL_SECTIONS})
     patient = service.get_patient(patient_id)
@@ -36,13 +30,13 @@ def _render_chart(patient_id: str, template: str = "records/chart.html"):
 @bp.get("/chart")
 @login_required
 def my_chart():
-    return _render_chart(_own_patient_id())
+    return _render_chart(service.own_patient_id(current_user))
 
 
 @bp.get("/chart/results/<result_id>")
 @login_required
 def my_result(result_id: str):
-    patient_id = _own_patient_id()
+    patient_id = service.own_patient_id(current_user)
     authorize("chart.read", ChartRef(patient_id, "results"), details={"result": service.parse_id(result_id, "result id")})
     patient = service.get_patient(patient_id)
     return render_template("records/result.html", patient=patient, result=service.get_result(patient, result_id))
@@ -51,13 +45,13 @@ def my_result(result_id: str):
 @bp.get("/chart/fhir")
 @login_required
 def my_fhir():
-    return _fhir_download(_own_patient_id())
+    return _fhir_download(service.own_patient_id(current_user))
 
 
 @bp.get("/chart/access-log")
 @login_required
 def my_access_log():
-    patient_id = _own_patient_id()
+    patient_id = service.own_patient_id(current_user)
     authorize("chart.access_log", ChartRef(patient_id, "access_log"))
     return render_template("records/access_log.html", entries=chart_access_log(patient_id))
 
