@@ -9,7 +9,7 @@ DEV := set -a && . ./$(DEV_ENV) && set +a && export PORTAL_EXTERNAL_URL=http://1
 	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp &&
 FLASK := $(DEV) $(BIN)/flask --app portal
 
-.PHONY: run test install install-test browser oidc-provider bench screenshots lint clean
+.PHONY: run run-npm-idp test install install-test browser oidc-provider bench screenshots lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ run: install
 	$(FLASK) init-db
 	$(FLASK) seed-demo
 	$(DEV) $(BIN)/python run.py --port $(PORT)
+
+# The same portal signed in through the independent npm provider (single sign-on, acr, back-channel logout).
+run-npm-idp: install-test oidc-provider
+	$(BIN)/python -m portal.devsetup
+	$(FLASK) init-db
+	$(FLASK) seed-demo
+	$(DEV) PORT=$(PORT) $(BIN)/python -m tests.support.npm_demo
 
 oidc-provider:
 	cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error
