@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 
@@ -31,10 +32,15 @@ def main() -> int:
         print(f"npm OpenID Provider at {idp.issuer}: sign in as demo-alice, demo-chen, demo-reyes, demo-cora or "
               f"demo-adam with any password.\nSign out at the provider ({idp.issuer}/session/end) to watch "
               f"back-channel logout end the portal session on every open page.", flush=True)
+        portal = subprocess.Popen([sys.executable, "run.py", "--port", str(port)], env=env)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # leave through the with-block: stop the provider
         try:
-            return subprocess.call([sys.executable, "run.py", "--port", str(port)], env=env)
+            return portal.wait()
         except KeyboardInterrupt:
             return 0
+        finally:
+            portal.terminate()
+            portal.wait(timeout=15)
 
 
 if __name__ == "__main__":
