@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 from flask import g, has_request_context, request, session
 from flask_login import current_user
@@ -20,6 +21,7 @@ from portal.observability import AUDIT_APPENDS, AUDIT_FAILURES
 from portal.policy import ChartRef, Decision
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class AuditUnavailable(RuntimeError):
@@ -50,6 +52,18 @@ def authorize(action: str, resource: object = None, *, details: Mapping | None =
     if not decision.allowed:
         raise AccessDenied(decision, action, resource)
     return decision
+
+
+def authorized(action: str, work: Callable[[], T], details: Callable[[T], Mapping], *,
+               resource: object = None, refused_details: Mapping | None = None) -> T:
+    """Run ``work`` only for someone the policy allows, then authorize (decide + audit) with details
+    of its result, e.g. the count a search found. A refusal is audited and raised before any work."""
+    user = current_user if current_user and current_user.is_authenticated else None
+    if not policy.can(user, action, resource).allowed:
+        authorize(action, resource, details=refused_details)
+    result = work()
+    authorize(action, resource, details=details(result))
+    return result
 
 
 def record(

@@ -16,11 +16,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from flask import current_app
-from flask_login import current_user
 
 from audit import (
     OUTCOMES,
@@ -41,13 +40,11 @@ from audit import (
 )
 from audit.events import format_time
 from audit.store import entry_from_row, filter_clauses
-from portal import policy, services
-from portal.access import authorize, record
+from portal import services
+from portal.access import record
 from portal.db import db_session, transaction
 from portal.extensions import socketio
 from portal.models import BreakGlass, User
-
-T = TypeVar("T")
 
 PAGE_SIZE = 50
 FLAG_LIMIT = 100
@@ -278,18 +275,6 @@ def search_details(filter: AuditFilter, page: SearchPage | None = None, before: 
     if page is not None:
         details.update(count=page.count, total=page.total)
     return details
-
-
-def authorized(action: str, work: Callable[[], T], details: Callable[[T], Mapping[str, Any]],
-               refused_details: Mapping[str, Any] | None = None) -> T:
-    """Run ``work`` only for someone the policy allows, then authorize (decide + audit) with details
-    of its result, e.g. the count a search found. A refusal is audited and raised before any work."""
-    user = current_user if current_user and current_user.is_authenticated else None
-    if not policy.can(user, action).allowed:
-        authorize(action, details=refused_details)
-    result = work()
-    authorize(action, details=details(result))
-    return result
 
 
 # --------------------------------------------------------------------------- charts

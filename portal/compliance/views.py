@@ -20,7 +20,7 @@ from flask import (
 from flask_login import current_user, login_required
 
 from audit import AuditFilter
-from portal.access import AccessDenied, AuditUnavailable, authorize
+from portal.access import AccessDenied, AuditUnavailable, authorize, authorized
 from portal.auth import step_up
 from portal.compliance import bp, service
 from portal.compliance.service import FilterError, filter_query_args
@@ -97,7 +97,7 @@ def console():
         authorize("audit.search", details={"valid": False})
         return render_template("compliance/console.html", error=str(exc), form=request.args, page=None,
                                charts=None), 400
-    page = service.authorized(
+    page = authorized(
         "audit.search",
         lambda: service.search(audit_filter, before),
         lambda result: service.search_details(audit_filter, result, before),
@@ -125,7 +125,7 @@ def _form_values(audit_filter: AuditFilter) -> dict[str, str]:
 def api_events():
     audit_filter = _filter_or_error("audit.search")
     before = _cursor()
-    page = service.authorized(
+    page = authorized(
         "audit.search",
         lambda: service.search(audit_filter, before),
         lambda result: service.search_details(audit_filter, result, before),
@@ -155,7 +155,7 @@ def flags():
     except FilterError as exc:
         authorize("audit.search", details={"view": "flags", "valid": False})
         return render_template("compliance/flags.html", error=str(exc), form=request.args, flags=None), 400
-    found = service.authorized(
+    found = authorized(
         "audit.search",
         lambda: service.flags(audit_filter),
         lambda result: {"view": "flags", "filter": audit_filter.describe()[:256], **result.counts()},
@@ -208,7 +208,7 @@ def public_key():
 @bp.post("/integrity/verify")
 @login_required
 def verify_now():
-    report = service.authorized("audit.verify", service.verify_log, service.verification_details)
+    report = authorized("audit.verify", service.verify_log, service.verification_details)
     flash("Verification finished: " + report.summary(), "success" if report.ok else "error")
     return redirect(url_for("compliance.integrity"))
 
@@ -229,7 +229,7 @@ def _prepared_export(destination: str) -> service.PreparedExport:
         proof = step_up.require("audit_export", request.full_path)
         return proof, service.prepare_export(audit_filter, fmt)
 
-    proof, prepared = service.authorized(
+    proof, prepared = authorized(
         "audit.export",
         prepare,
         lambda result: {**result[1].audit_details(destination), **result[0].audit_details()},

@@ -2,16 +2,16 @@
 
 A report lists every allowed audit entry about the patient over whole UTC days, by anyone but the
 patient's own accounts. It is issued only after the whole hash chain verifies and every listed
-entry is found, with the same hash, in the verified chain. Views call ``disclosure_report`` after
-``portal.access.authorize`` has decided; its ``on_verified`` hook runs before any PHI (the
-patient's name and MRN, break-glass reasons) is decrypted, so the issue can be audited first.
+entry is found, with the same hash, in the verified chain. Views run ``verified_log`` through
+``portal.access.authorized`` (decide, work, audit with the line count), then ``report``: only that
+step decrypts PHI (the patient's name and MRN, break-glass reasons), so the issue is audited first.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from functools import cached_property
@@ -232,15 +232,6 @@ class DisclosureReport:
         }
 
 
-def disclosure_report(patient_id: str, start: date, end: date,
-                      on_verified: Callable[[VerifiedLog], Any] | None = None) -> DisclosureReport:
-    """The verified report; raises UnverifiedLog instead of issuing a report the log cannot vouch for."""
-    verified = verified_log(patient_id, DateRange(start, end))
-    if on_verified is not None:
-        on_verified(verified)
-    return _report(verified)
-
-
 def verified_log(patient_id: str, period: DateRange) -> VerifiedLog:
     """Read the report's entries, then verify the whole chain and find each entry in it."""
     try:
@@ -281,7 +272,8 @@ def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:
         return [entry_from_row(row) for row in conn.execute(query)]
 
 
-def _report(verified: VerifiedLog) -> DisclosureReport:
+def report(verified: VerifiedLog) -> DisclosureReport:
+    """The report of a verified log: only now are the patient's name and the break-glass reasons decrypted."""
     patient = get_patient(verified.patient_id, whole_chart=False)
     events = [entry.event for entry in verified.entries]
     names = user_names(event.actor_id for event in events)

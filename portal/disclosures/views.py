@@ -14,7 +14,7 @@ from flask import Response, jsonify, render_template, request
 from flask_login import current_user, login_required
 
 from portal import policy, services
-from portal.access import AccessDenied, authorize, record
+from portal.access import AccessDenied, authorize, authorized, record
 from portal.disclosures import bp, service
 from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import ACTION, DateRange, DateRangeError, DisclosureReport, UnverifiedLog
@@ -93,22 +93,18 @@ def api_report(patient_id: str):
 
 def _issued(patient_id: str, period: DateRange, fmt: str, **extra: str) -> DisclosureReport:
     """Refuse (audited) before any work; audit the issue once the log verified, before PHI is decrypted."""
-    resource = ChartRef(patient_id, "disclosures")
     details: dict[str, Any] = {"range": period.describe(), "format": fmt, **extra}
-    if not policy.can(current_user, ACTION, resource).allowed:
-        authorize(ACTION, resource, details=details)  # records the refusal and raises AccessDenied
-
-    def audit_issue(verified: service.VerifiedLog) -> None:
-        authorize(ACTION, resource, details={**details, "lines": verified.count, "head_seq": verified.head_seq})
-
     try:
-        return service.disclosure_report(patient_id, period.start, period.end, on_verified=audit_issue)
+        verified = authorized(ACTION, lambda: service.verified_log(patient_id, period),
+                              lambda log: {**details, "lines": log.count, "head_seq": log.head_seq},
+                              resource=ChartRef(patient_id, "disclosures"), refused_details=details)
     except UnverifiedLog as exc:
         record(ACTION, "error", reason="audit log failed verification", patient_id=patient_id,
                resource_type="disclosures", resource_id=patient_id, details={**details, **exc.audit_details()})
         log.error("disclosure report refused: the audit log failed verification",
                   extra={"error": f"{exc.kind} at entry {exc.position}"})
         raise
+    return service.report(verified)  # PHI (name, MRN, break-glass reasons) is decrypted only now
 
 
 def _patient_by_mrn(mrn: str, period: DateRange, fmt: str) -> str:
