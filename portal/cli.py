@@ -84,7 +84,8 @@ def _print_status(status: dict) -> None:
 
 @click.command("audit-verify")
 def audit_verify() -> None:
-    """Verify the audit log's hash chain and signed checkpoints; exit 1 on any problem."""
+    """Verify the audit log's hash chain and signed checkpoints (one is required at every multiple of
+    PORTAL_AUDIT_CHECKPOINT_EVERY); exit 1 on any problem."""
     from portal.compliance.service import run_verification
 
     report = run_verification(actor_role="operator", progress=True)
