@@ -129,7 +129,7 @@ VARIED_EVENTS = [
     AuditEvent(action="chart.read", outcome="denied", actor_id="nora", actor_role="", resource_type="chart"),
     AuditEvent(action="audit.verify", outcome="allowed", actor_role="operator", reason="'quoted",
                details={"ok": True, "entries": 0}),
-    # a user agent a spreadsheet would run as a formula, and a reason spanning two CSV lines
+    # a user agent a spreadsheet would run as a formula, and a reason with quotes, a comma and a line break
     AuditEvent(action="signin.failure", outcome="denied", source_ip="10.0.0.9",
                user_agent='=HYPERLINK("http://evil.example","x")', reason='bad "state", retried\nonce'),
 ]
