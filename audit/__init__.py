@@ -16,7 +16,7 @@ from audit.chain import (
     load_verify_key,
 )
 from audit.errors import AuditWriteError, MalformedEntryError
-from audit.events import OUTCOMES, AuditEvent
+from audit.events import OUTCOMES, AuditEvent, storable
 from audit.export import (
     CSV_COLUMNS,
     ExportDigest,
@@ -79,6 +79,7 @@ __all__ = [
     "load_verify_key",
     "metadata",
     "remove_append_only_guard",
+    "storable",
     "verify",
     "verify_file",
     "verify_store",

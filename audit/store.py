@@ -266,6 +266,13 @@ class SqlAuditStore(AuditStore):
                 return
             last = rows[-1].seq
 
+    def distinct_patient_ids(self, filter: AuditFilter) -> set[str]:
+        """The patients the matching entries name: e.g. everyone one user's searches listed in the last hour."""
+        query = sa.select(audit_entry.c.patient_id).distinct().where(
+            *filter_clauses(filter), audit_entry.c.patient_id.is_not(None))
+        with self.engine.connect() as conn:
+            return set(conn.execute(query).scalars())
+
     def iter_checkpoints(self) -> Iterator[Checkpoint]:
         query = sa.select(audit_checkpoint).order_by(audit_checkpoint.c.id).limit(PAGE_SIZE)
         last = 0

@@ -121,6 +121,9 @@ class Settings:
     login_rate_limit: str = _setting("PORTAL_LOGIN_RATE_LIMIT", "10 per minute", _as_rate_limit)
     # Each accounting of disclosures verifies the whole audit log: a per-user limit keeps workers free.
     report_rate_limit: str = _setting("PORTAL_REPORT_RATE_LIMIT", "10 per minute", _as_rate_limit)
+    # A search lists names and dates of birth: how many distinct patients one user may be shown per hour.
+    search_distinct_patients_per_hour: int = _setting("PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR", 50,
+                                                      _as_positive_int)
     ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://")
     message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "")
     message_max_bytes: int = _setting("PORTAL_MESSAGE_MAX_BYTES", 4096, _as_positive_int)

@@ -60,6 +60,8 @@ WORKDAY_END = time(19, 0)
 BULK_READ_PATIENTS = 20  # more distinct charts than this ...
 BULK_READ_WINDOW = timedelta(minutes=10)  # ... within this long is flagged
 FLAG_DEFAULT_RANGE = timedelta(days=7)
+EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_TIME = datetime(3000, 1, 1, tzinfo=timezone.utc)
 CHART_DEFAULT_RANGE = timedelta(hours=24)
 CHART_HOURLY_MAX = timedelta(days=3)  # longer ranges are charted per day
 CHART_MAX_BUCKETS = 120
@@ -101,13 +103,17 @@ def filter_query_args(filter: AuditFilter) -> dict[str, str]:
 
 
 def parse_time_input(text: str, name: str) -> datetime:
-    """ISO-8601 or an HTML datetime-local value; without an offset the time is UTC."""
+    """ISO-8601 or an HTML datetime-local value; without an offset the time is UTC. Times outside
+    EARLIEST_TIME..LATEST_TIME are refused: ranges are charted and stepped through, and must not overflow."""
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
+        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         raise FilterError(f"'{name}' must be a date and time such as 2024-05-01T08:30 (UTC) "
                           "or an ISO-8601 timestamp with an offset.") from None
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    if not EARLIEST_TIME <= value < LATEST_TIME:
+        raise FilterError(f"'{name}' must fall between {EARLIEST_TIME:%Y-%m-%d} and {LATEST_TIME:%Y-%m-%d} (UTC).")
+    return value
 
 
 def _identifier(value: str, name: str) -> str:
@@ -428,7 +434,8 @@ def break_glass_flags(since: datetime, until: datetime, limit: int = FLAG_LIMIT)
 
 
 def bulk_reads(since: datetime, until: datetime) -> list[BulkReadFlag]:
-    """Users who read more than BULK_READ_PATIENTS distinct charts within BULK_READ_WINDOW.
+    """Users who read (or were shown in searches) more than BULK_READ_PATIENTS distinct charts within
+    BULK_READ_WINDOW.
 
     One streamed pass over the range's chart reads, ordered by user and time, with a sliding window;
     each user is reported once, with their busiest window.
@@ -436,7 +443,8 @@ def bulk_reads(since: datetime, until: datetime) -> list[BulkReadFlag]:
     columns = audit_entry.c
     query = (
         sa.select(columns.actor_id, columns.time, columns.patient_id)
-        .where(columns.time >= since, columns.time < until, columns.action.startswith("chart."),
+        .where(columns.time >= since, columns.time < until,
+               sa.or_(columns.action.startswith("chart."), columns.action == "patient.search.hit"),
                columns.outcome == "allowed", columns.actor_id.is_not(None), columns.patient_id.is_not(None))
         .order_by(columns.actor_id, columns.time)
     )

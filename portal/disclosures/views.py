@@ -134,8 +134,8 @@ def _respond(report: DisclosureReport, fmt: str, template: str, query: dict[str,
     return render_template(template, report=report, error=None, form=form or query, query=query, today=_today())
 
 
-def _download(report: DisclosureReport, body: bytes, mimetype: str, extension: str) -> Response:
-    return Response(body, mimetype=mimetype, headers={
+def _download(report: DisclosureReport, body: bytes, content_type: str, extension: str) -> Response:
+    return Response(body, content_type=content_type, headers={
         "Content-Disposition": f'attachment; filename="{report.filename_stem}.{extension}"',
         "X-Audit-Head-Seq": str(report.head_seq),
         "X-Audit-Head-Hash": report.head_hash,

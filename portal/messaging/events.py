@@ -309,7 +309,6 @@ def on_leave(user: User, payload: dict) -> dict:
 @chat_event("send")
 def on_send(user: User, payload: dict) -> dict:
     settings = services.settings()
-    body = service.validate_body(payload.get("body"), settings.message_max_bytes)
     key = service.validate_idempotency_key(payload.get("idempotency_key"))
     _conversation_id(payload)
     earlier = service.find_sent(user.id, key)
@@ -317,6 +316,8 @@ def on_send(user: User, payload: dict) -> dict:
             parse_limit(f"{settings.message_rate_per_minute}/minute"), "chat.send", user.id):
         raise MessagingError("rate_limited",
                              f"You can send at most {settings.message_rate_per_minute} messages a minute. Wait a moment.")
+    # After the rate limit: a flood of malformed bodies is slowed like any other.
+    body = service.validate_body(payload.get("body"), settings.message_max_bytes)
     message_id = earlier.id if earlier is not None else new_id()
     conversation = _authorized(payload, "conversation.send",
                                details={"message_id": message_id, "replay": earlier is not None})

@@ -37,6 +37,7 @@ from portal.models import (
     User,
 )
 from portal.models._types import utcnow
+from portal.text import is_storable_text
 
 IDEMPOTENCY_KEY_MAX = 64
 
@@ -92,6 +93,8 @@ def validate_body(body: Any, max_bytes: int) -> str:
         raise MessagingError("bad_request", "The message body must be text.")
     if not body.strip():
         raise MessagingError("empty", "The message is empty.")
+    if not is_storable_text(body):
+        raise MessagingError("bad_request", "The message holds characters that are not text (a broken character code).")
     if len(body.encode("utf-8")) > max_bytes:
         raise MessagingError("too_large", f"The message is longer than {max_bytes} bytes.")
     return body

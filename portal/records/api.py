@@ -9,7 +9,7 @@ from portal.errors import ApiError
 from portal.extensions import limiter
 from portal.policy import ChartRef
 from portal.records import bp, serialize, service
-from portal.records.views import SEARCH_RATE_LIMIT, _fhir_download, audit_search
+from portal.records.views import SEARCH_RATE_LIMIT, _fhir_download, listed_by_search, search_limit_response
 
 
 @bp.get("/api/v1/me")
@@ -29,9 +29,10 @@ def api_my_chart():
 @login_required
 @limiter.limit(SEARCH_RATE_LIMIT)
 def api_search():
-    authorize("patient.search")
-    results = service.search_patients(*(request.args.get(k, "") for k in ("mrn", "name", "birth_date")))
-    audit_search(results)
+    try:
+        results = listed_by_search(*(request.args.get(k, "") for k in ("mrn", "name", "birth_date")))
+    except service.SearchLimitReached as exc:
+        return search_limit_response(exc)
     return jsonify(patients=[serialize.search_result(p) for p in results])
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from portal.crypto import blind_index_terms
 from portal.db import db_session
 from portal.errors import ApiError
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
+from portal.text import is_storable_text
 
 NOTE_TITLE_MAX = 200
 NOTE_TEXT_MAX = 20_000
@@ -73,6 +75,36 @@ def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list
     return list(db_session.scalars(sa.select(Patient).where(*conditions).limit(SEARCH_LIMIT)))
 
 
+class SearchLimitReached(Exception):
+    """A search would show this user more distinct patients within the hour than the limit allows."""
+
+    def __init__(self, limit: int, listed: int, new: int):
+        super().__init__(f"search limit of {limit} distinct patients per hour reached")
+        self.limit, self.listed, self.new = limit, listed, new
+
+    @property
+    def message(self) -> str:
+        return (f"Searches may show you at most {self.limit} different patients in an hour, and this one would go "
+                "past that. Open patients from your care-team list, or ask a compliance officer if you need more.")
+
+    def audit_details(self) -> dict[str, int]:
+        return {"limit": self.limit, "listed_this_hour": self.listed, "new_in_results": self.new}
+
+
+def search_within_limit(mrn: str, name: str, birth_date: str, listed_recently: Callable[[], set[str]],
+                        limit: int) -> list[Patient]:
+    """``search_patients``, refused when it would take the patients listed to this user within the hour
+    (``listed_recently()``) past ``limit``; patients already listed count once, so repeating a search is free."""
+    results = search_patients(mrn, name, birth_date)
+    if not results:
+        return results
+    listed = listed_recently()
+    new = {patient.id for patient in results} - listed
+    if new and len(listed) + len(new) > limit:
+        raise SearchLimitReached(limit, len(listed), len(new))
+    return results
+
+
 def care_team_patients(user: User) -> list[tuple[CareTeam, list[Patient]]]:
     teams = db_session.scalars(
         sa.select(CareTeam).join(CareTeamMember, CareTeamMember.team_id == CareTeam.id)
@@ -99,6 +131,8 @@ def add_note(patient: Patient, author: User, title: str, text: str, submission_i
         raise ApiError(400, "empty_note", "A note needs a title and some text.")
     if len(title) > NOTE_TITLE_MAX or len(text) > NOTE_TEXT_MAX:
         raise ApiError(400, "note_too_long", f"Titles hold {NOTE_TITLE_MAX} and notes {NOTE_TEXT_MAX} characters at most.")
+    if not (is_storable_text(title) and is_storable_text(text)):
+        raise ApiError(400, "bad_request", "The note holds characters that are not text (a broken character code).")
     if submission_id:
         submission_id = parse_id(submission_id, "form submission id")
         existing = _submitted(author, submission_id)

@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from audit import AuditFilter
 from portal import policy, services
-from portal.access import authorize, record, record_each
+from portal.access import authorize, authorized, record, record_each
 from portal.auth import step_up
 from portal.compliance.service import chart_access_log
-from portal.errors import ApiError
+from portal.errors import ApiError, error_response
 from portal.extensions import limiter
 from portal.policy import ChartRef
 from portal.records import bp, fhir, service
@@ -71,20 +73,42 @@ def search():
     if not (mrn or name or dob):
         authorize("patient.search", details={"submitted": False})
         return render_template("records/search.html", results=None, query=request.args)
-    authorize("patient.search")
     try:
-        results = service.search_patients(mrn, name, dob)
+        results = listed_by_search(mrn, name, dob)
     except ApiError as exc:
         return render_template("records/search.html", results=None, query=request.args, error=exc.message), 400
-    audit_search(results)
+    except service.SearchLimitReached as exc:
+        return render_template("records/search.html", results=None, query=request.args, error=exc.message), 429
     return render_template("records/search.html", results=results, query=request.args)
 
 
-def audit_search(results: list) -> None:
-    """A search shows names and birth dates: each patient listed sees it in their access log."""
+def listed_by_search(mrn: str, name: str, birth_date: str) -> list:
+    """Search for the signed-in user, within their hourly limit of distinct patients listed; a refusal is audited.
+
+    A search shows names and birth dates: each patient listed sees it in their access log.
+    """
+    limit = services.settings().search_distinct_patients_per_hour
+    try:
+        results = authorized("patient.search",
+                             lambda: service.search_within_limit(mrn, name, birth_date, _listed_this_hour, limit),
+                             lambda found: {"count": len(found)})
+    except service.SearchLimitReached as exc:
+        record("patient.search", "denied", reason="hourly search limit reached", details=exc.audit_details())
+        raise
     record("patient.search.results", "allowed", reason="search returned", details={"count": len(results)})
     record_each("patient.search.hit", "allowed", [p.id for p in results], reason="listed in search results",
                 resource_type="search_result")
+    return results
+
+
+def _listed_this_hour() -> set[str]:
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    return services.audit_store().distinct_patient_ids(
+        AuditFilter(since=since, actor_id=current_user.id, action="patient.search.hit"))
+
+
+def search_limit_response(exc: service.SearchLimitReached):
+    return error_response(429, "search_limit", exc.message)
 
 
 @bp.get("/patients/<patient_id>")

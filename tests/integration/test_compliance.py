@@ -102,6 +102,15 @@ def test_malformed_filters_are_rejected_with_a_message(portal, cora):
     assert cora.get(f"{portal.url}/compliance/api/events", params={"outcome": "maybe"}, timeout=10).status_code == 400
 
 
+@pytest.mark.parametrize("field, value", [("until", "9999-12-31T23:59"), ("since", "0001-01-02T00:00"),
+                                          ("until", "0001-01-01T00:00+01:00")])
+def test_times_at_the_ends_of_the_calendar_are_a_400_naming_the_field(portal, cora, field, value):
+    for path in ("/compliance/", "/compliance/flags", "/compliance/api/events"):
+        response = cora.get(f"{portal.url}{path}", params={field: value}, timeout=10)
+        assert response.status_code == 400, (path, response.status_code)
+        assert f"&#39;{field}&#39; must" in response.text or f"'{field}' must" in response.text, path
+
+
 def test_datetime_local_and_iso_ranges_are_accepted(portal, cora):
     assert cora.get(f"{portal.url}/compliance/", params={"since": "2020-01-01T07:30"}, timeout=10).status_code == 200
     found = _events(cora, portal.url, since="2020-01-01T00:00:00Z", until="2020-01-02T00:00:00+00:00")
