@@ -21,6 +21,8 @@ from audit.export import (
     CSV_COLUMNS,
     ExportDigest,
     ExportManifest,
+    csv_cell,
+    csv_cell_value,
     export_csv,
     export_fhir_ndjson,
     export_jsonl,
@@ -28,6 +30,7 @@ from audit.export import (
     fhir_audit_event,
 )
 from audit.filters import AuditFilter
+from audit.queries import AuditQueries, Page
 from audit.schema import (
     APPEND_ONLY_DDL,
     DROP_APPEND_ONLY_DDL,
@@ -50,6 +53,7 @@ __all__ = [
     "OUTCOMES",
     "AuditEvent",
     "AuditFilter",
+    "AuditQueries",
     "AuditStore",
     "AuditWriteError",
     "Checkpoint",
@@ -58,6 +62,7 @@ __all__ = [
     "ExportManifest",
     "JsonlAuditStore",
     "MalformedEntryError",
+    "Page",
     "Problem",
     "SigningKey",
     "SqlAuditStore",
@@ -68,6 +73,8 @@ __all__ = [
     "canonical_json",
     "compute_entry_hash",
     "create_tables",
+    "csv_cell",
+    "csv_cell_value",
     "export_csv",
     "export_fhir_ndjson",
     "export_jsonl",

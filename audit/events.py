@@ -105,7 +105,7 @@ class AuditEvent:
             if value is not None:
                 if not isinstance(value, str):
                     raise ValueError(f"{name} must be a string or None")
-                object.__setattr__(self, name, storable(value))
+                object.__setattr__(self, name, storable(str(value)))  # str(): a StrEnum member becomes its text
         object.__setattr__(self, "time", self.time.astimezone(timezone.utc))
         object.__setattr__(self, "details", MappingProxyType(_storable_details(self.details)))
 

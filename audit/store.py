@@ -22,6 +22,7 @@ from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_j
 from audit.errors import AuditWriteError, MalformedEntryError
 from audit.events import AuditEvent
 from audit.filters import AuditFilter
+from audit.queries import EVENT_COLUMNS, AuditQueries, entry_from_row, filter_clauses
 from audit.schema import audit_checkpoint, audit_entry
 
 # pg_advisory_xact_lock key shared by every portal process: ASCII "AUDIT".
@@ -32,10 +33,6 @@ PAGE_SIZE = 1000
 
 T = TypeVar("T")
 
-_EVENT_COLUMNS = (
-    "time", "actor_id", "actor_role", "action", "outcome", "patient_id", "resource_type",
-    "resource_id", "reason", "source_ip", "user_agent", "request_id", "session_hash",
-)
 
 
 class AuditStore(ABC):
@@ -95,7 +92,7 @@ class AuditStore(ABC):
 
 def entry_to_row(entry: Entry) -> dict[str, Any]:
     """Column values of an audit_entry row; details stored as canonical JSON text."""
-    row = {name: getattr(entry.event, name) for name in _EVENT_COLUMNS}
+    row = {name: getattr(entry.event, name) for name in EVENT_COLUMNS}
     row.update(
         seq=entry.seq,
         details=canonical_json(dict(entry.event.details)).decode("utf-8"),
@@ -103,16 +100,6 @@ def entry_to_row(entry: Entry) -> dict[str, Any]:
         entry_hash=entry.entry_hash,
     )
     return row
-
-
-def entry_from_row(row: sa.Row) -> Entry:
-    """Rebuild an entry from its row; an unparseable row becomes MalformedEntryError, not a crash."""
-    try:
-        values = {name: getattr(row, name) for name in _EVENT_COLUMNS}
-        event = AuditEvent(details=json.loads(row.details), **values)
-    except (ValueError, TypeError) as exc:
-        raise MalformedEntryError(row.seq, f"unreadable audit row: {exc}") from None
-    return Entry(row.seq, event, row.prev_hash, row.entry_hash)
 
 
 def _checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -130,27 +117,6 @@ def _row_checkpoint(row: sa.Row) -> Checkpoint:
     return Checkpoint(row.count, row.head_hash, row.created, row.key_id, row.signature, row.public_key)
 
 
-def filter_clauses(filter: AuditFilter | None) -> list[sa.ColumnElement[bool]]:
-    """SQL WHERE clauses equivalent to AuditFilter.matches, so filtering happens in the database."""
-    if filter is None:
-        return []
-    columns = audit_entry.c
-    clauses = []
-    if filter.since is not None:
-        clauses.append(columns.time >= filter.since)
-    if filter.until is not None:
-        clauses.append(columns.time < filter.until)
-    for name in ("actor_id", "patient_id", "outcome"):
-        value = getattr(filter, name)
-        if value is not None:
-            clauses.append(columns[name] == value)
-    if filter.action is not None:
-        clauses.append(columns.action.startswith(filter.action, autoescape=True))
-    if filter.through is not None:
-        clauses.append(columns.seq <= filter.through)
-    return clauses
-
-
 def _retryable(exc: sa.exc.DBAPIError) -> bool:
     """Lock contention (SQLite busy) or a lost race for a seq (unique violation) is worth retrying."""
     if isinstance(exc, sa.exc.IntegrityError):
@@ -159,7 +125,7 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
     return isinstance(exc, sa.exc.OperationalError) and ("locked" in text or "busy" in text)
 
 
-class SqlAuditStore(AuditStore):
+class SqlAuditStore(AuditStore, AuditQueries):
     """Audit log in the portal's database (tables from audit.schema).
 
     Each append is one short transaction: take a serialising lock (pg_advisory_xact_lock
@@ -265,13 +231,6 @@ class SqlAuditStore(AuditStore):
             if len(rows) < PAGE_SIZE:
                 return
             last = rows[-1].seq
-
-    def distinct_patient_ids(self, filter: AuditFilter) -> set[str]:
-        """The patients the matching entries name: e.g. everyone one user's searches listed in the last hour."""
-        query = sa.select(audit_entry.c.patient_id).distinct().where(
-            *filter_clauses(filter), audit_entry.c.patient_id.is_not(None))
-        with self.engine.connect() as conn:
-            return set(conn.execute(query).scalars())
 
     def iter_checkpoints(self) -> Iterator[Checkpoint]:
         query = sa.select(audit_checkpoint).order_by(audit_checkpoint.c.id).limit(PAGE_SIZE)

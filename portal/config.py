@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from limits import parse_many
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 ENVIRONMENTS = ("development", "test", "production")
@@ -68,8 +70,6 @@ def _as_positive_number(value: str) -> float:
 
 def _as_rate_limit(value: str) -> str:
     """flask-limiter skips (does not enforce) a limit it cannot parse, so refuse it here."""
-    from limits import parse_many
-
     parse_many(value)
     return value
 

@@ -7,10 +7,11 @@ import sqlalchemy as sa
 from flask import Flask
 
 from portal.access import record
+from portal.actions import Action
 from portal.auth.sessions import end_sessions, live_sessions
 from portal.crypto import active_keyring, blind_index_terms, rotate, rotation_status
 from portal.db import db_session
-from portal.errors import ApiError
+from portal.exceptions import InvalidInput, NotFound
 from portal.extensions import socketio
 from portal.models import CareTeam, CareTeamMember, CareTeamPatient, Patient, User
 
@@ -28,9 +29,9 @@ def clinicians() -> list[User]:
 def create_team(name: str) -> CareTeam:
     name = (name or "").strip()
     if not 2 <= len(name) <= 120:
-        raise ApiError(400, "bad_team_name", "A team name has 2 to 120 characters.")
+        raise InvalidInput("bad_team_name", "A team name has 2 to 120 characters.")
     if db_session.scalars(sa.select(CareTeam).where(CareTeam.name == name)).first():
-        raise ApiError(400, "team_exists", "A team with that name already exists.")
+        raise InvalidInput("team_exists", "A team with that name already exists.")
     team = CareTeam(name=name)
     db_session.add(team)
     db_session.commit()
@@ -40,14 +41,14 @@ def create_team(name: str) -> CareTeam:
 def get_team(team_id: str) -> CareTeam:
     team = db_session.get(CareTeam, team_id)
     if team is None:
-        raise ApiError(404, "not_found", "There is no such team.")
+        raise NotFound("not_found", "There is no such team.")
     return team
 
 
 def add_clinician(team: CareTeam, user_id: str) -> User:
     user = db_session.get(User, user_id)
     if user is None or not user.has_role("clinician"):
-        raise ApiError(400, "not_a_clinician", "Only clinicians can join a care team.")
+        raise InvalidInput("not_a_clinician", "Only clinicians can join a care team.")
     if db_session.get(CareTeamMember, (team.id, user.id)) is None:
         db_session.add(CareTeamMember(team_id=team.id, user_id=user.id))
         db_session.commit()
@@ -57,7 +58,7 @@ def add_clinician(team: CareTeam, user_id: str) -> User:
 def remove_clinician(team: CareTeam, user_id: str) -> None:
     member = db_session.get(CareTeamMember, (team.id, user_id))
     if member is None:
-        raise ApiError(404, "not_found", "That clinician is not on this team.")
+        raise NotFound("not_found", "That clinician is not on this team.")
     db_session.delete(member)
     db_session.commit()
 
@@ -67,7 +68,7 @@ def add_patient_by_mrn(team: CareTeam, mrn: str) -> Patient:
         sa.select(Patient).where(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", mrn.strip())))
     ).first() if mrn.strip() else None
     if patient is None:
-        raise ApiError(400, "unknown_mrn", "No patient has that MRN.")
+        raise InvalidInput("unknown_mrn", "No patient has that MRN.")
     if db_session.get(CareTeamPatient, (team.id, patient.id)) is None:
         db_session.add(CareTeamPatient(team_id=team.id, patient_id=patient.id))
         db_session.commit()
@@ -102,7 +103,7 @@ def end_all_sessions(user_id: str) -> tuple[User, int]:
     """End every session of one user, on every worker, and cut their open connections."""
     user = db_session.get(User, user_id)
     if user is None:
-        raise ApiError(404, "no_such_user", "There is no such user.")
+        raise NotFound("no_such_user", "There is no such user.")
     return user, len(end_sessions(live_sessions(user.id), "revoked", not_before=True))
 
 
@@ -141,6 +142,6 @@ def _rotate(app: Flask, actor_id: str, actor_role: str | None, step_up_details: 
         finally:
             rotation_state["running"] = False
             db_session.remove()
-            record("keys.rotated", "allowed" if summary else "error", actor_id=actor_id, actor_role=actor_role,
+            record(Action.KEYS_ROTATED, "allowed" if summary else "error", actor_id=actor_id, actor_role=actor_role,
                    reason="started from the web console", from_request=False,
                    details={**(summary.audit_details() if summary else {}), **step_up_details})

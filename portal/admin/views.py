@@ -5,6 +5,7 @@ from flask import current_app, flash, redirect, render_template, request, url_fo
 from flask_login import current_user, login_required
 
 from portal.access import authorize, record, role_label
+from portal.actions import Action
 from portal.admin import bp, service
 from portal.auth import step_up
 from portal.records.service import parse_id
@@ -13,16 +14,16 @@ from portal.records.service import parse_id
 @bp.get("/teams")
 @login_required
 def teams():
-    authorize("admin.teams")
+    authorize(Action.ADMIN_TEAMS)
     return render_template("admin/teams.html", teams=service.teams_overview(), clinicians=service.clinicians())
 
 
 @bp.post("/teams")
 @login_required
 def create_team():
-    authorize("admin.teams", details={"change": "create_team"})
+    authorize(Action.ADMIN_TEAMS, details={"change": "create_team"})
     team = service.create_team(request.form.get("name", ""))
-    record("admin.team.created", "allowed", resource_type="care_team", resource_id=team.id)
+    record(Action.ADMIN_TEAM_CREATED, "allowed", resource_type="care_team", resource_id=team.id)
     flash(f"Team {team.name} created.", "success")
     return redirect(url_for("admin.teams"))
 
@@ -32,7 +33,7 @@ def create_team():
 def add_clinician(team_id: str):
     team = _team_to_change(team_id, "add_clinician")
     user = service.add_clinician(team, request.form.get("user_id", ""))
-    record("admin.team.clinician_added", "allowed", resource_type="care_team", resource_id=team.id,
+    record(Action.ADMIN_TEAM_CLINICIAN_ADDED, "allowed", resource_type="care_team", resource_id=team.id,
            details={"user": user.id})
     flash(f"{user.display_name} is now on {team.name}.", "success")
     return redirect(url_for("admin.teams"))
@@ -43,7 +44,7 @@ def add_clinician(team_id: str):
 def remove_clinician(team_id: str, user_id: str):
     team = _team_to_change(team_id, "remove_clinician")
     service.remove_clinician(team, parse_id(user_id, "user id"))
-    record("admin.team.clinician_removed", "allowed", resource_type="care_team", resource_id=team.id,
+    record(Action.ADMIN_TEAM_CLINICIAN_REMOVED, "allowed", resource_type="care_team", resource_id=team.id,
            details={"user": user_id})
     flash(f"Removed from {team.name}; their access to the team's charts and conversations ends now.", "success")
     return redirect(url_for("admin.teams"))
@@ -54,14 +55,14 @@ def remove_clinician(team_id: str, user_id: str):
 def add_patient(team_id: str):
     team = _team_to_change(team_id, "add_patient")
     patient = service.add_patient_by_mrn(team, request.form.get("mrn", ""))
-    record("admin.team.patient_added", "allowed", patient_id=patient.id, resource_type="care_team", resource_id=team.id)
+    record(Action.ADMIN_TEAM_PATIENT_ADDED, "allowed", patient_id=patient.id, resource_type="care_team", resource_id=team.id)
     flash(f"Patient added to {team.name}.", "success")
     return redirect(url_for("admin.teams"))
 
 
 def _team_to_change(team_id: str, change: str):
     """The decision (audited) first, then the team: an admin-only change to one care team."""
-    authorize("admin.teams", details={"change": change})
+    authorize(Action.ADMIN_TEAMS, details={"change": change})
     return service.get_team(parse_id(team_id, "team id"))
 
 
@@ -71,7 +72,7 @@ def _team_to_change(team_id: str, change: str):
 @bp.get("/sessions")
 @login_required
 def sessions():
-    authorize("admin.sessions")
+    authorize(Action.ADMIN_SESSIONS)
     return render_template("admin/sessions.html", users=service.users_with_live_sessions(),
                            account_label=service.account_label)
 
@@ -81,9 +82,9 @@ def sessions():
 def end_user_sessions(user_id: str):
     """End every session of one user at once (a lost laptop, a leaver), on every worker."""
     user_id = parse_id(user_id, "user id")
-    authorize("admin.sessions", details={"change": "end_all", "user": user_id})
+    authorize(Action.ADMIN_SESSIONS, details={"change": "end_all", "user": user_id})
     user, ended = service.end_all_sessions(user_id)
-    record("session.revoked", "allowed", resource_type="user", resource_id=user.id, reason="ended by an administrator",
+    record(Action.SESSION_REVOKED, "allowed", resource_type="user", resource_id=user.id, reason="ended by an administrator",
            details={"user": user.id, "sessions": ended})
     flash(f"Ended {ended} session(s) of {service.account_label(user)}.", "success")
     return redirect(url_for("admin.sessions"))
@@ -95,7 +96,7 @@ def end_user_sessions(user_id: str):
 @bp.get("/keys")
 @login_required
 def keys():
-    authorize("admin.keys")
+    authorize(Action.ADMIN_KEYS)
     return render_template("admin/keys.html", status=service.key_status(), rotation=service.rotation_state,
                            proof=step_up.current("key_rotation"))
 
@@ -105,12 +106,12 @@ def keys():
 def rotate_keys():
     """Re-encrypt everything under the primary key; asks for a fresh sign-in first."""
     proof = step_up.current("key_rotation")
-    authorize("admin.keys", details={"change": "rotate", **step_up.details(proof)})
+    authorize(Action.ADMIN_KEYS, details={"change": "rotate", **step_up.details(proof)})
     if proof is None or not step_up.consume("key_rotation"):  # single use, even for requests racing this one
         step_up.ask("key_rotation", url_for("admin.keys"))
     if service.start_rotation(current_app._get_current_object(), current_user.id, role_label(current_user),
                               proof.audit_details()):
-        record("keys.rotation_started", "allowed", reason="web console", details=proof.audit_details())
+        record(Action.KEYS_ROTATION_STARTED, "allowed", reason="web console", details=proof.audit_details())
         flash("Re-encryption started. The counts below fall to zero for the old keys as it proceeds.", "success")
     else:
         flash("A re-encryption is already running on this worker.", "info")

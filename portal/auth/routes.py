@@ -16,6 +16,7 @@ from joserfc.errors import JoseError
 
 from portal import services
 from portal.access import record
+from portal.actions import Action
 from portal.auth import backchannel, bp, step_up
 from portal.auth.identity import upsert_user
 from portal.auth.provider import SignInError, provider_client, redirect_uri
@@ -29,10 +30,22 @@ from portal.auth.sessions import (
     signed_in_since_revocation,
     start_session,
 )
-from portal.errors import ApiError, error_response
+from portal.errors import error_response
+from portal.exceptions import NotFound
 from portal.extensions import csrf, limiter
+from portal.request_fields import wants_json
 
 log = logging.getLogger(__name__)
+
+
+@bp.app_errorhandler(step_up.StepUpRequired)
+def _step_up_required(exc: step_up.StepUpRequired):
+    """A sensitive action without a live step-up: pages go to sign in again, JSON callers learn where."""
+    start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url)
+    if wants_json():
+        return jsonify(error={"code": "step_up_required", "step_up_url": start,
+                              "message": f"Sign in again to {step_up.ACTIONS[exc.action]}."}), 401
+    return redirect(start)
 
 
 @bp.get("/signin")
@@ -98,7 +111,7 @@ def callback():
                         retry_url=url_for("auth.login", fresh="1", next=session.get("next") or None))
     next_url = session.get("next")
     start_session(user, token.get("id_token"), token["userinfo"])
-    record("signin.success", "allowed", reason="roles: " + (user.roles or "none"))
+    record(Action.SIGNIN_SUCCESS, "allowed", reason="roles: " + (user.roles or "none"))
     return redirect(next_url or url_for("main.index"))
 
 
@@ -140,9 +153,9 @@ def _finish_step_up(pending: dict, issuer: str, id_claims: dict):
             current_user, issuer, id_claims, max_age=settings.oidc_step_up_max_age,
             accepted_acr=settings.oidc_step_up_acr.split()))
     except step_up.StepUpRefused as refused:
-        record("stepup.failure", "denied", reason=refused.code, details={"step_up": action})
+        record(Action.STEPUP_FAILURE, "denied", reason=refused.code, details={"step_up": action})
         return _step_up_refused(401, refused.code, refused.message, pending)
-    record("stepup.success", "allowed", reason=f"fresh sign-in for {action}", details=proof.audit_details())
+    record(Action.STEPUP_SUCCESS, "allowed", reason=f"fresh sign-in for {action}", details=proof.audit_details())
     return redirect(pending.get("next") or url_for("main.index"))
 
 
@@ -158,7 +171,7 @@ def logout():
     login = current_login()
     id_token = login.id_token if login else None
     if login is not None:
-        record("signout", "allowed", actor_id=login.user_id, reason="user signed out")
+        record(Action.SIGNOUT, "allowed", actor_id=login.user_id, reason="user signed out")
     end_session(login, "signed_out")
     flash("You have signed out.", "success")  # shown wherever the provider sends the browser back
     target = url_for("auth.signin_page", reason="signed_out")
@@ -202,9 +215,9 @@ def _failure(status: int, code: str, message: str, exc: Exception | None, pendin
     session.pop("next", None)
     log.warning("sign-in failed", extra={"error": code})
     if pending_step_up and current_user.is_authenticated:
-        record("stepup.failure", "denied", reason=code, details={"step_up": pending_step_up.get("action", "")})
+        record(Action.STEPUP_FAILURE, "denied", reason=code, details={"step_up": pending_step_up.get("action", "")})
         return _step_up_refused(status, code, message, pending_step_up)
-    record("signin.failure", "denied", reason=code)
+    record(Action.SIGNIN_FAILURE, "denied", reason=code)
     return error_response(status, code, message, retry_url=retry_url, retry_label="Sign in with your password")
 
 
@@ -223,9 +236,9 @@ def end_my_session(session_id: str):
     """End one of the user's own sessions (on every worker at once); ending this one signs out here."""
     login = next((s for s in live_sessions(current_user.id) if s.id == session_id), None)
     if login is None:  # audited as a refused request: it may be a probe for someone else's session
-        raise ApiError(404, "no_such_session", "That session has already ended or is not yours.")
+        raise NotFound("no_such_session", "That session has already ended or is not yours.")
     this_one = login.id == current_login().id
-    record("session.revoked", "allowed", resource_type="login_session", resource_id=login.id,
+    record(Action.SESSION_REVOKED, "allowed", resource_type="login_session", resource_id=login.id,
            reason="ended by its owner", details={"this_session": this_one})
     if this_one:
         end_session(login, "signed_out")
@@ -245,9 +258,9 @@ def backchannel_logout():
         backchannel.remember_jti(claims)
     except backchannel.LogoutTokenError as exc:
         log.warning("back-channel logout refused", extra={"error": exc.code})
-        record("signout.backchannel", "denied", reason=exc.code)
+        record(Action.SIGNOUT_BACKCHANNEL, "denied", reason=exc.code)
         return jsonify(error="invalid_request", error_description=str(exc)), 400
     user, ended = backchannel.end_provider_sessions(claims)
-    record("signout.backchannel", "allowed", actor_id=user.id if user else None, reason="provider_logout",
+    record(Action.SIGNOUT_BACKCHANNEL, "allowed", actor_id=user.id if user else None, reason="provider_logout",
            details={"sessions": ended, "by": "sid" if "sid" in claims else "sub"})
     return "", 200

@@ -14,12 +14,18 @@ from typing import Any
 
 import sqlalchemy as sa
 import user_agents
-from flask import g, redirect, request, session, url_for
+from flask import current_app, g, redirect, request, session, url_for
 from flask_login import login_user, logout_user
 
 from portal import services
+from portal.access import record, role_label
+from portal.actions import Action
 from portal.db import db_session
+from portal.errors import error_response
+from portal.extensions import login_manager
 from portal.models import LoginSession, User
+from portal.request_fields import wants_json
+from portal.signals import sessions_ended
 
 TOUCH_EVERY = timedelta(seconds=30)  # at most one write per half minute per session
 # Why a session ended, as the sign-in page and the pages' live connections say it.
@@ -93,9 +99,7 @@ def end_sessions(logins: Iterable[LoginSession], reason: str, not_before: bool =
             user.sessions_not_before = now
     db_session.commit()
     if ended:
-        from portal.auth.sockets import disconnect_sessions
-
-        disconnect_sessions([login.id for login in ended], reason)
+        sessions_ended.send(current_app._get_current_object(), login_session_ids=[login.id for login in ended], reason=reason)
     return ended
 
 
@@ -162,8 +166,6 @@ def _expire(login: LoginSession, reason: str) -> None:
     if login.ended_at is None:
         # We run inside flask-login's user loader: without a user in g, record() would read
         # current_user, which calls this loader again (endless recursion, then a 500).
-        from portal.extensions import login_manager
-
         g._login_user = login_manager.anonymous_user()
         end_timed_out(login, reason)
     g.session_end_reason = reason
@@ -172,22 +174,18 @@ def _expire(login: LoginSession, reason: str) -> None:
 
 def end_timed_out(login: LoginSession, reason: str, from_request: bool = True) -> None:
     """End a timed-out session once, whichever worker notices first; that one writes the audit event."""
-    from portal.access import record, role_label
-
     claimed = db_session.execute(
         sa.update(LoginSession).where(LoginSession.id == login.id, LoginSession.ended_at.is_(None))
         .values(ended_at=datetime.now(timezone.utc), end_reason=reason)
     ).rowcount
     db_session.commit()
     if claimed:
-        record("signout." + reason, "allowed", actor_id=login.user_id, actor_role=role_label(login.user) or None,
+        record(Action.signout_after(reason), "allowed", actor_id=login.user_id, actor_role=role_label(login.user) or None,
                reason=reason, from_request=from_request)
 
 
 def on_unauthorized():
     """Pages go to the sign-in page saying why; APIs get 401 with the standard error body."""
-    from portal.errors import error_response, wants_json
-
     reason = g.get("session_end_reason")
     if wants_json():
         message = "Your session ended after inactivity." if reason == "idle_timeout" else "Sign in first."

@@ -19,7 +19,7 @@ import socketio
 
 from audit import CSV_COLUMNS
 from audit.events import parse_time
-from portal.compliance.service import is_after_hours
+from portal.compliance.events import is_after_hours
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import ROOT, break_glass, csrf_token, get_stepping_up, sign_in
 
