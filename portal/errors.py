@@ -29,6 +29,8 @@ TITLES = {
     502: "The sign-in provider could not be reached",
     503: "Temporarily unavailable",
 }
+# Refusals that are no one's fault get a title that says what is going on rather than "no access".
+CODE_TITLES = {"no_chart": "Your account is not linked to a chart yet"}
 
 
 class ApiError(Exception):
@@ -46,7 +48,7 @@ def wants_json() -> bool:
 def error_response(status: int, code: str, message: str, **context):
     if wants_json():
         return jsonify(error={"code": code, "message": message}), status
-    title = TITLES.get(status, "Error")
+    title = CODE_TITLES.get(code) or TITLES.get(status, "Error")
     return render_template("errors/error.html", status=status, title=title, message=message, code=code, **context), status
 
 

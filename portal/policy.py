@@ -25,7 +25,7 @@ CHART_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export", "chart.a
 CLINICIAN_ACTIONS = frozenset({"patient.search", "patient.list", "break_glass.open", "conversation.start"})
 CONVERSATION_ACTIONS = frozenset({"conversation.join", "conversation.send", "conversation.history", "conversation.read"})
 COMPLIANCE_ACTIONS = frozenset({"audit.search", "audit.read", "audit.export", "audit.verify", "audit.review"})
-ADMIN_ACTIONS = frozenset({"admin.teams", "admin.sessions", "admin.keys"})
+ADMIN_ACTIONS = frozenset({"admin.teams", "admin.sessions", "admin.keys", "admin.patient_links"})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from joserfc.errors import JoseError
 from portal import services
 from portal.access import record, role_label
 from portal.auth import backchannel, bp, step_up
-from portal.auth.identity import upsert_user
+from portal.auth.identity import chart_link, upsert_user
 from portal.auth.provider import SignInError, provider_client, redirect_uri
 from portal.auth.sessions import (
     SIGNED_OUT_MESSAGES,
@@ -113,7 +113,8 @@ def callback():
         return _remembered_sign_in_refused(user, asked_fresh)
     next_url = session.get("next")
     start_session(user, token.get("id_token"), token["userinfo"])
-    record("signin.success", "allowed", reason="roles: " + (user.roles or "none"))
+    record("signin.success", "allowed", reason="roles: " + (user.roles or "none"),
+           details={"chart_link": chart_link(user)} if user.has_role("patient") else None)
     return redirect(next_url or url_for("main.index"))
 
 

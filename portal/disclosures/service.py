@@ -49,6 +49,8 @@ ACTION_LABELS = {
     "conversation.read": "Marked care messages as read",
     "audit.review": "Reviewed a break-glass access",
     "admin.team.patient_added": "Added to a care team",
+    "admin.patient.linked": "Linked to a portal account",
+    "admin.patient.unlinked": "Unlinked from a portal account",
 }
 SECTIONED_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export"})
 SECTION_NAMES = {"chart": "whole chart", "fhir_bundle": "FHIR record", "problems": "problems",

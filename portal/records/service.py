@@ -55,9 +55,7 @@ def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list
     """Exact-match search through blind indexes: never decrypts the population to scan it."""
     conditions = []
     if mrn.strip():
-        if not _MRN.match(mrn.strip()):
-            raise ApiError(400, "bad_mrn", "An MRN has 3 to 32 letters, digits, spaces or dashes.")
-        conditions.append(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", mrn)))
+        conditions.append(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", checked_mrn(mrn))))
     if name.strip():
         if len(name) > 100:
             raise ApiError(400, "bad_name", "A family name has at most 100 characters.")
@@ -71,6 +69,22 @@ def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list
     if not conditions:
         raise ApiError(400, "empty_search", "Give an MRN, a family name or a date of birth.")
     return list(db_session.scalars(sa.select(Patient).where(*conditions).limit(SEARCH_LIMIT)))
+
+
+def checked_mrn(mrn: str) -> str:
+    """The MRN without surrounding spaces; 400 when it cannot be one."""
+    mrn = (mrn or "").strip()
+    if not _MRN.match(mrn):
+        raise ApiError(400, "bad_mrn", "An MRN has 3 to 32 letters, digits, spaces or dashes.")
+    return mrn
+
+
+def patient_by_mrn(mrn: str) -> Patient | None:
+    """The one chart with this MRN, found through its blind index; None when no chart, or more than
+    one, has it (an ambiguous MRN links nobody). A malformed MRN is a 400 (``checked_mrn``)."""
+    terms = blind_index_terms(Patient, "mrn", checked_mrn(mrn))
+    found = db_session.scalars(sa.select(Patient).where(Patient.mrn_bidx.in_(terms)).limit(2)).all()
+    return found[0] if len(found) == 1 else None
 
 
 def care_team_patients(user: User) -> list[tuple[CareTeam, list[Patient]]]:
@@ -129,10 +143,26 @@ def _same_submission(note: VisitNote, patient: Patient) -> VisitNote:
 
 
 def own_patient_id(user: User) -> str:
-    """The chart linked to a patient's account; 404 when the account is not linked to one."""
-    if not user.has_role("patient") or not user.patient_id:
-        raise ApiError(404, "no_chart", "Your account is not linked to a chart. Contact the clinic to link it.")
+    """The chart linked to a patient's account; 403 with how to get it linked when there is none.
+
+    Not a 404 for a patient: they are signed in and doing nothing wrong, their account just has no
+    chart yet. Staff have no chart of their own here at all.
+    """
+    if not user.has_role("patient"):
+        raise ApiError(404, "not_a_patient", "Only patients have a chart of their own in the portal.")
+    if not user.patient_id:
+        raise ApiError(403, "no_chart", not_linked_message(user))
     return user.patient_id
+
+
+def not_linked_message(user: User) -> str:
+    return ("Your account is not linked to a chart yet. Contact the clinic and quote your account "
+            f"reference {account_reference(user)} so they can link it.")
+
+
+def account_reference(user: User) -> str:
+    """The short reference a person quotes to the clinic, as the administrator's pages show it."""
+    return user.id[:8]
 
 
 def checked_break_glass_reason(reason: str | None) -> str:
