@@ -20,6 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 ENVIRONMENTS = ("development", "test", "production")
 PORTAL_ROLES = ("patient", "clinician", "compliance", "admin")
+# What the patient claim is matched against: the chart's MRN (through its blind index) or its portal id.
+PATIENT_MATCHES = ("mrn", "id")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -83,6 +85,12 @@ def _as_role_map(value: str) -> dict[str, str]:
     return mapping
 
 
+def _as_patient_match(value: str) -> str:
+    if value not in PATIENT_MATCHES:
+        raise ValueError(f"expected one of {', '.join(PATIENT_MATCHES)}")
+    return value
+
+
 def _as_url(value: str) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in {"http", "https"} or not parsed.netloc:
@@ -110,6 +118,7 @@ class Settings:
     oidc_roles_claim: str = _setting("PORTAL_OIDC_ROLES_CLAIM", "roles")
     oidc_role_map: dict = _setting("PORTAL_OIDC_ROLE_MAP", None, _as_role_map)
     oidc_patient_claim: str = _setting("PORTAL_OIDC_PATIENT_CLAIM", "patient_id")
+    oidc_patient_match: str = _setting("PORTAL_OIDC_PATIENT_MATCH", "mrn", _as_patient_match)
     # Step-up: sensitive actions need a sign-in at most this old (and, when set, one of these acr values).
     oidc_step_up_max_age: int = _setting("PORTAL_OIDC_STEP_UP_MAX_AGE", 300, _as_positive_int)
     oidc_step_up_acr: str = _setting("PORTAL_OIDC_STEP_UP_ACR", "")

@@ -39,6 +39,10 @@ SIGNED_OUT_MESSAGES = {
 }
 
 
+# Left in the browser whose session was revoked, so its next sign-in asks the provider for the password.
+REVOKED_HERE = "revoked_here"
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -112,6 +116,18 @@ def live_sessions(user_id: str | None = None) -> list[LoginSession]:
     return [login for login in db_session.scalars(query) if expiry_reason(login, now) is None]
 
 
+def revoked_in_this_browser() -> bool:
+    """Whether this browser's portal session was ended by a revocation (its owner's session list, or
+    an administrator): it may be the lost laptop, so its next sign-in must be a new one at the provider.
+
+    The browser still holds the ended session's cookie, or the mark left when the end was noticed.
+    """
+    if session.get(REVOKED_HERE):
+        return True
+    login = current_login()
+    return login is not None and login.end_reason == "revoked"
+
+
 def signed_in_since_revocation(user: User, id_claims: Mapping[str, Any]) -> bool:
     """After a revocation, only a sign-in made at the provider since then counts."""
     if user.sessions_not_before is None:
@@ -170,6 +186,8 @@ def _expire(login: LoginSession, reason: str) -> None:
         end_timed_out(login, reason)
     g.session_end_reason = reason
     session.clear()
+    if reason == "revoked":
+        session[REVOKED_HERE] = True
 
 
 def end_timed_out(login: LoginSession, reason: str, from_request: bool = True) -> None:

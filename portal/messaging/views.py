@@ -9,6 +9,7 @@ from portal.access import authorize, record
 from portal.actions import Action
 from portal.exceptions import InvalidInput
 from portal.messaging import bp, service
+from portal.people import not_linked_message, own_patient_id
 
 
 @bp.get("/messages")
@@ -25,6 +26,7 @@ def chat():
         conversations=conversations,
         selected=selected,
         clinicians=service.clinicians_except(user) if user.has_role("clinician") else [],
+        not_linked=not_linked_message(user) if user.has_role("patient") and not user.patient_id else None,
         max_bytes=settings.message_max_bytes,
         page_size=min(50, settings.history_page_max),
     )
@@ -35,8 +37,8 @@ def chat():
 def start():
     """Clinicians: open (or create) a direct conversation. Patients: open their care-team thread."""
     user = current_user._get_current_object()
-    if user.has_role("patient") and user.patient_id and not request.form.get("clinician"):
-        conversation = service.get_or_create_patient_thread(user.patient_id)
+    if user.has_role("patient") and not request.form.get("clinician"):
+        conversation = service.get_or_create_patient_thread(own_patient_id(user))
         authorize(Action.CONVERSATION_JOIN, conversation)
         return redirect(url_for("messaging.chat", c=conversation.id))
     other = service.get_user(service.parse_uuid(request.form.get("clinician")))

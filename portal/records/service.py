@@ -1,8 +1,6 @@
 """The rules for reading and writing charts. Views call these after portal.access.authorize."""
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -19,24 +17,15 @@ from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
 from portal.people import accounts_of_patient, display_names
-from portal.text import is_storable_text
+from portal.validation import checked_mrn, is_storable_text, parse_id
 
 NOTE_TITLE_MAX = 200
 NOTE_TEXT_MAX = 20_000
 REASON_MIN, REASON_MAX = 10, 500
 SEARCH_LIMIT = 50
-_MRN = re.compile(r"^[A-Za-z0-9 -]{3,32}$")
 ACCESS_LOG_LIMIT = 200
 # What "Who viewed my chart" lists: reads and writes, emergency access, appearing in a search.
 CHART_ACCESS_ACTIONS = ("chart.", "break_glass.", Action.PATIENT_SEARCH_HIT)
-
-
-def parse_id(value: str, what: str = "patient id") -> str:
-    """Identifiers are UUIDs; anything else is a 400, not a database lookup."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise InvalidInput("malformed_id", f"The {what} is malformed.") from None
 
 
 CHART_SECTIONS_LOADED = (
@@ -64,9 +53,7 @@ def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list
     """Exact-match search through blind indexes: never decrypts the population to scan it."""
     conditions = []
     if mrn.strip():
-        if not _MRN.match(mrn.strip()):
-            raise InvalidInput("bad_mrn", "An MRN has 3 to 32 letters, digits, spaces or dashes.")
-        conditions.append(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", mrn)))
+        conditions.append(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", checked_mrn(mrn))))
     if name.strip():
         if len(name) > 100:
             raise InvalidInput("bad_name", "A family name has at most 100 characters.")
@@ -164,13 +151,6 @@ def _same_submission(note: VisitNote, patient: Patient) -> VisitNote:
     if note.patient_id != patient.id:
         raise Conflict("submission_reused", "That form submission id was already used for another note.")
     return note
-
-
-def own_patient_id(user: User) -> str:
-    """The chart linked to a patient's account; 404 when the account is not linked to one."""
-    if not user.has_role("patient") or not user.patient_id:
-        raise NotFound("no_chart", "Your account is not linked to a chart. Contact the clinic to link it.")
-    return user.patient_id
 
 
 def checked_break_glass_reason(reason: str | None) -> str:
