@@ -41,6 +41,8 @@ install-test: $(BIN)/python
 # `make lock LOCK_ARGS=--upgrade` (everything) or `LOCK_ARGS='--upgrade-package flask'` (one package).
 lock:
 	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	@$(LOCK_VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		(echo "make lock resolves for the image's Python 3.11: rm -rf $(LOCK_VENV); make lock PYTHON=python3.11"; exit 1)
 	$(PYPI_ONLY) $(LOCK_VENV)/bin/pip install --quiet pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
 	$(PIP_COMPILE) --extra=postgres --extra=test --output-file=$(TEST_LOCK) pyproject.toml
 	$(PIP_COMPILE) --extra=postgres --constraint=$(TEST_LOCK) --output-file=$(RUNTIME_LOCK) pyproject.toml

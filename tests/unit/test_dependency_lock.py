@@ -49,9 +49,15 @@ def read_lock(path: Path) -> dict[NormalizedName, Locked]:
     return entries
 
 
+def header(path: Path) -> str:
+    """The comment block pip-compile writes above the pins (its Python version and command line)."""
+    lines = path.read_text().splitlines()
+    return "\n".join(line for line in lines[:next(i for i, line in enumerate(lines) if not line.startswith("#"))])
+
+
 def compiled_extras(path: Path) -> set[str]:
     """The extras named on the pip-compile command line recorded in the lock's header."""
-    return set(re.findall(r"--extra[= ](\S+)", path.read_text().split("\n\n", 1)[0]))
+    return set(re.findall(r"--extra[= ](\S+)", header(path)))
 
 
 def applies(requirement: Requirement, extras: set[str]) -> bool:
@@ -135,3 +141,8 @@ def test_installs_come_from_the_locks_with_hashes_and_the_project_without_depend
         assert f"--require-hashes -r {lock}" in recipe and "--no-deps" in recipe, recipe
     assert f"COPY {RUNTIME_LOCK} " in dockerfile and "--require-hashes -r /tmp/runtime.txt" in dockerfile
     assert "--no-deps --no-build-isolation" in dockerfile
+    pip_version = re.search(r"^PIP_VERSION := (\S+)$", makefile, re.MULTILINE)[1]
+    assert f"pip=={pip_version} " in dockerfile, "the image and `make install` should install with the same pip"
+    image_python = re.search(r"^FROM python:(\d+\.\d+)", dockerfile, re.MULTILINE)[1]
+    for lock in LOCK_EXTRAS:
+        assert f"pip-compile with Python {image_python}\n" in header(ROOT / lock), f"{lock}: not the image's Python"
