@@ -21,6 +21,10 @@ class InvalidInput(PortalError):
     """The request was malformed or incomplete: nothing was done."""
 
 
+class Forbidden(PortalError):
+    """This person may not do this, whatever the record (e.g. a patient account not yet linked to a chart)."""
+
+
 class NotFound(PortalError):
     """There is no such thing (or the asker may not learn that there is)."""
 

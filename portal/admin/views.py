@@ -8,7 +8,8 @@ from portal.access import authorize, record, role_label
 from portal.actions import Action
 from portal.admin import bp, service
 from portal.auth import step_up
-from portal.records.service import account_reference, parse_id
+from portal.people import account_reference
+from portal.validation import parse_id
 
 
 @bp.get("/teams")
@@ -73,7 +74,7 @@ def _team_to_change(team_id: str, change: str):
 @login_required
 def patient_accounts():
     """Patient accounts and whether each is linked to a chart; link or unlink one by MRN."""
-    authorize("admin.patient_links")
+    authorize(Action.ADMIN_PATIENT_LINKS)
     reference = request.args.get("account", "")
     return render_template("admin/patient_accounts.html", accounts=service.patient_accounts(reference),
                            reference=reference, account_label=service.account_label,
@@ -87,8 +88,8 @@ def link_chart(user_id: str):
     user_id = _account_to_change(user_id, "link")
     change = service.link_patient_account(user_id, request.form.get("mrn", ""), request.form.get("reason", ""))
     if change.previous_patient_id and change.previous_patient_id != change.patient_id:
-        _record_link_change("admin.patient.unlinked", change, change.previous_patient_id)
-    _record_link_change("admin.patient.linked", change, change.patient_id)
+        _record_link_change(Action.ADMIN_PATIENT_UNLINKED, change, change.previous_patient_id)
+    _record_link_change(Action.ADMIN_PATIENT_LINKED, change, change.patient_id)
     flash(f"{service.account_label(change.user)} is linked to the chart with that MRN.", "success")
     return redirect(url_for("admin.patient_accounts", account=account_reference(change.user)))
 
@@ -99,7 +100,7 @@ def unlink_chart(user_id: str):
     """Unlink a patient account; only an administrator can link it again (the claim no longer does)."""
     user_id = _account_to_change(user_id, "unlink")
     change = service.unlink_patient_account(user_id, request.form.get("reason", ""))
-    _record_link_change("admin.patient.unlinked", change, change.previous_patient_id)
+    _record_link_change(Action.ADMIN_PATIENT_UNLINKED, change, change.previous_patient_id)
     flash(f"{service.account_label(change.user)} is no longer linked to a chart.", "success")
     return redirect(url_for("admin.patient_accounts", account=account_reference(change.user)))
 
@@ -107,11 +108,11 @@ def unlink_chart(user_id: str):
 def _account_to_change(user_id: str, change: str) -> str:
     """The account id, then the decision (audited): an admin-only change to one account's chart link."""
     user_id = parse_id(user_id, "user id")
-    authorize("admin.patient_links", details={"change": change, "user": user_id})
+    authorize(Action.ADMIN_PATIENT_LINKS, details={"change": change, "user": user_id})
     return user_id
 
 
-def _record_link_change(action: str, change: service.LinkChange, patient_id: str | None) -> None:
+def _record_link_change(action: Action, change: service.LinkChange, patient_id: str | None) -> None:
     record(action, "allowed", patient_id=patient_id, resource_type="user", resource_id=change.user.id,
            reason=change.reason)
 

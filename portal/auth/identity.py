@@ -8,9 +8,10 @@ import sqlalchemy as sa
 
 from portal.config import Settings
 from portal.db import db_session
-from portal.errors import ApiError
+from portal.exceptions import InvalidInput
 from portal.models import LINKED_BY_CLAIM, Patient, User
-from portal.records.service import parse_id, patient_by_mrn
+from portal.people import patient_by_mrn
+from portal.validation import parse_id
 
 
 def portal_roles(claims: Mapping, settings: Settings) -> list[str]:
@@ -62,6 +63,6 @@ def _claimed_chart(claim: object, match: str) -> str | None:
         return None
     try:
         patient = db_session.get(Patient, parse_id(claim)) if match == "id" else patient_by_mrn(claim)
-    except ApiError:  # not shaped like an id or an MRN: the provider's claim is simply not a link
+    except InvalidInput:  # not shaped like an id or an MRN: the provider's claim is simply not a link
         return None
     return patient.id if patient else None

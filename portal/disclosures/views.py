@@ -22,8 +22,10 @@ from portal.disclosures.service import DateRange, DateRangeError, DisclosureRepo
 from portal.errors import audit_refusal
 from portal.exceptions import AccessDenied, Conflict, InvalidInput
 from portal.extensions import limiter
+from portal.people import own_patient_id
 from portal.policy import ChartRef
-from portal.records.service import own_patient_id, parse_id, search_patients
+from portal.records.service import search_patients
+from portal.validation import parse_id
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,16 @@ from portal.actions import Action
 from portal.crypto import DecryptionError
 from portal.db import end_session
 from portal.errors import bp
-from portal.exceptions import AccessDenied, AuditUnavailable, Conflict, InvalidInput, LimitReached, NotFound, PortalError
+from portal.exceptions import (
+    AccessDenied,
+    AuditUnavailable,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    LimitReached,
+    NotFound,
+    PortalError,
+)
 from portal.extensions import login_manager
 from portal.observability import DECRYPT_FAILURES
 from portal.request_fields import wants_json
@@ -34,7 +43,9 @@ TITLES = {
     502: "The sign-in provider could not be reached",
     503: "Temporarily unavailable",
 }
-STATUS = {InvalidInput: 400, NotFound: 404, Conflict: 409, LimitReached: 429, AuditUnavailable: 503}
+# Refusals that are no one's fault get a title that says what is going on rather than "no access".
+CODE_TITLES = {"no_chart": "Your account is not linked to a chart yet"}
+STATUS = {InvalidInput: 400, Forbidden: 403, NotFound: 404, Conflict: 409, LimitReached: 429, AuditUnavailable: 503}
 BREAK_GLASS_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE})
 
 
@@ -47,7 +58,7 @@ def error_response(status: int, code: str, message: str, **context):
     """The JSON error body for API callers, the error page for browsers."""
     if wants_json():
         return jsonify(error={"code": code, "message": message}), status
-    title = TITLES.get(status, "Error")
+    title = CODE_TITLES.get(code) or TITLES.get(status, "Error")
     return render_template("errors/error.html", status=status, title=title, message=message, code=code, **context), status
 
 

@@ -38,7 +38,7 @@ from portal.models import (
     User,
 )
 from portal.models._types import utcnow
-from portal.text import is_storable_text
+from portal.validation import is_storable_text
 
 IDEMPOTENCY_KEY_MAX = 64
 

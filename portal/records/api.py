@@ -8,9 +8,11 @@ from portal.access import authorize, record
 from portal.actions import CHART_SECTIONS, Action, Section
 from portal.exceptions import InvalidInput, NotFound
 from portal.extensions import limiter
+from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records import bp, serialize, service
 from portal.records.views import SEARCH_RATE_LIMIT, fhir_download, listed_by_search
+from portal.validation import parse_id
 
 
 @bp.get("/api/v1/me")
@@ -23,7 +25,7 @@ def api_me():
 @bp.get("/api/v1/me/chart")
 @login_required
 def api_my_chart():
-    return _chart_json(service.own_patient_id(current_user))
+    return _chart_json(own_patient_id(current_user))
 
 
 @bp.get("/api/v1/patients")
@@ -37,13 +39,13 @@ def api_search():
 @bp.get("/api/v1/patients/<patient_id>")
 @login_required
 def api_chart(patient_id: str):
-    return _chart_json(service.parse_id(patient_id))
+    return _chart_json(parse_id(patient_id))
 
 
 @bp.get("/api/v1/patients/<patient_id>/<section>")
 @login_required
 def api_section(patient_id: str, section: str):
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     if section == "fhir":
         return fhir_download(patient_id)
     if section not in CHART_SECTIONS:
@@ -55,7 +57,7 @@ def api_section(patient_id: str, section: str):
 @bp.post("/api/v1/patients/<patient_id>/notes")
 @login_required
 def api_add_note(patient_id: str):
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise InvalidInput("bad_json", "Send a JSON object with title and text.")

@@ -16,8 +16,10 @@ from portal.auth import step_up
 from portal.exceptions import InvalidInput
 from portal.extensions import limiter
 from portal.models import Patient
+from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records import bp, fhir, service
+from portal.validation import parse_id
 
 ALL_SECTIONS = ",".join(CHART_SECTIONS)
 SEARCH_RATE_LIMIT = "60 per minute"  # a search lists other people's names: no bulk harvesting
@@ -33,15 +35,15 @@ def _render_chart(patient_id: str, template: str = "records/chart.html"):
 @bp.get("/chart")
 @login_required
 def my_chart():
-    return _render_chart(service.own_patient_id(current_user))
+    return _render_chart(own_patient_id(current_user))
 
 
 @bp.get("/chart/results/<result_id>")
 @login_required
 def my_result(result_id: str):
-    patient_id = service.own_patient_id(current_user)
+    patient_id = own_patient_id(current_user)
     authorize(Action.CHART_READ, ChartRef(patient_id, Section.RESULTS),
-              details={"result": service.parse_id(result_id, "result id")})
+              details={"result": parse_id(result_id, "result id")})
     patient = service.get_patient(patient_id)
     return render_template("records/result.html", patient=patient, result=service.get_result(patient, result_id))
 
@@ -49,13 +51,13 @@ def my_result(result_id: str):
 @bp.get("/chart/fhir")
 @login_required
 def my_fhir():
-    return fhir_download(service.own_patient_id(current_user))
+    return fhir_download(own_patient_id(current_user))
 
 
 @bp.get("/chart/access-log")
 @login_required
 def my_access_log():
-    patient_id = service.own_patient_id(current_user)
+    patient_id = own_patient_id(current_user)
     authorize(Action.CHART_ACCESS_LOG, ChartRef(patient_id, Section.ACCESS_LOG))
     return render_template("records/access_log.html", entries=service.chart_access_log(patient_id))
 
@@ -112,19 +114,19 @@ def _listed_this_hour() -> set[str]:
 @bp.get("/patients/<patient_id>")
 @login_required
 def chart(patient_id: str):
-    return _render_chart(service.parse_id(patient_id))
+    return _render_chart(parse_id(patient_id))
 
 
 @bp.get("/patients/<patient_id>/fhir")
 @login_required
 def chart_fhir(patient_id: str):
-    return fhir_download(service.parse_id(patient_id))
+    return fhir_download(parse_id(patient_id))
 
 
 @bp.post("/patients/<patient_id>/notes")
 @login_required
 def add_note(patient_id: str):
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
     patient = service.get_patient(patient_id)
     note, created = service.add_note(patient, current_user, request.form.get("title", ""),
@@ -142,7 +144,7 @@ def add_note(patient_id: str):
 def break_glass_form(patient_id: str):
     """Where a clinician confirms emergency access after signing in again. It shows nothing of the
     chart, so only a refusal is audited: a link alone must not put a break-glass attempt on record."""
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     if not policy.can(current_user, Action.BREAK_GLASS_OPEN).allowed:
         authorize(Action.BREAK_GLASS_OPEN, details={"stage": "form"})
     return render_template("records/break_glass.html", patient_id=patient_id,
@@ -155,7 +157,7 @@ def break_glass_form(patient_id: str):
 @login_required
 def break_glass(patient_id: str):
     """Emergency access needs a typed reason and a fresh sign-in for this patient, spent by this one grant."""
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     proof = step_up.current("break_glass", resource=patient_id)
     authorize(Action.BREAK_GLASS_OPEN, ChartRef(patient_id, Section.BREAK_GLASS), details=step_up.details(proof))
     reason = service.checked_break_glass_reason(request.form.get("reason"))
