@@ -24,9 +24,7 @@ def teams():
 def create_team():
     authorize(Action.ADMIN_TEAMS, details={"change": "create_team"})
     team = service.create_team(request.form.get("name", ""))
-    record(Action.ADMIN_TEAM_CREATED, "allowed", resource_type="care_team", resource_id=team.id)
-    flash(f"Team {team.name} created.", "success")
-    return redirect(url_for("admin.teams"))
+    return _team_changed(Action.ADMIN_TEAM_CREATED, team, f"Team {team.name} created.")
 
 
 @bp.post("/teams/<team_id>/clinicians")
@@ -34,10 +32,8 @@ def create_team():
 def add_clinician(team_id: str):
     team = _team_to_change(team_id, "add_clinician")
     user = service.add_clinician(team, request.form.get("user_id", ""))
-    record(Action.ADMIN_TEAM_CLINICIAN_ADDED, "allowed", resource_type="care_team", resource_id=team.id,
-           details={"user": user.id})
-    flash(f"{user.display_name} is now on {team.name}.", "success")
-    return redirect(url_for("admin.teams"))
+    return _team_changed(Action.ADMIN_TEAM_CLINICIAN_ADDED, team, f"{user.display_name} is now on {team.name}.",
+                         details={"user": user.id})
 
 
 @bp.post("/teams/<team_id>/clinicians/<user_id>/remove")
@@ -45,10 +41,9 @@ def add_clinician(team_id: str):
 def remove_clinician(team_id: str, user_id: str):
     team = _team_to_change(team_id, "remove_clinician")
     service.remove_clinician(team, parse_id(user_id, "user id"))
-    record(Action.ADMIN_TEAM_CLINICIAN_REMOVED, "allowed", resource_type="care_team", resource_id=team.id,
-           details={"user": user_id})
-    flash(f"Removed from {team.name}; their access to the team's charts and conversations ends now.", "success")
-    return redirect(url_for("admin.teams"))
+    return _team_changed(Action.ADMIN_TEAM_CLINICIAN_REMOVED, team,
+                         f"Removed from {team.name}; their access to the team's charts and conversations ends now.",
+                         details={"user": user_id})
 
 
 @bp.post("/teams/<team_id>/patients")
@@ -56,8 +51,13 @@ def remove_clinician(team_id: str, user_id: str):
 def add_patient(team_id: str):
     team = _team_to_change(team_id, "add_patient")
     patient = service.add_patient_by_mrn(team, request.form.get("mrn", ""))
-    record(Action.ADMIN_TEAM_PATIENT_ADDED, "allowed", patient_id=patient.id, resource_type="care_team", resource_id=team.id)
-    flash(f"Patient added to {team.name}.", "success")
+    return _team_changed(Action.ADMIN_TEAM_PATIENT_ADDED, team, f"Patient added to {team.name}.", patient_id=patient.id)
+
+
+def _team_changed(action: Action, team, message: str, **fields):
+    """Record a change to a care team, say so, and go back to the teams."""
+    record(action, "allowed", resource_type="care_team", resource_id=team.id, **fields)
+    flash(message, "success")
     return redirect(url_for("admin.teams"))
 
 
