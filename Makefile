@@ -3,23 +3,49 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+# Dependencies come from the hashed locks, never from a fresh resolve (README, "Dependencies and the lock").
+RUNTIME_LOCK := requirements/runtime.txt
+TEST_LOCK := requirements/test.txt
+PIP_VERSION := 26.3
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_VENV := .venv-lock
+# `make lock` reads PyPI and nothing else: no pip configuration file, no index, find-links or constraint
+# from the environment, so every hash in the locks is one PyPI serves.
+PYPI_ONLY := env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_NO_INDEX \
+	PIP_CONFIG_FILE=/dev/null
+PIP_COMPILE := $(PYPI_ONLY) $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--build-deps-for=editable $(LOCK_ARGS)
 DEV_ENV := instance/dev.env
 # The dev secrets live in instance/dev.env; the addresses follow PORT so `make run PORT=8000` works too.
 DEV := set -a && . ./$(DEV_ENV) && set +a && export PORTAL_EXTERNAL_URL=http://127.0.0.1:$(PORT) \
 	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp &&
 FLASK := $(DEV) $(BIN)/flask --app portal
 
-.PHONY: run run-npm-idp test install install-test browser oidc-provider bench screenshots lint clean
+.PHONY: run run-npm-idp test install install-test lock wrk browser oidc-provider bench screenshots lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
 
+# Exactly what the lock lists, each file checked against its hash; then the portal itself, resolving nothing
+# (the lock carries its build backend, so no unpinned setuptools is fetched either).
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[postgres]'
+	$(BIN)/pip install --quiet --require-hashes -r $(RUNTIME_LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 
 install-test: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,postgres]'
+	$(BIN)/pip install --quiet --require-hashes -r $(TEST_LOCK)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+
+# Regenerates both locks from pyproject.toml, keeping every pin that still fits. Upgrade with
+# `make lock LOCK_ARGS=--upgrade` (everything) or `LOCK_ARGS='--upgrade-package flask'` (one package).
+lock:
+	test -x $(LOCK_VENV)/bin/python || $(PYTHON) -m venv $(LOCK_VENV)
+	@$(LOCK_VENV)/bin/python -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || \
+		(echo "make lock resolves for the image's Python 3.11: rm -rf $(LOCK_VENV); make lock PYTHON=python3.11"; exit 1)
+	$(PYPI_ONLY) $(LOCK_VENV)/bin/pip install --quiet pip==$(PIP_VERSION) pip-tools==$(PIP_TOOLS_VERSION)
+	$(PIP_COMPILE) --extra=postgres --extra=test --output-file=$(TEST_LOCK) pyproject.toml
+	$(PIP_COMPILE) --extra=postgres --constraint=$(TEST_LOCK) --output-file=$(RUNTIME_LOCK) pyproject.toml
 
 run: install
 	$(BIN)/python -m portal.devsetup
@@ -37,6 +63,9 @@ run-npm-idp: install-test oidc-provider
 oidc-provider:
 	cd tests/oidc_provider && npm ci --no-audit --no-fund --loglevel=error
 
+wrk:
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
@@ -46,11 +75,11 @@ test: install-test oidc-provider browser
 screenshots: install-test oidc-provider browser
 	PORTAL_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/e2e -p no:cacheprovider
 
-bench: install-test
+bench: install-test wrk
 	$(BIN)/python bench/run_all.py
 
 lint: install-test
 	$(BIN)/ruff check portal audit tests bench run.py
 
 clean:
-	rm -rf $(VENV) instance .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) instance .pytest_cache

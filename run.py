@@ -20,7 +20,12 @@ import sys  # noqa: E402
 import eventlet.hubs  # noqa: E402
 import eventlet.wsgi  # noqa: E402
 
+from portal import create_app  # noqa: E402
+from portal.auth.sockets import watch_session_expiry  # noqa: E402
 from portal.config import ConfigError, Settings  # noqa: E402
+from portal.extensions import socketio  # noqa: E402
+from portal.messaging.events import announce_shutdown  # noqa: E402
+from portal.observability import configure_logging  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,10 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from portal import create_app
-    from portal.auth.sockets import watch_session_expiry
-    from portal.observability import configure_logging
-
     configure_logging(settings.log_level)
     app = create_app(settings)
     listener = eventlet.listen((args.host, args.port))
@@ -67,9 +68,6 @@ def _stop_on_sigterm(server) -> None:
 
 def _graceful_stop(server) -> None:
     """Tell Socket.IO clients to reconnect elsewhere, stop accepting, let in-flight requests finish."""
-    from portal.extensions import socketio
-    from portal.messaging.events import announce_shutdown
-
     announce_shutdown()
     eventlet.sleep(0.5)  # let the notices go out before the sockets close
     socketio.server.eio.disconnect()  # long-lived WebSockets would otherwise keep the worker alive

@@ -16,11 +16,13 @@ from audit.chain import (
     load_verify_key,
 )
 from audit.errors import AuditWriteError, CannotVerify, MalformedEntryError
-from audit.events import OUTCOMES, AuditEvent
+from audit.events import OUTCOMES, AuditEvent, storable
 from audit.export import (
     CSV_COLUMNS,
     ExportDigest,
     ExportManifest,
+    csv_cell,
+    csv_cell_value,
     export_csv,
     export_fhir_ndjson,
     export_jsonl,
@@ -28,6 +30,7 @@ from audit.export import (
     fhir_audit_event,
 )
 from audit.filters import AuditFilter
+from audit.queries import AuditQueries, Page
 from audit.schema import (
     APPEND_ONLY_DDL,
     DROP_APPEND_ONLY_DDL,
@@ -50,6 +53,7 @@ __all__ = [
     "OUTCOMES",
     "AuditEvent",
     "AuditFilter",
+    "AuditQueries",
     "AuditStore",
     "AuditWriteError",
     "CannotVerify",
@@ -59,6 +63,7 @@ __all__ = [
     "ExportManifest",
     "JsonlAuditStore",
     "MalformedEntryError",
+    "Page",
     "Problem",
     "SigningKey",
     "SqlAuditStore",
@@ -69,6 +74,8 @@ __all__ = [
     "canonical_json",
     "compute_entry_hash",
     "create_tables",
+    "csv_cell",
+    "csv_cell_value",
     "export_csv",
     "export_fhir_ndjson",
     "export_jsonl",
@@ -80,6 +87,7 @@ __all__ = [
     "load_verify_key",
     "metadata",
     "remove_append_only_guard",
+    "storable",
     "verify",
     "verify_file",
     "verify_store",

@@ -5,6 +5,7 @@ values, so the log itself can be exported to auditors without widening access to
 """
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -14,6 +15,10 @@ from typing import Any
 OUTCOMES = frozenset({"allowed", "denied", "error"})
 MAX_DETAILS = 16
 MAX_DETAIL_TEXT = 256
+MAX_FIELD_TEXT = 512
+TRUNCATED = "\u2026"
+_TEXT_FIELDS = ("action", "actor_id", "actor_role", "patient_id", "resource_type", "resource_id", "reason",
+                "source_ip", "user_agent", "request_id", "session_hash")
 
 DetailValue = str | int | bool | None
 
@@ -35,16 +40,38 @@ def parse_time(text: str) -> datetime:
     return value.astimezone(timezone.utc)
 
 
-def _check_details(details: Mapping[str, Any]) -> None:
+def storable(text: str, limit: int = MAX_FIELD_TEXT) -> str:
+    """``text`` as every store can keep it: control characters and lone surrogates written as visible
+    escapes (PostgreSQL rejects NUL, UTF-8 cannot encode a surrogate), then cut to ``limit`` characters.
+
+    Idempotent, so an event rebuilt from its stored form hashes the same; values come from requests
+    (user agents, reasons, typed identifiers), and nothing a request contains may make an append fail.
+    """
+    if not text.isprintable():
+        text = "".join(_escaped(character) for character in text)
+    return text if len(text) <= limit else text[: limit - 1] + TRUNCATED
+
+
+def _escaped(character: str) -> str:
+    category = unicodedata.category(character)
+    if category == "Cc" or category == "Cs":
+        code = ord(character)
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return character
+
+
+def _storable_details(details: Mapping[str, Any]) -> dict[str, DetailValue]:
+    """Details with storable keys and text; their number and value types are the caller's contract."""
     if len(details) > MAX_DETAILS:
         raise ValueError(f"details may hold at most {MAX_DETAILS} keys")
+    cleaned: dict[str, DetailValue] = {}
     for key, value in details.items():
         if not isinstance(key, str) or not key:
             raise ValueError("details keys must be non-empty strings")
         if value is not None and not isinstance(value, (str, int, bool)):
             raise ValueError(f"details[{key!r}] must be str, int, bool or None")
-        if isinstance(value, str) and len(value) > MAX_DETAIL_TEXT:
-            raise ValueError(f"details[{key!r}] is longer than {MAX_DETAIL_TEXT} characters")
+        cleaned[storable(key, MAX_DETAIL_TEXT)] = storable(value, MAX_DETAIL_TEXT) if isinstance(value, str) else value
+    return cleaned
 
 
 @dataclass(frozen=True)
@@ -73,9 +100,14 @@ class AuditEvent:
             raise ValueError(f"outcome must be one of {sorted(OUTCOMES)}, got {self.outcome!r}")
         if not isinstance(self.time, datetime) or self.time.tzinfo is None:
             raise ValueError("time must be a timezone-aware datetime")
-        _check_details(self.details)
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ValueError(f"{name} must be a string or None")
+                object.__setattr__(self, name, storable(str(value)))  # str(): a StrEnum member becomes its text
         object.__setattr__(self, "time", self.time.astimezone(timezone.utc))
-        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+        object.__setattr__(self, "details", MappingProxyType(_storable_details(self.details)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; this exact dict is what the chain hashes."""

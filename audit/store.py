@@ -22,6 +22,7 @@ from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_j
 from audit.errors import AuditWriteError, MalformedEntryError
 from audit.events import AuditEvent
 from audit.filters import AuditFilter
+from audit.queries import EVENT_COLUMNS, AuditQueries, entry_from_row, filter_clauses
 from audit.schema import audit_checkpoint, audit_entry
 
 # pg_advisory_xact_lock key shared by every portal process: ASCII "AUDIT".
@@ -33,10 +34,6 @@ PAGE_SIZE = 1000
 
 T = TypeVar("T")
 
-_EVENT_COLUMNS = (
-    "time", "actor_id", "actor_role", "action", "outcome", "patient_id", "resource_type",
-    "resource_id", "reason", "source_ip", "user_agent", "request_id", "session_hash",
-)
 
 
 class AuditStore(ABC):
@@ -103,7 +100,7 @@ class AuditStore(ABC):
 
 def entry_to_row(entry: Entry) -> dict[str, Any]:
     """Column values of an audit_entry row; details stored as canonical JSON text."""
-    row = {name: getattr(entry.event, name) for name in _EVENT_COLUMNS}
+    row = {name: getattr(entry.event, name) for name in EVENT_COLUMNS}
     row.update(
         seq=entry.seq,
         details=canonical_json(dict(entry.event.details)).decode("utf-8"),
@@ -111,16 +108,6 @@ def entry_to_row(entry: Entry) -> dict[str, Any]:
         entry_hash=entry.entry_hash,
     )
     return row
-
-
-def entry_from_row(row: sa.Row) -> Entry:
-    """Rebuild an entry from its row; an unparseable row becomes MalformedEntryError, not a crash."""
-    try:
-        values = {name: getattr(row, name) for name in _EVENT_COLUMNS}
-        event = AuditEvent(details=json.loads(row.details), **values)
-    except (ValueError, TypeError) as exc:
-        raise MalformedEntryError(row.seq, f"unreadable audit row: {exc}") from None
-    return Entry(row.seq, event, row.prev_hash, row.entry_hash)
 
 
 def _checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -138,27 +125,6 @@ def _row_checkpoint(row: sa.Row) -> Checkpoint:
     return Checkpoint(row.count, row.head_hash, row.created, row.key_id, row.signature, row.public_key)
 
 
-def filter_clauses(filter: AuditFilter | None) -> list[sa.ColumnElement[bool]]:
-    """SQL WHERE clauses equivalent to AuditFilter.matches, so filtering happens in the database."""
-    if filter is None:
-        return []
-    columns = audit_entry.c
-    clauses = []
-    if filter.since is not None:
-        clauses.append(columns.time >= filter.since)
-    if filter.until is not None:
-        clauses.append(columns.time < filter.until)
-    for name in ("actor_id", "patient_id", "outcome"):
-        value = getattr(filter, name)
-        if value is not None:
-            clauses.append(columns[name] == value)
-    if filter.action is not None:
-        clauses.append(columns.action.startswith(filter.action, autoescape=True))
-    if filter.through is not None:
-        clauses.append(columns.seq <= filter.through)
-    return clauses
-
-
 def _milliseconds_until(deadline: float) -> int:
     """What is left until a time.monotonic() deadline, at least 1 ms (0 would mean "wait forever")."""
     return max(1, int((deadline - time.monotonic()) * 1000))
@@ -172,7 +138,7 @@ def _retryable(exc: sa.exc.DBAPIError) -> bool:
     return isinstance(exc, sa.exc.OperationalError) and ("locked" in text or "busy" in text)
 
 
-class SqlAuditStore(AuditStore):
+class SqlAuditStore(AuditStore, AuditQueries):
     """Audit log in the portal's database (tables from audit.schema).
 
     Each append is one short transaction: take a serialising lock (pg_advisory_xact_lock

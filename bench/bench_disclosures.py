@@ -5,7 +5,7 @@
 
 Not a test: prints ratios measured in one run (machines here are noisy, so absolute numbers mean
 little). A report (`GET /api/v1/patients/<id>/disclosures` through the in-process test client, as a
-compliance officer) is issued only after `portal.compliance.service.verify_log` has verified the whole
+compliance officer) is issued only after `portal.auditlog.verify_log` has verified the whole
 hash chain and its signed checkpoints, so the baseline is `verify_log` alone on the same log, timed in
 interleaved rounds of the same run. The report's call to `verify_log` is also timed from inside (a thin
 wrapper), which gives the verification share of each report without comparing separate runs.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audit import AuditEvent, generate_signing_key_pem  # noqa: E402
 from portal import create_app, services  # noqa: E402
-from portal.compliance.service import verify_log  # noqa: E402
+from portal.auditlog import verify_log  # noqa: E402
 from portal.config import Settings  # noqa: E402
 from portal.crypto import generate_keyring_json  # noqa: E402
 from portal.db import db_session  # noqa: E402
@@ -136,7 +136,7 @@ class Bench:
         self.verifying = 0.0
         timed_verify_log = disclosures_service.verify_log
         if timed_verify_log is not verify_log:
-            raise SystemExit("portal.disclosures.service no longer calls portal.compliance.service.verify_log: "
+            raise SystemExit("portal.disclosures.service no longer calls portal.auditlog.verify_log: "
                              "update this benchmark's baseline")
 
         def verify_log_timed(*args, **kwargs):  # instrumentation only: the service's own verify_log, timed

@@ -6,7 +6,18 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal.config import INSTANCE_DIR, PROJECT_ROOT, Settings
+from portal import cli, observability, security, services
+from portal.admin import bp as admin_bp
+from portal.auth import bp as auth_bp
+from portal.compliance import bp as compliance_bp
+from portal.config import INSTANCE_DIR, Settings
+from portal.db import bind_engine, create_engine, end_session
+from portal.devidp import init_app as init_devidp
+from portal.disclosures import bp as disclosures_bp
+from portal.errors import bp as errors_bp
+from portal.main import bp as main_bp
+from portal.messaging import bp as messaging_bp
+from portal.records import bp as records_bp
 
 log = logging.getLogger(__name__)
 
@@ -14,20 +25,13 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the portal from validated settings (read from the environment when not given)."""
     settings = settings or Settings.from_env()
-    app = Flask(
-        __name__,
-        template_folder=str(PROJECT_ROOT / "templates"),
-        static_folder=str(PROJECT_ROOT / "static"),
-        instance_path=str(INSTANCE_DIR),
-    )
+    # templates/ and static/ are found inside the package (portal/templates links to the repository's templates/).
+    app = Flask(__name__, instance_path=str(INSTANCE_DIR))
     app.config.update(_flask_config(settings))
     app.extensions["portal.settings"] = settings
     if settings.trusted_proxies:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies,
                                 x_host=settings.trusted_proxies)
-
-    from portal import observability, security, services
-    from portal.db import bind_engine, create_engine, end_session
 
     observability.init_app(app)
     engine = create_engine(settings.database_url)
@@ -58,16 +62,7 @@ def _flask_config(settings: Settings) -> dict:
 
 
 def _register_blueprints(app: Flask, settings: Settings) -> None:
-    from portal import cli, errors
-    from portal.admin import bp as admin_bp
-    from portal.auth import bp as auth_bp
-    from portal.compliance import bp as compliance_bp
-    from portal.disclosures import bp as disclosures_bp
-    from portal.main import bp as main_bp
-    from portal.messaging import bp as messaging_bp
-    from portal.records import bp as records_bp
-
-    errors.init_app(app)
+    app.register_blueprint(errors_bp)
     cli.init_app(app)
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
@@ -77,6 +72,4 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(disclosures_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     if settings.dev_idp:
-        from portal.devidp import init_app as init_devidp
-
         init_devidp(app, settings)

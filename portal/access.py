@@ -6,42 +6,29 @@ event that has no policy decision (sign-in, sign-out, exports, key rotation). Bo
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
-from flask import g, has_request_context, request, session
+from flask import current_app, has_request_context
 from flask_login import current_user
 
-from audit import AuditEvent, AuditWriteError, Entry
+from audit import AuditEvent, AuditWriteError
 from portal import policy, services
+from portal.actions import Action
+from portal.exceptions import AccessDenied, AuditUnavailable
 from portal.observability import AUDIT_APPENDS, AUDIT_FAILURES
 from portal.policy import ChartRef, Decision
+from portal.request_fields import audit_fields
+from portal.signals import audit_entry_appended
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class AuditUnavailable(RuntimeError):
-    """The audit log could not be written: the request fails closed with 503."""
-
-
-class AccessDenied(RuntimeError):
-    """policy.can said no; the error handlers turn this into 403 (or 404 when the decision conceals)."""
-
-    def __init__(self, decision: Decision, action: str, resource: object = None):
-        super().__init__(decision.reason)
-        self.decision = decision
-        self.action = action
-        self.resource = resource
-
-
-def authorize(action: str, resource: object = None, *, details: Mapping | None = None) -> Decision:
+def authorize(action: Action, resource: object = None, *, details: Mapping | None = None) -> Decision:
     """Decide, audit the decision, and raise AccessDenied when it is a refusal."""
-    user = current_user if current_user and current_user.is_authenticated else None
-    decision = policy.can(user, action, resource)
+    decision = policy.can(_signed_in_user(), action, resource)
     record(
         action,
         decision.outcome,
@@ -50,16 +37,15 @@ def authorize(action: str, resource: object = None, *, details: Mapping | None =
         **_resource_fields(resource),
     )
     if not decision.allowed:
-        raise AccessDenied(decision, action, resource)
+        raise AccessDenied(action, decision.reason, conceal=decision.conceal, resource=resource)
     return decision
 
 
-def authorized(action: str, work: Callable[[], T], details: Callable[[T], Mapping], *,
+def authorized(action: Action, work: Callable[[], T], details: Callable[[T], Mapping], *,
                resource: object = None, refused_details: Mapping | None = None) -> T:
     """Run ``work`` only for someone the policy allows, then authorize (decide + audit) with details
     of its result, e.g. the count a search found. A refusal is audited and raised before any work."""
-    user = current_user if current_user and current_user.is_authenticated else None
-    if not policy.can(user, action, resource).allowed:
+    if not policy.can(_signed_in_user(), action, resource).allowed:
         authorize(action, resource, details=refused_details)
     result = work()
     authorize(action, resource, details=details(result))
@@ -67,7 +53,7 @@ def authorized(action: str, work: Callable[[], T], details: Callable[[T], Mappin
 
 
 def record(
-    action: str,
+    action: Action,
     outcome: str,
     *,
     reason: str | None = None,
@@ -89,7 +75,7 @@ def record(
                     from_request=from_request)])
 
 
-def record_each(action: str, outcome: str, patient_ids: list[str], *, reason: str, resource_type: str) -> None:
+def record_each(action: Action, outcome: str, patient_ids: list[str], *, reason: str, resource_type: str) -> None:
     """One event per patient, appended together: e.g. every patient a search listed."""
     if patient_ids:
         _append([_event(action, outcome, reason=reason, patient_id=patient_id, resource_type=resource_type,
@@ -101,17 +87,21 @@ def role_label(user) -> str | None:
     return ",".join(sorted(user.role_set)) if user is not None else None
 
 
-def _event(action: str, outcome: str, *, details: Mapping | None = None, actor_id: str | None = None,
+def _signed_in_user():
+    return current_user if has_request_context() and current_user and current_user.is_authenticated else None
+
+
+def _event(action: Action, outcome: str, *, details: Mapping | None = None, actor_id: str | None = None,
            actor_role: str | None = None, from_request: bool = True, **fields) -> AuditEvent:
-    user = current_user if has_request_context() and current_user and current_user.is_authenticated else None
+    user = _signed_in_user()
     return AuditEvent(
         actor_id=actor_id or (user.id if user else None),
         actor_role=actor_role or role_label(user),
-        action=action,
+        action=Action(action).value,  # an unregistered action fails here, before anything is stored
         outcome=outcome,
         details=dict(details or {}),
         **fields,
-        **(_request_fields() if from_request else {}),
+        **(audit_fields() if from_request else {}),
     )
 
 
@@ -121,47 +111,14 @@ def _append(events: list[AuditEvent]) -> None:
     except AuditWriteError as exc:
         AUDIT_FAILURES.inc()
         log.error("audit append failed", extra={"action": events[0].action, "error": type(exc).__name__})
-        raise AuditUnavailable("the audit log is unavailable") from exc
+        raise AuditUnavailable() from exc
+    sender = current_app._get_current_object()
     for entry in entries:
         AUDIT_APPENDS.labels(entry.event.outcome).inc()
-        _publish(entry)
-
-
-def _publish(entry: Entry) -> None:
-    """Show the entry on the compliance live feed; the feed is best effort, the log is not."""
-    try:
-        from portal.compliance.feed import publish
-
-        publish(entry)
-    except Exception as exc:  # noqa: BLE001 - a feed outage must never fail the audited request
-        log.warning("audit feed publish failed", extra={"seq": entry.seq, "error": type(exc).__name__})
-
-
-def request_id() -> str:
-    if "request_id" not in g:
-        supplied = request.headers.get("X-Request-ID", "")
-        g.request_id = supplied if _valid_request_id(supplied) else uuid.uuid4().hex
-    return g.request_id
-
-
-def _valid_request_id(value: str) -> bool:
-    return 8 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
-
-
-def session_hash() -> str | None:
-    token = session.get("sid")
-    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
-
-
-def _request_fields() -> dict:
-    if not has_request_context():
-        return {}
-    return {
-        "source_ip": request.remote_addr,
-        "user_agent": (request.user_agent.string or "")[:200] or None,
-        "request_id": request_id(),
-        "session_hash": session_hash(),
-    }
+        try:
+            audit_entry_appended.send(sender, entry=entry)
+        except Exception as exc:  # noqa: BLE001 - a live view of the log must never fail the audited request
+            log.warning("audit entry listener failed", extra={"seq": entry.seq, "error": type(exc).__name__})
 
 
 def _resource_fields(resource: object) -> dict:

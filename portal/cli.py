@@ -9,7 +9,15 @@ from flask import Flask
 from tqdm import tqdm
 
 from portal import services
+from portal.access import record
+from portal.actions import Action
+from portal.compliance.exports import export_to_file
+from portal.compliance.filters import FilterError, parse_filter
+from portal.compliance.integrity import run_verification
+from portal.crypto import active_keyring, rotate, rotation_status
 from portal.db import db_session
+from portal.migrate import upgrade
+from portal.seed import seed_demo as run_seed
 
 
 def init_app(app: Flask) -> None:
@@ -20,8 +28,6 @@ def init_app(app: Flask) -> None:
 @click.command("init-db")
 def init_db() -> None:
     """Migrate the database to the newest schema (Alembic upgrade head)."""
-    from portal.migrate import upgrade
-
     upgrade(services.settings().database_url)
     click.echo("database migrated to head")
 
@@ -30,8 +36,6 @@ def init_db() -> None:
 @click.option("--patients", default=240, show_default=True, help="Size of the synthetic population.")
 def seed_demo(patients: int) -> None:
     """Create the demo users, care teams and a synthetic population (idempotent)."""
-    from portal.seed import seed_demo as run_seed
-
     counts = run_seed(services.settings().oidc_issuer, population=patients)
     click.echo("demo data ready: " + ", ".join(f"{value} {name}" for name, value in counts.items()))
 
@@ -40,8 +44,6 @@ def seed_demo(patients: int) -> None:
 @click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
 def new_key(output: Path) -> None:
     """Write the current keyring plus a new primary key and index key to OUTPUT (step 1 of a rotation)."""
-    from portal.crypto import active_keyring
-
     if output.exists():
         raise click.ClickException(f"{output} exists; choose a new file so the current keyring stays intact")
     output.touch(mode=0o600)
@@ -58,9 +60,6 @@ def rotate_keys(check: bool, batch_size: int) -> None:
     Add a new key to PORTAL_KEYRING and make it primary first; afterwards `--check` shows when an old
     key protects nothing any more and can be removed.
     """
-    from portal.access import record
-    from portal.crypto import rotate, rotation_status
-
     if not check:
         with tqdm(desc="rotating", unit="row", file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
@@ -68,7 +67,7 @@ def rotate_keys(check: bool, batch_size: int) -> None:
                 bar.update(done - bar.n)
 
             summary = rotate(db_session.session_factory, batch_size=batch_size, progress=progress)
-        record("keys.rotated", "allowed", actor_role="operator", reason="rotate-keys command",
+        record(Action.KEYS_ROTATED, "allowed", actor_role="operator", reason="rotate-keys command",
                details=summary.audit_details())
         click.echo(f"re-encrypted {summary.reencrypted} values and rebuilt {summary.reindexed} index entries "
                    f"in {summary.rows} rows ({summary.skipped} already rewritten by the application)")
@@ -86,8 +85,6 @@ def _print_status(status: dict) -> None:
 def audit_verify() -> None:
     """Verify the audit log's hash chain and signed checkpoints (one is required at every multiple of
     PORTAL_AUDIT_CHECKPOINT_EVERY); exit 1 on any problem."""
-    from portal.compliance.service import run_verification
-
     report = run_verification(actor_role="operator", progress=True)
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)
@@ -104,8 +101,6 @@ def audit_verify() -> None:
 @click.option("--outcome", type=click.Choice(["allowed", "denied", "error"]))
 def audit_export(fmt: str, output: Path, **filters) -> None:
     """Export the (filtered) audit log with what `python -m audit verify` needs to check it."""
-    from portal.compliance.service import FilterError, export_to_file, parse_filter
-
     try:
         audit_filter = parse_filter(filters)
     except FilterError as exc:

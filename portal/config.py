@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from limits import parse_many
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 ENVIRONMENTS = ("development", "test", "production")
 PORTAL_ROLES = ("patient", "clinician", "compliance", "admin")
+# What the patient claim is matched against: the chart's MRN (through its blind index) or its portal id.
+PATIENT_MATCHES = ("mrn", "id")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -68,8 +72,6 @@ def _as_positive_number(value: str) -> float:
 
 def _as_rate_limit(value: str) -> str:
     """flask-limiter skips (does not enforce) a limit it cannot parse, so refuse it here."""
-    from limits import parse_many
-
     parse_many(value)
     return value
 
@@ -81,6 +83,12 @@ def _as_role_map(value: str) -> dict[str, str]:
     ):
         raise ValueError(f'expected a JSON object of claim values to one of {", ".join(PORTAL_ROLES)}')
     return mapping
+
+
+def _as_patient_match(value: str) -> str:
+    if value not in PATIENT_MATCHES:
+        raise ValueError(f"expected one of {', '.join(PATIENT_MATCHES)}")
+    return value
 
 
 def _as_url(value: str) -> str:
@@ -112,6 +120,7 @@ class Settings:
     oidc_roles_claim: str = _setting("PORTAL_OIDC_ROLES_CLAIM", "roles")
     oidc_role_map: dict = _setting("PORTAL_OIDC_ROLE_MAP", None, _as_role_map)
     oidc_patient_claim: str = _setting("PORTAL_OIDC_PATIENT_CLAIM", "patient_id")
+    oidc_patient_match: str = _setting("PORTAL_OIDC_PATIENT_MATCH", "mrn", _as_patient_match)
     # Step-up: sensitive actions need a sign-in at most this old (and, when set, one of these acr values).
     oidc_step_up_max_age: int = _setting("PORTAL_OIDC_STEP_UP_MAX_AGE", 300, _as_positive_int)
     oidc_step_up_acr: str = _setting("PORTAL_OIDC_STEP_UP_ACR", "")
@@ -123,6 +132,9 @@ class Settings:
     login_rate_limit: str = _setting("PORTAL_LOGIN_RATE_LIMIT", "10 per minute", _as_rate_limit)
     # Each accounting of disclosures verifies the whole audit log: a per-user limit keeps workers free.
     report_rate_limit: str = _setting("PORTAL_REPORT_RATE_LIMIT", "10 per minute", _as_rate_limit)
+    # A search lists names and dates of birth: how many distinct patients one user may be shown per hour.
+    search_distinct_patients_per_hour: int = _setting("PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR", 50,
+                                                      _as_positive_int)
     ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://")
     message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "")
     message_max_bytes: int = _setting("PORTAL_MESSAGE_MAX_BYTES", 4096, _as_positive_int)

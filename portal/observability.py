@@ -7,8 +7,13 @@ import logging
 import time
 import traceback
 
+import redis
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from portal import services
+from portal.crypto import active_keyring
+from portal.request_fields import request_id
 
 REGISTRY = CollectorRegistry()
 HTTP_REQUESTS = Counter("portal_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=REGISTRY)
@@ -59,8 +64,6 @@ def init_app(app: Flask) -> None:
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         HTTP_REQUESTS.labels(route, request.method, response.status_code).inc()
         HTTP_LATENCY.labels(route).observe(elapsed)
-        from portal.access import request_id
-
         response.headers["X-Request-ID"] = request_id()
         # The route's pattern, never the URL: query strings and paths can carry identifiers.
         access_log.info("request", extra={"request_id": request_id(), "route": route, "method": request.method,
@@ -75,9 +78,6 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    from portal import services
-    from portal.crypto import active_keyring
-
     checks = {}
     checks["database"] = _check(lambda: services.engine().connect().close())
     # A rehearsed append, rolled back: reading the head would not notice a refused INSERT or a stuck lock.
@@ -91,8 +91,6 @@ def readyz():
 
 @bp.get("/metrics")
 def metrics():
-    from portal import services
-
     token = services.settings().metrics_token
     supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
     if not token or not hmac.compare_digest(supplied, token):
@@ -110,6 +108,4 @@ def _check(probe) -> str:
 
 
 def _ping_queue(url: str) -> None:
-    import redis
-
     redis.Redis.from_url(url, socket_timeout=2).ping()

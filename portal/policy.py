@@ -18,14 +18,11 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 
+from portal.actions import Action, Group
 from portal.db import db_session
 from portal.models import BreakGlass, CareTeamMember, CareTeamPatient, Conversation, ConversationMember, Patient, User
 
-CHART_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export", "chart.access_log", "chart.disclosures"})
-CLINICIAN_ACTIONS = frozenset({"patient.search", "patient.list", "break_glass.open", "conversation.start"})
-CONVERSATION_ACTIONS = frozenset({"conversation.join", "conversation.send", "conversation.history", "conversation.read"})
-COMPLIANCE_ACTIONS = frozenset({"audit.search", "audit.read", "audit.export", "audit.verify", "audit.review"})
-ADMIN_ACTIONS = frozenset({"admin.teams", "admin.sessions", "admin.keys"})
+ROLE_OF_GROUP = {Group.CLINICIAN: "clinician", Group.COMPLIANCE: "compliance", Group.ADMIN: "admin"}
 
 
 @dataclass(frozen=True)
@@ -54,37 +51,35 @@ def deny(reason: str, **kwargs) -> Decision:
     return Decision(False, reason, **kwargs)
 
 
-def can(user: User | None, action: str, resource: object = None) -> Decision:
+def can(user: User | None, action: Action, resource: object = None) -> Decision:
     """Decide whether ``user`` may perform ``action`` on ``resource``; the reason is always recorded."""
     if user is None or not getattr(user, "is_authenticated", False):
         return deny("not signed in")
-    if action in CHART_ACTIONS:
+    group = Action(action).group
+    if group is Group.CHART:
         return _chart_decision(user, action, resource)
-    if action in CONVERSATION_ACTIONS:
+    if group is Group.CONVERSATION:
         return _conversation_decision(user, resource)
-    if action in CLINICIAN_ACTIONS:
-        return allow("clinician role") if user.has_role("clinician") else deny("requires the clinician role")
-    if action in COMPLIANCE_ACTIONS:
-        return allow("compliance role") if user.has_role("compliance") else deny("requires the compliance role")
-    if action in ADMIN_ACTIONS:
-        return allow("admin role") if user.has_role("admin") else deny("requires the admin role")
-    return deny(f"unknown action {action}")
+    role = ROLE_OF_GROUP.get(group)
+    if role is None:
+        return deny(f"{action} is recorded, never decided")
+    return allow(f"{role} role") if user.has_role(role) else deny(f"requires the {role} role")
 
 
-def _chart_decision(user: User, action: str, chart: ChartRef) -> Decision:
+def _chart_decision(user: User, action: Action, chart: ChartRef) -> Decision:
     if db_session.get(Patient, chart.patient_id) is None:
         return deny("no such patient", conceal=True)
     if user.has_role("patient") and user.patient_id == chart.patient_id:
-        if action == "chart.write":
+        if action == Action.CHART_WRITE:
             return deny("patients cannot edit their chart")
         return allow("own chart")
-    if action == "chart.disclosures":  # someone else's chart: for compliance review only
+    if action == Action.CHART_DISCLOSURES:  # someone else's chart: for compliance review only
         if user.has_role("compliance"):
             return allow("compliance review")
         if user.has_role("clinician") or user.has_role("admin"):
             return deny("requires the compliance role")
         return deny("not the patient's own chart", conceal=True)
-    if user.has_role("clinician") and action != "chart.access_log":
+    if user.has_role("clinician") and action != Action.CHART_ACCESS_LOG:
         if on_care_team(user.id, chart.patient_id):
             return allow("care team member")
         grant = active_break_glass(user.id, chart.patient_id)

@@ -5,6 +5,7 @@ from urllib.parse import urlparse
 
 from flask import Flask, request
 
+from portal.auth.sessions import load_user, on_unauthorized
 from portal.config import Settings
 from portal.extensions import csrf, limiter, login_manager, talisman
 
@@ -48,9 +49,6 @@ def init_app(app: Flask, settings: Settings) -> None:
     login_manager.init_app(app)
     login_manager.login_view = "auth.signin_page"
     login_manager.session_protection = None  # the server-side LoginSession is the stronger check
-
-    from portal.auth.sessions import load_user, on_unauthorized
-
     login_manager.user_loader(load_user)
     login_manager.unauthorized_handler(on_unauthorized)
 

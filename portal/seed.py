@@ -81,9 +81,10 @@ def _make_patient(rng: random.Random, number: int, demo, now: datetime) -> Patie
     given, family = (demo.name.split(" ", 1) if demo else (rng.choice(GIVEN), rng.choice(FAMILY)))
     born = date(1940, 1, 1) + timedelta(days=rng.randrange(0, 365 * 65))
     patient = Patient(
-        id=demo.patient_id if demo else None, mrn=f"RC-{100001 + number}", given_name=given, family_name=family,
-        birth_date=born, sex=rng.choice(("female", "male")), phone=f"+1 555 01{number:04d}",
-        email=f"{given.lower()}.{number}@example.org", address=f"{rng.randrange(1, 400)} River Road, Springfield",
+        id=demo.patient_id if demo else None, mrn=demo.mrn if demo else f"RC-{100001 + number}",
+        given_name=given, family_name=family, birth_date=born, sex=rng.choice(("female", "male")),
+        phone=f"+1 555 01{number:04d}", email=f"{given.lower()}.{number}@example.org",
+        address=f"{rng.randrange(1, 400)} River Road, Springfield",
     )
     db_session.add(patient)
     db_session.flush()

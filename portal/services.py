@@ -6,11 +6,12 @@ from flask import Flask, current_app
 from limits import strategies
 from limits.storage import storage_from_string
 
-from audit import SqlAuditStore, load_signing_key
+from audit import SigningKey, SqlAuditStore, load_signing_key
 from portal.config import Settings
 from portal.crypto import Keyring, install_keyring
 from portal.db import create_engine
 from portal.extensions import oauth, socketio
+from portal.message_queue import RedisQueue
 
 
 def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
@@ -26,8 +27,6 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
     # client_manager is always given: SocketIO() is shared, and an earlier app's queue must not linger.
     queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}
     if settings.message_queue.startswith(("redis://", "rediss://")):
-        from portal.message_queue import RedisQueue
-
         # Publishes off the event handlers' path, with timeouts: a hung Redis must not hold back acks.
         queue_options["client_manager"] = RedisQueue(settings.message_queue, channel="flask-socketio")
     socketio.init_app(
@@ -56,6 +55,11 @@ def settings() -> Settings:
 
 def audit_store() -> SqlAuditStore:
     return current_app.extensions["portal.audit_store"]
+
+
+def audit_signing_key() -> SigningKey:
+    """The Ed25519 key that signs checkpoints and export manifests; the database never holds it."""
+    return current_app.extensions["portal.audit_signing_key"]
 
 
 def rate_limits() -> strategies.RateLimiter:

@@ -8,7 +8,10 @@ import sqlalchemy as sa
 
 from portal.config import Settings
 from portal.db import db_session
-from portal.models import Patient, User
+from portal.exceptions import InvalidInput
+from portal.models import LINKED_BY_CLAIM, Patient, User
+from portal.people import patient_by_mrn
+from portal.validation import parse_id
 
 
 def portal_roles(claims: Mapping, settings: Settings) -> list[str]:
@@ -32,12 +35,34 @@ def upsert_user(issuer: str, claims: Mapping, settings: Settings) -> User:
     user.email = claims.get("email")
     roles = portal_roles(claims, settings)
     user.roles = ",".join(roles)
-    user.patient_id = _linked_patient(claims.get(settings.oidc_patient_claim)) if "patient" in roles else None
+    _link_chart(user, claims.get(settings.oidc_patient_claim), settings.oidc_patient_match)
     user.last_sign_in_at = datetime.now(timezone.utc)
     return user
 
 
-def _linked_patient(value: object) -> str | None:
-    if not isinstance(value, str) or not value:
+def chart_link(user: User) -> str:
+    """How a patient account reached its chart, for the sign-in's audit event: claim, admin or none."""
+    return user.patient_link_source or LINKED_BY_CLAIM if user.patient_id else "none"
+
+
+def _link_chart(user: User, claim: object, match: str) -> None:
+    """The patient claim decides the link at every sign-in, unless an administrator decided it.
+
+    An account that is no longer a patient at the provider loses its link, an administrator's too:
+    a chart is never tied to someone without the patient role.
+    """
+    if not user.has_role("patient"):
+        user.patient_id = user.patient_link_source = None
+    elif not user.linked_by_admin:
+        user.patient_id, user.patient_link_source = _claimed_chart(claim, match), LINKED_BY_CLAIM
+
+
+def _claimed_chart(claim: object, match: str) -> str | None:
+    """The chart the claim names, by MRN or by portal id; a missing, malformed or unknown value links nothing."""
+    if not isinstance(claim, str) or not claim:
         return None
-    return value if db_session.get(Patient, value) is not None else None
+    try:
+        patient = db_session.get(Patient, parse_id(claim)) if match == "id" else patient_by_mrn(claim)
+    except InvalidInput:  # not shaped like an id or an MRN: the provider's claim is simply not a link
+        return None
+    return patient.id if patient else None

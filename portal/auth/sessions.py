@@ -14,12 +14,18 @@ from typing import Any
 
 import sqlalchemy as sa
 import user_agents
-from flask import g, redirect, request, session, url_for
+from flask import current_app, g, redirect, request, session, url_for
 from flask_login import login_user, logout_user
 
 from portal import services
+from portal.access import record, role_label
+from portal.actions import Action
 from portal.db import db_session
+from portal.errors import error_response
+from portal.extensions import login_manager
 from portal.models import LoginSession, User
+from portal.request_fields import wants_json
+from portal.signals import sessions_ended
 
 TOUCH_EVERY = timedelta(seconds=30)  # at most one write per half minute per session
 # Why a session ended, as the sign-in page and the pages' live connections say it.
@@ -31,6 +37,10 @@ SIGNED_OUT_MESSAGES = {
     "revoked": "This session was ended from your session list or by an administrator. Sign in again to continue.",
     "replaced": "You signed in again in this browser.",
 }
+
+
+# Left in the browser whose session was revoked, so its next sign-in asks the provider for the password.
+REVOKED_HERE = "revoked_here"
 
 
 def _hash(token: str) -> str:
@@ -93,9 +103,7 @@ def end_sessions(logins: Iterable[LoginSession], reason: str, not_before: bool =
             user.sessions_not_before = now
     db_session.commit()
     if ended:
-        from portal.auth.sockets import disconnect_sessions
-
-        disconnect_sessions([login.id for login in ended], reason)
+        sessions_ended.send(current_app._get_current_object(), login_session_ids=[login.id for login in ended], reason=reason)
     return ended
 
 
@@ -106,6 +114,18 @@ def live_sessions(user_id: str | None = None) -> list[LoginSession]:
     if user_id is not None:
         query = query.where(LoginSession.user_id == user_id)
     return [login for login in db_session.scalars(query) if expiry_reason(login, now) is None]
+
+
+def revoked_in_this_browser() -> bool:
+    """Whether this browser's portal session was ended by a revocation (its owner's session list, or
+    an administrator): it may be the lost laptop, so its next sign-in must be a new one at the provider.
+
+    The browser still holds the ended session's cookie, or the mark left when the end was noticed.
+    """
+    if session.get(REVOKED_HERE):
+        return True
+    login = current_login()
+    return login is not None and login.end_reason == "revoked"
 
 
 def signed_in_since_revocation(user: User, id_claims: Mapping[str, Any]) -> bool:
@@ -162,32 +182,28 @@ def _expire(login: LoginSession, reason: str) -> None:
     if login.ended_at is None:
         # We run inside flask-login's user loader: without a user in g, record() would read
         # current_user, which calls this loader again (endless recursion, then a 500).
-        from portal.extensions import login_manager
-
         g._login_user = login_manager.anonymous_user()
         end_timed_out(login, reason)
     g.session_end_reason = reason
     session.clear()
+    if reason == "revoked":
+        session[REVOKED_HERE] = True
 
 
 def end_timed_out(login: LoginSession, reason: str, from_request: bool = True) -> None:
     """End a timed-out session once, whichever worker notices first; that one writes the audit event."""
-    from portal.access import record, role_label
-
     claimed = db_session.execute(
         sa.update(LoginSession).where(LoginSession.id == login.id, LoginSession.ended_at.is_(None))
         .values(ended_at=datetime.now(timezone.utc), end_reason=reason)
     ).rowcount
     db_session.commit()
     if claimed:
-        record("signout." + reason, "allowed", actor_id=login.user_id, actor_role=role_label(login.user) or None,
+        record(Action.signout_after(reason), "allowed", actor_id=login.user_id, actor_role=role_label(login.user) or None,
                reason=reason, from_request=from_request)
 
 
 def on_unauthorized():
     """Pages go to the sign-in page saying why; APIs get 401 with the standard error body."""
-    from portal.errors import error_response, wants_json
-
     reason = g.get("session_end_reason")
     if wants_json():
         message = "Your session ended after inactivity." if reason == "idle_timeout" else "Sign in first."

@@ -17,6 +17,7 @@ from portal.auth.sessions import SIGNED_OUT_MESSAGES, end_timed_out, expiry_reas
 from portal.db import db_session
 from portal.extensions import socketio
 from portal.models import LoginSession, SocketConnection
+from portal.signals import sessions_ended
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ def register(sid: str, login_session_id: str, namespace: str) -> None:
 def forget(sid: str) -> None:
     db_session.execute(sa.delete(SocketConnection).where(SocketConnection.sid == sid))
     db_session.commit()
+
+
+@sessions_ended.connect
+def _cut_connections_of_ended_sessions(_sender: object, login_session_ids: list[str], reason: str) -> None:
+    disconnect_sessions(login_session_ids, reason)
 
 
 def disconnect_sessions(login_session_ids: list[str], reason: str) -> int:

@@ -6,44 +6,35 @@ event recorded by any worker process (or a CLI command) reaches officers connect
 """
 from __future__ import annotations
 
-import logging
-
-from flask import request
-from flask_login import current_user
-from flask_socketio import ConnectionRefusedError, join_room
+from flask_socketio import join_room
 
 from audit import Entry
 from audit.events import format_time
-from portal.access import AccessDenied, AuditUnavailable, authorize
-from portal.auth import sockets
-from portal.auth.sessions import current_login
+from portal.access import authorize
+from portal.actions import Action
+from portal.auth.namespace import SignedInNamespace
 from portal.extensions import socketio
-
-log = logging.getLogger(__name__)
+from portal.models import User
+from portal.signals import audit_entry_appended
 
 NAMESPACE = "/audit"
 ROOM = "audit-feed"
 EVENT = "audit_event"
 
 
-@socketio.on("connect", namespace=NAMESPACE)
-def connect(auth: object = None) -> None:
-    """Only signed-in compliance officers may listen; their connecting is itself audited."""
-    if not (current_user and current_user.is_authenticated):
-        raise ConnectionRefusedError("sign in first")
-    try:
-        authorize("audit.read", details={"feed": "connect"})
-    except AccessDenied:
-        raise ConnectionRefusedError("the live audit feed is for compliance officers") from None
-    except AuditUnavailable:
-        raise ConnectionRefusedError("the audit log is unavailable") from None
-    join_room(ROOM)
-    sockets.register(request.sid, current_login().id, NAMESPACE)
+class AuditFeedNamespace(SignedInNamespace):
+    """Only compliance officers may listen; their connecting is itself audited. The feed has no events."""
+
+    connect_action = Action.AUDIT_READ
+
+    def admit(self, user: User) -> None:
+        authorize(Action.AUDIT_READ, details={"feed": "connect"})
+
+    def connected(self, user: User) -> None:
+        join_room(ROOM)
 
 
-@socketio.on("disconnect", namespace=NAMESPACE)
-def disconnect(reason: object = None) -> None:
-    sockets.forget(request.sid)
+socketio.on_namespace(AuditFeedNamespace(NAMESPACE))
 
 
 def feed_payload(entry: Entry) -> dict[str, object]:
@@ -62,6 +53,7 @@ def feed_payload(entry: Entry) -> dict[str, object]:
     }
 
 
-def publish(entry: Entry) -> None:
+@audit_entry_appended.connect
+def publish(_sender: object, entry: Entry) -> None:
     """Send one appended entry to every connected compliance officer, on every worker."""
     socketio.emit(EVENT, feed_payload(entry), namespace=NAMESPACE, to=ROOM)

@@ -1,87 +1,39 @@
-"""Compliance console pages and its JSON API. Thin: parse, authorize (decide + audit), call the service.
+"""Compliance console pages and its JSON API. Thin: parse, authorize (decide + audit), call the services.
 
 Every page reads the audit log only after ``authorize`` for an audit.* action has decided and
 recorded the access; searches and exports record what they returned (filter and count).
 """
 from __future__ import annotations
 
-from functools import wraps
-
-from flask import (
-    Response,
-    flash,
-    jsonify,
-    redirect,
-    render_template,
-    request,
-    stream_with_context,
-    url_for,
-)
+from flask import Response, flash, jsonify, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 
 from audit import AuditFilter
-from portal.access import AccessDenied, AuditUnavailable, authorize, authorized
+from portal.access import authorize, authorized
+from portal.actions import Action
+from portal.auditlog import verify_key, verify_log
 from portal.auth import step_up
-from portal.compliance import bp, service
-from portal.compliance.service import FilterError, filter_query_args
-from portal.errors import ApiError, error_response
-
-FILTER_FIELDS = ("actor", "patient", "action", "outcome", "since", "until", "through")
+from portal.compliance import bp, charts, exports, flags, integrity, search
+from portal.compliance.filters import FILTER_FIELDS, FilterError, filter_query_args, parse_cursor, parse_filter
+from portal.exceptions import NotFound
 
 
-def _is_api() -> bool:
-    return request.path.startswith(url_for("compliance.console") + "api/")
-
-
-def _api_error(status: int, code: str, message: str):
-    return jsonify(error={"code": code, "message": message}), status
-
-
-@bp.errorhandler(ApiError)
-def _on_api_error(exc: ApiError):
-    return _api_error(exc.status, exc.code, exc.message) if _is_api() else error_response(exc.status, exc.code,
-                                                                                             exc.message)
-
-
-@bp.errorhandler(AccessDenied)
-def _on_denied(exc: AccessDenied):
-    message = f"Access refused: {exc.decision.reason}."
-    return _api_error(403, "forbidden", message) if _is_api() else error_response(403, "forbidden", message)
-
-
-@bp.errorhandler(AuditUnavailable)
-def _on_audit_unavailable(_exc: AuditUnavailable):
-    message = "The audit log cannot be written right now, so it is not being served. Try again shortly."
-    return _api_error(503, "audit_unavailable", message) if _is_api() else error_response(
-        503, "audit_unavailable", message)
-
-
-def api_login_required(view):
-    """JSON callers get 401 with the standard error body instead of a redirect to the sign-in page."""
-
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        if not current_user.is_authenticated:
-            return _api_error(401, "unauthenticated", "Sign in first.")
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def _filter_or_error(action: str) -> AuditFilter:
-    """The request's filter; a malformed one is audited as a refused-by-input search and raised as 400."""
+def _requested_filter(action: Action, fields: tuple[str, ...] = FILTER_FIELDS, **refused_details) -> AuditFilter:
+    """The request's filter; a malformed one is audited as a refused-by-input request and raised (400)."""
     try:
-        return service.parse_filter({name: request.args.get(name) for name in FILTER_FIELDS})
-    except FilterError as exc:
-        authorize(action, details={"valid": False})
-        raise ApiError(400, "bad_filter", str(exc)) from None
+        return parse_filter({name: request.args.get(name) for name in fields})
+    except FilterError:
+        authorize(action, details={**refused_details, "valid": False})
+        raise
 
 
-def _cursor() -> int | None:
-    try:
-        return service.parse_cursor(request.args.get("before"))
-    except FilterError as exc:
-        raise ApiError(400, "bad_filter", str(exc)) from None
+def _searched_page(audit_filter: AuditFilter, before: int | None) -> search.SearchPage:
+    return authorized(
+        Action.AUDIT_SEARCH,
+        lambda: search.search(audit_filter, before),
+        lambda result: search.search_details(audit_filter, result, before),
+        refused_details=search.search_details(audit_filter, before=before),
+    )
 
 
 # --------------------------------------------------------------------------- search
@@ -91,23 +43,17 @@ def _cursor() -> int | None:
 @login_required
 def console():
     try:
-        audit_filter = service.parse_filter({name: request.args.get(name) for name in FILTER_FIELDS})
-        before = service.parse_cursor(request.args.get("before"))
+        audit_filter = _requested_filter(Action.AUDIT_SEARCH)
+        before = parse_cursor(request.args.get("before"))
     except FilterError as exc:
-        authorize("audit.search", details={"valid": False})
-        return render_template("compliance/console.html", error=str(exc), form=request.args, page=None,
+        return render_template("compliance/console.html", error=exc.message, form=request.args, page=None,
                                charts=None), 400
-    page = authorized(
-        "audit.search",
-        lambda: service.search(audit_filter, before),
-        lambda result: service.search_details(audit_filter, result, before),
-        refused_details=service.search_details(audit_filter, before=before),
-    )
-    through = audit_filter.through if audit_filter.through is not None else service.head_seq()
+    page = _searched_page(audit_filter, before)
+    through = audit_filter.through if audit_filter.through is not None else search.head_seq()
     query = filter_query_args(audit_filter)
     return render_template(
         "compliance/console.html", error=None, form=_form_values(audit_filter), page=page, before=before,
-        charts=service.charts(audit_filter), through=through, query=query,
+        charts=charts.charts(audit_filter), through=through, query=query,
         export_query={**query, "through": str(through)},
     )
 
@@ -121,43 +67,36 @@ def _form_values(audit_filter: AuditFilter) -> dict[str, str]:
 
 
 @bp.get("/api/events")
-@api_login_required
+@login_required
 def api_events():
-    audit_filter = _filter_or_error("audit.search")
-    before = _cursor()
-    page = authorized(
-        "audit.search",
-        lambda: service.search(audit_filter, before),
-        lambda result: service.search_details(audit_filter, result, before),
-        refused_details=service.search_details(audit_filter, before=before),
-    )
+    audit_filter = _requested_filter(Action.AUDIT_SEARCH)
+    page = _searched_page(audit_filter, parse_cursor(request.args.get("before")))
     return jsonify(events=[row.to_json() for row in page.rows], total=page.total, next_before=page.next_before)
 
 
 @bp.get("/events/<int:seq>")
 @login_required
 def event(seq: int):
-    authorize("audit.read", details={"seq": seq})
-    detail = service.event_detail(seq)
+    authorize(Action.AUDIT_READ, details={"seq": seq})
+    detail = search.event_detail(seq)
     if detail is None:
-        raise ApiError(404, "not_found", f"There is no audit entry with sequence number {seq}.")
+        raise NotFound("not_found", f"There is no audit entry with sequence number {seq}.")
     return render_template("compliance/event.html", detail=detail)
 
 
 # --------------------------------------------------------------------------- flags
 
 
-@bp.get("/flags")
+@bp.get("/flags", endpoint="flags")
 @login_required
-def flags():
+def flags_page():
     try:
-        audit_filter = service.parse_filter({name: request.args.get(name) for name in ("since", "until")})
+        audit_filter = _requested_filter(Action.AUDIT_SEARCH, ("since", "until"), view="flags")
     except FilterError as exc:
-        authorize("audit.search", details={"view": "flags", "valid": False})
-        return render_template("compliance/flags.html", error=str(exc), form=request.args, flags=None), 400
+        return render_template("compliance/flags.html", error=exc.message, form=request.args, flags=None), 400
     found = authorized(
-        "audit.search",
-        lambda: service.flags(audit_filter),
+        Action.AUDIT_SEARCH,
+        lambda: flags.flags(audit_filter),
         lambda result: {"view": "flags", "filter": audit_filter.describe()[:256], **result.counts()},
         refused_details={"view": "flags"},
     )
@@ -166,21 +105,20 @@ def flags():
 
 
 def _flag_rules() -> dict[str, object]:
-    return {"start": service.WORKDAY_START.strftime("%H:%M"), "end": service.WORKDAY_END.strftime("%H:%M"),
-            "patients": service.BULK_READ_PATIENTS,
-            "minutes": int(service.BULK_READ_WINDOW.total_seconds() // 60)}
+    return {"start": flags.WORKDAY_START.strftime("%H:%M"), "end": flags.WORKDAY_END.strftime("%H:%M"),
+            "patients": flags.BULK_READ_PATIENTS, "minutes": int(flags.BULK_READ_WINDOW.total_seconds() // 60)}
 
 
 @bp.post("/flags/break-glass/<grant_id>/review")
 @login_required
 def review_break_glass(grant_id: str):
     grant_id = grant_id.strip()[:64]
-    grant = service.break_glass_grant(grant_id)
-    authorize("audit.review", grant, details={"break_glass": grant_id})
+    grant = flags.break_glass_grant(grant_id)
+    authorize(Action.AUDIT_REVIEW, grant, details={"break_glass": grant_id})
     if grant is None:
-        raise ApiError(404, "not_found", "There is no such break-glass access.")
+        raise NotFound("not_found", "There is no such break-glass access.")
     already = grant.reviewed_at is not None
-    service.review_break_glass(grant_id, current_user.id)
+    flags.review_break_glass(grant_id, current_user.id)
     flash("That emergency access was already reviewed." if already else "Emergency access marked as reviewed.",
           "info" if already else "success")
     return redirect(url_for("compliance.flags", **{k: v for k, v in request.args.items() if k in ("since", "until")}))
@@ -189,26 +127,26 @@ def review_break_glass(grant_id: str):
 # --------------------------------------------------------------------------- integrity
 
 
-@bp.get("/integrity")
+@bp.get("/integrity", endpoint="integrity")
 @login_required
-def integrity():
-    authorize("audit.read", details={"view": "integrity"})
-    return render_template("compliance/integrity.html", last=service.last_verification(), key=service.verify_key())
+def integrity_page():
+    authorize(Action.AUDIT_READ, details={"view": "integrity"})
+    return render_template("compliance/integrity.html", last=integrity.last_verification(), key=verify_key())
 
 
 @bp.get("/integrity/public-key.pem")
 @login_required
 def public_key():
     """The key auditors pin with `python -m audit verify FILE --public-key audit-public-key.pem`."""
-    authorize("audit.read", details={"view": "public_key"})
-    return Response(service.verify_key().to_pem(), mimetype="application/x-pem-file",
+    authorize(Action.AUDIT_READ, details={"view": "public_key"})
+    return Response(verify_key().to_pem(), mimetype="application/x-pem-file",
                     headers={"Content-Disposition": 'attachment; filename="audit-public-key.pem"'})
 
 
 @bp.post("/integrity/verify")
 @login_required
 def verify_now():
-    report = authorized("audit.verify", service.verify_log, service.verification_details)
+    report = authorized(Action.AUDIT_VERIFY, verify_log, integrity.verification_details)
     flash("Verification finished: " + report.summary(), "success" if report.ok else "error")
     return redirect(url_for("compliance.integrity"))
 
@@ -216,21 +154,21 @@ def verify_now():
 # --------------------------------------------------------------------------- exports
 
 
-def _prepared_export(destination: str) -> service.PreparedExport:
-    audit_filter = _filter_or_error("audit.export")
+def _prepared_export(destination: str) -> exports.PreparedExport:
+    audit_filter = _requested_filter(Action.AUDIT_EXPORT)
     try:
-        fmt = service.check_format(request.args.get("format"))
-    except FilterError as exc:
-        authorize("audit.export", details={"valid": False})
-        raise ApiError(400, "bad_format", str(exc)) from None
+        fmt = exports.check_format(request.args.get("format"))
+    except FilterError:
+        authorize(Action.AUDIT_EXPORT, details={"valid": False})
+        raise
 
-    def prepare() -> tuple[step_up.StepUp, service.PreparedExport]:
+    def prepare() -> tuple[step_up.StepUp, exports.PreparedExport]:
         # Only once the policy allows it: a fresh sign-in is asked of compliance officers, not of anyone.
         proof = step_up.require("audit_export", request.full_path)
-        return proof, service.prepare_export(audit_filter, fmt)
+        return proof, exports.prepare_export(audit_filter, fmt)
 
     proof, prepared = authorized(
-        "audit.export",
+        Action.AUDIT_EXPORT,
         prepare,
         lambda result: {**result[1].audit_details(destination), **result[0].audit_details()},
         refused_details={"format": fmt, "filter": audit_filter.describe()[:256], "destination": destination},

@@ -16,7 +16,6 @@ once at start.
 """
 from .blind_index import (
     blind_index_column,
-    blind_index_terms,
     normalise_date,
     normalise_identifier,
     normalise_text,
@@ -38,7 +37,7 @@ from .keyring import (
     write_dev_keyring,
 )
 from .orm import new_id, register_encryption
-from .registry import encrypted_models
+from .registry import blind_index_terms, encrypted_models
 from .rotation import RotationSummary, rotate, rotation_status
 
 __all__ = [

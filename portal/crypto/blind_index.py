@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import String
 from sqlalchemy.orm import MappedColumn, mapped_column
 
-from .keyring import Keyring, active_keyring
+from .keyring import Keyring
 
 Normaliser = Callable[[Any], str]
 TERM_HEX_CHARS = 32
@@ -71,20 +71,3 @@ def compute_term(keyring: Keyring, key_id: str, domain: str, normalised: str) ->
     message = domain.encode("utf-8") + b"\x00" + normalised.encode("utf-8")
     digest = hmac.new(keyring.index_key(key_id), message, hashlib.sha256).hexdigest()
     return f"{key_id}:{digest[:TERM_HEX_CHARS]}"
-
-
-def blind_index_terms(model_cls: type, source: str, value: Any, keyring: Keyring | None = None) -> list[str]:
-    """Terms for ``value`` under every index key, primary first, for ``Model.x_bidx.in_(terms)``.
-
-    Searching with all keys keeps lookups working while ``rotate`` moves the stored
-    terms from an old index key to the new one. ``None`` yields no terms.
-    """
-    from .registry import model_spec
-
-    index = model_spec(model_cls).index_for(source)
-    if value is None:
-        return []
-    keyring = keyring or active_keyring()
-    normalised = index.normaliser(value)
-    ids = [keyring.index_primary] + [k for k in keyring.index_key_ids if k != keyring.index_primary]
-    return [compute_term(keyring, key_id, index.domain, normalised) for key_id in ids]

@@ -63,12 +63,6 @@ def open_envelope(keyring: Keyring, envelope: str, table: str, column: str, row_
         raise fail("authentication failed (edited, truncated, or copied from another row or column)") from None
 
 
-def envelope_key_id(envelope: str) -> str | None:
-    """Key id named by an envelope, or None when it is not a v1 envelope."""
-    parts = envelope.split(":")
-    return parts[1] if len(parts) == 4 and parts[0] == VERSION else None
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

@@ -1,4 +1,4 @@
-"""Which mapped models hold Encrypted columns and blind indexes.
+"""Which mapped models hold Encrypted columns and blind indexes, and the search terms of those indexes.
 
 Built lazily from the mapper and cached per class; ``register_encryption``
 records each declarative base so ``encrypted_models()`` can enumerate them.
@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy import inspect as sa_inspect
 
-from .blind_index import INFO_KEY, BlindIndexInfo, Normaliser
+from .blind_index import INFO_KEY, BlindIndexInfo, Normaliser, compute_term
 from .column import Encrypted
 from .errors import ConfigurationError
+from .keyring import Keyring, active_keyring
 
 
 @dataclass(frozen=True)
@@ -129,3 +131,18 @@ def _blind_indexes(mapper, table: Table, fields: tuple[EncryptedField, ...]):
             )
         key = mapper.get_property_by_column(col).key
         yield BlindIndex(key, col.name, source, info.normaliser, f"{table.name}.{col.name}")
+
+
+def blind_index_terms(model_cls: type, source: str, value: Any, keyring: Keyring | None = None) -> list[str]:
+    """Terms for ``value`` under every index key, primary first, for ``Model.x_bidx.in_(terms)``.
+
+    Searching with all keys keeps lookups working while ``rotate`` moves the stored
+    terms from an old index key to the new one. ``None`` yields no terms.
+    """
+    index = model_spec(model_cls).index_for(source)
+    if value is None:
+        return []
+    keyring = keyring or active_keyring()
+    normalised = index.normaliser(value)
+    ids = [keyring.index_primary] + [k for k in keyring.index_key_ids if k != keyring.index_primary]
+    return [compute_term(keyring, key_id, index.domain, normalised) for key_id in ids]

@@ -42,8 +42,8 @@ def user_claims(user: DemoUser) -> UserInfo:
         email_verified=True,
         roles=list(user.roles),
     )
-    if user.patient_id:
-        claims["patient_id"] = user.patient_id
+    if user.mrn:
+        claims["patient_id"] = user.mrn  # the portal's default patient claim, matched against the chart's MRN
     return claims
 
 

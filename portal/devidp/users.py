@@ -21,14 +21,17 @@ class DemoUser:
     name: str
     email: str
     roles: tuple[str, ...]
+    # A patient's chart: its portal id (fixed, so the seeded chart keeps it) and its MRN, which the
+    # provider's patient claim carries, as a clinic's provider would.
     patient_id: str | None = None
+    mrn: str | None = None
 
 
 DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("alice", "alice-demo", "demo-alice", "Alice Moreau", "alice@example.test", ("patient",),
-             "00000000-0000-4000-8000-000000000001"),
+             "00000000-0000-4000-8000-000000000001", "RC-100001"),
     DemoUser("bob", "bob-demo", "demo-bob", "Bob Lindqvist", "bob@example.test", ("patient",),
-             "00000000-0000-4000-8000-000000000002"),
+             "00000000-0000-4000-8000-000000000002", "RC-100002"),
     DemoUser("dr.chen", "chen-demo", "demo-chen", "Dr. Mei Chen", "mei.chen@example.test", ("clinician",)),
     DemoUser("dr.okafor", "okafor-demo", "demo-okafor", "Dr. Tunde Okafor", "tunde.okafor@example.test",
              ("clinician",)),

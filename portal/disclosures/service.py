@@ -19,56 +19,39 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from audit import GENESIS_HASH, Entry, MalformedEntryError, audit_entry
-from audit.export import csv_cell
-from audit.store import entry_from_row
+from audit import GENESIS_HASH, Entry, MalformedEntryError, csv_cell
 from portal import services
-from portal.compliance.service import accesses_by_others, user_names, verify_log
+from portal.actions import Action, Section
+from portal.auditlog import verify_log
 from portal.db import db_session
-from portal.models import BreakGlass
-from portal.records.service import get_patient
+from portal.exceptions import Conflict, InvalidInput, NotFound
+from portal.models import BreakGlass, Patient
+from portal.people import accounts_of_patient, display_names
 
-ACTION = "chart.disclosures"
 ACCOUNTING_YEARS = 6  # the accounting period a patient may ask for
 EARLIEST = date(1900, 1, 1)
 CSV_HEADER = ("time_utc", "who", "role", "what", "purpose", "break_glass", "audit_seq")
-
-ACTION_LABELS = {
-    "chart.read": "Read chart",
-    "chart.write": "Wrote to chart",
-    "chart.export": "Downloaded chart",
-    "chart.note.created": "Added a visit note",
-    "chart.access_log": "Viewed who accessed the chart",
-    "chart.disclosures": "Produced an accounting of disclosures",
-    "patient.search.hit": "Search result",
-    "break_glass.open": "Break-glass access requested",
-    "break_glass.granted": "Break-glass access opened",
-    "conversation.join": "Opened the care message thread",
-    "conversation.history": "Read care messages",
-    "conversation.send": "Sent a care message",
-    "conversation.read": "Marked care messages as read",
-    "audit.review": "Reviewed a break-glass access",
-    "admin.team.patient_added": "Added to a care team",
-}
-SECTIONED_ACTIONS = frozenset({"chart.read", "chart.write", "chart.export"})
-SECTION_NAMES = {"chart": "whole chart", "fhir_bundle": "FHIR record", "problems": "problems",
-                 "demographics": "demographics", "medications": "medications", "allergies": "allergies",
-                 "results": "results", "notes": "visit notes"}
+# Accesses to a part of the chart name that part: "Read chart — results".
+SECTIONED_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE, Action.CHART_EXPORT})
+UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
 
 
-class DateRangeError(ValueError):
+class DateRangeError(InvalidInput):
     """A malformed date range; the message is safe to show to the user."""
 
+    def __init__(self, message: str):
+        super().__init__("bad_range", message)
 
-class UnverifiedLog(RuntimeError):
+
+class UnverifiedLog(Conflict):
     """The audit log failed verification, or an entry of the report is not part of the verified chain."""
 
-    def __init__(self, kind: str, position: int, message: str):
-        super().__init__(message)
-        self.kind, self.position, self.message = kind, position, message
+    def __init__(self, kind: str, position: int, problem: str):
+        super().__init__("audit_log_unverified", UNVERIFIED)
+        self.kind, self.position, self.problem = kind, position, problem
 
     def audit_details(self) -> dict[str, Any]:
-        return {"problem": self.kind, "position": self.position, "message": self.message[:256]}
+        return {"problem": self.kind, "position": self.position, "message": self.problem[:256]}
 
 
 # --------------------------------------------------------------------------- the period
@@ -129,9 +112,11 @@ def parse_range(start_text: str | None, end_text: str | None, today: date | None
 
 def describe_access(action: str, resource_type: str | None) -> str:
     """What was done, in words: e.g. "Read chart — results", "Search result"."""
-    label = ACTION_LABELS.get(action) or action.replace("_", " ").replace(".", " ").capitalize()
-    if action in SECTIONED_ACTIONS and resource_type:
-        return f"{label} — {SECTION_NAMES.get(resource_type, resource_type.replace('_', ' '))}"
+    known = Action.find(action)
+    label = known.label if known else action.replace("_", " ").replace(".", " ").capitalize()
+    if known in SECTIONED_ACTIONS and resource_type:
+        section = Section.find(resource_type)
+        return f"{label} — {section.report_label if section else resource_type.replace('_', ' ')}"
     return label
 
 
@@ -265,18 +250,17 @@ class _Witness:
 
 def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:
     """Every allowed access by anyone but the patient: the same rule as "Who viewed my chart", any action."""
-    columns = audit_entry.c
-    query = (accesses_by_others(patient_id).where(columns.time >= period.since, columns.time < period.until)
-             .order_by(columns.seq))
-    with services.audit_store().engine.connect() as conn:
-        return [entry_from_row(row) for row in conn.execute(query)]
+    return services.audit_store().accesses_to(patient_id, not_by=accounts_of_patient(patient_id),
+                                              since=period.since, until=period.until)
 
 
 def report(verified: VerifiedLog) -> DisclosureReport:
     """The report of a verified log: only now are the patient's name and the break-glass reasons decrypted."""
-    patient = get_patient(verified.patient_id, whole_chart=False)
+    patient = db_session.get(Patient, verified.patient_id)
+    if patient is None:
+        raise NotFound("not_found", "There is no such record.")
     events = [entry.event for entry in verified.entries]
-    names = user_names(event.actor_id for event in events)
+    names = display_names(event.actor_id for event in events)
     grants = _grants(str(event.details["break_glass"]) for event in events if event.details.get("break_glass"))
     return DisclosureReport(
         patient_id=patient.id, patient_name=patient.display_name, mrn=patient.mrn, period=verified.period,

@@ -14,14 +14,18 @@ from flask import Response, jsonify, render_template, request
 from flask_login import current_user, login_required
 
 from portal import policy, services
-from portal.access import AccessDenied, authorize, authorized, record
+from portal.access import authorize, authorized, record
+from portal.actions import Action, Section
 from portal.disclosures import bp, service
 from portal.disclosures.pdf import report_pdf
-from portal.disclosures.service import ACTION, DateRange, DateRangeError, DisclosureReport, UnverifiedLog
-from portal.errors import ApiError, audit_refusal, error_response
+from portal.disclosures.service import DateRange, DateRangeError, DisclosureReport, UnverifiedLog
+from portal.errors import audit_refusal
+from portal.exceptions import AccessDenied, Conflict, InvalidInput
 from portal.extensions import limiter
+from portal.people import own_patient_id
 from portal.policy import ChartRef
-from portal.records.service import own_patient_id, parse_id, search_patients
+from portal.records.service import search_patients
+from portal.validation import parse_id
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +33,6 @@ FORMATS = ("html", "csv", "pdf")
 # Each report verifies the whole audit log: one bucket per person for all three ways of asking for one.
 per_person = limiter.shared_limit(lambda: services.settings().report_rate_limit, scope="disclosures",
                                   key_func=lambda: f"user:{current_user.get_id()}")
-UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
-
-
-@bp.errorhandler(UnverifiedLog)
-def _unverified(_exc: UnverifiedLog):
-    return error_response(409, "audit_log_unverified", UNVERIFIED)
-
-
 # --------------------------------------------------------------------------- pages
 
 
@@ -48,7 +44,7 @@ def mine():
     try:
         period = _period()
     except DateRangeError as exc:
-        return _bad_range("disclosures/patient.html", str(exc))
+        return _bad_range("disclosures/patient.html", exc.message)
     fmt = _format()
     report = _issued(patient_id, period, fmt)
     return _respond(report, fmt, "disclosures/patient.html", query=_range_query(period))
@@ -60,14 +56,14 @@ def mine():
 def compliance():
     mrn, patient = (request.args.get(name, "").strip() for name in ("mrn", "patient"))
     if not (mrn or patient):
-        authorize("audit.read", details={"view": "disclosures"})
+        authorize(Action.AUDIT_READ, details={"view": "disclosures"})
         period = service.parse_range(None, None)
         return render_template("disclosures/compliance.html", report=None, error=None, form=_range_query(period),
                                today=_today())
     try:
         period = _period()
     except DateRangeError as exc:
-        return _bad_range("disclosures/compliance.html", str(exc))
+        return _bad_range("disclosures/compliance.html", exc.message)
     fmt = _format()
     patient_id = parse_id(patient) if patient else _patient_by_mrn(mrn, period, fmt)
     report = _issued(patient_id, period, fmt, lookup="patient id" if patient else "mrn")
@@ -81,11 +77,7 @@ def compliance():
 @per_person
 def api_report(patient_id: str):
     patient_id = parse_id(patient_id)
-    try:
-        period = _period()
-    except DateRangeError as exc:
-        raise ApiError(400, "bad_range", str(exc)) from None
-    return jsonify(_issued(patient_id, period, "json").to_json())
+    return jsonify(_issued(patient_id, _period(), "json").to_json())
 
 
 # --------------------------------------------------------------------------- helpers
@@ -95,14 +87,15 @@ def _issued(patient_id: str, period: DateRange, fmt: str, **extra: str) -> Discl
     """Refuse (audited) before any work; audit the issue once the log verified, before PHI is decrypted."""
     details: dict[str, Any] = {"range": period.describe(), "format": fmt, **extra}
     try:
-        verified = authorized(ACTION, lambda: service.verified_log(patient_id, period),
+        verified = authorized(Action.CHART_DISCLOSURES, lambda: service.verified_log(patient_id, period),
                               lambda log: {**details, "lines": log.count, "head_seq": log.head_seq},
-                              resource=ChartRef(patient_id, "disclosures"), refused_details=details)
+                              resource=ChartRef(patient_id, Section.DISCLOSURES), refused_details=details)
     except UnverifiedLog as exc:
-        record(ACTION, "error", reason="audit log failed verification", patient_id=patient_id,
-               resource_type="disclosures", resource_id=patient_id, details={**details, **exc.audit_details()})
+        record(Action.CHART_DISCLOSURES, "error", reason="audit log failed verification", patient_id=patient_id,
+               resource_type=Section.DISCLOSURES, resource_id=patient_id, details={**details, **exc.audit_details()})
         log.error("disclosure report refused: the audit log failed verification",
                   extra={"error": f"{exc.kind} at entry {exc.position}"})
+        exc.audited = True
         raise
     return service.report(verified)  # PHI (name, MRN, break-glass reasons) is decrypted only now
 
@@ -113,15 +106,15 @@ def _patient_by_mrn(mrn: str, period: DateRange, fmt: str) -> str:
     Only compliance officers look patients up by MRN: anyone else is refused as for an unknown MRN,
     before any lookup, so the answer says nothing about which MRNs exist.
     """
-    found = search_patients(mrn=mrn) if policy.can(current_user, "audit.read").allowed else []
+    found = search_patients(mrn=mrn) if policy.can(current_user, Action.AUDIT_READ).allowed else []
     if len(found) > 1:
-        raise ApiError(409, "ambiguous_mrn", "More than one patient has that MRN; enter the patient id instead.")
+        raise Conflict("ambiguous_mrn", "More than one patient has that MRN; enter the patient id instead.")
     if found:
         return found[0].id
     decision = policy.deny("no such patient", conceal=True)
-    record(ACTION, decision.outcome, reason=decision.reason, resource_type="disclosures",
+    record(Action.CHART_DISCLOSURES, decision.outcome, reason=decision.reason, resource_type=Section.DISCLOSURES,
            details={"range": period.describe(), "format": fmt, "lookup": "mrn"})
-    raise AccessDenied(decision, ACTION)
+    raise AccessDenied(Action.CHART_DISCLOSURES, decision.reason, conceal=True)
 
 
 def _respond(report: DisclosureReport, fmt: str, template: str, query: dict[str, str],
@@ -134,8 +127,8 @@ def _respond(report: DisclosureReport, fmt: str, template: str, query: dict[str,
     return render_template(template, report=report, error=None, form=form or query, query=query, today=_today())
 
 
-def _download(report: DisclosureReport, body: bytes, mimetype: str, extension: str) -> Response:
-    return Response(body, mimetype=mimetype, headers={
+def _download(report: DisclosureReport, body: bytes, content_type: str, extension: str) -> Response:
+    return Response(body, content_type=content_type, headers={
         "Content-Disposition": f'attachment; filename="{report.filename_stem}.{extension}"',
         "X-Audit-Head-Seq": str(report.head_seq),
         "X-Audit-Head-Hash": report.head_hash,
@@ -151,7 +144,7 @@ def _period() -> DateRange:
 def _format() -> str:
     fmt = request.args.get("format") or "html"
     if fmt not in FORMATS:
-        raise ApiError(400, "bad_format", "The format must be csv or pdf, or left out for the page.")
+        raise InvalidInput("bad_format", "The format must be csv or pdf, or left out for the page.")
     return fmt
 
 
@@ -165,6 +158,6 @@ def _today() -> str:
 
 def _bad_range(template: str, message: str):
     """A malformed range is refused like any bad request: audited without its values, the form shown again."""
-    audit_refusal(ApiError(400, "bad_range", message))
+    audit_refusal(DateRangeError(message))
     form = {name: request.args.get(name, "") for name in ("mrn", "patient", "start", "end")}
     return render_template(template, report=None, error=message, form=form, today=_today()), 400

@@ -1,8 +1,9 @@
 """The ``/chat`` Socket.IO namespace: thin handlers over ``portal.messaging.service``.
 
-Every event is checked again (a clinician removed from a care team loses the room on their next
-event, not only at join) and every refusal reaches the client as ``{code, message}``: in the ack
-(``{"ok": false, "error": {...}}``) and as an ``error`` event, never as a silent drop.
+A ``SignedInNamespace`` (``portal.auth.namespace``): connecting needs a live session and is audited,
+and every refusal reaches the client as ``{code, message}``: in the ack (``{"ok": false, "error": {...}}``)
+and as an ``error`` event, never as a silent drop. Every event is checked again (a clinician removed
+from a care team loses the room on their next event, not only at join).
 
 Rooms: ``conv:<conversation id>`` for a conversation's joined clients, ``user:<user id>`` for every
 connection of a user (unread counts, a patient's live replies). With ``PORTAL_MESSAGE_QUEUE`` set,
@@ -26,24 +27,21 @@ keystroke indicator does not flood the audit log.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable
-from typing import Any
 
-from flask import g, request
-from flask_login import current_user
-from flask_socketio import ConnectionRefusedError, disconnect, emit, join_room, leave_room
+from flask import request
+from flask_socketio import emit, join_room, leave_room
 from limits import parse as parse_limit
 
 from portal import policy, services
-from portal.access import AccessDenied, AuditUnavailable, authorize, record, role_label
-from portal.auth import sockets
-from portal.auth.sessions import current_login
+from portal.access import authorize, record, role_label
+from portal.actions import Action
+from portal.auth.namespace import SignedInNamespace
 from portal.crypto import new_id
 from portal.db import db_session
+from portal.exceptions import AccessDenied
 from portal.extensions import socketio
 from portal.messaging import service
 from portal.messaging.service import MessagingError
@@ -54,9 +52,6 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "/chat"
 PRESENCE_STATES = ("online", "away")
-# Events a person causes. Joins, history catch-up, read receipts and presence answers are sent by the
-# browser on its own, so they must not keep an unattended session from idling out.
-ACTIVE_EVENTS = frozenset({"send", "typing"})
 
 
 def conversation_room(conversation_id: str) -> str:
@@ -134,69 +129,130 @@ class PresenceRegistry:
         with self._lock:
             return {sid: self._users[sid] for sid in self._rooms.get(conversation_id, {}) if sid in self._users}
 
-    def clear(self) -> None:
-        with self._lock:
-            self._users.clear()
-            self._rooms.clear()
-
 
 presence = PresenceRegistry()
 
 
-# --- plumbing -----------------------------------------------------------------------------------
+class ChatNamespace(SignedInNamespace):
+    connect_action = Action.CHAT_CONNECT
+    # Joins, history catch-up, read receipts and presence answers are sent by the browser on its own.
+    active_events = frozenset({"send", "typing"})
+    concealed_message = "There is no such conversation."
 
-def _refusal(code: str, message: str, payload: Any = None) -> dict[str, Any]:
-    error = {"code": code, "message": message}
-    conversation_id = payload.get("conversation_id") if isinstance(payload, dict) else None
-    if isinstance(conversation_id, str) and len(conversation_id) <= 64:
-        error["conversation_id"] = conversation_id
-    emit("error", error)
-    return {"ok": False, "error": error}
+    # --- connection ---------------------------------------------------------------------------
 
+    def connected(self, user: User) -> None:
+        summaries = service.list_conversations(user)
+        join_room(user_room(user.id))
+        presence.connect(request.sid, user.id)  # only once nothing else can fail: disconnect undoes it
+        SOCKET_CONNECTIONS.inc()
+        emit("unread", {"conversations": {s.id: s.unread for s in summaries},
+                        "total": sum(s.unread for s in summaries)})
 
-def _session_ended() -> dict[str, Any]:
-    reason = g.get("session_end_reason") or "unauthenticated"
-    message = "Your session ended after inactivity." if reason == "idle_timeout" else "Sign in again."
-    emit("session_ended", {"reason": reason, "message": message})
-    refusal = _refusal(reason, message)
-    disconnect()
-    return refusal
+    def disconnected(self, sid: str) -> None:
+        user_id, gone = presence.disconnect(sid)
+        if user_id is None:
+            return
+        SOCKET_CONNECTIONS.dec()
+        user = service.get_user(user_id)
+        for conversation_id in gone:
+            if user is not None:
+                socketio.emit("presence", {"conversation_id": conversation_id, "user": _person(user), "state": "offline",
+                                           "announce": False}, to=conversation_room(conversation_id), namespace=NAMESPACE)
 
+    def refused(self, exc: AccessDenied) -> None:
+        """A refused member (e.g. removed from the care team) stops receiving the conversation at once."""
+        resource = exc.resource
+        if isinstance(resource, Conversation) and presence.joined(request.sid, resource.id):
+            leave_room(conversation_room(resource.id))
+            presence.leave(request.sid, resource.id)
 
-def chat_event(name: str) -> Callable[[Callable[[User, dict], dict]], Callable]:
-    """Register ``handler(user, payload) -> dict`` for event ``name``: checks the session, turns refusals
-    into ``error`` acks and events, and releases the database session afterwards."""
+    # --- conversation events ------------------------------------------------------------------
 
-    def decorator(handler: Callable[[User, dict], dict]) -> Callable:
-        @functools.wraps(handler)
-        def wrapper(payload: Any = None, *_extra: Any) -> dict[str, Any]:
-            g.passive_activity = name not in ACTIVE_EVENTS  # read before current_user loads the session
+    def on_join(self, user: User, payload: dict) -> dict:
+        conversation = _authorized(payload, Action.CONVERSATION_JOIN)
+        join_room(conversation_room(conversation.id))
+        presence.join(request.sid, conversation.id)
+        _emit_presence(conversation.id, user, "online", announce=True)
+        members = [service.get_user(uid) for uid in service.member_ids(conversation)]
+        return {"conversation": service.summarize(conversation, user).as_dict(), "last_seq": conversation.last_seq,
+                "presence": presence.snapshot(conversation.id), "reads": service.read_positions(conversation.id),
+                "members": [_person(m) for m in members if m is not None]}
+
+    def on_leave(self, user: User, payload: dict) -> dict:
+        conversation_id = service.parse_uuid(_conversation_id(payload))
+        if conversation_id and presence.joined(request.sid, conversation_id):
+            leave_room(conversation_room(conversation_id))
+            if presence.leave(request.sid, conversation_id):
+                _emit_presence(conversation_id, user, "offline", announce=False)
+        return {"conversation_id": conversation_id}
+
+    def on_send(self, user: User, payload: dict) -> dict:
+        settings = services.settings()
+        key = service.validate_idempotency_key(payload.get("idempotency_key"))
+        _conversation_id(payload)
+        earlier = service.find_sent(user.id, key)
+        if earlier is None and not services.rate_limits().hit(
+                parse_limit(f"{settings.message_rate_per_minute}/minute"), "chat.send", user.id):
+            raise MessagingError("rate_limited",
+                                 f"You can send at most {settings.message_rate_per_minute} messages a minute. "
+                                 "Wait a moment.")
+        # After the rate limit: a flood of malformed bodies is slowed like any other.
+        body = service.validate_body(payload.get("body"), settings.message_max_bytes)
+        message_id = earlier.id if earlier is not None else new_id()
+        conversation = _authorized(payload, Action.CONVERSATION_SEND,
+                                   details={"message_id": message_id, "replay": earlier is not None})
+        stored = service.store_message(conversation.id, user.id, body, key, message_id)
+        message = service.message_dict(stored.message, {user.id: user.display_name or "Unknown"})
+        if not stored.duplicate:  # a retry is answered with the original and never broadcast twice
+            MESSAGES.inc()
             try:
-                if not current_user.is_authenticated:
-                    return _session_ended()
-                if not isinstance(payload, dict):
-                    return _refusal("bad_request", "The event payload must be an object.")
-                return {"ok": True, **handler(current_user._get_current_object(), payload)}
-            except MessagingError as exc:
-                return _refusal(exc.code, exc.message, payload)
-            except AccessDenied as exc:
-                _drop_from_room(exc.resource)
-                if exc.decision.conceal:
-                    return _refusal("not_found", "There is no such conversation.", payload)
-                return _refusal("forbidden", f"Access refused: {exc.decision.reason}.", payload)
-            except AuditUnavailable:
-                return _refusal("audit_unavailable", "The audit log cannot be written right now; nothing was done.",
-                                payload)
-            except Exception as exc:  # noqa: BLE001 - the client must hear about every failure
-                log.exception("chat event failed", extra={"event": name, "error": type(exc).__name__})
-                return _refusal("internal", "Something went wrong; nothing was changed. Try again.", payload)
-            finally:
-                db_session.remove()
+                _deliver(conversation, user, message, stored.message.seq)
+            except Exception as exc:  # noqa: BLE001 - stored is stored: the sender must hear it was
+                db_session.rollback()
+                log.error("delivery after commit failed", extra={"event": "send", "error": type(exc).__name__})
+        return {"message": message, "duplicate": stored.duplicate}
 
-        socketio.on_event(name, wrapper, namespace=NAMESPACE)
-        return wrapper
+    def on_history(self, user: User, payload: dict) -> dict:
+        after_seq = service.validate_seq(payload.get("after_seq", 0), "after_seq")
+        page_max = services.settings().history_page_max
+        limit = service.validate_seq(payload.get("limit", page_max), "limit")
+        limit = max(1, min(limit, page_max))
+        conversation = _authorized(payload, Action.CONVERSATION_HISTORY, details={"after_seq": after_seq, "limit": limit})
+        messages = service.history(conversation.id, after_seq, limit)
+        names = service.sender_names(messages)
+        return {"conversation_id": conversation.id, "messages": [service.message_dict(m, names) for m in messages],
+                "last_seq": max(conversation.last_seq, messages[-1].seq if messages else 0),
+                "has_more": len(messages) == limit}
 
-    return decorator
+    def on_typing(self, user: User, payload: dict) -> dict:
+        conversation = _checked(user, payload, Action.CONVERSATION_SEND)
+        emit("typing", {"conversation_id": conversation.id, "user": _person(user)},
+             to=conversation_room(conversation.id), include_self=False)
+        return {}
+
+    def on_read(self, user: User, payload: dict) -> dict:
+        seq = service.validate_seq(payload.get("seq"), "seq")
+        conversation = _authorized(payload, Action.CONVERSATION_READ, details={"seq": seq})
+        position = service.mark_read(conversation, user.id, seq)
+        emit("read", {"conversation_id": conversation.id, "user": _person(user), "seq": position},
+             to=conversation_room(conversation.id))
+        emit("unread", {"conversation_id": conversation.id, "unread": max(0, conversation.last_seq - position)},
+             to=user_room(user.id))
+        return {"conversation_id": conversation.id, "seq": position}
+
+    def on_presence(self, user: User, payload: dict) -> dict:
+        state = payload.get("state")
+        if state not in PRESENCE_STATES:
+            raise MessagingError("bad_request", "state must be online or away.")
+        conversation = _checked(user, payload, Action.CONVERSATION_JOIN)
+        if not presence.set_state(request.sid, conversation.id, state):
+            raise MessagingError("bad_request", "Join the conversation first.")
+        _emit_presence(conversation.id, user, state, announce=False)
+        return {"conversation_id": conversation.id, "state": state}
+
+
+socketio.on_namespace(ChatNamespace(NAMESPACE))
 
 
 def _conversation_id(payload: dict) -> str:
@@ -206,7 +262,7 @@ def _conversation_id(payload: dict) -> str:
     return value
 
 
-def _authorized(payload: dict, action: str, details: dict | None = None) -> Conversation:
+def _authorized(payload: dict, action: Action, details: dict | None = None) -> Conversation:
     """The payload's conversation after ``authorize`` (audited); unknown ids are audited and refused."""
     raw_id = _conversation_id(payload)
     conversation = service.get_conversation(service.parse_uuid(raw_id))
@@ -216,19 +272,12 @@ def _authorized(payload: dict, action: str, details: dict | None = None) -> Conv
     return conversation
 
 
-def _checked(user: User, payload: dict, action: str) -> Conversation:
+def _checked(user: User, payload: dict, action: Action) -> Conversation:
     """Like ``_authorized`` but audits only refusals (for typing and presence, which show no content)."""
     conversation = service.get_conversation(service.parse_uuid(_conversation_id(payload)))
     if conversation is None or not policy.can(user, action, conversation).allowed:
         return _authorized(payload, action)  # audits the refusal and raises AccessDenied
     return conversation
-
-
-def _drop_from_room(resource: object) -> None:
-    """A refused member (e.g. removed from the care team) stops receiving the conversation at once."""
-    if isinstance(resource, Conversation) and presence.joined(request.sid, resource.id):
-        leave_room(conversation_room(resource.id))
-        presence.leave(request.sid, resource.id)
 
 
 def _person(user: User) -> dict[str, str]:
@@ -240,98 +289,6 @@ def _emit_presence(conversation_id: str, user: User, state: str, announce: bool,
          to=conversation_room(conversation_id), include_self=include_self)
 
 
-# --- connection -----------------------------------------------------------------------------------
-
-@socketio.on("connect", namespace=NAMESPACE)
-def on_connect(auth: Any = None) -> None:
-    g.passive_activity = True  # (re)connecting is the browser's doing, not the person's
-    try:
-        if not current_user.is_authenticated:
-            reason = g.get("session_end_reason") or "unauthenticated"
-            record("chat.connect", "denied", reason=reason)
-            raise ConnectionRefusedError(reason)
-        record("chat.connect", "allowed")
-        user = current_user._get_current_object()
-        summaries = service.list_conversations(user)
-        join_room(user_room(user.id))
-        sockets.register(request.sid, current_login().id, NAMESPACE)
-        presence.connect(request.sid, user.id)  # only once nothing else can fail: disconnect undoes it
-        SOCKET_CONNECTIONS.inc()
-        emit("unread", {"conversations": {s.id: s.unread for s in summaries},
-                        "total": sum(s.unread for s in summaries)})
-    except AuditUnavailable as exc:
-        raise ConnectionRefusedError("audit_unavailable") from exc
-    finally:
-        db_session.remove()
-
-
-@socketio.on("disconnect", namespace=NAMESPACE)
-def on_disconnect(reason: Any = None) -> None:
-    user_id, gone = presence.disconnect(request.sid)
-    if user_id is None:
-        return
-    SOCKET_CONNECTIONS.dec()
-    try:
-        sockets.forget(request.sid)
-        user = service.get_user(user_id)
-        for conversation_id in gone:
-            if user is not None:
-                socketio.emit("presence", {"conversation_id": conversation_id, "user": _person(user), "state": "offline",
-                                           "announce": False}, to=conversation_room(conversation_id), namespace=NAMESPACE)
-    finally:
-        db_session.remove()
-
-
-# --- conversation events --------------------------------------------------------------------------
-
-@chat_event("join")
-def on_join(user: User, payload: dict) -> dict:
-    conversation = _authorized(payload, "conversation.join")
-    join_room(conversation_room(conversation.id))
-    presence.join(request.sid, conversation.id)
-    _emit_presence(conversation.id, user, "online", announce=True)
-    members = [service.get_user(uid) for uid in service.member_ids(conversation)]
-    return {"conversation": service.summarize(conversation, user).as_dict(), "last_seq": conversation.last_seq,
-            "presence": presence.snapshot(conversation.id), "reads": service.read_positions(conversation.id),
-            "members": [_person(m) for m in members if m is not None]}
-
-
-@chat_event("leave")
-def on_leave(user: User, payload: dict) -> dict:
-    conversation_id = service.parse_uuid(_conversation_id(payload))
-    if conversation_id and presence.joined(request.sid, conversation_id):
-        leave_room(conversation_room(conversation_id))
-        if presence.leave(request.sid, conversation_id):
-            _emit_presence(conversation_id, user, "offline", announce=False)
-    return {"conversation_id": conversation_id}
-
-
-@chat_event("send")
-def on_send(user: User, payload: dict) -> dict:
-    settings = services.settings()
-    body = service.validate_body(payload.get("body"), settings.message_max_bytes)
-    key = service.validate_idempotency_key(payload.get("idempotency_key"))
-    _conversation_id(payload)
-    earlier = service.find_sent(user.id, key)
-    if earlier is None and not services.rate_limits().hit(
-            parse_limit(f"{settings.message_rate_per_minute}/minute"), "chat.send", user.id):
-        raise MessagingError("rate_limited",
-                             f"You can send at most {settings.message_rate_per_minute} messages a minute. Wait a moment.")
-    message_id = earlier.id if earlier is not None else new_id()
-    conversation = _authorized(payload, "conversation.send",
-                               details={"message_id": message_id, "replay": earlier is not None})
-    stored = service.store_message(conversation.id, user.id, body, key, message_id)
-    message = service.message_dict(stored.message, {user.id: user.display_name or "Unknown"})
-    if not stored.duplicate:  # a retry is answered with the original and never broadcast twice
-        MESSAGES.inc()
-        try:
-            _deliver(conversation, user, message, stored.message.seq)
-        except Exception as exc:  # noqa: BLE001 - stored is stored: the sender must hear it was
-            db_session.rollback()
-            log.error("delivery after commit failed", extra={"event": "send", "error": type(exc).__name__})
-    return {"message": message, "duplicate": stored.duplicate}
-
-
 def _deliver(conversation: Conversation, sender: User, message: dict, seq: int) -> None:
     """After the commit: broadcast, mark the sender's own message read, and update members' unread counts."""
     _evict_revoked_listeners(conversation)
@@ -340,52 +297,6 @@ def _deliver(conversation: Conversation, sender: User, message: dict, seq: int) 
     emit("unread", {"conversation_id": conversation.id, "unread": max(0, conversation.last_seq - position)},
          to=user_room(sender.id))
     _notify_members(conversation, sender, message)
-
-
-@chat_event("history")
-def on_history(user: User, payload: dict) -> dict:
-    after_seq = service.validate_seq(payload.get("after_seq", 0), "after_seq")
-    page_max = services.settings().history_page_max
-    limit = service.validate_seq(payload.get("limit", page_max), "limit")
-    limit = max(1, min(limit, page_max))
-    conversation = _authorized(payload, "conversation.history", details={"after_seq": after_seq, "limit": limit})
-    messages = service.history(conversation.id, after_seq, limit)
-    names = service.sender_names(messages)
-    return {"conversation_id": conversation.id, "messages": [service.message_dict(m, names) for m in messages],
-            "last_seq": max(conversation.last_seq, messages[-1].seq if messages else 0),
-            "has_more": len(messages) == limit}
-
-
-@chat_event("typing")
-def on_typing(user: User, payload: dict) -> dict:
-    conversation = _checked(user, payload, "conversation.send")
-    emit("typing", {"conversation_id": conversation.id, "user": _person(user)},
-         to=conversation_room(conversation.id), include_self=False)
-    return {}
-
-
-@chat_event("read")
-def on_read(user: User, payload: dict) -> dict:
-    seq = service.validate_seq(payload.get("seq"), "seq")
-    conversation = _authorized(payload, "conversation.read", details={"seq": seq})
-    position = service.mark_read(conversation, user.id, seq)
-    emit("read", {"conversation_id": conversation.id, "user": _person(user), "seq": position},
-         to=conversation_room(conversation.id))
-    emit("unread", {"conversation_id": conversation.id, "unread": max(0, conversation.last_seq - position)},
-         to=user_room(user.id))
-    return {"conversation_id": conversation.id, "seq": position}
-
-
-@chat_event("presence")
-def on_presence(user: User, payload: dict) -> dict:
-    state = payload.get("state")
-    if state not in PRESENCE_STATES:
-        raise MessagingError("bad_request", "state must be online or away.")
-    conversation = _checked(user, payload, "conversation.join")
-    if not presence.set_state(request.sid, conversation.id, state):
-        raise MessagingError("bad_request", "Join the conversation first.")
-    _emit_presence(conversation.id, user, state, announce=False)
-    return {"conversation_id": conversation.id, "state": state}
 
 
 # --- fan-out ---------------------------------------------------------------------------------------
@@ -410,9 +321,9 @@ def _evict_revoked_listeners(conversation: Conversation) -> None:
     for sid, user_id in members.items():
         if user_id not in allowed:
             user = service.get_user(user_id)
-            allowed[user_id] = user is not None and policy.can(user, "conversation.join", conversation).allowed
+            allowed[user_id] = user is not None and policy.can(user, Action.CONVERSATION_JOIN, conversation).allowed
             if not allowed[user_id]:
-                record("conversation.join", "denied", reason="membership revoked", actor_id=user_id,
+                record(Action.CONVERSATION_JOIN, "denied", reason="membership revoked", actor_id=user_id,
                        actor_role=role_label(user), resource_type="conversation",
                        resource_id=conversation.id, patient_id=conversation.patient_id, from_request=False)
         if not allowed[user_id]:

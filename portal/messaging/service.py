@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portal.crypto import new_id
 from portal.db import db_session
+from portal.exceptions import InvalidInput
 from portal.models import (
     CareTeam,
     CareTeamMember,
@@ -37,19 +38,13 @@ from portal.models import (
     User,
 )
 from portal.models._types import utcnow
+from portal.validation import is_storable_text
 
 IDEMPOTENCY_KEY_MAX = 64
 
 
-class MessagingError(Exception):
-    """A refusal the client is told about as ``{code, message}``."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
-
-    def as_dict(self) -> dict[str, str]:
-        return {"code": self.code, "message": self.message}
+class MessagingError(InvalidInput):
+    """A refusal the client is told about as ``{code, message}`` (over HTTP, a 400)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +87,8 @@ def validate_body(body: Any, max_bytes: int) -> str:
         raise MessagingError("bad_request", "The message body must be text.")
     if not body.strip():
         raise MessagingError("empty", "The message is empty.")
+    if not is_storable_text(body):
+        raise MessagingError("bad_request", "The message holds characters that are not text (a broken character code).")
     if len(body.encode("utf-8")) > max_bytes:
         raise MessagingError("too_large", f"The message is longer than {max_bytes} bytes.")
     return body
@@ -227,10 +224,6 @@ def list_conversations(user: User) -> list[ConversationSummary]:
     summaries = [summarize(c, user) for c in conversations.values()]
     kind_order = {"patient": 0, "team": 1, "direct": 2}
     return sorted(summaries, key=lambda s: (kind_order.get(s.kind, 3), s.title.lower()))
-
-
-def unread_total(user: User) -> int:
-    return sum(summary.unread for summary in list_conversations(user))
 
 
 def clinicians_except(user: User) -> list[User]:

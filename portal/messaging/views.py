@@ -6,9 +6,10 @@ from flask_login import current_user, login_required
 
 from portal import services
 from portal.access import authorize, record
-from portal.errors import ApiError
+from portal.actions import Action
+from portal.exceptions import InvalidInput
 from portal.messaging import bp, service
-from portal.messaging.service import MessagingError
+from portal.people import not_linked_message, own_patient_id
 
 
 @bp.get("/messages")
@@ -16,7 +17,7 @@ from portal.messaging.service import MessagingError
 def chat():
     user = current_user._get_current_object()
     conversations = service.list_conversations(user)
-    record("conversation.list", "allowed", details={"count": len(conversations)})
+    record(Action.CONVERSATION_LIST, "allowed", details={"count": len(conversations)})
     requested = service.parse_uuid(request.args.get("c"))
     selected = requested if any(c.id == requested for c in conversations) else None
     settings = services.settings()
@@ -25,6 +26,7 @@ def chat():
         conversations=conversations,
         selected=selected,
         clinicians=service.clinicians_except(user) if user.has_role("clinician") else [],
+        not_linked=not_linked_message(user) if user.has_role("patient") and not user.patient_id else None,
         max_bytes=settings.message_max_bytes,
         page_size=min(50, settings.history_page_max),
     )
@@ -35,16 +37,13 @@ def chat():
 def start():
     """Clinicians: open (or create) a direct conversation. Patients: open their care-team thread."""
     user = current_user._get_current_object()
-    if user.has_role("patient") and user.patient_id and not request.form.get("clinician"):
-        conversation = service.get_or_create_patient_thread(user.patient_id)
-        authorize("conversation.join", conversation)
+    if user.has_role("patient") and not request.form.get("clinician"):
+        conversation = service.get_or_create_patient_thread(own_patient_id(user))
+        authorize(Action.CONVERSATION_JOIN, conversation)
         return redirect(url_for("messaging.chat", c=conversation.id))
     other = service.get_user(service.parse_uuid(request.form.get("clinician")))
-    authorize("conversation.start", details={"kind": "direct", "with": other.id if other else None})
+    authorize(Action.CONVERSATION_START, details={"kind": "direct", "with": other.id if other else None})
     if other is None:
-        raise ApiError(400, "bad_request", "Choose a clinician to message.")
-    try:
-        conversation = service.get_or_create_direct(user, other)
-    except MessagingError as exc:
-        raise ApiError(400, exc.code, exc.message) from exc
+        raise InvalidInput("bad_request", "Choose a clinician to message.")
+    conversation = service.get_or_create_direct(user, other)
     return redirect(url_for("messaging.chat", c=conversation.id))

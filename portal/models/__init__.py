@@ -2,6 +2,8 @@
 from portal.models.chart import Allergy, Condition, LabResult, Medication, Patient, VisitNote
 from portal.models.messaging import Conversation, ConversationMember, ConversationRead, Message
 from portal.models.users import (
+    LINKED_BY_ADMIN,
+    LINKED_BY_CLAIM,
     BreakGlass,
     CareTeam,
     CareTeamMember,
@@ -13,6 +15,7 @@ from portal.models.users import (
 )
 
 __all__ = [
+    "LINKED_BY_ADMIN", "LINKED_BY_CLAIM",
     "Allergy", "BreakGlass", "CareTeam", "CareTeamMember", "CareTeamPatient", "Condition", "Conversation",
     "ConversationMember", "ConversationRead", "LabResult", "LoginSession", "Medication",
     "Message", "Patient", "SeenLogoutToken", "SocketConnection", "User", "VisitNote",

@@ -11,6 +11,8 @@ from portal.crypto import Encrypted
 from portal.db import Base
 from portal.models._types import UtcDateTime, id_column, timestamp_column
 
+LINKED_BY_CLAIM, LINKED_BY_ADMIN = "claim", "admin"
+
 
 class User(UserMixin, Base):
     """A person known to the portal, keyed by their OpenID provider's (issuer, subject)."""
@@ -25,6 +27,9 @@ class User(UserMixin, Base):
     email: Mapped[str | None] = mapped_column(Encrypted(str))
     roles: Mapped[str] = mapped_column(sa.String(100), default="")
     patient_id: Mapped[str | None] = mapped_column(sa.ForeignKey("patient.id", ondelete="SET NULL"), index=True)
+    # Who decided patient_id: "claim" (the provider's patient claim, again at every sign-in) or
+    # "admin" (an administrator linked or unlinked the account; sign-ins leave that decision alone).
+    patient_link_source: Mapped[str | None] = mapped_column(sa.String(10))
     created_at: Mapped[datetime] = timestamp_column()
     last_sign_in_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # Set when sessions are revoked: later sign-ins must rest on a provider sign-in made after it.
@@ -36,6 +41,10 @@ class User(UserMixin, Base):
 
     def has_role(self, role: str) -> bool:
         return role in self.role_set
+
+    @property
+    def linked_by_admin(self) -> bool:
+        return self.patient_link_source == LINKED_BY_ADMIN
 
 
 class LoginSession(Base):

@@ -5,11 +5,14 @@ from flask import jsonify, request
 from flask_login import current_user, login_required
 
 from portal.access import authorize, record
-from portal.errors import ApiError
+from portal.actions import CHART_SECTIONS, Action, Section
+from portal.exceptions import InvalidInput, NotFound
 from portal.extensions import limiter
+from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records import bp, serialize, service
-from portal.records.views import SEARCH_RATE_LIMIT, _fhir_download, audit_search
+from portal.records.views import SEARCH_RATE_LIMIT, fhir_download, listed_by_search
+from portal.validation import parse_id
 
 
 @bp.get("/api/v1/me")
@@ -22,52 +25,50 @@ def api_me():
 @bp.get("/api/v1/me/chart")
 @login_required
 def api_my_chart():
-    return _chart_json(service.own_patient_id(current_user))
+    return _chart_json(own_patient_id(current_user))
 
 
 @bp.get("/api/v1/patients")
 @login_required
 @limiter.limit(SEARCH_RATE_LIMIT)
 def api_search():
-    authorize("patient.search")
-    results = service.search_patients(*(request.args.get(k, "") for k in ("mrn", "name", "birth_date")))
-    audit_search(results)
+    results = listed_by_search(*(request.args.get(k, "") for k in ("mrn", "name", "birth_date")))
     return jsonify(patients=[serialize.search_result(p) for p in results])
 
 
 @bp.get("/api/v1/patients/<patient_id>")
 @login_required
 def api_chart(patient_id: str):
-    return _chart_json(service.parse_id(patient_id))
+    return _chart_json(parse_id(patient_id))
 
 
 @bp.get("/api/v1/patients/<patient_id>/<section>")
 @login_required
 def api_section(patient_id: str, section: str):
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     if section == "fhir":
-        return _fhir_download(patient_id)
-    if section not in service.SECTIONS:
-        raise ApiError(404, "unknown_section", f"Sections are: {', '.join(service.SECTIONS)}.")
-    authorize("chart.read", ChartRef(patient_id, section))
+        return fhir_download(patient_id)
+    if section not in CHART_SECTIONS:
+        raise NotFound("unknown_section", f"Sections are: {', '.join(CHART_SECTIONS)}.")
+    authorize(Action.CHART_READ, ChartRef(patient_id, Section(section)))
     return jsonify({section: serialize.SECTION_SERIALIZERS[section](service.get_patient(patient_id))})
 
 
 @bp.post("/api/v1/patients/<patient_id>/notes")
 @login_required
 def api_add_note(patient_id: str):
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_json", "Send a JSON object with title and text.")
-    authorize("chart.write", ChartRef(patient_id, "notes"))
+        raise InvalidInput("bad_json", "Send a JSON object with title and text.")
+    authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
     note, created = service.add_note(service.get_patient(patient_id), current_user, str(body.get("title", "")),
                                      str(body.get("text", "")), body.get("submission_id"))
     if created:
-        record("chart.note.created", "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
+        record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
     return jsonify(note=serialize.note(note), created=created), 201 if created else 200
 
 
 def _chart_json(patient_id: str):
-    authorize("chart.read", ChartRef(patient_id, "chart"), details={"sections": ",".join(service.SECTIONS)})
+    authorize(Action.CHART_READ, ChartRef(patient_id, Section.CHART), details={"sections": ",".join(CHART_SECTIONS)})
     return jsonify(serialize.chart(service.get_patient(patient_id)))

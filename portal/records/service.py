@@ -1,33 +1,31 @@
 """The rules for reading and writing charts. Views call these after portal.access.authorize."""
 from __future__ import annotations
 
-import re
-import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
+from audit import AuditEvent
+from portal import services
+from portal.actions import Action, Section
 from portal.crypto import blind_index_terms
 from portal.db import db_session
-from portal.errors import ApiError
+from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
+from portal.people import accounts_of_patient, display_names
+from portal.validation import checked_mrn, is_storable_text, parse_id
 
 NOTE_TITLE_MAX = 200
 NOTE_TEXT_MAX = 20_000
 REASON_MIN, REASON_MAX = 10, 500
 SEARCH_LIMIT = 50
-SECTIONS = ("demographics", "problems", "medications", "allergies", "results", "notes")
-_MRN = re.compile(r"^[A-Za-z0-9 -]{3,32}$")
-
-
-def parse_id(value: str, what: str = "patient id") -> str:
-    """Identifiers are UUIDs; anything else is a 400, not a database lookup."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise ApiError(400, "malformed_id", f"The {what} is malformed.") from None
+ACCESS_LOG_LIMIT = 200
+# What "Who viewed my chart" lists: reads and writes, emergency access, appearing in a search.
+CHART_ACCESS_ACTIONS = ("chart.", "break_glass.", Action.PATIENT_SEARCH_HIT)
 
 
 CHART_SECTIONS_LOADED = (
@@ -40,14 +38,14 @@ def get_patient(patient_id: str, *, whole_chart: bool = True) -> Patient:
     """The patient, with every chart section loaded in a handful of queries rather than one per section."""
     patient = db_session.get(Patient, patient_id, options=CHART_SECTIONS_LOADED if whole_chart else ())
     if patient is None:
-        raise ApiError(404, "not_found", "There is no such record.")
+        raise NotFound("not_found", "There is no such record.")
     return patient
 
 
 def get_result(patient: Patient, result_id: str) -> LabResult:
     result = db_session.get(LabResult, parse_id(result_id, "result id"))
     if result is None or result.patient_id != patient.id:
-        raise ApiError(404, "not_found", "There is no such result.")
+        raise NotFound("not_found", "There is no such result.")
     return result
 
 
@@ -55,22 +53,47 @@ def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list
     """Exact-match search through blind indexes: never decrypts the population to scan it."""
     conditions = []
     if mrn.strip():
-        if not _MRN.match(mrn.strip()):
-            raise ApiError(400, "bad_mrn", "An MRN has 3 to 32 letters, digits, spaces or dashes.")
-        conditions.append(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", mrn)))
+        conditions.append(Patient.mrn_bidx.in_(blind_index_terms(Patient, "mrn", checked_mrn(mrn))))
     if name.strip():
         if len(name) > 100:
-            raise ApiError(400, "bad_name", "A family name has at most 100 characters.")
+            raise InvalidInput("bad_name", "A family name has at most 100 characters.")
         conditions.append(Patient.family_name_bidx.in_(blind_index_terms(Patient, "family_name", name)))
     if birth_date.strip():
         try:
             parsed = date.fromisoformat(birth_date.strip())
         except ValueError:
-            raise ApiError(400, "bad_birth_date", "Dates of birth are written YYYY-MM-DD.") from None
+            raise InvalidInput("bad_birth_date", "Dates of birth are written YYYY-MM-DD.") from None
         conditions.append(Patient.birth_date_bidx.in_(blind_index_terms(Patient, "birth_date", parsed)))
     if not conditions:
-        raise ApiError(400, "empty_search", "Give an MRN, a family name or a date of birth.")
+        raise InvalidInput("empty_search", "Give an MRN, a family name or a date of birth.")
     return list(db_session.scalars(sa.select(Patient).where(*conditions).limit(SEARCH_LIMIT)))
+
+
+class SearchLimitReached(LimitReached):
+    """A search would show this user more distinct patients within the hour than the limit allows."""
+
+    def __init__(self, limit: int, listed: int, new: int):
+        super().__init__("search_limit", f"Searches may show you at most {limit} different patients in an hour, and "
+                         "this one would go past that. Open patients from your care-team list, or ask a compliance "
+                         "officer if you need more.")
+        self.limit, self.listed, self.new = limit, listed, new
+
+    def audit_details(self) -> dict[str, int]:
+        return {"limit": self.limit, "listed_this_hour": self.listed, "new_in_results": self.new}
+
+
+def search_within_limit(mrn: str, name: str, birth_date: str, listed_recently: Callable[[], set[str]],
+                        limit: int) -> list[Patient]:
+    """``search_patients``, refused when it would take the patients listed to this user within the hour
+    (``listed_recently()``) past ``limit``; patients already listed count once, so repeating a search is free."""
+    results = search_patients(mrn, name, birth_date)
+    if not results:
+        return results
+    listed = listed_recently()
+    new = {patient.id for patient in results} - listed
+    if new and len(listed) + len(new) > limit:
+        raise SearchLimitReached(limit, len(listed), len(new))
+    return results
 
 
 def care_team_patients(user: User) -> list[tuple[CareTeam, list[Patient]]]:
@@ -96,9 +119,11 @@ def add_note(patient: Patient, author: User, title: str, text: str, submission_i
     """
     title, text = (title or "").strip(), (text or "").strip()
     if not title or not text:
-        raise ApiError(400, "empty_note", "A note needs a title and some text.")
+        raise InvalidInput("empty_note", "A note needs a title and some text.")
     if len(title) > NOTE_TITLE_MAX or len(text) > NOTE_TEXT_MAX:
-        raise ApiError(400, "note_too_long", f"Titles hold {NOTE_TITLE_MAX} and notes {NOTE_TEXT_MAX} characters at most.")
+        raise InvalidInput("note_too_long", f"Titles hold {NOTE_TITLE_MAX} and notes {NOTE_TEXT_MAX} characters at most.")
+    if not (is_storable_text(title) and is_storable_text(text)):
+        raise InvalidInput("bad_request", "The note holds characters that are not text (a broken character code).")
     if submission_id:
         submission_id = parse_id(submission_id, "form submission id")
         existing = _submitted(author, submission_id)
@@ -124,21 +149,14 @@ def _submitted(author: User, submission_id: str) -> VisitNote | None:
 
 def _same_submission(note: VisitNote, patient: Patient) -> VisitNote:
     if note.patient_id != patient.id:
-        raise ApiError(409, "submission_reused", "That form submission id was already used for another note.")
+        raise Conflict("submission_reused", "That form submission id was already used for another note.")
     return note
-
-
-def own_patient_id(user: User) -> str:
-    """The chart linked to a patient's account; 404 when the account is not linked to one."""
-    if not user.has_role("patient") or not user.patient_id:
-        raise ApiError(404, "no_chart", "Your account is not linked to a chart. Contact the clinic to link it.")
-    return user.patient_id
 
 
 def checked_break_glass_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not REASON_MIN <= len(reason) <= REASON_MAX:
-        raise ApiError(400, "bad_reason", f"Explain the emergency in {REASON_MIN} to {REASON_MAX} characters.")
+        raise InvalidInput("bad_reason", f"Explain the emergency in {REASON_MIN} to {REASON_MAX} characters.")
     return reason
 
 
@@ -150,3 +168,38 @@ def open_break_glass(user: User, patient: Patient, reason: str, minutes: int) ->
     db_session.add(grant)
     db_session.commit()
     return grant
+
+
+@dataclass(frozen=True)
+class AccessLogEntry:
+    time: datetime
+    who: str
+    role: str
+    what: str
+    break_glass: bool
+
+
+def chart_access_log(patient_id: str, limit: int = ACCESS_LOG_LIMIT) -> list[AccessLogEntry]:
+    """Who opened this patient's chart (other people only, successful accesses, newest first)."""
+    entries = services.audit_store().accesses_to(patient_id, not_by=accounts_of_patient(patient_id),
+                                                 actions=CHART_ACCESS_ACTIONS, newest_first=True, limit=limit)
+    names = display_names(entry.event.actor_id for entry in entries)
+    return [
+        AccessLogEntry(
+            time=entry.event.time,
+            who=names.get(entry.event.actor_id or "", "Clinic staff"),
+            role=(entry.event.actor_role or "staff").replace(",", ", ").title(),
+            what=_access_description(entry.event),
+            break_glass=entry.event.action.startswith("break_glass.") or "break_glass" in entry.event.details,
+        )
+        for entry in entries
+    ]
+
+
+def _access_description(event: AuditEvent) -> str:
+    """How the patient reads an access: by the action when it has its own words, else by the part of the chart."""
+    action = Action.find(event.action)
+    if action is not None and action.patient_label:
+        return action.patient_label
+    section = Section.find(event.resource_type)
+    return section.patient_label if section else (event.resource_type or "Your chart").replace("_", " ")

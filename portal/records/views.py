@@ -3,25 +3,30 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime, timedelta, timezone
 
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from audit import AuditFilter
 from portal import policy, services
 from portal.access import authorize, record, record_each
+from portal.actions import CHART_SECTIONS, Action, Section
 from portal.auth import step_up
-from portal.compliance.service import chart_access_log
-from portal.errors import ApiError
+from portal.exceptions import InvalidInput
 from portal.extensions import limiter
+from portal.models import Patient
+from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records import bp, fhir, service
+from portal.validation import parse_id
 
-ALL_SECTIONS = ",".join(service.SECTIONS)
+ALL_SECTIONS = ",".join(CHART_SECTIONS)
 SEARCH_RATE_LIMIT = "60 per minute"  # a search lists other people's names: no bulk harvesting
 
 
 def _render_chart(patient_id: str, template: str = "records/chart.html"):
-    decision = authorize("chart.read", ChartRef(patient_id, "chart"), details={"sections": ALL_SECTIONS})
+    decision = authorize(Action.CHART_READ, ChartRef(patient_id, Section.CHART), details={"sections": ALL_SECTIONS})
     patient = service.get_patient(patient_id)
     return render_template(template, patient=patient, break_glass=bool(decision.break_glass_id),
                            note_submission=str(uuid.uuid4()))
@@ -30,14 +35,15 @@ def _render_chart(patient_id: str, template: str = "records/chart.html"):
 @bp.get("/chart")
 @login_required
 def my_chart():
-    return _render_chart(service.own_patient_id(current_user))
+    return _render_chart(own_patient_id(current_user))
 
 
 @bp.get("/chart/results/<result_id>")
 @login_required
 def my_result(result_id: str):
-    patient_id = service.own_patient_id(current_user)
-    authorize("chart.read", ChartRef(patient_id, "results"), details={"result": service.parse_id(result_id, "result id")})
+    patient_id = own_patient_id(current_user)
+    authorize(Action.CHART_READ, ChartRef(patient_id, Section.RESULTS),
+              details={"result": parse_id(result_id, "result id")})
     patient = service.get_patient(patient_id)
     return render_template("records/result.html", patient=patient, result=service.get_result(patient, result_id))
 
@@ -45,21 +51,21 @@ def my_result(result_id: str):
 @bp.get("/chart/fhir")
 @login_required
 def my_fhir():
-    return _fhir_download(service.own_patient_id(current_user))
+    return fhir_download(own_patient_id(current_user))
 
 
 @bp.get("/chart/access-log")
 @login_required
 def my_access_log():
-    patient_id = service.own_patient_id(current_user)
-    authorize("chart.access_log", ChartRef(patient_id, "access_log"))
-    return render_template("records/access_log.html", entries=chart_access_log(patient_id))
+    patient_id = own_patient_id(current_user)
+    authorize(Action.CHART_ACCESS_LOG, ChartRef(patient_id, Section.ACCESS_LOG))
+    return render_template("records/access_log.html", entries=service.chart_access_log(patient_id))
 
 
 @bp.get("/clinician")
 @login_required
 def clinician_home():
-    authorize("patient.list")
+    authorize(Action.PATIENT_LIST)
     return render_template("records/clinician_home.html", teams=service.care_team_patients(current_user))
 
 
@@ -69,46 +75,64 @@ def clinician_home():
 def search():
     mrn, name, dob = (request.args.get(k, "") for k in ("mrn", "name", "birth_date"))
     if not (mrn or name or dob):
-        authorize("patient.search", details={"submitted": False})
+        authorize(Action.PATIENT_SEARCH, details={"submitted": False})
         return render_template("records/search.html", results=None, query=request.args)
-    authorize("patient.search")
     try:
-        results = service.search_patients(mrn, name, dob)
-    except ApiError as exc:
-        return render_template("records/search.html", results=None, query=request.args, error=exc.message), 400
-    audit_search(results)
+        results = listed_by_search(mrn, name, dob)
+    except (InvalidInput, service.SearchLimitReached) as exc:
+        status = 429 if isinstance(exc, service.SearchLimitReached) else 400
+        return render_template("records/search.html", results=None, query=request.args, error=exc.message), status
     return render_template("records/search.html", results=results, query=request.args)
 
 
-def audit_search(results: list) -> None:
-    """A search shows names and birth dates: each patient listed sees it in their access log."""
-    record("patient.search.results", "allowed", reason="search returned", details={"count": len(results)})
-    record_each("patient.search.hit", "allowed", [p.id for p in results], reason="listed in search results",
-                resource_type="search_result")
+def listed_by_search(mrn: str, name: str, birth_date: str) -> list[Patient]:
+    """Search for the signed-in user (the attempt is audited first), within their hourly limit of distinct
+    patients listed; going past the limit is audited as a denied search.
+
+    A search shows names and birth dates: each patient listed sees it in their access log.
+    """
+    authorize(Action.PATIENT_SEARCH)
+    try:
+        results = service.search_within_limit(mrn, name, birth_date, _listed_this_hour,
+                                              services.settings().search_distinct_patients_per_hour)
+    except service.SearchLimitReached as exc:
+        record(Action.PATIENT_SEARCH, "denied", reason="hourly search limit reached", details=exc.audit_details())
+        exc.audited = True
+        raise
+    record(Action.PATIENT_SEARCH_RESULTS, "allowed", reason="search returned", details={"count": len(results)})
+    record_each(Action.PATIENT_SEARCH_HIT, "allowed", [p.id for p in results], reason="listed in search results",
+                resource_type=Section.SEARCH_RESULT)
+    return results
+
+
+def _listed_this_hour() -> set[str]:
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    return services.audit_store().distinct_patient_ids(
+        AuditFilter(since=since, actor_id=current_user.id, action=Action.PATIENT_SEARCH_HIT))
 
 
 @bp.get("/patients/<patient_id>")
 @login_required
 def chart(patient_id: str):
-    return _render_chart(service.parse_id(patient_id))
+    return _render_chart(parse_id(patient_id))
 
 
 @bp.get("/patients/<patient_id>/fhir")
 @login_required
 def chart_fhir(patient_id: str):
-    return _fhir_download(service.parse_id(patient_id))
+    return fhir_download(parse_id(patient_id))
 
 
 @bp.post("/patients/<patient_id>/notes")
 @login_required
 def add_note(patient_id: str):
-    patient_id = service.parse_id(patient_id)
-    authorize("chart.write", ChartRef(patient_id, "notes"))
+    patient_id = parse_id(patient_id)
+    authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
     patient = service.get_patient(patient_id)
     note, created = service.add_note(patient, current_user, request.form.get("title", ""),
                                      request.form.get("text", ""), request.form.get("submission_id"))
     if created:
-        record("chart.note.created", "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
+        record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
         flash("Note saved.", "success")
     else:
         flash("That note was already saved.", "info")
@@ -120,9 +144,9 @@ def add_note(patient_id: str):
 def break_glass_form(patient_id: str):
     """Where a clinician confirms emergency access after signing in again. It shows nothing of the
     chart, so only a refusal is audited: a link alone must not put a break-glass attempt on record."""
-    patient_id = service.parse_id(patient_id)
-    if not policy.can(current_user, "break_glass.open").allowed:
-        authorize("break_glass.open", details={"stage": "form"})
+    patient_id = parse_id(patient_id)
+    if not policy.can(current_user, Action.BREAK_GLASS_OPEN).allowed:
+        authorize(Action.BREAK_GLASS_OPEN, details={"stage": "form"})
     return render_template("records/break_glass.html", patient_id=patient_id,
                            proof=step_up.current("break_glass", resource=patient_id),
                            reason=step_up.pending("break_glass", resource=patient_id).get("reason", ""),
@@ -133,24 +157,25 @@ def break_glass_form(patient_id: str):
 @login_required
 def break_glass(patient_id: str):
     """Emergency access needs a typed reason and a fresh sign-in for this patient, spent by this one grant."""
-    patient_id = service.parse_id(patient_id)
+    patient_id = parse_id(patient_id)
     proof = step_up.current("break_glass", resource=patient_id)
-    authorize("break_glass.open", ChartRef(patient_id, "break_glass"), details=step_up.details(proof))
+    authorize(Action.BREAK_GLASS_OPEN, ChartRef(patient_id, Section.BREAK_GLASS), details=step_up.details(proof))
     reason = service.checked_break_glass_reason(request.form.get("reason"))
     confirm_url = url_for("records.break_glass_form", patient_id=patient_id)
     if proof is None or not step_up.consume("break_glass"):
         step_up.ask("break_glass", confirm_url, pending={"reason": reason}, resource=patient_id)
     minutes = services.settings().break_glass_minutes
     grant = service.open_break_glass(current_user, service.get_patient(patient_id), reason, minutes)
-    record("break_glass.granted", "allowed", patient_id=patient_id, resource_type="break_glass",
+    record(Action.BREAK_GLASS_GRANTED, "allowed", patient_id=patient_id, resource_type=Section.BREAK_GLASS,
            resource_id=grant.id, reason="emergency access with typed reason",
            details={"break_glass": grant.id, **proof.audit_details()})
     flash(f"Emergency access granted for {minutes} minutes. This access is flagged for compliance review.", "warning")
     return redirect(url_for("records.chart", patient_id=patient_id))
 
 
-def _fhir_download(patient_id: str) -> Response:
-    authorize("chart.export", ChartRef(patient_id, "fhir_bundle"))
+def fhir_download(patient_id: str) -> Response:
+    """The whole chart as a FHIR R4 Bundle download (page and API alike)."""
+    authorize(Action.CHART_EXPORT, ChartRef(patient_id, Section.FHIR_BUNDLE))
     bundle = fhir.chart_bundle(service.get_patient(patient_id))
     return Response(json.dumps(bundle, indent=2), mimetype="application/fhir+json",
                     headers={"Content-Disposition": f'attachment; filename="chart-{patient_id}.fhir.json"'})

@@ -84,3 +84,13 @@ def test_admin_sees_signed_in_users_and_keys(new_page):
     expect(adam.get_by_text("Primary").first).to_be_visible()
     check_accessibility(adam, "admin keys")
     screenshot(adam, "27-admin-keys")
+
+
+def test_admin_sees_patient_accounts_and_how_each_reaches_its_chart(new_page):
+    new_page("alice")  # her provider's claim carries her MRN: linked at sign-in
+    adam = new_page("adam")
+    main_nav(adam).get_by_role("link", name="Patient accounts").click()
+    expect(adam.get_by_role("heading", name="Patient accounts", level=1)).to_be_visible()
+    expect(adam.get_by_role("row").filter(has_text="Linked by the sign-in claim").first).to_be_visible()
+    expect(adam.get_by_role("button", name=re.compile("^Link")).first).to_be_visible()
+    check_accessibility(adam, "admin patient accounts")

@@ -20,7 +20,7 @@ import socketio
 
 from audit import CSV_COLUMNS
 from audit.events import parse_time
-from portal.compliance.service import is_after_hours
+from portal.compliance.events import is_after_hours
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import ROOT, break_glass, csrf_token, get_stepping_up, sign_in
 
@@ -101,6 +101,15 @@ def test_malformed_filters_are_rejected_with_a_message(portal, cora):
     assert api.json()["error"]["code"] == "bad_filter" and "until" in api.json()["error"]["message"]
 
     assert cora.get(f"{portal.url}/compliance/api/events", params={"outcome": "maybe"}, timeout=10).status_code == 400
+
+
+@pytest.mark.parametrize("field, value", [("until", "9999-12-31T23:59"), ("since", "0001-01-02T00:00"),
+                                          ("until", "0001-01-01T00:00+01:00")])
+def test_times_at_the_ends_of_the_calendar_are_a_400_naming_the_field(portal, cora, field, value):
+    for path in ("/compliance/", "/compliance/flags", "/compliance/api/events"):
+        response = cora.get(f"{portal.url}{path}", params={field: value}, timeout=10)
+        assert response.status_code == 400, (path, response.status_code)
+        assert f"&#39;{field}&#39; must" in response.text or f"'{field}' must" in response.text, path
 
 
 def test_datetime_local_and_iso_ranges_are_accepted(portal, cora):

@@ -147,7 +147,7 @@ def test_a_period_without_accesses_is_empty(portal, sessions, accesses):
 def test_csv_and_pdf_downloads_carry_the_same_lines_and_verification(portal, sessions, accesses):
     alice = sessions["alice"]
     download = alice.get(portal.url + "/me/disclosures", params={"format": "csv"}, timeout=30)
-    assert download.status_code == 200 and download.headers["Content-Type"].startswith("text/csv")
+    assert download.status_code == 200 and download.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert download.headers["Content-Disposition"].startswith("attachment;")
     assert download.headers["X-Report-Digest"] == hashlib.sha256(download.content).hexdigest()
     head_seq = int(download.headers["X-Audit-Head-Seq"])

@@ -4,7 +4,15 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from tests.support.portal_server import break_glass, csrf_token, sign_in, sign_in_again
+from tests.support.portal_server import (
+    break_glass,
+    cookie_header,
+    csrf_token,
+    raw_request,
+    running_portal,
+    sign_in,
+    sign_in_again,
+)
 
 ALICE = "00000000-0000-4000-8000-000000000001"
 BOB = "00000000-0000-4000-8000-000000000002"
@@ -47,6 +55,24 @@ def test_patient_cannot_reach_another_chart_by_page_api_or_fhir(portal, sessions
         "error": {"code": "not_found", "message": "There is no such record."}}
     denied = audit_rows(portal, actor_role="patient", patient_id=BOB, outcome="denied")
     assert len(denied) >= 5 and denied[0]["reason"] == "not the patient's own chart"
+
+
+def test_no_request_value_can_keep_an_access_attempt_out_of_the_audit_log(portal, sessions):
+    """PostgreSQL refuses NUL in text: a user agent carrying one must still be recorded, escaped."""
+    bob = sign_in(portal.url, "bob")
+    hostile = {"User-Agent": b"probe\x00\x01\x7f", "X-Request-ID": b"req-\x00-0123456789"}
+    status = raw_request(portal.url, "GET", f"/api/v1/patients/{ALICE}", {**hostile, "Cookie": cookie_header(bob)})
+    assert status == 404  # concealed, as for any other chart that is not bob's
+    refused = audit_rows(portal, action="chart.read", patient_id=ALICE, actor_role="patient", outcome="denied")
+    assert refused[-1]["user_agent"] == "probe\\x00\\x01\\x7f"
+
+    forged_callback = raw_request(portal.url, "GET", "/auth/callback?code=forged&state=forged", hostile)
+    assert forged_callback == 400
+    assert audit_rows(portal, action="signin.failure", user_agent="probe\\x00\\x01\\x7f")
+    forged_logout = raw_request(portal.url, "POST", "/auth/backchannel-logout",
+                                {**hostile, "Content-Type": b"application/x-www-form-urlencoded"}, b"logout_token=x")
+    assert forged_logout == 400
+    assert audit_rows(portal, action="signout.backchannel", outcome="denied", user_agent="probe\\x00\\x01\\x7f")
 
 
 def test_malformed_ids_are_a_400(portal, sessions):
@@ -104,6 +130,24 @@ def test_notes_are_written_once_per_submission_and_validated(portal, sessions):
     missing_csrf = chen.post(chart_url + "/notes", data={"title": "t", "text": "t"}, timeout=10)
     assert missing_csrf.status_code == 400
     assert len(audit_rows(portal, action="chart.note.created", patient_id=ALICE)) == 1
+
+
+def test_a_note_that_is_not_text_is_a_400_not_a_500(portal, sessions):
+    chen = sessions["dr.chen"]
+    url = portal.url + f"/api/v1/patients/{ALICE}/notes"
+    headers = {"X-CSRFToken": csrf_token(chen, portal.url + "/"), "Content-Type": "application/json"}
+    for body in ('{"title": "Lone \\ud800", "text": "surrogate"}', '{"title": "NUL", "text": "a\\u0000b"}'):
+        response = chen.post(url, data=body, headers=headers, timeout=10)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "bad_request"
+    # A browser form cannot carry those characters at all: its broken bytes arrive as no field.
+    page = chen.get(portal.url + f"/patients/{ALICE}", timeout=10).text
+    form = "csrf_token=" + re.search(r'name="csrf-token" content="([^"]+)"', page).group(1) + "&title=x&text="
+    broken = chen.post(portal.url + f"/patients/{ALICE}/notes", data=form.encode() + b"\xed\xa0\x80", timeout=10,
+                       headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert broken.status_code == 400
+    refused = audit_rows(portal, action="request.refused", reason="bad_request")
+    assert len(refused) >= 2
 
 
 def test_patients_cannot_write_notes(portal, sessions):
@@ -204,3 +248,29 @@ def test_a_reused_submission_id_never_reveals_another_patients_note(portal, sess
     other_author = reyes.post(portal.url + f"/api/v1/patients/{BOB}/notes", json={**secret, "text": "mine"},
                               headers={"X-CSRFToken": reyes_token}, timeout=10)
     assert other_author.status_code == 403 and "private finding" not in other_author.text
+
+
+def test_searches_show_a_bounded_number_of_patients_per_hour_and_bulk_listing_is_flagged(tmp_path):
+    """Surname after surname, a clinician outside every care team could list the clinic: searches stop at the
+    hourly limit of distinct patients, the refusal is audited, and the listing shows under bulk reads."""
+    with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=24,
+                        PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR="22") as portal:
+        reyes, cora = sign_in(portal.url, "dr.reyes"), sign_in(portal.url, "cora")
+        search = portal.url + "/api/v1/patients"
+        for number in range(100001, 100023):
+            assert reyes.get(search, params={"mrn": f"RC-{number}"}, timeout=10).status_code == 200
+        refused = reyes.get(search, params={"mrn": "RC-100023"}, timeout=10)
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "search_limit"
+        assert "at most 22 different patients in an hour" in refused.json()["error"]["message"]
+        assert reyes.get(search, params={"mrn": "RC-100001"}, timeout=10).json()["patients"]  # listed before: free
+        page = reyes.get(portal.url + "/patients/search", params={"mrn": "RC-100024"}, timeout=10)
+        assert page.status_code == 429 and "at most 22 different patients in an hour" in page.text
+        assert "RC-100024" not in page.text.replace('value="RC-100024"', "")
+
+        denials = audit_rows(portal, action="patient.search", outcome="denied")
+        assert [row["reason"] for row in denials] == ["hourly search limit reached"] * 2
+        assert len({row["patient_id"] for row in audit_rows(portal, action="patient.search.hit")}) == 22
+        flags = cora.get(portal.url + "/compliance/flags", timeout=10).text
+        bulk = flags[flags.index('id="bulk-reads"'):]
+        bulk = bulk[:bulk.index("</section>")]
+        assert "Dr. Ana Reyes" in bulk and "<td>22</td>" in bulk

@@ -10,7 +10,7 @@
 //               the older keys stay published so earlier tokens still verify
 //   clients     oidc-provider client metadata (client_id, client_secret, redirect_uris,
 //               post_logout_redirect_uris, id_token_signed_response_alg, ...)
-//   accounts    { "<sub>": { name, email, roles: [...], patient_id, ... } }
+//   accounts    { "<sub>": { name, email, roles: [...], patient_id (the chart's MRN), ... } }
 //   claims      optional override of the scope -> claims map below
 //   ttl         optional seconds per artifact: AccessToken, AuthorizationCode, IdToken,
 //               RefreshToken, Interaction, Session, Grant

@@ -280,8 +280,8 @@ def demo_accounts(**overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
     for user in DEMO_USERS:
         claims: dict[str, Any] = {"name": user.name, "email": user.email, "email_verified": True,
                                   "roles": list(user.roles)}
-        if user.patient_id:
-            claims["patient_id"] = user.patient_id
+        if user.mrn:
+            claims["patient_id"] = user.mrn  # the portal's default patient claim carries the chart's MRN
         claims.update(overrides.get(user.subject.replace("-", "_"), {}))
         accounts[user.subject] = claims
     return accounts

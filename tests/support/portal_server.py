@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -217,3 +218,20 @@ def another_worker(first: PortalServer) -> PortalServer:
     """A second worker of the same portal (same settings and database) on its own port, not yet started."""
     port = free_port()
     return PortalServer(first.env, port, first.log_path.with_name(f"server-{port}.log"))
+
+
+def raw_request(server_url: str, method: str, path: str, headers: dict[str, bytes], body: bytes = b"") -> int:
+    """Send bytes no HTTP client library would (a NUL in a header, say) on a plain socket; returns the status."""
+    address = urlsplit(server_url)
+    lines = [f"{method} {path} HTTP/1.1".encode(), f"Host: {address.netloc}".encode(), b"Connection: close",
+             f"Content-Length: {len(body)}".encode(), *(name.encode() + b": " + value for name, value in headers.items())]
+    with socket.create_connection((address.hostname, address.port), timeout=30) as sock:
+        sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        response = b""
+        while chunk := sock.recv(65536):
+            response += chunk
+    return int(response.split(b" ", 2)[1])
+
+
+def cookie_header(session: requests.Session) -> bytes:
+    return "; ".join(f"{name}={value}" for name, value in session.cookies.items()).encode()

@@ -19,20 +19,33 @@ from audit import (
     generate_signing_key_pem,
     load_signing_key,
     load_verify_key,
+    storable,
 )
 
 WHEN = datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=timezone.utc)
 
 
-def test_event_rejects_unknown_outcome_naive_time_and_phi_sized_details():
+def test_event_rejects_unknown_outcome_naive_time_and_nested_details():
     with pytest.raises(ValueError, match="outcome"):
         AuditEvent(action="chart.read", outcome="maybe")
     with pytest.raises(ValueError, match="timezone"):
         AuditEvent(action="chart.read", outcome="allowed", time=datetime(2024, 1, 1))
     with pytest.raises(ValueError, match="details"):
-        AuditEvent(action="chart.read", outcome="allowed", details={"note": "x" * 1000})
-    with pytest.raises(ValueError, match="details"):
         AuditEvent(action="chart.read", outcome="allowed", details={"nested": {"a": 1}})
+    with pytest.raises(ValueError, match="details"):
+        AuditEvent(action="chart.read", outcome="allowed", details={str(n): n for n in range(17)})
+
+
+def test_request_values_are_made_storable_not_refused():
+    """Whatever a request carries (NUL, control characters, lone surrogates, megabytes) the event can be stored."""
+    event = AuditEvent(action="chart.read", outcome="denied", user_agent="a\x00b\tc\ud800", reason="r" * 5000,
+                       details={"filter\x1b": "x" * 1000})
+    assert event.user_agent == "a\\x00b\\x09c\\ud800"
+    assert len(event.reason) == 512 and event.reason.endswith("\u2026")
+    assert dict(event.details) == {"filter\\x1b": "x" * 255 + "\u2026"}
+    canonical_json(event.to_dict()).decode("utf-8")  # encodable: no surrogate is left
+    assert AuditEvent.from_dict(event.to_dict()) == event  # idempotent, so a stored event hashes the same
+    assert storable("caf\u00e9 \u2014 ok") == "caf\u00e9 \u2014 ok"
 
 
 def test_event_round_trips_and_normalises_time_to_utc():

@@ -6,16 +6,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from audit import AuditEvent, AuditFilter
-from portal.compliance.service import (
-    FilterError,
-    busiest_windows,
-    chart_range,
-    event_flags,
-    filter_query_args,
-    is_after_hours,
-    parse_cursor,
-    parse_filter,
-)
+from portal.compliance.charts import chart_range
+from portal.compliance.events import event_flags, is_after_hours
+from portal.compliance.filters import FilterError, filter_query_args, parse_cursor, parse_filter
+from portal.compliance.flags import busiest_windows
 
 UTC = timezone.utc
 

@@ -63,6 +63,11 @@ def test_values_are_parsed() -> None:
     assert settings.login_rate_limit == "3 per minute;20/hour"
 
 
+def test_the_patient_claim_is_matched_against_the_mrn_unless_told_otherwise() -> None:
+    assert Settings.from_env(DEVELOPMENT).oidc_patient_match == "mrn"
+    assert Settings.from_env({**DEVELOPMENT, "PORTAL_OIDC_PATIENT_MATCH": "id"}).oidc_patient_match == "id"
+
+
 @pytest.mark.parametrize("environ, variable", [
     pytest.param({**PRODUCTION, "PORTAL_DEV_IDP": "1"}, "PORTAL_DEV_IDP", id="production-dev-idp"),
     pytest.param(without(DEVELOPMENT, "PORTAL_SECRET_KEY"), "PORTAL_SECRET_KEY", id="missing-secret-key"),
@@ -115,6 +120,9 @@ def test_values_are_parsed() -> None:
     pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ROLE_MAP": "{doctor: clinician}"}, "PORTAL_OIDC_ROLE_MAP", id="map-json"),
     pytest.param({**DEVELOPMENT, "PORTAL_OIDC_ROLE_MAP": '{"doctor": "superuser"}'}, "PORTAL_OIDC_ROLE_MAP",
                  id="map-unknown-role"),
+    # what the patient claim is matched against
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_PATIENT_MATCH": "uuid"}, "PORTAL_OIDC_PATIENT_MATCH", id="match-unknown"),
+    pytest.param({**DEVELOPMENT, "PORTAL_OIDC_PATIENT_MATCH": "MRN"}, "PORTAL_OIDC_PATIENT_MATCH", id="match-case"),
     # production refusals
     pytest.param({**PRODUCTION, "PORTAL_DATABASE_URL": "sqlite:////var/lib/portal/portal.db"}, "PORTAL_DATABASE_URL",
                  id="production-sqlite"),

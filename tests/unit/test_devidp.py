@@ -23,6 +23,7 @@ CLIENT_ID = "portal"
 CLIENT_SECRET = "portal-dev-secret-0123456789"
 REDIRECT_URI = f"{BASE}/auth/callback"
 ALICE_PATIENT_ID = "00000000-0000-4000-8000-000000000001"
+ALICE_MRN = "RC-100001"
 
 
 def make_settings(**overrides) -> Settings:
@@ -120,6 +121,7 @@ def test_demo_users_are_the_published_accounts():
     assert by_login["alice"].password == "alice-demo"
     assert by_login["alice"].patient_id == ALICE_PATIENT_ID
     assert by_login["bob"].patient_id == "00000000-0000-4000-8000-000000000002"
+    assert (by_login["alice"].mrn, by_login["bob"].mrn) == (ALICE_MRN, "RC-100002")
     assert by_login["dr.reyes"].roles == ("clinician",)
     assert by_login["nora"].roles == ()
     assert len({u.subject for u in DEMO_USERS}) == len(DEMO_USERS)
@@ -190,7 +192,7 @@ def test_full_code_flow_with_pkce_yields_verified_id_token(client):
     assert claims["sub"] == "demo-alice"
     assert claims["nonce"] == "nonce-abc"
     assert claims["roles"] == ["patient"]
-    assert claims["patient_id"] == ALICE_PATIENT_ID
+    assert claims["patient_id"] == ALICE_MRN
     assert claims["name"] == "Alice Moreau" and claims["email"]
     assert claims["iat"] <= claims["auth_time"] + 5 and claims["exp"] > claims["iat"]
     header = claims.header
@@ -303,7 +305,7 @@ def test_userinfo_returns_claims_for_a_bearer_token(client):
     assert response.status_code == 200
     info = response.get_json()
     assert info["sub"] == "demo-alice" and info["name"] == "Alice Moreau" and info["email"]
-    assert info["roles"] == ["patient"] and info["patient_id"] == ALICE_PATIENT_ID
+    assert info["roles"] == ["patient"] and info["patient_id"] == ALICE_MRN
 
 
 def test_userinfo_without_a_valid_token_is_401(client):

@@ -3,6 +3,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from portal.actions import Action
 from portal.crypto import Keyring, install_keyring
 from portal.db import Base, bind_engine, create_engine, db_session
 from portal.models import (
@@ -130,13 +131,21 @@ ROLE_TABLE = [
     ("clinician", "break_glass.open", True), ("patient", "break_glass.open", False),
     ("compliance", "audit.search", True), ("compliance", "audit.export", True), ("clinician", "audit.search", False),
     ("admin", "audit.search", False), ("admin", "admin.teams", True), ("compliance", "admin.teams", False),
-    ("clinician", "no.such.action", False),
 ]
 
 
 @pytest.mark.parametrize("role, action, allowed", ROLE_TABLE)
 def test_role_actions(world, role, action, allowed):
     assert can(world["users"][role], action).allowed is allowed
+
+
+def test_an_unregistered_action_is_an_error_not_a_silent_refusal(world):
+    with pytest.raises(ValueError, match="no.such.action"):
+        can(world["users"]["clinician"], "no.such.action")
+
+
+def test_recorded_events_are_never_decided(world):
+    assert can(world["users"]["admin"], Action.SIGNIN_SUCCESS).reason == "signin.success is recorded, never decided"
 
 
 def test_anonymous_is_refused_everything(world):

@@ -1,0 +1,66 @@
+"""Integrity: verifying the log on demand, recording the result, and showing the last one."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from tqdm import tqdm
+
+from audit import AuditFilter, VerifyReport
+from portal import services
+from portal.access import record
+from portal.actions import Action
+from portal.auditlog import verify_log
+from portal.people import display_names
+
+
+def verification_details(report: VerifyReport) -> dict[str, Any]:
+    """The result as the audit.verify event records it."""
+    details: dict[str, Any] = {"ok": report.ok, "entries": report.entries_checked,
+                               "checkpoints": report.checkpoints_checked, "key_id": report.key_id}
+    if report.problem is not None:
+        details.update(problem=report.problem.kind, position=report.problem.position,
+                       message=report.problem.message[:256])
+    return details
+
+
+def run_verification(actor_role: str | None = None, progress: bool = False) -> VerifyReport:
+    """Verify the log and record the result as an audit.verify event (for the CLI)."""
+    if progress:
+        with tqdm(total=services.audit_store().count(), unit="entries", file=sys.stderr, delay=1.0,
+                  disable=None, leave=False) as bar:
+            report = verify_log(bar.update)
+    else:
+        report = verify_log()
+    record(Action.AUDIT_VERIFY, "allowed", actor_role=actor_role, reason="audit log verification",
+           details=verification_details(report))
+    return report
+
+
+@dataclass(frozen=True)
+class LastVerification:
+    seq: int
+    time: datetime
+    actor_name: str | None
+    actor_role: str | None
+    ok: bool
+    entries: int | None
+    checkpoints: int | None
+    problem: str | None
+    position: int | None
+    message: str | None
+
+
+def last_verification() -> LastVerification | None:
+    """The newest audit.verify result, read back from the audit log itself."""
+    found = services.audit_store().latest(AuditFilter(action=Action.AUDIT_VERIFY, outcome="allowed"), 1)
+    if not found:
+        return None
+    event, details = found[0].event, found[0].event.details
+    return LastVerification(
+        found[0].seq, event.time, display_names([event.actor_id]).get(event.actor_id or ""),
+        event.actor_role, details.get("ok") is True, details.get("entries"), details.get("checkpoints"),
+        details.get("problem"), details.get("position"), details.get("message"),
+    )

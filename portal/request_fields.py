@@ -1,0 +1,44 @@
+"""What the current request says about itself, for audit events and logs: request id, address, device."""
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from flask import g, has_request_context, request, session
+
+USER_AGENT_MAX = 200
+
+
+def request_id() -> str:
+    """The request's correlation id: the client's ``X-Request-ID`` when well formed, else a new one."""
+    if "request_id" not in g:
+        supplied = request.headers.get("X-Request-ID", "")
+        g.request_id = supplied if _valid_request_id(supplied) else uuid.uuid4().hex
+    return g.request_id
+
+
+def _valid_request_id(value: str) -> bool:
+    return 8 <= len(value) <= 64 and all(c.isalnum() or c in "-_" for c in value)
+
+
+def session_hash() -> str | None:
+    """A short hash of the browser's session token: links a session's events without revealing it."""
+    token = session.get("sid")
+    return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
+
+
+def audit_fields() -> dict[str, str | None]:
+    """The request's part of an audit event; empty outside a request (CLI, background tasks)."""
+    if not has_request_context():
+        return {}
+    return {
+        "source_ip": request.remote_addr,
+        "user_agent": (request.user_agent.string or "")[:USER_AGENT_MAX] or None,
+        "request_id": request_id(),
+        "session_hash": session_hash(),
+    }
+
+
+def wants_json() -> bool:
+    """API callers (any ``/api/`` path, or a client asking for JSON) get JSON errors rather than pages."""
+    return "/api/" in request.path or request.accept_mimetypes.best == "application/json"
