@@ -30,7 +30,8 @@ from audit import (
     remove_append_only_guard,
     verify_store,
 )
-from audit.store import entry_from_row, entry_to_row
+from audit.queries import entry_from_row
+from audit.store import entry_to_row
 from tests.support.portal_server import ROOT, PortalServer, break_glass, running_portal, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
