@@ -15,7 +15,7 @@ from audit.chain import (
     load_signing_key,
     load_verify_key,
 )
-from audit.errors import AuditWriteError, MalformedEntryError
+from audit.errors import AuditWriteError, CannotVerify, MalformedEntryError
 from audit.events import OUTCOMES, AuditEvent, storable
 from audit.export import (
     CSV_COLUMNS,
@@ -56,6 +56,7 @@ __all__ = [
     "AuditQueries",
     "AuditStore",
     "AuditWriteError",
+    "CannotVerify",
     "Checkpoint",
     "Entry",
     "ExportDigest",

@@ -1,7 +1,8 @@
 """Command line for auditors and operators: `python -m audit verify|export|keygen`.
 
 Exit status: 0 when everything verified (or the export/key was written), 1 when tampering
-was found, 2 for usage, I/O or database errors.
+was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
+does not know, a CSV or FHIR NDJSON export without its manifest).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from tqdm import tqdm
 from audit.chain import SigningKey, VerifyKey, canonical_json, load_signing_key, load_verify_key
 from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
 from audit.filters import AuditFilter
-from audit.store import SqlAuditStore
+from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
 from audit.verify import VerifyReport, verify_file, verify_store
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
@@ -29,15 +30,31 @@ def _cli_time(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m audit", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    check = commands.add_parser("verify", help="verify a JSONL log/export file or a database")
+    check = commands.add_parser(
+        "verify", help="verify a database, a JSON Lines store file, or an export (JSON Lines, CSV or FHIR NDJSON)")
     source = check.add_mutually_exclusive_group(required=True)
-    source.add_argument("file", nargs="?", help="JSONL store file or JSONL export")
+    source.add_argument("file", nargs="?",
+                        help="JSON Lines store file or export, or a CSV or FHIR NDJSON export with its manifest")
     source.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the portal database")
     check.add_argument("--public-key", metavar="PEM_FILE", help="trusted public key (PEM file or raw base64)")
+    check.add_argument("--checkpoint-every", metavar="N", type=_positive_int, default=DEFAULT_CHECKPOINT_EVERY,
+                       help="the portal's PORTAL_AUDIT_CHECKPOINT_EVERY: a signed checkpoint must exist at every "
+                            "multiple of N in a database, a store file or a full JSON Lines export "
+                            f"(default: {DEFAULT_CHECKPOINT_EVERY})")
+    check.add_argument("--manifest", metavar="FILE",
+                       help="signed manifest of a CSV or FHIR NDJSON export (default: FILE.manifest.json beside it; "
+                            "the JSON from the console, or the value of its X-Audit-Manifest header)")
 
     export = commands.add_parser("export", help="export (part of) the database audit log")
     export.add_argument("--db", metavar="URL", required=True)
@@ -64,12 +81,15 @@ def _progress_bar(total: int | None) -> tqdm:
 def _verify(args: argparse.Namespace) -> int:
     key: VerifyKey | None = load_verify_key(args.public_key) if args.public_key else None
     if args.db:
-        store = SqlAuditStore(sa.create_engine(args.db), None)
+        if args.manifest:
+            raise ValueError("--manifest is for a CSV or FHIR NDJSON export file, not for --db")
+        store = SqlAuditStore(sa.create_engine(args.db), None, checkpoint_every=args.checkpoint_every)
         with _progress_bar(store.count()) as bar:
             report = verify_store(store, key, bar.update)
     else:
         with _progress_bar(None) as bar:
-            report = verify_file(args.file, key, bar.update)
+            report = verify_file(args.file, key, bar.update, checkpoint_every=args.checkpoint_every,
+                                 manifest=args.manifest)
     _warn_self_asserted(report)
     print(report.summary())
     return EXIT_OK if report.ok else EXIT_TAMPERED

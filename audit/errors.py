@@ -13,3 +13,7 @@ class MalformedEntryError(ValueError):
         super().__init__(f"position {position}: {message}")
         self.position = position
         self.message = message
+
+
+class CannotVerify(ValueError):
+    """A file the verifier cannot check at all (unknown format, no manifest): neither intact nor tampered."""

@@ -16,13 +16,15 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterable, Iterator
+import json
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from itertools import combinations
 from typing import Any
 
 from audit.chain import Checkpoint, Entry, SigningKey, VerifyKey, canonical_json
-from audit.events import format_time, parse_time, utcnow
+from audit.events import AuditEvent, format_time, parse_time, utcnow
 from audit.filters import AuditFilter
 
 CHUNK_SIZE = 64 * 1024
@@ -34,6 +36,10 @@ CSV_COLUMNS: tuple[str, ...] = (
 )
 """CSV header, in order. `time` is ISO-8601 UTC with 'Z'; `details` is canonical JSON; empty
 cells are None. With these values an entry's hash can be recomputed from its row."""
+NULLABLE_CSV_COLUMNS: tuple[str, ...] = (
+    "actor_id", "actor_role", "patient_id", "resource_type", "resource_id", "reason", "source_ip", "user_agent",
+    "request_id", "session_hash",
+)
 
 PORTAL_SYSTEM = "urn:patient-portal"
 EXTENSION_BASE = "https://patient-portal.example/fhir/StructureDefinition/audit-chain"
@@ -226,6 +232,40 @@ def csv_cell_value(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
+def entry_from_csv_row(row: Mapping[str, str]) -> Entry:
+    """The entry a ``csv_row`` was written from: the inverse that re-hashing a CSV export needs.
+
+    The CSV writes None and "" alike as an empty cell, so each empty cell of a text column is
+    read as None unless reading some of them as "" is what gives the row's own entry_hash
+    (e.g. the empty role list of a user without portal roles). Raises ValueError (or KeyError)
+    when the row cannot stand for any entry.
+    """
+    if not row["seq"].isdigit():
+        raise ValueError(f"seq {row['seq']!r} is not a whole number")
+    seq = int(row["seq"])
+    values: dict[str, Any] = {column: row[column] or None for column in NULLABLE_CSV_COLUMNS}
+    values.update({column: csv_cell_value(row[column]) or None for column in FREE_TEXT_COLUMNS})
+    event = {**values, "action": row["action"], "outcome": row["outcome"], "time": row["time"],
+             "details": _json_object(row["details"])}
+    empty = [column for column in NULLABLE_CSV_COLUMNS if values[column] is None]
+    first = None
+    for count in range(len(empty) + 1):
+        for blanks in combinations(empty, count):
+            entry = Entry(seq, AuditEvent.from_dict({**event, **dict.fromkeys(blanks, "")}), row["prev_hash"],
+                          row["entry_hash"])
+            if entry.hash_ok():
+                return entry
+            first = first or entry
+    return first
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object")
+    return value
+
+
 def csv_row(entry: Entry) -> dict[str, str]:
     """One CSV row: identifiers as text, details as canonical JSON, None as an empty cell.
 
@@ -313,7 +353,8 @@ def _fhir_entities(entry: Entry) -> list[dict[str, Any]]:
 
 def fhir_audit_event(entry: Entry, observer: str = "patient-portal") -> dict[str, Any]:
     """A FHIR R4 AuditEvent resource (as JSON dict) for one entry; chain hashes ride along as
-    extensions and as details of the audit-entry entity."""
+    extensions and as details of the audit-entry entity, and the hashed event itself (canonical
+    JSON, extension #event) so a verifier can recompute the entry's hash from the resource."""
     event = entry.event
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",
@@ -322,6 +363,7 @@ def fhir_audit_event(entry: Entry, observer: str = "patient-portal") -> dict[str
             {"url": f"{EXTENSION_BASE}#seq", "valueInteger": entry.seq},
             {"url": f"{EXTENSION_BASE}#prev_hash", "valueString": entry.prev_hash},
             {"url": f"{EXTENSION_BASE}#entry_hash", "valueString": entry.entry_hash},
+            {"url": f"{EXTENSION_BASE}#event", "valueString": canonical_json(event.to_dict()).decode("utf-8")},
         ],
         "type": _fhir_type(event.action),
         "subtype": [{"system": f"{PORTAL_SYSTEM}:audit-action", "code": event.action}],
@@ -335,6 +377,26 @@ def fhir_audit_event(entry: Entry, observer: str = "patient-portal") -> dict[str
     if event.reason is not None:
         resource["outcomeDesc"] = event.reason
     return resource
+
+
+def entry_from_fhir(resource: Mapping[str, Any]) -> tuple[Entry, str]:
+    """The entry a ``fhir_audit_event`` resource was made from, and its observer.
+
+    Read from the chain extensions; the rest of the resource is derived from them, so a
+    verifier compares ``fhir_audit_event(entry, observer)`` with the resource. Raises
+    ValueError, KeyError or TypeError when the resource is not one of ours.
+    """
+    if resource.get("resourceType") != "AuditEvent":
+        raise ValueError("not a FHIR AuditEvent")
+    chain = {item["url"].removeprefix(f"{EXTENSION_BASE}#"): item for item in resource["extension"]}
+    if "event" not in chain:
+        raise ValueError(f"no {EXTENSION_BASE}#event extension")
+    seq = chain["seq"]["valueInteger"]
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise ValueError("seq must be an integer")
+    event = AuditEvent.from_dict(_json_object(chain["event"]["valueString"]))
+    entry = Entry(seq, event, str(chain["prev_hash"]["valueString"]), str(chain["entry_hash"]["valueString"]))
+    return entry, str(resource["source"]["observer"]["display"])
 
 
 def export_fhir_ndjson(

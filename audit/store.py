@@ -27,7 +27,8 @@ from audit.schema import audit_checkpoint, audit_entry
 
 # pg_advisory_xact_lock key shared by every portal process: ASCII "AUDIT".
 ADVISORY_LOCK_KEY = 0x4155444954
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+DEFAULT_CHECKPOINT_EVERY = 100
+DEFAULT_LOCK_TIMEOUT_SECONDS = 5.0
 WRITE_ATTEMPTS = 8
 PAGE_SIZE = 1000
 
@@ -70,6 +71,13 @@ class AuditStore(ABC):
     @abstractmethod
     def count(self) -> int:
         """Number of entries stored."""
+
+    @abstractmethod
+    def probe_append(self) -> None:
+        """Rehearse an append without keeping it; raises AuditWriteError when a real append would fail now.
+
+        Writes nothing, so a readiness probe may call it every few seconds.
+        """
 
     def _key(self) -> SigningKey:
         if self.signing_key is None:
@@ -117,6 +125,11 @@ def _row_checkpoint(row: sa.Row) -> Checkpoint:
     return Checkpoint(row.count, row.head_hash, row.created, row.key_id, row.signature, row.public_key)
 
 
+def _milliseconds_until(deadline: float) -> int:
+    """What is left until a time.monotonic() deadline, at least 1 ms (0 would mean "wait forever")."""
+    return max(1, int((deadline - time.monotonic()) * 1000))
+
+
 def _retryable(exc: sa.exc.DBAPIError) -> bool:
     """Lock contention (SQLite busy) or a lost race for a seq (unique violation) is worth retrying."""
     if isinstance(exc, sa.exc.IntegrityError):
@@ -132,11 +145,24 @@ class SqlAuditStore(AuditStore, AuditQueries):
     on PostgreSQL, BEGIN IMMEDIATE on SQLite), read the head, insert seq+1.., commit.
     The primary key on seq backs this up: a writer that somehow raced loses with a unique
     violation and retries on the new head instead of forking the chain.
+
+    A write waits at most `lock_timeout` seconds in all for its locks (this process's, then
+    the database's, retries included) and then fails with AuditWriteError: a lock held by a
+    stuck writer must not hang every request that needs an audit entry.
     """
 
-    def __init__(self, engine: sa.Engine, signing_key: SigningKey | None, checkpoint_every: int = 100) -> None:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        signing_key: SigningKey | None,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+    ) -> None:
         super().__init__(signing_key, checkpoint_every)
+        if not lock_timeout > 0:
+            raise ValueError("lock_timeout must be a positive number of seconds")
         self.engine = engine
+        self.lock_timeout = lock_timeout
         self._lock = threading.Lock()
 
     def append_many(self, events: Iterable[AuditEvent]) -> list[Entry]:
@@ -149,6 +175,18 @@ class SqlAuditStore(AuditStore, AuditQueries):
     def checkpoint(self) -> Checkpoint:
         self._key()
         return self._write(self._checkpoint_locked)
+
+    def probe_append(self) -> None:
+        """Insert an entry and a checkpoint under the append lock, then roll back: the same locks,
+        triggers and privileges as a real append, and nothing kept."""
+        self._key()
+        self._write(self._rehearse_locked, keep=False)
+
+    def _rehearse_locked(self, conn: sa.Connection) -> None:
+        seq, head_hash = self._read_head(conn)
+        entry = Entry.create(seq + 1, head_hash, AuditEvent(action="audit.probe", outcome="allowed"))
+        conn.execute(audit_entry.insert(), entry_to_row(entry))
+        conn.execute(audit_checkpoint.insert(), _checkpoint_row(Checkpoint.sign(entry.seq, entry.entry_hash, self._key())))
 
     def _append_locked(self, conn: sa.Connection, events: list[AuditEvent]) -> list[Entry]:
         entries, checkpoints = self._extend(self._read_head(conn), events)
@@ -163,44 +201,61 @@ class SqlAuditStore(AuditStore, AuditQueries):
         conn.execute(audit_checkpoint.insert(), _checkpoint_row(checkpoint))
         return checkpoint
 
-    def _write(self, work: Callable[[sa.Connection], T]) -> T:
-        """Run work(conn) in a locked transaction, retrying contention; anything else fails closed."""
+    def _write(self, work: Callable[[sa.Connection], T], keep: bool = True) -> T:
+        """Run work(conn) in a locked transaction, retrying contention until the lock deadline;
+        anything else fails closed. keep=False rolls the transaction back instead of committing."""
+        deadline = time.monotonic() + self.lock_timeout
         try:
-            with self._lock:
-                for attempt in range(WRITE_ATTEMPTS - 1):
-                    try:
-                        return self._transaction(work)
-                    except sa.exc.DBAPIError as exc:
-                        if not _retryable(exc):
-                            raise
-                        time.sleep(0.01 * 2**attempt)
-                return self._transaction(work)
+            if not self._lock.acquire(timeout=self.lock_timeout):
+                raise AuditWriteError(f"audit event not recorded: no append lock within {self.lock_timeout:g} s")
+            try:
+                return self._attempts(work, deadline, keep)
+            finally:
+                self._lock.release()
         except AuditWriteError:
             raise
         except Exception as exc:
             raise AuditWriteError(f"audit event not recorded: {type(exc).__name__}: {exc}") from exc
 
-    def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
+    def _attempts(self, work: Callable[[sa.Connection], T], deadline: float, keep: bool) -> T:
+        """Retry lost races and SQLite busy errors; every wait, retries included, ends at `deadline`."""
+        attempt = 1
+        while True:
+            try:
+                return self._transaction(work, _milliseconds_until(deadline), keep)
+            except sa.exc.DBAPIError as exc:
+                backoff = 0.01 * 2 ** (attempt - 1)
+                if not _retryable(exc) or attempt == WRITE_ATTEMPTS or time.monotonic() + backoff >= deadline:
+                    raise
+                time.sleep(backoff)
+                attempt += 1
+
+    def _transaction(self, work: Callable[[sa.Connection], T], lock_wait_ms: int, keep: bool) -> T:
         with self.engine.connect() as conn:
             if conn.dialect.name == "postgresql" and conn.default_isolation_level != "READ COMMITTED":
                 # The head must be read after the lock is granted, i.e. in a fresh snapshot.
                 conn = conn.execution_options(isolation_level="READ COMMITTED")
             try:
-                self._serialise(conn)
+                self._serialise(conn, lock_wait_ms)
                 result = work(conn)
-                conn.commit()
+                if keep:
+                    conn.commit()
+                else:
+                    conn.rollback()
             except BaseException:
                 conn.rollback()
                 raise
             return result
 
     @staticmethod
-    def _serialise(conn: sa.Connection) -> None:
-        """Take the cross-process append lock for the rest of this transaction."""
+    def _serialise(conn: sa.Connection, lock_wait_ms: int) -> None:
+        """Take the cross-process append lock for the rest of this transaction, waiting at most lock_wait_ms."""
         if conn.dialect.name == "postgresql":
+            # set_config(..., true) is SET LOCAL: the bound ends with this transaction.
+            conn.execute(sa.select(sa.func.set_config("lock_timeout", f"{lock_wait_ms}ms", True)))
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ADVISORY_LOCK_KEY)))
         elif conn.dialect.name == "sqlite":
-            conn.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            conn.exec_driver_sql(f"PRAGMA busy_timeout={lock_wait_ms}")
             if not conn.connection.driver_connection.in_transaction:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
@@ -297,7 +352,7 @@ class JsonlAuditStore(AuditStore):
         self,
         path: str | os.PathLike[str],
         signing_key: SigningKey | None,
-        checkpoint_every: int = 100,
+        checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         fsync: bool = True,
     ) -> None:
         super().__init__(signing_key, checkpoint_every)
@@ -326,6 +381,15 @@ class JsonlAuditStore(AuditStore):
         except (OSError, ValueError) as exc:
             raise AuditWriteError(f"audit event not recorded: {exc}") from exc
         return entries
+
+    def probe_append(self) -> None:
+        """Open the file for appending under the writers' lock and read its head; writes nothing."""
+        self._key()
+        try:
+            with self._lock, self._locked(fcntl.LOCK_EX) as fd:
+                _tail_head(fd)
+        except (OSError, ValueError) as exc:
+            raise AuditWriteError(f"the audit log cannot be appended to: {exc}") from exc
 
     def checkpoint(self) -> Checkpoint:
         key = self._key()

@@ -7,31 +7,54 @@ Checks, in one pass and constant memory (a one-entry look-ahead classifies probl
   (catches deleted, inserted and reordered entries);
 * every checkpoint's Ed25519 signature and that its head hash is the hash of the entry at
   its count (catches forged checkpoints and a rewritten history);
-* that the log reaches the count of every checkpoint (catches a truncated tail).
+* that the log reaches the count of every checkpoint (catches a truncated tail);
+* that a checkpoint exists at every multiple of the store's `checkpoint_every` up to the
+  head, as the writer signs them (catches checkpoints deleted so that the bare chain could
+  be rewritten and re-hashed). This rule is a check of its own (`_RequiredCheckpoints`),
+  independent of how entries are linked.
 
 A hash chain cannot tell a forged entry appended *after* the last checkpoint from a real
 one, and cannot reveal a truncated tail that no checkpoint covers: keep checkpoints (or
 exports with their manifests) somewhere the database's writers cannot reach.
 
+Files: JSON Lines store files and exports carry everything; CSV and FHIR NDJSON exports are
+checked against their signed manifest (a sidecar file), each entry rebuilt from its row.
+
 The first problem found is reported, with its position (seq for stores, line number for
-files) and kind; verification never raises on bad input.
+files) and kind; verification never raises on bad input. A file that cannot be checked at
+all (a format it does not know, a CSV export without its manifest) raises CannotVerify.
 """
 from __future__ import annotations
 
+import base64
+import binascii
+import csv
+import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from audit.chain import GENESIS_HASH, Checkpoint, Entry, VerifyKey
-from audit.errors import MalformedEntryError
-from audit.export import ExportDigest, ExportManifest
-from audit.store import AuditStore, parse_jsonl_line, read_jsonl_lines
+from audit.errors import CannotVerify, MalformedEntryError
+from audit.export import (
+    CSV_COLUMNS,
+    ExportDigest,
+    ExportManifest,
+    csv_row,
+    entry_from_csv_row,
+    entry_from_fhir,
+    fhir_audit_event,
+)
+from audit.store import DEFAULT_CHECKPOINT_EVERY, AuditStore, parse_jsonl_line, read_jsonl_lines
 
 KINDS = frozenset({
     "edited", "deleted", "inserted", "reordered", "truncated",
-    "bad_checkpoint_signature", "checkpoint_mismatch", "malformed",
+    "bad_checkpoint_signature", "checkpoint_mismatch", "checkpoint_missing", "malformed",
 })
+CSV_HEADER = ",".join(CSV_COLUMNS).encode("ascii")
+MANIFEST_SUFFIX = ".manifest.json"
 PROGRESS_EVERY = 1000
 
 Positioned = tuple[int, Entry]
@@ -178,6 +201,7 @@ class _CheckpointCursor:
         self.key = key
         self.self_asserted = False
         self.checked = 0
+        self.signed_through = 0  # count of the last checkpoint that matched its entry
         self._pending = self._advance()
 
     def _advance(self) -> tuple[int, Checkpoint] | None:
@@ -210,6 +234,7 @@ class _CheckpointCursor:
                 raise _Found(position, "checkpoint_mismatch",
                              f"checkpoint at count {checkpoint.count} signs a different head hash "
                              "than the entry with that seq")
+            self.signed_through = checkpoint.count
             self._pending = self._advance()
 
     def finish(self, last_seq: int, end_position: int) -> None:
@@ -219,6 +244,28 @@ class _CheckpointCursor:
         raise _Found(end_position, "truncated",
                      f"log ends at seq {last_seq} but a checkpoint (position {position}) "
                      f"signed {checkpoint.count} entries")
+
+
+class _RequiredCheckpoints:
+    """The writer signs a checkpoint at every multiple of `every`, so each multiple must have one.
+
+    Without this rule, deleting the checkpoints (which the database's owner can do) leaves a bare
+    hash chain that anyone can rewrite and re-hash. It holds whatever links the entries (a hash
+    chain today), so it is kept apart from the chain checks. `through` bounds it for a live log:
+    entries appended after the checkpoints were read may still be getting theirs.
+    """
+
+    def __init__(self, every: int, through: int | None = None) -> None:
+        if every < 1:
+            raise ValueError("the checkpoint interval must be at least 1")
+        self.every = every
+        self.through = through
+
+    def check(self, position: int, seq: int, signed_through: int) -> None:
+        """`seq` was just accepted and every checkpoint up to it matched; the last one signed `signed_through`."""
+        due = seq % self.every == 0 and (self.through is None or seq <= self.through)
+        if due and signed_through != seq:
+            raise _Found(position, "checkpoint_missing", f"checkpoint missing at seq {seq}")
 
 
 def _embedded_key(position: int, public_key: str | None) -> VerifyKey:
@@ -234,6 +281,7 @@ def _run_chain(
     verify_key: VerifyKey | None,
     progress: Progress | None,
     checker: _ChainChecker,
+    required: _RequiredCheckpoints | None,
     observe: Callable[[int, Entry], None] = lambda position, entry: None,
 ) -> VerifyReport:
     """Drive checker and checkpoints over the stream; return a report whatever happens."""
@@ -248,6 +296,8 @@ def _run_chain(
             checker.check(position, entry, stream)
             observe(position, entry)
             cursor.reached(entry.seq, entry.entry_hash)
+            if required is not None:
+                required.check(position, entry.seq, cursor.signed_through)
             count += 1
             if progress is not None and count % PROGRESS_EVERY == 0:
                 progress(PROGRESS_EVERY)
@@ -273,13 +323,17 @@ def verify(
     checkpoints: Iterable[Checkpoint],
     verify_key: VerifyKey | None,
     progress: Progress | None = None,
+    *,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    required_through: int | None = None,
 ) -> VerifyReport:
     """Verify a full chain from seq 1 against its checkpoints; positions in the report are seqs.
 
     `checkpoints` must come in the order they were written. With verify_key=None the key
     embedded in the first checkpoint is used and the report says it is self-asserted.
-    `progress(n)` is called with the number of entries checked since the last call
-    (pass tqdm's `update`).
+    A checkpoint must exist at every multiple of `checkpoint_every` (the writer's interval)
+    up to `required_through` (default: every entry given). `progress(n)` is called with the
+    number of entries checked since the last call (pass tqdm's `update`).
     """
     return _run_chain(
         ((entry.seq, entry) for entry in entries),
@@ -287,12 +341,38 @@ def verify(
         verify_key,
         progress,
         _ChainChecker(linked=True, anchored=True, seq_positions=True),
+        _RequiredCheckpoints(checkpoint_every, required_through),
     )
 
 
-def verify_store(store: AuditStore, verify_key: VerifyKey | None, progress: Progress | None = None) -> VerifyReport:
-    """Verify everything in a store; see verify()."""
-    return verify(store.iter_entries(), store.iter_checkpoints(), verify_key, progress)
+def verify_store(
+    store: AuditStore,
+    verify_key: VerifyKey | None,
+    progress: Progress | None = None,
+    observe: Callable[[Entry], Any] | None = None,
+) -> VerifyReport:
+    """Verify everything in a store, which may be growing meanwhile; see verify().
+
+    The head is read first, then every checkpoint, then the entries stream: each entry up to
+    that head was written together with its checkpoints, so the store's `checkpoint_every`
+    rule holds up to there. Checkpoints signed while the entries stream are left for the next
+    run; all earlier ones are checked, so a log cut short is reported as truncated.
+    ``observe`` sees each entry as it is handed to the verifier; trust what it saw only if
+    the report is ok.
+    """
+    head_seq = store.head()[0]
+    checkpoints = list(store.iter_checkpoints())  # one per checkpoint_every entries: small
+    entries = store.iter_entries()
+    if observe is not None:
+        entries = _observed(entries, observe)
+    return verify(entries, checkpoints, verify_key, progress, checkpoint_every=store.checkpoint_every,
+                  required_through=head_seq)
+
+
+def _observed(entries: Iterable[Entry], observe: Callable[[Entry], Any]) -> Iterator[Entry]:
+    for entry in entries:
+        observe(entry)
+        yield entry
 
 
 def _file_entries(path: str | os.PathLike[str], skip: frozenset[str]) -> Iterator[Positioned]:
@@ -355,32 +435,88 @@ def _last_line(path: str | os.PathLike[str]) -> tuple[int, bytes] | None:
 
 
 def verify_file(
-    path: str | os.PathLike[str], verify_key: VerifyKey | None = None, progress: Progress | None = None
+    path: str | os.PathLike[str],
+    verify_key: VerifyKey | None = None,
+    progress: Progress | None = None,
+    *,
+    checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
+    manifest: str | os.PathLike[str] | None = None,
 ) -> VerifyReport:
-    """Verify a JSONL store file or a JSONL export; positions in the report are line numbers.
+    """Verify a JSONL store file or an export; positions in the report are line numbers.
 
     Store file (entry and checkpoint lines): the full chain from seq 1 and its checkpoints,
-    as verify() does.
+    as verify() does, with a checkpoint required at every multiple of `checkpoint_every`.
 
-    Export (first line {"type":"export"}, last line the signed manifest): each entry's own
-    hash and increasing seqs always; when the manifest says the export is contiguous, also
-    the chain links (from the first exported seq, and from genesis when that is 1) and any
-    checkpoints it carries. Then the manifest: signature, entry count, first seq and the
-    digest over the entry hashes. A missing manifest means the file was truncated.
+    JSONL export (first line {"type":"export"}, last line the signed manifest): each entry's
+    own hash and increasing seqs always; when the manifest says the export is contiguous, also
+    the chain links (from the first exported seq, and from genesis when that is 1) and the
+    checkpoints it carries, required as for a store file. Then the manifest: signature, entry
+    count, first seq and the digest over the entry hashes. A missing manifest means the file
+    was truncated.
 
-    With verify_key=None the key embedded in the file is used (self-asserted).
-    Malformed content is reported as a problem; only I/O errors (e.g. a missing file) raise OSError.
+    CSV and FHIR NDJSON exports: each entry is rebuilt from its row (which must be written
+    exactly as that entry would be) and checked as a JSONL export's entries are, against the
+    signed manifest in `manifest`, by default FILE.manifest.json beside the file (the file the
+    portal writes; the console's X-Audit-Manifest header value, base64, is accepted too).
+    Problems with the manifest itself are reported at position 0. These exports carry no
+    checkpoints.
+
+    With verify_key=None the key embedded in the file or manifest is used (self-asserted).
+    Malformed content is reported as a problem; I/O errors (e.g. a missing file) raise OSError,
+    and a file that cannot be checked (unknown format, CSV or NDJSON without a manifest, a
+    manifest of another export) raises CannotVerify.
     """
+    kind, first_record = _sniff(path)
+    sidecar = Path(manifest) if manifest is not None else Path(f"{os.fspath(path)}{MANIFEST_SUFFIX}")
+    if kind in SIDECAR_FORMATS or (kind == "empty" and sidecar.exists()):
+        return _verify_sidecar_export(path, kind, first_record, sidecar, verify_key, progress)
+    if manifest is not None:
+        raise CannotVerify(f"{os.fspath(path)} is not a CSV or FHIR NDJSON export: a separate manifest is only for those")
+    if kind == "unknown":
+        raise CannotVerify(f"{os.fspath(path)} is in no format this verifier can check (JSON Lines store file or "
+                           "export, CSV or FHIR NDJSON export)")
+    required = _RequiredCheckpoints(checkpoint_every)
     first, last = _edge_records(path)
     if first is not None and first["type"] == "export":
-        return _verify_export(path, first, last, verify_key, progress)
+        return _verify_export(path, first, last, verify_key, progress, required)
+    required.through = _last_seq(last)  # a file still being appended to: its later lines are checked next time
     return _run_chain(
         _file_entries(path, frozenset({"checkpoint"})),
         _file_checkpoints(path),
         verify_key,
         progress,
         _ChainChecker(linked=True, anchored=True, seq_positions=False),
+        required,
     )
+
+
+def _sniff(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None]:
+    """The file's kind from its first line ("jsonl", "csv", "fhir", "empty" or "unknown"), and that
+    line as a JSON object when it is one. A damaged JSON Lines file is still "jsonl", so its damage
+    is reported where it is."""
+    with open(path, "rb") as handle:
+        first = handle.readline()
+    if not first:
+        return "empty", None
+    if first.rstrip(b"\r\n") == CSV_HEADER:
+        return "csv", None
+    if not first.lstrip().startswith(b"{"):
+        return "unknown", None
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return "jsonl", None
+    if isinstance(record, dict) and "resourceType" in record:
+        return "fhir", record
+    return "jsonl", record if isinstance(record, dict) else None
+
+
+def _last_seq(last: tuple[int, dict[str, Any]] | None) -> int | None:
+    """The seq of the newest entry, from the file's last record (an entry or its checkpoint)."""
+    if last is None:
+        return None
+    value = last[1].get("seq" if last[1]["type"] == "entry" else "count")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class _ExportTracker:
@@ -401,34 +537,61 @@ class _ExportTracker:
             raise _Found(position, "inserted", f"entry beyond the {self.manifest.count} the manifest signed")
 
 
+@dataclass(frozen=True)
+class _SignedExport:
+    """What an export's entries are checked against: its manifest (where it is), the contiguity it
+    claims, and the key for the manifest's signature."""
+
+    manifest_position: int
+    manifest: ExportManifest | None
+    contiguous: bool
+    key: VerifyKey | None
+    self_asserted: bool
+
+
+def _check_export(
+    export: _SignedExport,
+    entries: Iterable[Positioned],
+    checkpoints: Iterable[tuple[int, Checkpoint]],
+    required: _RequiredCheckpoints | None,
+    progress: Progress | None,
+) -> VerifyReport:
+    manifest = export.manifest
+    signed = manifest is not None and export.key is not None and manifest.signature_ok(export.key)
+    tracker = _ExportTracker(manifest if signed else None)
+    checker = _ChainChecker(export.contiguous, anchored=False, seq_positions=False)
+    report = _run_chain(entries, checkpoints, export.key, progress, checker, required, tracker.observe)
+    report.mode = "export"
+    report.self_asserted_key = export.self_asserted
+    if report.ok:
+        report.problem = _manifest_problem(export, tracker)
+        report.ok = report.problem is None
+        report.checkpoints_checked += int(report.ok)
+    return report
+
+
 def _verify_export(
     path: str | os.PathLike[str],
     header: dict[str, Any],
     last: tuple[int, dict[str, Any]] | None,
     verify_key: VerifyKey | None,
     progress: Progress | None,
+    required: _RequiredCheckpoints,
 ) -> VerifyReport:
     manifest_position, manifest = _read_manifest(last)
     contiguous = header.get("contiguous") is True
-    key = verify_key or _header_key(header)
-    signed = manifest is not None and key is not None and manifest.signature_ok(key)
-    tracker = _ExportTracker(manifest if signed else None)
+    export = _SignedExport(manifest_position, manifest, contiguous, verify_key or _embedded_public_key(header),
+                           self_asserted=verify_key is None)
     entries = _file_entries(path, frozenset({"export", "checkpoint", "manifest"}))
-    checkpoints = _file_checkpoints(path) if contiguous else iter(())
-    report = _run_chain(entries, checkpoints, key, progress, _ChainChecker(contiguous, anchored=False, seq_positions=False),
-                        tracker.observe)
-    report.mode = "export"
-    report.self_asserted_key = verify_key is None
-    if report.ok:
-        report.problem = _manifest_problem(manifest_position, manifest, tracker, header, key)
-        report.ok = report.problem is None
-        report.checkpoints_checked += int(report.ok)
-    return report
+    if not contiguous:
+        return _check_export(export, entries, iter(()), None, progress)
+    return _check_export(export, entries, _file_checkpoints(path), required, progress)
 
 
-def _header_key(header: dict[str, Any]) -> VerifyKey | None:
+def _embedded_public_key(record: dict[str, Any]) -> VerifyKey | None:
+    """The public key an export header or manifest carries (self-asserted), if it is a usable one."""
     try:
-        return VerifyKey.from_raw_b64(str(header.get("public_key") or ""))
+        return VerifyKey.from_raw_b64(str(record.get("public_key") or ""))
     except ValueError:
         return None
 
@@ -442,19 +605,13 @@ def _read_manifest(last: tuple[int, dict[str, Any]] | None) -> tuple[int, Export
         return last[0], None
 
 
-def _manifest_problem(
-    position: int,
-    manifest: ExportManifest | None,
-    tracker: _ExportTracker,
-    header: dict[str, Any],
-    key: VerifyKey | None,
-) -> Problem | None:
-    digest = tracker.digest
+def _manifest_problem(export: _SignedExport, tracker: _ExportTracker) -> Problem | None:
+    manifest, position, digest = export.manifest, export.manifest_position, tracker.digest
     if manifest is None:
         return Problem(position, "truncated", "the export has no signed manifest as its last line")
-    if key is None or not manifest.signature_ok(key):
+    if export.key is None or not manifest.signature_ok(export.key):
         return Problem(position, "bad_checkpoint_signature", "the export manifest's signature is invalid")
-    if manifest.contiguous != (header.get("contiguous") is True):
+    if manifest.contiguous != export.contiguous:
         return Problem(1, "checkpoint_mismatch", "the export header disagrees with the signed manifest")
     if digest.count < manifest.count:
         return Problem(tracker.last_position + 1, "truncated",
@@ -465,3 +622,107 @@ def _manifest_problem(
     if digest.hexdigest() != manifest.digest:
         return Problem(position, "checkpoint_mismatch", "the entries do not match the manifest's digest")
     return None
+
+
+# --------------------------------------------------------------------------- CSV and FHIR NDJSON exports
+
+
+def _csv_entries(path: str | os.PathLike[str]) -> Iterator[Positioned]:
+    """The rows of a CSV export as (line number, entry), after its header."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        records = _csv_records(handle)
+        header = next(records, None)
+        if header is None or tuple(header[1]) != CSV_COLUMNS:
+            raise MalformedEntryError(1, "the first line is not the CSV export's header")
+        for position, cells in records:
+            yield position, _csv_entry(position, cells)
+
+
+def _csv_records(handle: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """(first line number, cells) of each CSV record; unreadable text is MalformedEntryError at its line."""
+    reader = csv.reader(handle)
+    line = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise MalformedEntryError(line, f"unreadable CSV: {exc}") from None
+        yield line, cells
+        line = reader.line_num + 1
+
+
+def _csv_entry(position: int, cells: list[str]) -> Entry:
+    if len(cells) != len(CSV_COLUMNS):
+        raise MalformedEntryError(position, f"{len(cells)} cells, expected {len(CSV_COLUMNS)}")
+    row = dict(zip(CSV_COLUMNS, cells, strict=True))
+    try:
+        entry = entry_from_csv_row(row)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedEntryError(position, f"unreadable row: {exc}") from None
+    if entry.hash_ok() and csv_row(entry) != row:  # e.g. a spreadsheet escape removed: same hash, live formula
+        raise _Found(position, "edited", f"seq {entry.seq}: the row is not written as its entry would be")
+    return entry
+
+
+def _fhir_entries(path: str | os.PathLike[str]) -> Iterator[Positioned]:
+    """The AuditEvent lines of a FHIR NDJSON export as (line number, entry)."""
+    for number, line in read_jsonl_lines(path):
+        try:
+            resource = json.loads(line)
+            entry, observer = entry_from_fhir(resource)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise MalformedEntryError(number, f"not an AuditEvent of this portal's export: {exc!r}") from None
+        if entry.hash_ok() and fhir_audit_event(entry, observer) != resource:
+            raise _Found(number, "edited", f"seq {entry.seq}: the resource differs from the entry its hash stands for")
+        yield number, entry
+
+
+SIDECAR_FORMATS: dict[str, tuple[str, Callable[[str | os.PathLike[str]], Iterator[Positioned]]]] = {
+    "csv": ("a CSV export", _csv_entries),
+    "fhir": ("a FHIR NDJSON export", _fhir_entries),
+}
+
+
+def _verify_sidecar_export(
+    path: str | os.PathLike[str],
+    kind: str,
+    first_record: dict[str, Any] | None,
+    manifest_path: Path,
+    verify_key: VerifyKey | None,
+    progress: Progress | None,
+) -> VerifyReport:
+    manifest = _load_manifest(path, manifest_path)
+    fmt = manifest.format if kind == "empty" else kind
+    if manifest.format != fmt or fmt not in SIDECAR_FORMATS:
+        described = SIDECAR_FORMATS[fmt][0] if fmt in SIDECAR_FORMATS else "neither CSV nor FHIR NDJSON"
+        raise CannotVerify(f"{manifest_path} is the manifest of a {manifest.format} export, but "
+                           f"{os.fspath(path)} is {described}")
+    if fmt == "fhir" and first_record is not None and not _carries_event(first_record):
+        raise CannotVerify(f"{os.fspath(path)} is a FHIR export written before they carried the hashed event "
+                           "(extension #event); verify the JSON Lines export of the same entries instead")
+    key = verify_key or _embedded_public_key(manifest.to_dict())
+    export = _SignedExport(0, manifest, manifest.contiguous, key, self_asserted=verify_key is None)
+    return _check_export(export, SIDECAR_FORMATS[fmt][1](path), iter(()), None, progress)
+
+
+def _load_manifest(path: str | os.PathLike[str], manifest_path: Path) -> ExportManifest:
+    """The signed manifest as the portal writes it (JSON), or as the console's X-Audit-Manifest header (base64)."""
+    try:
+        text = manifest_path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise CannotVerify(f"no manifest for {os.fspath(path)}: {manifest_path} does not exist; pass the export's "
+                           "signed manifest with --manifest FILE") from None
+    try:
+        if not text.startswith("{"):
+            text = base64.b64decode(text, validate=True).decode("utf-8")
+        return ExportManifest.from_dict(json.loads(text))
+    except (binascii.Error, KeyError, TypeError, ValueError) as exc:
+        raise CannotVerify(f"{manifest_path} is not an export manifest ({type(exc).__name__}: {exc})") from None
+
+
+def _carries_event(resource: dict[str, Any]) -> bool:
+    extensions = resource.get("extension")
+    return isinstance(extensions, list) and any(
+        isinstance(item, dict) and str(item.get("url", "")).endswith("#event") for item in extensions)

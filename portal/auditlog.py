@@ -6,10 +6,10 @@ touches the audit tables.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from audit import Entry, VerifyKey, VerifyReport, verify
+from audit import Entry, VerifyKey, VerifyReport, verify_store
 from portal import services
 from portal.extensions import socketio
 
@@ -22,30 +22,19 @@ def verify_key() -> VerifyKey:
 
 
 def verify_log(progress: Progress | None = None, observe: Callable[[Entry], Any] | None = None) -> VerifyReport:
-    """Verify the whole chain and its checkpoints against the portal's own public key.
+    """Verify the whole chain and its checkpoints against the portal's own public key, with a
+    checkpoint required at every multiple of PORTAL_AUDIT_CHECKPOINT_EVERY up to the head.
 
     The checkpoints are those that exist when verification starts, all of them: each was signed
     under the append lock, so an intact log reaches its count, and one cut short is reported as
     truncated. (Filtering them by the current head would hide exactly that: a deleted tail lowers
-    the head.) Checkpoints signed while the entries stream are left for the next run.
-    ``observe`` sees each entry as it is handed to the verifier; trust what it saw only if the
-    report is ok.
+    the head.) ``observe`` sees each entry as it is handed to the verifier; trust what it saw
+    only if the report is ok.
     """
-    log = services.audit_store()
-    checkpoints = list(log.iter_checkpoints())  # one per checkpoint_every entries: small
-    entries = log.iter_entries()
-    if observe is not None:
-        entries = _observed(entries, observe)
 
     def every_thousand(count: int) -> None:
         socketio.sleep(0)  # hashing a long log must not stall every other request of this worker
         if progress is not None:
             progress(count)
 
-    return verify(entries, checkpoints, verify_key(), every_thousand)
-
-
-def _observed(entries: Iterable[Entry], observe: Callable[[Entry], Any]) -> Iterator[Entry]:
-    for entry in entries:
-        observe(entry)
-        yield entry
+    return verify_store(services.audit_store(), verify_key(), every_thousand, observe)

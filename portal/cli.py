@@ -83,7 +83,8 @@ def _print_status(status: dict) -> None:
 
 @click.command("audit-verify")
 def audit_verify() -> None:
-    """Verify the audit log's hash chain and signed checkpoints; exit 1 on any problem."""
+    """Verify the audit log's hash chain and signed checkpoints (one is required at every multiple of
+    PORTAL_AUDIT_CHECKPOINT_EVERY); exit 1 on any problem."""
     report = run_verification(actor_role="operator", progress=True)
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)

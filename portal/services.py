@@ -21,7 +21,8 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
     # Its own connection pool: a request already holds a connection of the main pool when it audits,
     # so sharing one pool would let a burst of requests wait on each other for a second connection.
     app.extensions["portal.audit_store"] = SqlAuditStore(
-        create_engine(settings.database_url), signing_key, checkpoint_every=settings.audit_checkpoint_every
+        create_engine(settings.database_url), signing_key, checkpoint_every=settings.audit_checkpoint_every,
+        lock_timeout=settings.audit_lock_timeout_seconds,
     )
     # client_manager is always given: SocketIO() is shared, and an earlier app's queue must not linger.
     queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
@@ -25,7 +26,7 @@ from audit import (
     remove_append_only_guard,
     verify_store,
 )
-from audit.store import entry_to_row
+from audit.store import ADVISORY_LOCK_KEY, entry_to_row
 
 KEY = SigningKey.generate()
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -160,6 +161,26 @@ def _move_checkpoint(conn: sa.Connection, store: SqlAuditStore) -> None:
     conn.execute(audit_checkpoint.update().where(audit_checkpoint.c.count == 200).values(head_hash="f" * 64))
 
 
+def _delete_checkpoints(conn: sa.Connection, store: SqlAuditStore) -> None:
+    conn.execute(audit_checkpoint.delete())
+
+
+def _delete_one_checkpoint(conn: sa.Connection, store: SqlAuditStore) -> None:
+    conn.execute(audit_checkpoint.delete().where(audit_checkpoint.c.count == 200))
+
+
+def _delete_checkpoints_then_remove_and_rehash(conn: sa.Connection, store: SqlAuditStore) -> None:
+    """With the checkpoints gone, seq 57 is removed and every later entry renumbered and re-hashed."""
+    conn.execute(audit_checkpoint.delete())
+    later = [Entry(**_row_entry_fields(conn, seq)) for seq in range(58, 251)]
+    conn.execute(audit_entry.delete().where(audit_entry.c.seq >= 57))
+    prev_hash = _row(conn, 56).entry_hash
+    for seq, entry in enumerate(later, 57):
+        rewritten = Entry.create(seq, prev_hash, entry.event)
+        conn.execute(audit_entry.insert().values(entry_to_row(rewritten)))
+        prev_hash = rewritten.entry_hash
+
+
 TAMPERING = (
     (_edit, "edited", 57),
     (_edit_and_rehash, "edited", 57),
@@ -169,6 +190,9 @@ TAMPERING = (
     (_truncate, "truncated", 151),
     (_forge_checkpoint, "bad_checkpoint_signature", 200),
     (_move_checkpoint, "bad_checkpoint_signature", 200),
+    (_delete_checkpoints, "checkpoint_missing", 100),
+    (_delete_one_checkpoint, "checkpoint_missing", 200),
+    (_delete_checkpoints_then_remove_and_rehash, "checkpoint_missing", 100),
 )
 
 
@@ -204,3 +228,80 @@ def test_writes_fail_closed(engine):
         store.append(_event(1))
     with pytest.raises(AuditWriteError, match="read-only"):
         SqlAuditStore(engine, None).append(_event(1))
+
+
+# --------------------------------------------------------------------------- write probe and lock waits
+
+REFUSE_INSERTS = {
+    "postgresql": (
+        "CREATE FUNCTION refuse_insert() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN RAISE EXCEPTION 'inserts refused'; END $$",
+        "CREATE TRIGGER refuse_insert BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION refuse_insert()",
+    ),
+    "sqlite": ("CREATE TRIGGER refuse_insert BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'inserts refused'); END",),
+}
+ALLOW_INSERTS = {
+    "postgresql": ("DROP TRIGGER refuse_insert ON {table}", "DROP FUNCTION refuse_insert()"),
+    "sqlite": ("DROP TRIGGER refuse_insert",),
+}
+
+
+def _run_ddl(engine: sa.Engine, statements: dict[str, tuple[str, ...]], table: str) -> None:
+    with engine.begin() as conn:
+        for statement in statements[engine.dialect.name]:
+            conn.exec_driver_sql(statement.format(table=table))
+
+
+@pytest.mark.parametrize("table", ["audit_entry", "audit_checkpoint"])
+def test_the_write_probe_fails_like_an_append_and_keeps_nothing(engine, store, table):
+    head, checkpoints = store.head(), list(store.iter_checkpoints())
+    store.probe_append()
+    assert store.head() == head and list(store.iter_checkpoints()) == checkpoints
+    _run_ddl(engine, REFUSE_INSERTS, table)
+    try:
+        with pytest.raises(AuditWriteError, match="inserts refused"):
+            store.probe_append()  # a checkpoint is inserted only every 100th append: the probe tries both tables
+    finally:
+        _run_ddl(engine, ALLOW_INSERTS, table)
+    store.probe_append()
+    assert store.head() == head and verify_store(store, KEY.verify_key).ok
+
+
+@contextmanager
+def append_lock_held(engine: sa.Engine) -> Iterator[None]:
+    """Another connection holds what every append needs: the advisory lock, or SQLite's write lock."""
+    holder = engine.connect()
+    try:
+        if engine.dialect.name == "postgresql":
+            holder.execute(sa.select(sa.func.pg_advisory_lock(ADVISORY_LOCK_KEY)))
+        else:
+            holder.exec_driver_sql("BEGIN IMMEDIATE")
+        yield
+    finally:
+        holder.rollback()
+        if engine.dialect.name == "postgresql":
+            holder.execute(sa.select(sa.func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
+        holder.close()
+
+
+def test_an_append_waits_a_bounded_time_for_its_lock_then_fails_closed(engine):
+    store = SqlAuditStore(engine, KEY, lock_timeout=0.5)
+    failures: list[Exception] = []
+
+    def append() -> None:
+        try:
+            store.append(_event(1))
+        except AuditWriteError as exc:
+            failures.append(exc)
+
+    with append_lock_held(engine):
+        # Two writers: one waits for the database's lock, the other for this process's lock behind it.
+        writers = [threading.Thread(target=append) for _ in range(2)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+        with pytest.raises(AuditWriteError):
+            store.probe_append()
+    assert len(failures) == 2 and store.count() == 0
+    assert store.append(_event(1)).seq == 1

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from pathlib import Path
 
 import pytest
 import socketio
@@ -326,6 +327,42 @@ def test_an_export_never_reaches_past_the_current_head(portal, cora, tmp_path):
     assert lines[-1]["type"] == "manifest" and lines[-1]["count"] == len(entries)
 
 
+def _audit_verify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audit", "verify", *args], check=False, cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+
+
+def _pinned_key(portal, cora, tmp_path) -> str:
+    pem = tmp_path / "audit-public-key.pem"
+    pem.write_bytes(cora.get(portal.url + "/compliance/integrity/public-key.pem", timeout=10).content)
+    return str(pem)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "fhir"])
+def test_csv_and_fhir_downloads_verify_offline_with_their_manifest(portal, cora, chen, tmp_path, fmt):
+    """Saved from the console: the body, and the manifest from the X-Audit-Manifest header or its own endpoint."""
+    _open_alice_chart(portal, chen)
+    key = _pinned_key(portal, cora, tmp_path)
+    response = _export(cora, portal.url, fmt)
+    export = tmp_path / f"export.{fmt}"
+    export.write_bytes(response.content)
+    header = tmp_path / "manifest-header.txt"
+    header.write_text(response.headers["X-Audit-Manifest"])
+    from_header = _audit_verify(str(export), "--public-key", key, "--manifest", str(header))
+    assert from_header.returncode == 0, from_header.stdout + from_header.stderr
+    assert from_header.stdout.strip() == f"OK: export intact ({_header_manifest(response)['count']} entries, 1 signatures)"
+
+    sidecar = get_stepping_up(cora, f"{portal.url}/compliance/export/manifest", "cora",
+                              params={"format": fmt, "through": response.headers["X-Audit-Through"]})
+    Path(f"{export}.manifest.json").write_bytes(sidecar.content)
+    beside = _audit_verify(str(export), "--public-key", key)
+    assert beside.returncode == 0, beside.stdout + beside.stderr
+
+    export.write_bytes(response.content.replace(b"chart.read", b"chart.list", 1))
+    tampered = _audit_verify(str(export), "--public-key", key)
+    assert tampered.returncode == 1 and tampered.stdout.startswith("FAILED: edited"), tampered.stdout
+
+
 def test_fhir_export_lines_are_valid_audit_events(portal, cora):
     from fhir.resources.R4B.auditevent import AuditEvent
 
@@ -383,6 +420,13 @@ def test_cli_verify_and_export(portal, cora, tmp_path):
     assert f"exported {len(rows)} events" in exported.stdout and rows
     manifest = json.loads((tmp_path / "audit.csv.manifest.json").read_text())
     assert manifest["count"] == len(rows) and manifest["format"] == "csv"
+    key = _pinned_key(portal, cora, tmp_path)
+    for fmt, path in (("csv", output), ("fhir", tmp_path / "audit.ndjson")):
+        if fmt == "fhir":
+            assert _flask(portal, "audit-export", "--format", "fhir", "--output", str(path)).returncode == 0
+        checked = _audit_verify(str(path), "--public-key", key)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert checked.stdout.startswith("OK: export intact"), checked.stdout
 
     jsonl = tmp_path / "audit.jsonl"
     assert _flask(portal, "audit-export", "--output", str(jsonl)).returncode == 0

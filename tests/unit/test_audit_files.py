@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from audit import (
+    GENESIS_HASH,
     AuditEvent,
     AuditFilter,
     AuditWriteError,
@@ -16,6 +17,7 @@ from audit import (
     JsonlAuditStore,
     SigningKey,
     export_jsonl,
+    verify,
     verify_file,
 )
 
@@ -213,3 +215,58 @@ def test_store_filters_and_checkpoints(store):
     checkpoint = store.checkpoint()
     assert (checkpoint.count, checkpoint.head_hash) == store.head()
     assert [c.count for c in store.iter_checkpoints()] == [100, 200, 250]
+    report = verify_file(store.path, KEY.verify_key)  # an extra, on-demand checkpoint is welcome
+    assert report.ok and report.checkpoints_checked == 3
+
+
+# --------------------------------------------------------------------------- deleted checkpoints
+
+
+def _without_checkpoints(path, counts: set[int] | None = None) -> list[str]:
+    """The file's lines minus its checkpoint lines (those of `counts` only, when given)."""
+    kept = [line for line in _lines(path)
+            if '"type":"checkpoint"' not in line or (counts is not None and json.loads(line)["count"] not in counts)]
+    path.write_text("".join(kept))
+    return kept
+
+
+def test_deleting_every_checkpoint_is_reported_at_the_first_missing_one(log_file):
+    lines = _without_checkpoints(log_file)
+    report = verify_file(log_file, KEY.verify_key)
+    assert (report.problem.kind, report.problem.position) == ("checkpoint_missing", _line_of(lines, 100))
+    assert report.problem.message == "checkpoint missing at seq 100"
+    assert report.summary().startswith(f"FAILED: checkpoint_missing at position {_line_of(lines, 100)}: "
+                                       "checkpoint missing at seq 100")
+
+
+def test_deleting_one_checkpoint_is_reported(log_file):
+    lines = _without_checkpoints(log_file, counts={200})
+    _assert_problem(log_file, "checkpoint_missing", _line_of(lines, 200))
+
+
+def test_a_deleted_checkpoint_then_a_rewritten_chain_is_still_caught(store):
+    """The attack the rule exists for: with the checkpoints gone, entries are removed and the chain re-hashed."""
+    path = Path(store.path)
+    survivors = [Entry.from_record(json.loads(line)) for line in _lines(path) if '"type":"entry"' in line]
+    survivors = [entry for entry in survivors if entry.event.patient_id != "p3"]
+    rewritten, prev_hash = [], GENESIS_HASH
+    for seq, entry in enumerate(survivors, 1):
+        rewritten.append(Entry.create(seq, prev_hash, entry.event))
+        prev_hash = rewritten[-1].entry_hash
+    path.write_text("".join(_dump(entry.to_record()) for entry in rewritten))
+    _assert_problem(path, "checkpoint_missing", 100)  # line 100 holds seq 100: there are no other lines
+
+
+def test_the_interval_is_the_writers(store):
+    report = verify_file(store.path, KEY.verify_key, checkpoint_every=50)
+    assert report.problem.kind == "checkpoint_missing" and report.problem.message == "checkpoint missing at seq 50"
+    assert verify_file(store.path, KEY.verify_key, checkpoint_every=100).ok
+
+
+def test_entries_after_the_head_read_are_not_yet_due(store):
+    """A live log: entries appended after the checkpoints were read may still be getting theirs."""
+    entries = list(store.iter_entries())
+    first_checkpoint = list(store.iter_checkpoints())[:1]  # read when the head was 199
+    assert verify(entries, first_checkpoint, KEY.verify_key, required_through=199).ok
+    report = verify(entries, first_checkpoint, KEY.verify_key, required_through=250)
+    assert report.problem.message == "checkpoint missing at seq 200"

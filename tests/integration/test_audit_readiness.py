@@ -1,0 +1,121 @@
+"""Readiness and lock waits of the audit log on PostgreSQL, over real HTTP (issue 12, item 5).
+
+As found: /readyz said ready while every audit append failed (an INSERT trigger that raises, a revoked
+INSERT privilege), because it only read the head; and a held append lock hung every PHI request
+indefinitely. The portal here connects as a role that does not own the tables, as a deployment
+with separate migration and application roles does.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+import sqlalchemy as sa
+
+from audit.store import ADVISORY_LOCK_KEY
+from tests.conftest import POSTGRES_URL, _create_database, _drop_database, free_port, require_service
+from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
+
+pytestmark = pytest.mark.postgres
+
+ALICE = "00000000-0000-4000-8000-000000000001"
+REFUSE_INSERTS = (
+    "CREATE FUNCTION refuse_audit_insert() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN RAISE EXCEPTION 'audit inserts refused'; END $$",
+    "CREATE TRIGGER refuse_audit_insert BEFORE INSERT ON audit_entry FOR EACH ROW EXECUTE FUNCTION refuse_audit_insert()",
+)
+ALLOW_INSERTS = ("DROP TRIGGER refuse_audit_insert ON audit_entry", "DROP FUNCTION refuse_audit_insert()")
+
+
+def _as_owner(database_url: str, *statements: str) -> None:
+    engine = sa.create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory) -> Iterator[tuple[PortalServer, str, str]]:
+    """(portal, owner's database URL, application role): migrated and seeded by the owner, served as the role."""
+    require_service("PostgreSQL", POSTGRES_URL,
+                    "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    tmp = tmp_path_factory.mktemp("readiness")
+    owner_url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+    role = f"portal_app_{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = portal_env(tmp, owner_url, port, PORTAL_AUDIT_LOCK_TIMEOUT_SECONDS="1")
+    prepare_database(env, patients=4)
+    database = sa.engine.make_url(owner_url).database
+    _as_owner(owner_url, f'CREATE ROLE "{role}" LOGIN', f'GRANT CONNECT ON DATABASE "{database}" TO "{role}"',
+              f'GRANT USAGE ON SCHEMA public TO "{role}"',
+              f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"',
+              f'GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO "{role}"')
+    env["PORTAL_DATABASE_URL"] = sa.engine.make_url(owner_url).set(username=role).render_as_string(hide_password=False)
+    try:
+        with PortalServer(env, port, tmp / "server.log") as server:
+            yield server, owner_url, role
+    finally:
+        _as_owner(owner_url, f'DROP OWNED BY "{role}"')
+        _drop_database(owner_url)
+        _as_owner(POSTGRES_URL, f'DROP ROLE IF EXISTS "{role}"')
+
+
+def _readiness(portal: PortalServer) -> tuple[int, dict]:
+    response = requests.get(f"{portal.url}/readyz", timeout=60)
+    return response.status_code, response.json()["checks"]
+
+
+def test_ready_while_appends_work(stack):
+    portal, _, _ = stack
+    assert _readiness(portal) == (200, {"database": "ok", "audit_store": "ok", "keyring": "ok"})
+
+
+def test_not_ready_while_an_insert_trigger_refuses_audit_entries(stack):
+    portal, owner_url, _ = stack
+    _as_owner(owner_url, *REFUSE_INSERTS)
+    try:
+        status, checks = _readiness(portal)
+        assert (status, checks["audit_store"], checks["database"]) == (503, "failed", "ok")
+    finally:
+        _as_owner(owner_url, *ALLOW_INSERTS)
+    assert _readiness(portal)[0] == 200
+
+
+def test_not_ready_while_the_portal_may_not_insert_audit_entries(stack):
+    portal, owner_url, role = stack
+    chen = sign_in(portal.url, "dr.chen")
+    _as_owner(owner_url, f'REVOKE INSERT ON audit_entry FROM "{role}"')
+    try:
+        status, checks = _readiness(portal)
+        assert (status, checks["audit_store"]) == (503, "failed")
+        refused = chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=60)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable"
+    finally:
+        _as_owner(owner_url, f'GRANT INSERT ON audit_entry TO "{role}"')
+    assert _readiness(portal)[0] == 200
+    assert chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=60).status_code == 200
+
+
+def test_a_held_append_lock_fails_closed_instead_of_hanging(stack):
+    """Another connection holds the append lock: a chart read answers 503 without PHI, then works once it is free."""
+    portal, owner_url, _ = stack
+    chen = sign_in(portal.url, "dr.chen")
+    holder_engine = sa.create_engine(owner_url)
+    holder = holder_engine.connect()
+    try:
+        holder.execute(sa.select(sa.func.pg_advisory_lock(ADVISORY_LOCK_KEY)))
+        refused = chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=120)
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable"
+        assert "Moreau" not in refused.text
+        assert _readiness(portal)[0] == 503
+    finally:
+        holder.execute(sa.select(sa.func.pg_advisory_unlock(ADVISORY_LOCK_KEY)))
+        holder.close()
+        holder_engine.dispose()
+    chart = chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=60)
+    assert chart.status_code == 200 and "Moreau" in chart.text
