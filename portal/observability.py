@@ -24,7 +24,8 @@ from prometheus_client import (
 )
 
 from portal import services
-from portal.crypto import active_keyring
+from portal.crypto import DecryptionError, KeyringError, check_stored_values
+from portal.db import Base
 from portal.request_fields import request_id
 
 REGISTRY = CollectorRegistry()
@@ -104,7 +105,7 @@ def readyz():
     checks = {}
     checks["database"] = _check(lambda: services.engine().connect().close())
     checks["audit_store"] = _check(lambda: services.audit_store().head())
-    checks["keyring"] = _check(active_keyring)
+    checks["keyring"] = _check(_keyring_opens_stored_values)
     if services.settings().message_queue:
         checks["message_queue"] = _check(lambda: _ping_queue(services.settings().message_queue))
     ready = all(value == "ok" for value in checks.values())
@@ -127,6 +128,16 @@ def _check(probe) -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         current_app.logger.warning("readiness check failed", extra={"error": type(exc).__name__})
         return "failed"
+
+
+def _keyring_opens_stored_values() -> None:
+    """Loud when the keyring is the wrong one (a restore paired with other keys): not ready, and an error
+    naming the table, column and row that did not open (identifiers, never values)."""
+    try:
+        check_stored_values(services.engine(), [mapper.class_ for mapper in Base.registry.mappers])
+    except (DecryptionError, KeyringError) as exc:
+        current_app.logger.error("the keyring cannot open the stored records", extra={"error": str(exc)})
+        raise
 
 
 def _ping_queue(url: str) -> None:
