@@ -88,7 +88,7 @@ def portal(tmp_path_factory):
     """A portal with small limits, so the 429 answers can be reached in a few requests."""
     tmp = tmp_path_factory.mktemp("openapi")
     with running_portal(tmp, f"sqlite:///{tmp / 'portal.db'}", PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR="2",
-                        PORTAL_REPORT_RATE_LIMIT="6 per minute") as server:
+                        PORTAL_REPORT_RATE_LIMIT="4 per minute") as server:
         yield server
 
 
@@ -218,9 +218,10 @@ def test_real_responses_match_the_document(portal, sessions):
     assert check(chen.get(f"{url}/api/v1/patients/{ALICE}/disclosures", timeout=10), disclosures).status_code == 403
     assert check(alice.get(f"{url}/api/v1/patients/{BOB}/disclosures", timeout=10), disclosures).status_code == 404
     check(anonymous.get(f"{url}/api/v1/patients/{ALICE}/disclosures", timeout=10), disclosures)
-    limited = [check(alice.get(f"{url}/api/v1/patients/{ALICE}/disclosures", timeout=30), disclosures).status_code
-               for _ in range(6)]
-    assert limited[0] == 200 and limited[-1] == 429, limited  # six a minute per person, one already spent above
+    limited = []  # four a minute per person (one spent above): refused within a few more
+    while 429 not in limited and len(limited) < 8:
+        limited.append(check(alice.get(f"{url}/api/v1/patients/{ALICE}/disclosures", timeout=30), disclosures).status_code)
+    assert limited[0] == 200 and limited[-1] == 429 and set(limited[:-1]) == {200}, limited
 
     exercised = checker.seen
     documented = documented_operations(DOCUMENT)
