@@ -21,7 +21,7 @@ DEV := set -a && . ./$(DEV_ENV) && set +a && export PORTAL_EXTERNAL_URL=http://1
 	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp &&
 FLASK := $(DEV) $(BIN)/flask --app portal
 
-.PHONY: run run-npm-idp test install install-test lock wrk browser oidc-provider bench screenshots lint clean
+.PHONY: run run-npm-idp test install install-test lock wrk browser nginx oidc-provider bench screenshots lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,7 +69,12 @@ wrk:
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-test: install-test oidc-provider browser
+# tests/integration/test_nginx.py serves deploy/nginx.conf with a real nginx (Debian's; not started as a service).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null)
+
+test: install-test oidc-provider browser nginx
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 screenshots: install-test oidc-provider browser

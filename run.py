@@ -13,6 +13,7 @@ import eventlet  # noqa: E402
 eventlet.monkey_patch()
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                             socket_timeout=60, keepalive=True)
     eventlet.spawn_n(_stop_on_sigterm, server)
     eventlet.spawn_n(watch_session_expiry, app)
-    print(f"portal serving on http://{args.host}:{args.port}", flush=True)
+    logging.getLogger("portal").info("portal serving on http://%s:%s", args.host, args.port)
     server.wait()
     return 0
 

@@ -6,7 +6,7 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import cli, observability, security, services
+from portal import cli, observability, openapi, security, services
 from portal.admin import bp as admin_bp
 from portal.auth import bp as auth_bp
 from portal.compliance import bp as compliance_bp
@@ -71,5 +71,6 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(compliance_bp, url_prefix="/compliance")
     app.register_blueprint(disclosures_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
+    openapi.init_app(app)
     if settings.dev_idp:
         init_devidp(app, settings)

@@ -106,7 +106,8 @@ def _setting(env: str, default: Any = None, parse: Callable[[str], Any] | None =
 class Settings:
     env: str = _setting("PORTAL_ENV", "development")
     secret_key: str = _setting("PORTAL_SECRET_KEY", "", secret=True)
-    database_url: str = _setting("PORTAL_DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'portal.db'}")
+    # The service URLs carry passwords, so they are secrets too: inline, or a path to a file holding them.
+    database_url: str = _setting("PORTAL_DATABASE_URL", f"sqlite:///{INSTANCE_DIR / 'portal.db'}", secret=True)
     external_url: str = _setting("PORTAL_EXTERNAL_URL", "", _as_url)
     keyring: str = _setting("PORTAL_KEYRING", "", secret=True)
     audit_signing_key: str = _setting("PORTAL_AUDIT_SIGNING_KEY", "", secret=True)
@@ -135,8 +136,8 @@ class Settings:
     # A search lists names and dates of birth: how many distinct patients one user may be shown per hour.
     search_distinct_patients_per_hour: int = _setting("PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR", 50,
                                                       _as_positive_int)
-    ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://")
-    message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "")
+    ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://", secret=True)
+    message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "", secret=True)
     message_max_bytes: int = _setting("PORTAL_MESSAGE_MAX_BYTES", 4096, _as_positive_int)
     message_rate_per_minute: int = _setting("PORTAL_MESSAGE_RATE_PER_MINUTE", 30, _as_positive_int)
     history_page_max: int = _setting("PORTAL_HISTORY_PAGE_MAX", 100, _as_positive_int)

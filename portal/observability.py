@@ -4,18 +4,36 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import sys
 import time
 import traceback
+from datetime import datetime, timezone
 
 import redis
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 from portal import services
-from portal.crypto import active_keyring
+from portal.crypto import DecryptionError, KeyringError, check_stored_values
+from portal.db import Base
 from portal.request_fields import request_id
 
 REGISTRY = CollectorRegistry()
+# The standard series the default registry would carry: process_* (CPU, memory, open files, start time),
+# python_info and python_gc_*. Each worker is its own process, scraped on its own (deploy/prometheus.yml).
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+GCCollector(registry=REGISTRY)
 HTTP_REQUESTS = Counter("portal_http_requests_total", "HTTP requests", ["route", "method", "status"], registry=REGISTRY)
 HTTP_LATENCY = Histogram("portal_http_request_seconds", "HTTP request latency", ["route"], registry=REGISTRY)
 SOCKET_CONNECTIONS = Gauge("portal_socketio_connections", "Open Socket.IO connections", registry=REGISTRY)
@@ -32,6 +50,11 @@ _LOG_FIELDS = ("request_id", "action", "error", "route", "method", "status", "du
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; only whitelisted fields, so no request body or PHI reaches the logs."""
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-29T22:32:48.423Z``."""
+        moment = datetime.fromtimestamp(record.created, timezone.utc)
+        return moment.isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
+
     def format(self, record: logging.LogRecord) -> str:
         entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
                  "message": record.getMessage()}
@@ -44,7 +67,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
+    """JSON lines on standard output, where container runtimes and journald collect them."""
+    handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -82,7 +106,7 @@ def readyz():
     checks["database"] = _check(lambda: services.engine().connect().close())
     # A rehearsed append, rolled back: reading the head would not notice a refused INSERT or a stuck lock.
     checks["audit_store"] = _check(services.audit_store().probe_append)
-    checks["keyring"] = _check(active_keyring)
+    checks["keyring"] = _check(_keyring_opens_stored_values)
     if services.settings().message_queue:
         checks["message_queue"] = _check(lambda: _ping_queue(services.settings().message_queue))
     ready = all(value == "ok" for value in checks.values())
@@ -105,6 +129,16 @@ def _check(probe) -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         current_app.logger.warning("readiness check failed", extra={"error": type(exc).__name__})
         return "failed"
+
+
+def _keyring_opens_stored_values() -> None:
+    """Loud when the keyring is the wrong one (a restore paired with other keys): not ready, and an error
+    naming the table, column and row that did not open (identifiers, never values)."""
+    try:
+        check_stored_values(services.engine(), [mapper.class_ for mapper in Base.registry.mappers])
+    except (DecryptionError, KeyringError) as exc:
+        current_app.logger.error("the keyring cannot open the stored records", extra={"error": str(exc)})
+        raise
 
 
 def _ping_queue(url: str) -> None:

@@ -37,6 +37,7 @@ from .keyring import (
     write_dev_keyring,
 )
 from .orm import new_id, register_encryption
+from .probe import check_stored_values
 from .registry import blind_index_terms, encrypted_models
 from .rotation import RotationSummary, rotate, rotation_status
 
@@ -53,6 +54,7 @@ __all__ = [
     "Sealed",
     "active_keyring",
     "blind_index_column",
+    "check_stored_values",
     "blind_index_terms",
     "encrypted_models",
     "generate_keyring_json",

@@ -62,8 +62,8 @@ def rotation_status(
         "keys": dict.fromkeys(keyring.key_ids, 0),
         "index_keys": dict.fromkeys(keyring.index_key_ids, 0),
     }
-    for spec in _specs(models):
-        raw = _raw_table(spec)
+    for spec in encrypted_specs(models):
+        raw = raw_table(spec)
         enc_prefixes = {k: envelope_prefix(k) for k in keyring.key_ids}
         idx_prefixes = {k: f"{k}:" for k in keyring.index_key_ids}
         for field in spec.fields:
@@ -84,7 +84,7 @@ def rotate(
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
     keyring = keyring or active_keyring()
-    specs = _specs(models)
+    specs = encrypted_specs(models)
     total = sum(_pending_rows(session_factory, spec, keyring) for spec in specs)
     summary = RotationSummary()
     for spec in specs:
@@ -100,7 +100,7 @@ def _rotate_model(
     summary: RotationSummary,
     after_batch: Callable[[], None],
 ) -> None:
-    raw = _raw_table(spec)
+    raw = raw_table(spec)
     pk = raw.c[spec.pk_column]
     last_id = None
     while True:
@@ -193,7 +193,7 @@ def _not_under(col: ColumnElement[Any], prefix: str) -> ColumnElement[bool]:
 
 
 def _pending_rows(session_factory: Callable[[], Session], spec: ModelSpec, keyring: Keyring) -> int:
-    raw = _raw_table(spec)
+    raw = raw_table(spec)
     with session_factory() as session:
         return session.execute(select(func.count()).select_from(raw).where(_stale(spec, raw, keyring))).scalar_one()
 
@@ -216,13 +216,13 @@ def _count_by_prefix(
     return result
 
 
-def _raw_table(spec: ModelSpec) -> TableClause:
+def raw_table(spec: ModelSpec) -> TableClause:
     """Untyped view of the model's table: reads return envelopes, writes bypass Encrypted."""
     names = [spec.pk_column] + [f.column for f in spec.fields] + [i.column for i in spec.indexes]
     return table(spec.table.name, *(column(n, Text) for n in names), schema=spec.table.schema)
 
 
-def _specs(models: Iterable[type] | None) -> Sequence[ModelSpec]:
+def encrypted_specs(models: Iterable[type] | None) -> Sequence[ModelSpec]:
     classes = encrypted_models() if models is None else list(models)
     return [spec for spec in (model_spec(m) for m in classes) if spec.fields]
 

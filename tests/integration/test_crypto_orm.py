@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -14,8 +15,10 @@ from portal.crypto import (
     Encrypted,
     EncryptionError,
     Keyring,
+    KeyringError,
     blind_index_column,
     blind_index_terms,
+    check_stored_values,
     install_keyring,
     normalise_identifier,
     normalise_text,
@@ -238,3 +241,19 @@ def test_blind_index_search_spans_index_key_rotation(sessions, keyring):
     with sessions() as session:
         found = set(session.scalars(sa.select(Record.id).where(Record.mrn_bidx.in_(terms))))
     assert found == {row_id, new_id}
+
+
+def test_the_keyring_probe_opens_stored_values_and_refuses_other_keys(engine, keyring):
+    """What /readyz asks: does this keyring open what the database holds (and make its search terms)?"""
+    assert check_stored_values(engine, [Record]) == 0  # nothing stored yet: nothing to disagree with
+    with Session(engine) as session:
+        session.add(Record(id="r-1", name="Moreau", mrn="RC-100001", clinic="north"))
+        session.commit()
+    assert check_stored_values(engine, [Record]) == 2
+    with pytest.raises(DecryptionError) as wrong:
+        check_stored_values(engine, [Record], Keyring.generate())
+    assert (wrong.value.table, wrong.value.row_id) == ("crypto_orm_record", "r-1") and "Moreau" not in str(wrong.value)
+    other_index_key = json.loads(keyring.to_json())
+    other_index_key["index_keys"] = json.loads(Keyring.generate().to_json())["index_keys"]
+    with pytest.raises(KeyringError, match="crypto_orm_record.(name|mrn)_bidx for row r-1"):
+        check_stored_values(engine, [Record], Keyring.from_dict(other_index_key))

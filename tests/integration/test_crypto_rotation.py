@@ -210,12 +210,12 @@ def test_rotation_runs_online_without_losing_concurrent_writes(sessions, engine,
 
 def test_lost_compare_and_swap_keeps_the_application_write(sessions, engine, charts, old_ring):
     from portal.crypto.registry import model_spec
-    from portal.crypto.rotation import RotationSummary, _raw_table, _rotate_row
+    from portal.crypto.rotation import RotationSummary, _rotate_row, raw_table
 
     new_ring = old_ring.rotated()
     install_keyring(new_ring)
     spec = model_spec(Chart)
-    raw = _raw_table(spec)
+    raw = raw_table(spec)
     chart_id = next(i for i, values in charts.items() if values[1] is not None)
     with engine.connect() as conn:  # rotation's snapshot, taken before the application write
         snapshot = conn.execute(sa.select(raw).where(raw.c.id == chart_id)).mappings().one()

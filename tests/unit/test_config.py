@@ -163,6 +163,22 @@ def test_secrets_may_be_read_from_files(tmp_path) -> None:
     assert settings.secret_key == SECRET_KEY
 
 
+def test_service_urls_with_passwords_may_be_read_from_files_and_are_masked(tmp_path) -> None:
+    """Compose and Kubernetes mount secrets as files: the URLs that carry passwords can be given that way too."""
+    urls = {"PORTAL_DATABASE_URL": "postgresql+psycopg2://portal_app:db-pass-value@db:5432/portal",
+            "PORTAL_MESSAGE_QUEUE": "redis://:redis-pass-value@redis:6379/0",
+            "PORTAL_RATELIMIT_STORAGE_URL": "redis://:redis-pass-value@redis:6379/1"}
+    files = {}
+    for name, url in urls.items():
+        files[name] = tmp_path / name.lower()
+        files[name].write_text(url + "\n")
+    settings = Settings.from_env({**PRODUCTION, **{name: str(path) for name, path in files.items()}})
+    assert (settings.database_url, settings.message_queue, settings.ratelimit_storage_url) == tuple(urls.values())
+    described = settings.describe()
+    assert all(described[name] == "***" for name in urls)
+    assert "pass-value" not in repr(described)
+
+
 def _run_portal(environ: dict[str, str]) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTAL_")}
     env.update(environ, PYTHONWARNINGS="ignore")

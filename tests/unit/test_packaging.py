@@ -18,7 +18,8 @@ def test_the_wheel_carries_templates_static_files_and_migrations(tmp_path):
     expected |= {f"portal/static/{p.relative_to(ROOT / 'static')}" for p in (ROOT / "static").rglob("*") if p.is_file()}
     expected |= {f"portal/migrations/versions/{p.name}" for p in (ROOT / "portal/migrations/versions").glob("*.py")}
     assert expected - names == set()
-    assert {"portal/migrations/env.py", "portal/migrations/script.py.mako", "audit/__main__.py"} <= names
+    assert {"portal/migrations/env.py", "portal/migrations/script.py.mako", "audit/__main__.py",
+            "portal/openapi/openapi.yaml"} <= names
     assert not any(name.startswith(("tests/", "bench/", "instance/")) for name in names)
 
 
