@@ -10,7 +10,6 @@ import binascii
 import os
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from .errors import DecryptionError
 from .keyring import Keyring
@@ -32,8 +31,7 @@ def envelope_prefix(key_id: str) -> str:
 def seal(keyring: Keyring, plaintext: bytes, table: str, column: str, row_id: object) -> str:
     """Encrypt under the primary key with a fresh random 96-bit nonce."""
     nonce = os.urandom(NONCE_BYTES)
-    aead = AESGCM(keyring.key(keyring.primary))
-    sealed = aead.encrypt(nonce, plaintext, associated_data(table, column, row_id))
+    sealed = keyring.aead(keyring.primary).encrypt(nonce, plaintext, associated_data(table, column, row_id))
     return f"{envelope_prefix(keyring.primary)}{_b64(nonce)}:{_b64(sealed)}"
 
 
@@ -58,7 +56,7 @@ def open_envelope(keyring: Keyring, envelope: str, table: str, column: str, row_
     if len(sealed) < TAG_BYTES:
         raise fail("malformed envelope (ciphertext too short)")
     try:
-        return AESGCM(keyring.key(key_id)).decrypt(nonce, sealed, associated_data(table, column, row_id))
+        return keyring.aead(key_id).decrypt(nonce, sealed, associated_data(table, column, row_id))
     except InvalidTag:
         raise fail("authentication failed (edited, truncated, or copied from another row or column)") from None
 
@@ -70,9 +68,9 @@ def _b64(data: bytes) -> str:
 def _unb64(text: str, fail) -> bytes:
     """Strict unpadded base64url: rejects foreign characters and non-canonical encodings."""
     try:
-        data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise fail("malformed envelope (bad base64)") from None
-    if _b64(data) != text:
+    if _b64(data) != text:  # also refuses what the lenient decoder skipped over (foreign characters)
         raise fail("malformed envelope (non-canonical base64)")
     return data

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from .errors import KeyringError, KeyringNotInstalledError
 
 KEY_BYTES = 32
@@ -34,7 +36,7 @@ _FIELDS = {"primary", "keys", "index_primary", "index_keys"}
 class Keyring:
     """Immutable set of named AES-256 keys and HMAC index keys."""
 
-    __slots__ = ("primary", "index_primary", "_keys", "_index_keys")
+    __slots__ = ("primary", "index_primary", "_keys", "_index_keys", "_aeads")
 
     def __init__(
         self,
@@ -51,6 +53,8 @@ class Keyring:
         self.index_primary = index_primary
         self._keys = MappingProxyType(dict(keys))
         self._index_keys = MappingProxyType(dict(index_keys))
+        # One AES-GCM object per key: building one runs the key schedule, a third of a field's decryption.
+        self._aeads = MappingProxyType({key_id: AESGCM(key) for key_id, key in self._keys.items()})
 
     @classmethod
     def load(cls, source: str) -> Keyring:
@@ -95,6 +99,10 @@ class Keyring:
     def key(self, key_id: str) -> bytes:
         """Encryption key by id; raises KeyError for unknown ids (callers add context)."""
         return self._keys[key_id]
+
+    def aead(self, key_id: str) -> AESGCM:
+        """The AES-256-GCM cipher of an encryption key; raises KeyError for unknown ids."""
+        return self._aeads[key_id]
 
     def index_key(self, key_id: str) -> bytes:
         return self._index_keys[key_id]
