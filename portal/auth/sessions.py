@@ -27,7 +27,7 @@ from portal.models import LoginSession, User
 from portal.request_fields import wants_json
 from portal.signals import sessions_ended
 
-TOUCH_EVERY = timedelta(seconds=30)  # at most one write per half minute per session
+TOUCH_EVERY = timedelta(seconds=60)  # a read writes nothing but its audit entry, bar this once a minute
 # Why a session ended, as the sign-in page and the pages' live connections say it.
 SIGNED_OUT_MESSAGES = {
     "idle_timeout": "You were signed out after a period of inactivity. Sign in again to continue.",

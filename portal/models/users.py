@@ -24,7 +24,7 @@ class User(UserMixin, Base):
     issuer: Mapped[str] = mapped_column(sa.String(255))
     subject: Mapped[str] = mapped_column(sa.String(255))
     display_name: Mapped[str | None] = mapped_column(Encrypted(str))
-    email: Mapped[str | None] = mapped_column(Encrypted(str))
+    email: Mapped[str | None] = mapped_column(Encrypted(str), deferred=True)  # shown nowhere on a request path
     roles: Mapped[str] = mapped_column(sa.String(100), default="")
     patient_id: Mapped[str | None] = mapped_column(sa.ForeignKey("patient.id", ondelete="SET NULL"), index=True)
     # Who decided patient_id: "claim" (the provider's patient claim, again at every sign-in) or
@@ -55,7 +55,8 @@ class LoginSession(Base):
     id: Mapped[str] = id_column()
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     user_id: Mapped[str] = mapped_column(sa.ForeignKey("user_account.id", ondelete="CASCADE"), index=True)
-    id_token: Mapped[str | None] = mapped_column(Encrypted(str))
+    # Encrypted columns that requests do not read are deferred: loaded (and decrypted) only when used.
+    id_token: Mapped[str | None] = mapped_column(Encrypted(str), deferred=True)
     created_at: Mapped[datetime] = timestamp_column()
     last_seen_at: Mapped[datetime] = timestamp_column()
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -63,15 +64,15 @@ class LoginSession(Base):
     # The provider's session id ("sid" claim): a back-channel logout names it.
     provider_sid: Mapped[str | None] = mapped_column(sa.String(255), index=True)
     # An IP address is one of HIPAA's eighteen identifiers, so both are encrypted like PHI.
-    source_ip: Mapped[str | None] = mapped_column(Encrypted(str))
-    user_agent: Mapped[str | None] = mapped_column(Encrypted(str))
+    source_ip: Mapped[str | None] = mapped_column(Encrypted(str), deferred=True)
+    user_agent: Mapped[str | None] = mapped_column(Encrypted(str), deferred=True)
     # A fresh sign-in proven for one sensitive action, valid until step_up_expires_at.
     step_up_action: Mapped[str | None] = mapped_column(sa.String(40))
     step_up_auth_time: Mapped[datetime | None] = mapped_column(UtcDateTime())
     step_up_acr: Mapped[str | None] = mapped_column(sa.String(255))
     step_up_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # What the user asked for before being sent to sign in again (e.g. a break-glass reason).
-    step_up_pending: Mapped[str | None] = mapped_column(Encrypted(str))
+    step_up_pending: Mapped[str | None] = mapped_column(Encrypted(str), deferred=True)
 
     user: Mapped[User] = relationship(lazy="joined")
 
