@@ -21,7 +21,7 @@ DEV := set -a && . ./$(DEV_ENV) && set +a && export PORTAL_EXTERNAL_URL=http://1
 	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp &&
 FLASK := $(DEV) $(BIN)/flask --app portal
 
-.PHONY: run run-npm-idp test install install-test lock browser oidc-provider bench screenshots lint clean
+.PHONY: run run-npm-idp test install install-test lock browser oidc-provider wrk bench screenshots lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,7 +72,11 @@ test: install-test oidc-provider browser
 screenshots: install-test oidc-provider browser
 	PORTAL_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/e2e -p no:cacheprovider
 
-bench: install-test
+# wrk loads run.py over HTTP in bench_fhir (a C load generator that does not saturate before a worker does).
+wrk:
+	@command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+
+bench: install-test wrk
 	$(BIN)/python bench/run_all.py
 
 lint: install-test

@@ -10,21 +10,32 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
-from flask import Response, flash, g, jsonify, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    after_this_request,
+    flash,
+    g,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required
 
-from portal import access
+from portal import access, services
 from portal.access import record
 from portal.actions import Action, Section
 from portal.errors import audit_refusal, error_response
 from portal.exceptions import InvalidInput
-from portal.extensions import csrf, limiter
+from portal.extensions import csrf, limiter, talisman
 from portal.fhir import bp, service
 from portal.fhir.context import smart_server
 from portal.fhir.server import Approval, record_for_grant
 from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.scopes import FHIR_USER, OPENID, ScopeSet, consent_items
+from portal.security import content_security_policy, policy_header
 from portal.validation import parse_id
 
 ENDPOINT_RATE_LIMIT = "300 per minute"  # per address: apps refresh, but nobody guesses codes at speed
@@ -38,8 +49,10 @@ def app_details(app) -> dict[str, str]:
 
 
 @bp.route("/oauth/authorize", methods=["GET", "POST"])
+@talisman(content_security_policy=None)  # set below: the consent form's answer is redirected to the app
 def authorize():
     """Validate the app's request, sign the person in, ask for consent, then send a code (or a refusal) back."""
+    after_this_request(_content_security_policy)
     server = smart_server()
     person = current_user if current_user.is_authenticated else None
     try:
@@ -52,6 +65,8 @@ def authorize():
     patient_id = own_patient_id(person)  # staff and unlinked accounts connect no app: a page says why
     requested = ScopeSet.parse(grant.request.scope)
     if request.method == "GET":
+        target = urlsplit(grant.redirect_uri)
+        g.consent_redirect_origin = f"{target.scheme}://{target.netloc}"
         return render_template("fhir/consent.html", app=app, items=consent_items(requested), offline=requested.offline,
                                identity=requested.has(OPENID) or requested.has(FHIR_USER),
                                redirect_host=urlsplit(grant.redirect_uri).netloc)
@@ -66,6 +81,17 @@ def authorize():
            resource_type=Section.CONNECTED_APPS, resource_id=app.id,
            details={**app_details(app), "scopes": granted.text, "unticked": ",".join(unticked)})
     return server.create_authorization_response(grant_user=Approval(person, patient_id, granted.text), grant=grant)
+
+
+def _content_security_policy(response: Response) -> Response:
+    """The portal's policy, whatever this endpoint answers; on the consent page, the app's own address is added
+    to form-action, since browsers hold the redirect that answers the consent form to it."""
+    policy = content_security_policy(services.settings())
+    app_origin = g.get("consent_redirect_origin")
+    if app_origin:
+        policy["form-action"] += " " + app_origin
+    response.headers["Content-Security-Policy"] = policy_header(policy)
+    return response
 
 
 def _request_refused(error: OAuth2Error):

@@ -205,4 +205,6 @@ def _access_description(event: AuditEvent) -> str:
     if action is not None and action.patient_label:
         return action.patient_label
     section = Section.find(event.resource_type)
+    if action is Action.FHIR_SEARCH and section is not None:  # an app listed a part of the chart
+        return f"Listed your {section.report_label}"
     return section.patient_label if section else (event.resource_type or "Your chart").replace("_", " ")

@@ -87,7 +87,7 @@ def open_consent(person: requests.Session, url: str, login: str | None = None) -
         if not response.is_redirect:
             return response
         location = urljoin(response.url, response.headers["Location"])
-        if location.startswith(APP_REDIRECT.rsplit("/", 2)[0]):
+        if location.startswith(APP_REDIRECT.rsplit("/", 2)[0] + "/"):
             return response
         if "/auth/login" in location and login is not None:
             callback = sign_in_with_requests(person, location, login).headers["Location"]
