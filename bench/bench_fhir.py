@@ -70,8 +70,8 @@ def connected_token(portal: PortalServer) -> str:
 
 
 def wrk(url: str, header: str, seconds: int, connections: int) -> dict[str, float]:
-    result = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", header, url],
-                            capture_output=True, text=True, timeout=seconds + 60)
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency", "-H", header, url]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 90)
     out = result.stdout
     if result.returncode != 0 or "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"wrk against {url} reported errors:\n{out}\n{result.stderr}")
