@@ -151,7 +151,7 @@ class Settings:
     # JWKS; kept in the instance folder outside production when unset) and the token lifetimes.
     smart_signing_key: str = _setting("PORTAL_SMART_SIGNING_KEY", "", secret=True)
     smart_access_token_seconds: int = _setting("PORTAL_SMART_ACCESS_TOKEN_SECONDS", 3600, _as_access_token_seconds)
-    smart_refresh_token_days: int = _setting("PORTAL_SMART_REFRESH_TOKEN_DAYS", 90, _as_positive_int)
+    smart_refresh_token_days: int = _setting("PORTAL_SMART_REFRESH_TOKEN_DAYS", 92, _as_positive_int)
     metrics_token: str = _setting("PORTAL_METRICS_TOKEN", "", secret=True)
     trusted_proxies: int = _setting("PORTAL_TRUSTED_PROXIES", 0, _as_non_negative_int)
     log_level: str = _setting("PORTAL_LOG_LEVEL", "INFO")

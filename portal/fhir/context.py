@@ -7,7 +7,6 @@ from authlib.integrations.flask_oauth2 import ResourceProtector
 from flask import Flask, current_app, url_for
 from joserfc.jwk import RSAKey
 
-from portal import services
 from portal.config import Settings
 from portal.fhir.metadata import Endpoints
 from portal.fhir.server import Settings as ServerSettings
@@ -44,7 +43,7 @@ def protector() -> ResourceProtector:
 
 def endpoints() -> Endpoints:
     settings = smart_server().settings
-    base = services.settings().external_url or settings.portal_base
+    base = settings.portal_base
     return Endpoints(fhir_base=settings.fhir_base, authorize=base + url_for("smart.authorize"),
                      token=base + url_for("smart.token"), revoke=base + url_for("smart.revoke"),
                      introspect=base + url_for("smart.introspect"), manage=base + url_for("smart.connected_apps"),

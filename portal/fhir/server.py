@@ -36,7 +36,7 @@ from portal.access import record, role_label
 from portal.actions import Action
 from portal.db import db_session
 from portal.fhir import service
-from portal.models import SmartApp, SmartAuthorizationCode, SmartToken, User
+from portal.models import SmartApp, SmartAuthorizationCode, SmartGrant, SmartToken, User
 from portal.request_fields import FHIR_BASE_PATH
 from portal.scopes import FHIR_USER, ScopeError, ScopeSet
 
@@ -51,7 +51,7 @@ def safe_description(text: str) -> str:
     return _DESCRIPTION_UNSAFE.sub("?", text)[:300]
 
 
-def record_for_grant(action: Action, grant, reason: str, **details: str | int | bool) -> None:
+def record_for_grant(action: Action, grant: SmartGrant, reason: str, **details: str | int | bool) -> None:
     """An event about one grant, made by (or for) the person who gave it, naming the app."""
     record(action, "allowed", reason=reason, actor_id=grant.user_id, actor_role=role_label(grant.user),
            patient_id=grant.patient_id, resource_type="smart_grant", resource_id=grant.id,
@@ -84,7 +84,7 @@ class Approval:
     user: User
     patient_id: str
     scopes: str
-    grant: object | None = None  # the SmartGrant, once a code or refresh token was exchanged
+    grant: SmartGrant | None = None  # once a code or a refresh token was exchanged
 
 
 class AppClient(ClientMixin):
