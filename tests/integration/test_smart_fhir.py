@@ -267,6 +267,9 @@ def test_a_public_app_with_authlib_gets_an_id_token_refreshes_introspects_and_re
     info = client.introspect_token(discovery["introspection_endpoint"], token=token["access_token"]).json()
     assert info["active"] and info["patient"] == ALICE and info["client_id"] == app.client_id
     assert info["scope"] == token["scope"] and info["exp"] > datetime.now(timezone.utc).timestamp()
+    lasting = client.introspect_token(discovery["introspection_endpoint"], token=token["refresh_token"],
+                                      token_type_hint="refresh_token").json()
+    assert lasting["active"] and lasting["exp"] >= (datetime.now(timezone.utc) + timedelta(days=91)).timestamp()
 
     revoked = client.revoke_token(discovery["revocation_endpoint"], token=token["refresh_token"],
                                   token_type_hint="refresh_token")
