@@ -4,11 +4,13 @@ Each benchmark measures the portal against a baseline in the same run (machines 
 noisy, so only ratios are comparable between runs): the chart read against the same serializer on
 plaintext tables, audit appends against plain INSERTs, an accounting-of-disclosures report against plain
 verification of the same audit log (and the log at 10x the size against 1x), chat against a bare
-Flask-SocketIO echo server.
+Flask-SocketIO echo server, an app's FHIR Observation search against the chart API read (run.py on
+PostgreSQL, loaded with wrk).
 The soak is a correctness run under load (nothing lost, nothing duplicated, audit chain intact); it
 has no baseline and its latencies are reported as measured. The whole run takes about five minutes.
 
     .venv/bin/python bench/run_all.py [--output docs/PERFORMANCE.md] [--redis redis://127.0.0.1:6379/0]
+                                      [--postgres postgresql+psycopg2://postgres@127.0.0.1:5432/postgres]
 """
 from __future__ import annotations
 
@@ -140,6 +142,21 @@ def messaging_rows(out: str) -> list[tuple[str, str, str, str, str]]:
     return rows
 
 
+def fhir_rows(out: str) -> list[tuple[str, str, str]]:
+    rows = []
+    pattern = r"{}\s+([\d.]+) req/s\s+p50\s+([\d.]+) ms\s+p99\s+([\d.]+) ms"
+    chart = re.search(pattern.format(re.escape("chart API read (baseline)")), out)
+    fhir = re.search(pattern.format(re.escape("FHIR Observation search")), out)
+    ratio = _find(r"throughput ([\d.]+)", out)
+    if chart:
+        rows.append(("`GET /api/v1/patients/<id>`, signed-in clinician (baseline)",
+                     f"{float(chart.group(1)):.0f} req/s, p50 {chart.group(2)} ms, p99 {chart.group(3)} ms", "1.00"))
+    if fhir and ratio:
+        rows.append(("`GET /fhir/Observation?patient=<id>&category=laboratory`, app's bearer token",
+                     f"{float(fhir.group(1)):.0f} req/s, p50 {fhir.group(2)} ms, p99 {fhir.group(3)} ms", ratio))
+    return rows
+
+
 def table(header: list[str], rows: list[tuple]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -193,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=str(ROOT / "docs" / "PERFORMANCE.md"))
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="for bench_messaging's two-worker runs")
     parser.add_argument("--soak-redis", default="redis://127.0.0.1:6379/2", help="flushed by the soak")
+    parser.add_argument("--postgres", default=os.environ.get("PORTAL_TEST_POSTGRES_URL",
+                                                             "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+                        help="a PostgreSQL server for bench_fhir's scratch database")
     args = parser.parse_args(argv)
     started = time.monotonic()
     results = {
@@ -201,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         "disclosures": run("bench_disclosures", ["bench/bench_disclosures.py", "--entries", "2000"], 300),
         "messaging": run("bench_messaging", ["bench/bench_messaging.py", "--seconds", "3", "--clients", "50,200",
                                              "--redis", args.redis], 420),
+        "fhir": run("bench_fhir", ["bench/bench_fhir.py", "--seconds", "6", "--rounds", "2",
+                                   "--postgres", args.postgres], 300),
         "soak": run("soak", ["bench/soak.py", "--seconds", "20", "--clients", "100", "--rate", "25",
                              "--redis", args.soak_redis], 300),
     }
@@ -258,6 +280,16 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table(["Setup", "Echo baseline", "Portal", "Throughput ratio", "p50 latency ratio"],
               messaging_rows(results["messaging"][0])),
+        "",
+        "## Apps over FHIR (`bench/bench_fhir.py --seconds 6 --rounds 2`)",
+        "",
+        "One `run.py` worker on a scratch PostgreSQL database, loaded over HTTP by `wrk -t2 -c20`, alternating. "
+        "Baseline: the chart API read of one patient as a signed-in clinician on her care team (session, policy, "
+        "audit append, the whole chart decrypted). Measured: a connected app's search of the same patient's "
+        "laboratory Observations (bearer token, policy with the app's scopes, audit append naming the app, US Core "
+        "mapping into a searchset Bundle, the grant's use counted). Medians of the rounds.",
+        "",
+        table(["Request", "Measured", "Throughput ratio"], fhir_rows(results["fhir"][0])),
         "",
         "## Soak (`bench/soak.py --seconds 20 --clients 100 --rate 25`, short form)",
         "",

@@ -15,6 +15,9 @@ from portal.db import bind_engine, create_engine, end_session
 from portal.devidp import init_app as init_devidp
 from portal.disclosures import bp as disclosures_bp
 from portal.errors import bp as errors_bp
+from portal.fhir import api_bp as fhir_api_bp
+from portal.fhir import bp as smart_bp
+from portal.fhir import init_app as init_smart
 from portal.main import bp as main_bp
 from portal.messaging import bp as messaging_bp
 from portal.records import bp as records_bp
@@ -72,5 +75,8 @@ def _register_blueprints(app: Flask, settings: Settings) -> None:
     app.register_blueprint(disclosures_bp)
     app.register_blueprint(admin_bp, url_prefix="/admin")
     openapi.init_app(app)
+    init_smart(app, settings)
+    app.register_blueprint(smart_bp)
+    app.register_blueprint(fhir_api_bp)
     if settings.dev_idp:
         init_devidp(app, settings)

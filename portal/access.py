@@ -18,8 +18,8 @@ from portal import policy, services
 from portal.actions import Action
 from portal.exceptions import AccessDenied, AuditUnavailable
 from portal.observability import AUDIT_APPENDS, AUDIT_FAILURES
-from portal.policy import ChartRef, Decision
-from portal.request_fields import audit_fields
+from portal.policy import ChartRef, Decision, FhirRef
+from portal.request_fields import acting_app_details, audit_fields
 from portal.signals import audit_entry_appended
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,14 @@ def _signed_in_user():
 
 def _event(action: Action, outcome: str, *, details: Mapping | None = None, actor_id: str | None = None,
            actor_role: str | None = None, from_request: bool = True, **fields) -> AuditEvent:
+    """The event for the current request: its person, and the app acting for them when an app's token made it."""
     user = _signed_in_user()
     return AuditEvent(
         actor_id=actor_id or (user.id if user else None),
         actor_role=actor_role or role_label(user),
         action=Action(action).value,  # an unregistered action fails here, before anything is stored
         outcome=outcome,
-        details=dict(details or {}),
+        details={**(acting_app_details() if from_request else {}), **(details or {})},
         **fields,
         **(audit_fields() if from_request else {}),
     )
@@ -122,6 +123,9 @@ def _append(events: list[AuditEvent]) -> None:
 
 
 def _resource_fields(resource: object) -> dict:
+    if isinstance(resource, FhirRef):
+        return {"patient_id": resource.patient_id, "resource_type": resource.section,
+                "resource_id": resource.resource_id or resource.patient_id}
     if isinstance(resource, ChartRef):
         return {"patient_id": resource.patient_id, "resource_type": resource.section, "resource_id": resource.patient_id}
     conversation_id = getattr(resource, "id", None)

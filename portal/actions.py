@@ -42,6 +42,16 @@ class Action(StrEnum):
     CHART_ACCESS_LOG = "chart.access_log", Group.CHART, "Viewed who accessed the chart"
     CHART_DISCLOSURES = "chart.disclosures", Group.CHART, "Produced an accounting of disclosures"
     CHART_NOTE_CREATED = "chart.note.created", Group.EVENT, "Added a visit note"
+    # Apps a patient connected (SMART on FHIR): reads through the FHIR API, decided per chart and per scope.
+    FHIR_READ = "fhir.read", Group.CHART, "Read through a connected app"
+    FHIR_SEARCH = "fhir.search", Group.CHART, "Searched through a connected app"
+    APPS_LIST = "apps.list", Group.CHART, "Viewed the connected apps"
+    APPS_REVOKE = "apps.revoke", Group.CHART, "Disconnected an app"
+    SMART_AUTHORIZE = "smart.authorize", Group.EVENT, "Connected an app", "You connected an app"
+    SMART_TOKEN = "smart.token", Group.EVENT, "Issued tokens to a connected app"
+    SMART_TOKEN_REVOKED = "smart.token.revoked", Group.EVENT, "Revoked a connected app's token"
+    SMART_GRANT_REVOKED = "smart.grant.revoked", Group.EVENT, "Disconnected an app", "An app was disconnected"
+    SMART_INTROSPECT = "smart.introspect", Group.EVENT, "Checked a connected app's token"
     # Clinicians' tools.
     PATIENT_SEARCH = "patient.search", Group.CLINICIAN, "Searched for patients"
     PATIENT_SEARCH_RESULTS = "patient.search.results", Group.EVENT, "Search returned"
@@ -70,6 +80,8 @@ class Action(StrEnum):
     ADMIN_SESSIONS = "admin.sessions", Group.ADMIN, "Managed sign-in sessions"
     ADMIN_KEYS = "admin.keys", Group.ADMIN, "Managed encryption keys"
     ADMIN_PATIENT_LINKS = "admin.patient_links", Group.ADMIN, "Managed links between accounts and charts"
+    ADMIN_APPS = "admin.apps", Group.ADMIN, "Managed the apps patients may connect"
+    ADMIN_APP_REGISTERED = "admin.app.registered", Group.EVENT, "Registered an app patients may connect"
     ADMIN_PATIENT_LINKED = "admin.patient.linked", Group.EVENT, "Linked to a portal account"
     ADMIN_PATIENT_UNLINKED = "admin.patient.unlinked", Group.EVENT, "Unlinked from a portal account"
     ADMIN_TEAM_CREATED = "admin.team.created", Group.EVENT, "Created a care team"
@@ -133,9 +145,19 @@ class Section(StrEnum):
     BREAK_GLASS = "break_glass", "Emergency access to your chart", "break-glass"
     SEARCH_RESULT = "search_result", "Your name and date of birth, in a patient search", "search result"
     ACCESS_LOG = "access_log", "Who viewed your chart", "access log"
+    CONNECTED_APPS = "connected_apps", "Your connected apps", "connected apps"
     DISCLOSURES = ("disclosures", "The accounting of who accessed your chart (compliance review)",
                    "accounting of disclosures")
 
+
+#: Actions an app takes for the patient who connected it: each is a disclosure to that app, listed in "Who viewed
+#: my chart" and the accounting of disclosures although the patient's own account made the request.
+APP_ACCESS_ACTIONS = ("fhir.",)
+
+#: The part of a chart each FHIR resource type is: how an app's reads are named in the access log and reports.
+FHIR_SECTIONS = {"Patient": Section.DEMOGRAPHICS, "Condition": Section.PROBLEMS, "MedicationRequest": Section.MEDICATIONS,
+                 "AllergyIntolerance": Section.ALLERGIES, "Observation": Section.RESULTS,
+                 "DocumentReference": Section.NOTES}
 
 #: The sections of a chart the pages and the JSON API show, in order.
 CHART_SECTIONS = (Section.DEMOGRAPHICS, Section.PROBLEMS, Section.MEDICATIONS, Section.ALLERGIES, Section.RESULTS,

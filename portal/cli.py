@@ -16,12 +16,14 @@ from portal.compliance.filters import FilterError, parse_filter
 from portal.compliance.integrity import run_verification
 from portal.crypto import active_keyring, rotate, rotation_status
 from portal.db import db_session
+from portal.exceptions import InvalidInput
+from portal.fhir.service import register_app
 from portal.migrate import upgrade
 from portal.seed import seed_demo as run_seed
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, seed_demo, new_key, rotate_keys, audit_verify, audit_export):
+    for command in (init_db, seed_demo, new_key, rotate_keys, audit_verify, audit_export, smart_register_app):
         app.cli.add_command(command)
 
 
@@ -107,3 +109,25 @@ def audit_export(fmt: str, output: Path, **filters) -> None:
         raise click.BadParameter(str(exc)) from None
     written = export_to_file(audit_filter, fmt, output, actor_role="operator")
     click.echo(f"exported {written} events to {output}")
+
+
+@click.command("smart-register-app")
+@click.option("--name", required=True, help="The app's name, as patients see it on the consent page.")
+@click.option("--redirect-uri", "redirect_uris", multiple=True, required=True, help="Matched exactly; repeat for several.")
+@click.option("--public", is_flag=True, help="A public client (phone or browser app): PKCE only, no secret.")
+@click.option("--scopes", default="launch/patient openid fhirUser offline_access patient/*.rs", show_default=True,
+              help="The SMART scopes the app may ask for.")
+def smart_register_app(name: str, redirect_uris: tuple[str, ...], public: bool, scopes: str) -> None:
+    """Register an app patients may connect; a confidential app's secret is printed once and never stored."""
+    try:
+        registration = register_app(name, redirect_uris, public, scopes)
+    except InvalidInput as exc:
+        raise click.BadParameter(exc.message) from None
+    app = registration.app
+    record(Action.ADMIN_APP_REGISTERED, "allowed", actor_role="operator", reason="smart-register-app command",
+           resource_type="smart_app", resource_id=app.id, details={"client_id": app.client_id, "app": app.name,
+                                                                     "public": app.public})
+    click.echo(f"client_id: {app.client_id}")
+    if registration.client_secret:
+        click.echo(f"client_secret: {registration.client_secret}")
+        click.echo("Copy the secret now: it is shown only this once (the portal keeps only its hash).", err=True)

@@ -91,6 +91,14 @@ def _as_patient_match(value: str) -> str:
     return value
 
 
+def _as_access_token_seconds(value: str) -> int:
+    """SMART access tokens live an hour at most: a leaked one must not outlast that."""
+    seconds = _as_positive_int(value)
+    if seconds > 3600:
+        raise ValueError("must be at most 3600 (an hour)")
+    return seconds
+
+
 def _as_url(value: str) -> str:
     parsed = urlparse(value)
     if parsed.scheme not in {"http", "https"} or not parsed.netloc:
@@ -142,6 +150,11 @@ class Settings:
     message_rate_per_minute: int = _setting("PORTAL_MESSAGE_RATE_PER_MINUTE", 30, _as_positive_int)
     history_page_max: int = _setting("PORTAL_HISTORY_PAGE_MAX", 100, _as_positive_int)
     break_glass_minutes: int = _setting("PORTAL_BREAK_GLASS_MINUTES", 60, _as_positive_int)
+    # Apps patients connect (SMART on FHIR): the RSA key that signs their ID tokens (published at the
+    # JWKS; kept in the instance folder outside production when unset) and the token lifetimes.
+    smart_signing_key: str = _setting("PORTAL_SMART_SIGNING_KEY", "", secret=True)
+    smart_access_token_seconds: int = _setting("PORTAL_SMART_ACCESS_TOKEN_SECONDS", 3600, _as_access_token_seconds)
+    smart_refresh_token_days: int = _setting("PORTAL_SMART_REFRESH_TOKEN_DAYS", 92, _as_positive_int)
     metrics_token: str = _setting("PORTAL_METRICS_TOKEN", "", secret=True)
     trusted_proxies: int = _setting("PORTAL_TRUSTED_PROXIES", 0, _as_non_negative_int)
     log_level: str = _setting("PORTAL_LOG_LEVEL", "INFO")
@@ -228,6 +241,9 @@ class Settings:
                          "or each worker keeps its own sign-in and message limits")
         if not self.metrics_token:
             found.append("PORTAL_METRICS_TOKEN is required in production (it guards /metrics)")
+        if not self.smart_signing_key:
+            found.append("PORTAL_SMART_SIGNING_KEY is required in production (it signs the ID tokens of connected apps; "
+                         "every worker must use the same key)")
         return found
 
     def describe(self) -> dict[str, Any]:

@@ -21,6 +21,15 @@ class InvalidInput(PortalError):
     """The request was malformed or incomplete: nothing was done."""
 
 
+class Unauthenticated(PortalError):
+    """The request carries no valid credentials: an app's token is missing, malformed, expired or revoked.
+    ``token_error`` is the RFC 6750 error code the challenge names (None when no token was sent at all)."""
+
+    def __init__(self, code: str, message: str, *, token_error: str | None = "invalid_token"):  # noqa: S107 - an error code
+        super().__init__(code, message)
+        self.token_error = token_error
+
+
 class Forbidden(PortalError):
     """This person may not do this, whatever the record (e.g. a patient account not yet linked to a chart)."""
 

@@ -1,7 +1,7 @@
 """Who people are: display names, a patient's own accounts and chart, and finding a chart by MRN."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import sqlalchemy as sa
 
@@ -19,6 +19,12 @@ def display_names(user_ids: Iterable[str | None]) -> dict[str, str]:
         return {}
     users = db_session.scalars(sa.select(User).where(User.id.in_(ids))).all()
     return {user.id: user.display_name or user.subject for user in users}
+
+
+def app_reader(details: Mapping[str, object]) -> str | None:
+    """The app an audited access was made through (the name it was registered with), or None for a person's own."""
+    name = details.get("app")
+    return str(name) if name and details.get("client_id") else None
 
 
 def accounts_of_patient(patient_id: str) -> list[str]:

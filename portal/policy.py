@@ -9,7 +9,10 @@ the audit event, so no access path can skip either. The rules:
 * compliance officers and administrators see no clinical content;
 * a chart's accounting of disclosures goes to the patient and to compliance officers;
 * a conversation is open to its members: direct conversations to their two clinicians, a team's
-  conversation to the team's clinicians, a patient's thread to the patient and their care teams.
+  conversation to the team's clinicians, a patient's thread to the patient and their care teams;
+* an app a patient connected reads and searches only that patient's chart, through the FHIR API,
+  and only what the scopes the patient granted cover (``FhirRef``); who viewed a chart and which apps
+  are connected to it are the patient's own business.
 """
 from __future__ import annotations
 
@@ -21,8 +24,13 @@ import sqlalchemy as sa
 from portal.actions import Action, Group
 from portal.db import db_session
 from portal.models import BreakGlass, CareTeamMember, CareTeamPatient, Conversation, ConversationMember, Patient, User
+from portal.scopes import READ, SEARCH, ScopeSet
 
 ROLE_OF_GROUP = {Group.CLINICIAN: "clinician", Group.COMPLIANCE: "compliance", Group.ADMIN: "admin"}
+# Chart actions only the patient may take: their care team does not see who viewed the chart or which apps read it.
+PATIENT_ONLY = frozenset({Action.CHART_ACCESS_LOG, Action.APPS_LIST, Action.APPS_REVOKE})
+# What an app's request does, in SMART's words: read one resource, or search.
+APP_INTERACTIONS = {Action.FHIR_READ: READ, Action.FHIR_SEARCH: SEARCH}
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,32 @@ class Decision:
 class ChartRef:
     patient_id: str
     section: str = "chart"
+
+
+@dataclass(frozen=True)
+class AppAccess:
+    """An app acting for the person who connected it: its client, the grant, the token's patient and scopes."""
+
+    client_id: str
+    name: str
+    grant_id: str
+    patient_id: str
+    scopes: ScopeSet
+
+    def audit_details(self) -> dict[str, str]:
+        """How every audit event of the app's requests names it: identifiers only."""
+        return {"client_id": self.client_id, "app": self.name, "grant": self.grant_id, "scopes": self.scopes.text}
+
+
+@dataclass(frozen=True)
+class FhirRef(ChartRef):
+    """A FHIR read or search of one chart by an app: the resource type, the resource (a read) and the
+    categories it has (a read) or asks for (a search), as (system, code) pairs."""
+
+    app: AppAccess | None = None
+    resource_type: str = ""
+    resource_id: str | None = None
+    categories: tuple[tuple[str | None, str], ...] = ()
 
 
 def allow(reason: str, **kwargs) -> Decision:
@@ -69,6 +103,8 @@ def can(user: User | None, action: Action, resource: object = None) -> Decision:
 def _chart_decision(user: User, action: Action, chart: ChartRef) -> Decision:
     if db_session.get(Patient, chart.patient_id) is None:
         return deny("no such patient", conceal=True)
+    if action in APP_INTERACTIONS or isinstance(chart, FhirRef):
+        return _app_decision(user, action, chart)
     if user.has_role("patient") and user.patient_id == chart.patient_id:
         if action == Action.CHART_WRITE:
             return deny("patients cannot edit their chart")
@@ -79,7 +115,7 @@ def _chart_decision(user: User, action: Action, chart: ChartRef) -> Decision:
         if user.has_role("clinician") or user.has_role("admin"):
             return deny("requires the compliance role")
         return deny("not the patient's own chart", conceal=True)
-    if user.has_role("clinician") and action != Action.CHART_ACCESS_LOG:
+    if user.has_role("clinician") and action not in PATIENT_ONLY:
         if on_care_team(user.id, chart.patient_id):
             return allow("care team member")
         grant = active_break_glass(user.id, chart.patient_id)
@@ -89,6 +125,20 @@ def _chart_decision(user: User, action: Action, chart: ChartRef) -> Decision:
     if user.has_role("compliance") or user.has_role("admin"):
         return deny("role has no access to clinical content")
     return deny("not the patient's own chart", conceal=True)
+
+
+def _app_decision(user: User, action: Action, ref: ChartRef) -> Decision:
+    """An app reads for the patient who connected it: that chart only, within the scopes granted."""
+    app = ref.app if isinstance(ref, FhirRef) else None
+    if app is None or action not in APP_INTERACTIONS:
+        return deny("apps read charts only through the FHIR API, and people only through the portal")
+    if ref.patient_id != app.patient_id or not (user.has_role("patient") and user.patient_id == ref.patient_id):
+        return deny("not the patient who connected the app", conceal=True)
+    interaction = APP_INTERACTIONS[action]
+    if not app.scopes.permits(ref.resource_type, interaction, ref.categories):
+        verb = "read" if interaction == READ else "search"
+        return deny(f"the scopes granted to the app do not cover {verb} of {ref.resource_type}")
+    return allow("app connected by the patient")
 
 
 def _conversation_decision(user: User, conversation: Conversation | None) -> Decision:

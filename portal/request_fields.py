@@ -7,6 +7,8 @@ import uuid
 from flask import g, has_request_context, request, session
 
 USER_AGENT_MAX = 200
+#: The FHIR base path: ``portal.fhir`` serves the FHIR API there, and every error under it is an OperationOutcome.
+FHIR_BASE_PATH = "/fhir"
 
 
 def request_id() -> str:
@@ -37,6 +39,20 @@ def audit_fields() -> dict[str, str | None]:
         "request_id": request_id(),
         "session_hash": session_hash(),
     }
+
+
+def act_for_app(details: dict[str, str]) -> None:
+    """This request is an app's, acting for the person its token names: every audit event of it names the app."""
+    g.acting_app = dict(details)
+
+
+def acting_app_details() -> dict[str, str]:
+    """The app of this request (client id, name, grant, scopes) for its audit events; empty for people's requests."""
+    return dict(g.get("acting_app") or {}) if has_request_context() else {}
+
+
+def is_fhir_request() -> bool:
+    return request.path == FHIR_BASE_PATH or request.path.startswith(FHIR_BASE_PATH + "/")
 
 
 def wants_json() -> bool:

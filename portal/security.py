@@ -28,6 +28,11 @@ def content_security_policy(settings: Settings) -> dict[str, str]:
     }
 
 
+def policy_header(policy: dict[str, str]) -> str:
+    """A Content-Security-Policy dict as its header value."""
+    return "; ".join(f"{directive} {value}" for directive, value in policy.items())
+
+
 def init_app(app: Flask, settings: Settings) -> None:
     talisman.init_app(
         app,

@@ -45,6 +45,9 @@ ALLERGIES = (("Penicillin", "Hives", "moderate"), ("Peanuts", "Anaphylaxis", "se
 LABS = (("Haemoglobin A1c", "%", 4.0, 5.6, 4.8, 9.5), ("LDL cholesterol", "mmol/L", 0.0, 3.0, 1.5, 5.2),
         ("Creatinine", "µmol/L", 60, 110, 55, 180), ("Potassium", "mmol/L", 3.5, 5.1, 3.1, 5.8),
         ("TSH", "mU/L", 0.4, 4.0, 0.2, 8.0), ("Haemoglobin", "g/L", 120, 170, 95, 175))
+# LOINC codes of the seeded tests (the units are those the clinic reports in).
+LOINC_CODES = {"Haemoglobin A1c": "4548-4", "LDL cholesterol": "22748-8", "Creatinine": "14682-9",
+               "Potassium": "2823-3", "TSH": "3016-3", "Haemoglobin": "718-7"}
 NOTE_TITLES = ("Annual review", "Follow-up visit", "Medication review", "Telephone consultation")
 NOTE_TEXTS = ("Patient reports feeling well. Reviewed results and medication; no changes. Follow up in 6 months.",
               "Discussed blood pressure readings at home. Encouraged salt reduction and regular walking.",
@@ -72,6 +75,7 @@ def seed_demo(issuer: str, population: int = POPULATION) -> dict[str, int]:
                 db_session.commit()
     for demo in demo_patients:
         users[demo.login].patient_id = demo.patient_id
+    _give_results_their_loinc_codes()
     db_session.commit()
     return {"patients": db_session.scalar(sa.select(sa.func.count()).select_from(Patient)),
             "users": len(users), "teams": len(teams)}
@@ -103,11 +107,19 @@ def _make_patient(rng: random.Random, number: int, demo, now: datetime) -> Patie
             # Minutes apart, so two results of one day never tie and every database lists them alike.
             observed_at = now - timedelta(days=days_ago + rng.randrange(0, 5), minutes=order)
             db_session.add(LabResult(patient_id=patient.id, name=name, value=str(value), unit=unit,
-                                     reference_range=f"{low}–{high} {unit}", flag=flag, observed_at=observed_at))
+                                     reference_range=f"{low}–{high} {unit}", flag=flag, observed_at=observed_at,
+                                     loinc_code=LOINC_CODES[name]))
     for index in range(rng.randrange(1, 3)):
         db_session.add(VisitNote(patient_id=patient.id, title=rng.choice(NOTE_TITLES), text=rng.choice(NOTE_TEXTS),
                                  created_at=now - timedelta(days=30 * (index + 1))))
     return patient
+
+
+def _give_results_their_loinc_codes() -> None:
+    """Results seeded before lab results carried LOINC codes get the code of their test."""
+    for result in db_session.scalars(sa.select(LabResult).where(LabResult.loinc_code.is_(None))):
+        if result.name in LOINC_CODES:
+            result.loinc_code = LOINC_CODES[result.name]
 
 
 def _get_or_create_team(name: str) -> CareTeam:

@@ -56,6 +56,8 @@ printf '{"primary": "k1", "keys": {"k1": "%s"}, "index_primary": "i1", "index_ke
     "$(openssl rand -base64 32)" "$(openssl rand -base64 32)" | write keyring
 openssl genpkey -algorithm ed25519 | write audit_signing_key
 openssl pkey -in "$dir/audit_signing_key" -pubout | write audit_public_key.pem
+# Signs the ID tokens of the apps patients connect (PORTAL_SMART_SIGNING_KEY): RSA, for RS256.
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 | write smart_signing_key
 
 for provided in oidc_client_secret tls_certificate tls_private_key; do
     [ -e "$dir/$provided" ] || echo "missing $dir/$provided: write it before docker compose up (see README, \"Run it with Compose\")"

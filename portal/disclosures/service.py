@@ -21,18 +21,19 @@ import sqlalchemy as sa
 
 from audit import GENESIS_HASH, Entry, MalformedEntryError, csv_cell
 from portal import services
-from portal.actions import Action, Section
+from portal.actions import APP_ACCESS_ACTIONS, Action, Section
 from portal.auditlog import verify_log
 from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, NotFound
 from portal.models import BreakGlass, Patient
-from portal.people import accounts_of_patient, display_names
+from portal.people import accounts_of_patient, app_reader, display_names
 
 ACCOUNTING_YEARS = 6  # the accounting period a patient may ask for
 EARLIEST = date(1900, 1, 1)
 CSV_HEADER = ("time_utc", "who", "role", "what", "purpose", "break_glass", "audit_seq")
 # Accesses to a part of the chart name that part: "Read chart — results".
-SECTIONED_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE, Action.CHART_EXPORT})
+SECTIONED_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE, Action.CHART_EXPORT, Action.FHIR_READ,
+                               Action.FHIR_SEARCH})
 UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
 
 
@@ -249,9 +250,10 @@ class _Witness:
 
 
 def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:
-    """Every allowed access by anyone but the patient: the same rule as "Who viewed my chart", any action."""
+    """Every allowed access by anyone but the patient, or by an app the patient connected: the same rule as
+    "Who viewed my chart", any action."""
     return services.audit_store().accesses_to(patient_id, not_by=accounts_of_patient(patient_id),
-                                              since=period.since, until=period.until)
+                                              by_anyone=APP_ACCESS_ACTIONS, since=period.since, until=period.until)
 
 
 def report(verified: VerifiedLog) -> DisclosureReport:
@@ -282,11 +284,13 @@ def _line(entry: Entry, names: Mapping[str, str], grants: Mapping[str, BreakGlas
     grant = grants.get(str(event.details.get("break_glass") or ""))
     # The grant's own holder acted under it; a compliance review of the grant names it too, but is no emergency.
     break_glass = grant is not None and grant.user_id == event.actor_id
+    app = app_reader(event.details)
+    person = names.get(event.actor_id, "Clinic staff") if event.actor_id else "System"
     return DisclosureLine(
         seq=entry.seq,
         time=event.time,
-        who=names.get(event.actor_id, "Clinic staff") if event.actor_id else "System",
-        role=describe_role(event.actor_id, event.actor_role),
+        who=app or person,
+        role=f"App connected by {person}" if app else describe_role(event.actor_id, event.actor_role),
         what=describe_access(event.action, event.resource_type),
         purpose=grant.reason if break_glass else (event.reason or ""),
         break_glass=break_glass,

@@ -1,10 +1,11 @@
 """The handlers: each domain error, database outage, decryption failure and HTTP error, answered once."""
 from __future__ import annotations
 
+import json
 import logging
 
 import sqlalchemy as sa
-from flask import g, jsonify, render_template, request
+from flask import Response, g, jsonify, render_template, request
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -23,10 +24,11 @@ from portal.exceptions import (
     LimitReached,
     NotFound,
     PortalError,
+    Unauthenticated,
 )
 from portal.extensions import login_manager
 from portal.observability import DECRYPT_FAILURES
-from portal.request_fields import wants_json
+from portal.request_fields import is_fhir_request, wants_json
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,13 @@ TITLES = {
 }
 # Refusals that are no one's fault get a title that says what is going on rather than "no access".
 CODE_TITLES = {"no_chart": "Your account is not linked to a chart yet"}
-STATUS = {InvalidInput: 400, Forbidden: 403, NotFound: 404, Conflict: 409, LimitReached: 429, AuditUnavailable: 503}
+STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, LimitReached: 429,
+          AuditUnavailable: 503}
 BREAK_GLASS_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE})
+# FHIR's issue type for each status of an OperationOutcome (http://hl7.org/fhir/issue-type).
+ISSUE_TYPES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict",
+               413: "too-costly", 429: "throttled", 502: "transient", 503: "transient"}
+FHIR_REALM = "fhir"
 
 
 def status_of(exc: PortalError) -> int:
@@ -54,12 +61,32 @@ def status_of(exc: PortalError) -> int:
     return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 400)
 
 
-def error_response(status: int, code: str, message: str, **context):
-    """The JSON error body for API callers, the error page for browsers."""
+def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **context):
+    """An OperationOutcome under the FHIR base, the JSON error body for API callers, the error page for browsers."""
+    if is_fhir_request():
+        return operation_outcome(status, code, message), status, headers or {}
     if wants_json():
         return jsonify(error={"code": code, "message": message}), status
     title = CODE_TITLES.get(code) or TITLES.get(status, "Error")
     return render_template("errors/error.html", status=status, title=title, message=message, code=code, **context), status
+
+
+def operation_outcome(status: int, code: str, message: str) -> Response:
+    """The FHIR R4 answer to an error: one issue, its type from the status, the portal's code as diagnostics."""
+    body = {"resourceType": "OperationOutcome", "issue": [{
+        "severity": "error", "code": ISSUE_TYPES.get(status, "exception"), "details": {"text": message},
+        "diagnostics": code}]}
+    return Response(json.dumps(body), mimetype="application/fhir+json")
+
+
+def bearer_challenge(error: str | None, description: str = "") -> dict[str, str]:
+    """RFC 6750's WWW-Authenticate header: the realm alone when no token was sent, else the error and why."""
+    challenge = f'Bearer realm="{FHIR_REALM}"'
+    if error:
+        challenge += f', error="{error}"'
+        if description:
+            challenge += ', error_description="{}"'.format(description.replace('"', "'").replace("\\", "/"))
+    return {"WWW-Authenticate": challenge}
 
 
 def audit_refusal(exc: PortalError) -> None:
@@ -79,10 +106,18 @@ def _refused(exc: PortalError):
     return error_response(status_of(exc), exc.code, exc.message)
 
 
+@bp.app_errorhandler(Unauthenticated)
+def _unauthenticated(exc: Unauthenticated):
+    audit_refusal(exc)
+    return error_response(401, exc.code, exc.message, headers=bearer_challenge(exc.token_error, exc.message))
+
+
 @bp.app_errorhandler(AccessDenied)
 def _access_denied(exc: AccessDenied):
     if exc.conceal:
         return error_response(404, exc.code, exc.message)
+    if is_fhir_request():  # an app's token was valid, but its scopes do not reach this
+        return error_response(403, exc.code, exc.message, headers=bearer_challenge("insufficient_scope", exc.message))
     offer = exc.action in BREAK_GLASS_ACTIONS and "care team" in exc.reason
     return error_response(403, exc.code, exc.message,
                           break_glass_patient=getattr(exc.resource, "patient_id", None) if offer else None)

@@ -88,6 +88,8 @@ class LabResult(Base):
     unit: Mapped[str | None] = mapped_column(Encrypted(str))
     reference_range: Mapped[str | None] = mapped_column(Encrypted(str))
     flag: Mapped[str | None] = mapped_column(Encrypted(str))
+    # The LOINC code of the test, when known: encrypted like the name it identifies.
+    loinc_code: Mapped[str | None] = mapped_column(Encrypted(str))
     observed_at: Mapped[datetime] = timestamp_column(index=True)
 
     patient: Mapped[Patient] = relationship(back_populates="results")

@@ -11,12 +11,12 @@ from sqlalchemy.orm import selectinload
 
 from audit import AuditEvent
 from portal import services
-from portal.actions import Action, Section
+from portal.actions import APP_ACCESS_ACTIONS, Action, Section
 from portal.crypto import blind_index_terms
 from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
-from portal.people import accounts_of_patient, display_names
+from portal.people import accounts_of_patient, app_reader, display_names
 from portal.validation import checked_mrn, is_storable_text, parse_id
 
 NOTE_TITLE_MAX = 200
@@ -24,8 +24,8 @@ NOTE_TEXT_MAX = 20_000
 REASON_MIN, REASON_MAX = 10, 500
 SEARCH_LIMIT = 50
 ACCESS_LOG_LIMIT = 200
-# What "Who viewed my chart" lists: reads and writes, emergency access, appearing in a search.
-CHART_ACCESS_ACTIONS = ("chart.", "break_glass.", Action.PATIENT_SEARCH_HIT)
+# What "Who viewed my chart" lists: reads and writes, emergency access, appearing in a search, apps' reads.
+CHART_ACCESS_ACTIONS = ("chart.", "break_glass.", Action.PATIENT_SEARCH_HIT, *APP_ACCESS_ACTIONS)
 
 
 CHART_SECTIONS_LOADED = (
@@ -180,15 +180,18 @@ class AccessLogEntry:
 
 
 def chart_access_log(patient_id: str, limit: int = ACCESS_LOG_LIMIT) -> list[AccessLogEntry]:
-    """Who opened this patient's chart (other people only, successful accesses, newest first)."""
+    """Who opened this patient's chart (other people, and apps the patient connected; successful accesses,
+    newest first)."""
     entries = services.audit_store().accesses_to(patient_id, not_by=accounts_of_patient(patient_id),
-                                                 actions=CHART_ACCESS_ACTIONS, newest_first=True, limit=limit)
+                                                 actions=CHART_ACCESS_ACTIONS, by_anyone=APP_ACCESS_ACTIONS,
+                                                 newest_first=True, limit=limit)
     names = display_names(entry.event.actor_id for entry in entries)
     return [
         AccessLogEntry(
             time=entry.event.time,
-            who=names.get(entry.event.actor_id or "", "Clinic staff"),
-            role=(entry.event.actor_role or "staff").replace(",", ", ").title(),
+            who=app_reader(entry.event.details) or names.get(entry.event.actor_id or "", "Clinic staff"),
+            role="App you connected" if app_reader(entry.event.details) else
+            (entry.event.actor_role or "staff").replace(",", ", ").title(),
             what=_access_description(entry.event),
             break_glass=entry.event.action.startswith("break_glass.") or "break_glass" in entry.event.details,
         )
@@ -202,4 +205,6 @@ def _access_description(event: AuditEvent) -> str:
     if action is not None and action.patient_label:
         return action.patient_label
     section = Section.find(event.resource_type)
+    if action is Action.FHIR_SEARCH and section is not None:  # an app listed a part of the chart
+        return f"Listed your {section.report_label}"
     return section.patient_label if section else (event.resource_type or "Your chart").replace("_", " ")

@@ -208,7 +208,7 @@ def test_fhir_bundle_validates_as_r4(portal, sessions):
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/fhir+json")
     bundle = Bundle.model_validate(response.json())
     kinds = {entry.resource.__resource_type__ for entry in bundle.entry}
-    assert {"Patient", "Condition", "MedicationStatement", "Observation", "DocumentReference"} <= kinds
+    assert {"Patient", "Condition", "MedicationRequest", "Observation", "DocumentReference"} <= kinds
     assert audit_rows(portal, action="chart.export", patient_id=ALICE, outcome="allowed")
 
 

@@ -29,6 +29,7 @@ PRODUCTION = {
     "PORTAL_EXTERNAL_URL": "https://portal.clinic.example",
     "PORTAL_METRICS_TOKEN": "metrics-token-value",
     "PORTAL_RATELIMIT_STORAGE_URL": "redis://redis.internal:6379/1",
+    "PORTAL_SMART_SIGNING_KEY": "smart-signing-key-inline",
 }
 
 
@@ -134,6 +135,13 @@ def test_the_patient_claim_is_matched_against_the_mrn_unless_told_otherwise() ->
     pytest.param(without(PRODUCTION, "PORTAL_EXTERNAL_URL"), "PORTAL_EXTERNAL_URL", id="production-no-external-url"),
     pytest.param({**PRODUCTION, "PORTAL_SECURE_COOKIES": "0"}, "PORTAL_SECURE_COOKIES", id="production-insecure-cookies"),
     pytest.param(without(PRODUCTION, "PORTAL_METRICS_TOKEN"), "PORTAL_METRICS_TOKEN", id="production-no-metrics-token"),
+    # apps patients connect: one ID-token key for every worker, access tokens of an hour at most
+    pytest.param(without(PRODUCTION, "PORTAL_SMART_SIGNING_KEY"), "PORTAL_SMART_SIGNING_KEY",
+                 id="production-no-smart-signing-key"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SMART_ACCESS_TOKEN_SECONDS": "3601"}, "PORTAL_SMART_ACCESS_TOKEN_SECONDS",
+                 id="smart-access-token-over-an-hour"),
+    pytest.param({**DEVELOPMENT, "PORTAL_SMART_REFRESH_TOKEN_DAYS": "0"}, "PORTAL_SMART_REFRESH_TOKEN_DAYS",
+                 id="smart-refresh-token-days-zero"),
 ])
 def test_refused_settings_name_the_variable(environ: dict[str, str], variable: str) -> None:
     error = refused(environ)

@@ -16,7 +16,8 @@ from portal.models import (
     Patient,
     User,
 )
-from portal.policy import ChartRef, can
+from portal.policy import AppAccess, ChartRef, FhirRef, can
+from portal.scopes import ScopeSet
 
 
 @pytest.fixture
@@ -182,3 +183,54 @@ def test_leaving_the_care_team_removes_access(world):
     db_session.commit()
     assert not can(users["clinician"], "conversation.join", thread).allowed
     assert not can(users["clinician"], "chart.read", ChartRef(world["own"].id)).allowed
+
+
+# --------------------------------------------------------------------------- apps a patient connected
+
+
+def app_ref(world, chart: str, resource_type: str, scopes: str, *, token_for: str = "own",
+            categories=(), section: str = "results") -> FhirRef:
+    access = AppAccess(client_id="app-1", name="Diary", grant_id="g-1", patient_id=world[token_for].id,
+                       scopes=ScopeSet.parse(scopes))
+    return FhirRef(world[chart].id, section, app=access, resource_type=resource_type, categories=tuple(categories))
+
+
+LAB = ("http://terminology.hl7.org/CodeSystem/observation-category", "laboratory")
+
+# (person, chart asked for, token's chart, action, type, scopes, categories) -> (allowed, conceal)
+APP_TABLE = [
+    ("patient", "own", "own", "fhir.read", "Observation", "patient/*.rs", (LAB,), True, False),
+    ("patient", "own", "own", "fhir.search", "Observation", "patient/Observation.s", (), True, False),
+    ("patient", "own", "own", "fhir.read", "Observation", "patient/Observation.s", (LAB,), False, False),
+    ("patient", "own", "own", "fhir.search", "Condition", "patient/Observation.rs", (), False, False),
+    ("patient", "own", "own", "fhir.read", "Observation", f"patient/Observation.rs?category={LAB[0]}|laboratory", (LAB,),
+     True, False),
+    ("patient", "own", "own", "fhir.read", "Observation", "patient/Observation.rs?category=vital-signs", (LAB,),
+     False, False),
+    ("patient", "own", "own", "fhir.search", "Observation", "patient/Observation.rs?category=laboratory",
+     ((None, "vital-signs"),), False, False),
+    ("patient", "stranger", "own", "fhir.read", "Observation", "patient/*.rs", (), False, True),  # another chart
+    ("patient", "stranger", "stranger", "fhir.read", "Observation", "patient/*.rs", (), False, True),  # not hers
+    ("clinician", "own", "own", "fhir.read", "Observation", "patient/*.rs", (), False, True),  # a clinician's token
+    ("patient", "own", "own", "chart.read", "Observation", "patient/*.rs", (), False, False),  # apps only read FHIR
+]
+
+
+@pytest.mark.parametrize("role, chart, token_for, action, resource_type, scopes, categories, allowed, conceal", APP_TABLE)
+def test_an_app_reads_only_its_patients_chart_within_the_scopes_granted(world, role, chart, token_for, action,
+                                                                          resource_type, scopes, categories, allowed,
+                                                                          conceal):
+    ref = app_ref(world, chart, resource_type, scopes, token_for=token_for, categories=categories)
+    decision = can(world["users"][role], action, ref)
+    assert (decision.allowed, decision.conceal) == (allowed, conceal), decision.reason
+
+
+def test_the_portal_session_cannot_use_the_apps_actions(world):
+    decision = can(world["users"]["patient"], Action.FHIR_READ, ChartRef(world["own"].id, "results"))
+    assert not decision.allowed and "FHIR API" in decision.reason
+
+
+@pytest.mark.parametrize("action", ["apps.list", "apps.revoke", "chart.access_log"])
+def test_connected_apps_are_the_patients_own_business(world, action):
+    assert can(world["users"]["patient"], action, ChartRef(world["own"].id, "connected_apps")).allowed
+    assert not can(world["users"]["clinician"], action, ChartRef(world["own"].id, "connected_apps")).allowed
