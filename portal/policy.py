@@ -101,7 +101,7 @@ def can(user: User | None, action: Action, resource: object = None) -> Decision:
 
 
 def _chart_decision(user: User, action: Action, chart: ChartRef) -> Decision:
-    if db_session.get(Patient, chart.patient_id) is None:
+    if not patient_exists(chart.patient_id):
         return deny("no such patient", conceal=True)
     if action in APP_INTERACTIONS or isinstance(chart, FhirRef):
         return _app_decision(user, action, chart)
@@ -156,6 +156,11 @@ def _conversation_decision(user: User, conversation: Conversation | None) -> Dec
     if user.has_role("clinician") and on_care_team(user.id, conversation.patient_id):
         return allow("care team member")
     return deny("not on the patient's care team")
+
+
+def patient_exists(patient_id: str) -> bool:
+    """Whether the chart exists, without loading (and decrypting) it."""
+    return db_session.execute(sa.select(sa.literal(1)).where(Patient.id == patient_id)).first() is not None
 
 
 def on_care_team(user_id: str, patient_id: str) -> bool:

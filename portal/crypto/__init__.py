@@ -40,6 +40,7 @@ from .orm import new_id, register_encryption
 from .probe import check_stored_values
 from .registry import blind_index_terms, encrypted_models
 from .rotation import RotationSummary, rotate, rotation_status
+from .rows import open_row
 
 __all__ = [
     "ConfigurationError",
@@ -63,6 +64,7 @@ __all__ = [
     "normalise_date",
     "normalise_identifier",
     "normalise_text",
+    "open_row",
     "register_encryption",
     "rotate",
     "rotation_status",

@@ -51,7 +51,7 @@ def api_section(patient_id: str, section: str):
     if section not in CHART_SECTIONS:
         raise NotFound("unknown_section", f"Sections are: {', '.join(CHART_SECTIONS)}.")
     authorize(Action.CHART_READ, ChartRef(patient_id, Section(section)))
-    return jsonify({section: serialize.SECTION_SERIALIZERS[section](service.get_patient(patient_id))})
+    return jsonify({section: serialize.SECTION_SERIALIZERS[section](service.read_chart(patient_id))})
 
 
 @bp.post("/api/v1/patients/<patient_id>/notes")
@@ -71,4 +71,4 @@ def api_add_note(patient_id: str):
 
 def _chart_json(patient_id: str):
     authorize(Action.CHART_READ, ChartRef(patient_id, Section.CHART), details={"sections": ",".join(CHART_SECTIONS)})
-    return jsonify(serialize.chart(service.get_patient(patient_id)))
+    return jsonify(serialize.chart(service.read_chart(patient_id)))

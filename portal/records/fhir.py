@@ -195,7 +195,7 @@ MAPPINGS: dict[str, tuple[type, Callable[..., dict]]] = {
 
 
 def resources_of(patient: Patient, resource_type: str) -> list[dict]:
-    """Every resource of one type in a chart (loaded with ``service.get_patient``), in the chart's order."""
+    """Every resource of one type in a chart (``service.read_chart``), in the chart's order."""
     if resource_type == "Patient":
         return [patient_resource(patient)]
     rows = {"Condition": patient.conditions, "MedicationRequest": patient.medications,

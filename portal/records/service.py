@@ -7,7 +7,6 @@ from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import selectinload
 
 from audit import AuditEvent
 from portal import services
@@ -17,6 +16,8 @@ from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
 from portal.people import accounts_of_patient, app_reader, display_names
+from portal.records import reading
+from portal.records.reading import ChartRecord
 from portal.validation import checked_mrn, is_storable_text, parse_id
 
 NOTE_TITLE_MAX = 200
@@ -28,23 +29,25 @@ ACCESS_LOG_LIMIT = 200
 CHART_ACCESS_ACTIONS = ("chart.", "break_glass.", Action.PATIENT_SEARCH_HIT, *APP_ACCESS_ACTIONS)
 
 
-CHART_SECTIONS_LOADED = (
-    selectinload(Patient.conditions), selectinload(Patient.medications), selectinload(Patient.allergies),
-    selectinload(Patient.results), selectinload(Patient.notes).joinedload(VisitNote.author),
-)
+def read_chart(patient_id: str) -> ChartRecord:
+    """The whole chart, to show it (pages, the JSON API, the FHIR download): plain decrypted values."""
+    chart = reading.read_chart(patient_id)
+    if chart is None:
+        raise NotFound("not_found", "There is no such record.")
+    return chart
 
 
-def get_patient(patient_id: str, *, whole_chart: bool = True) -> Patient:
-    """The patient, with every chart section loaded in a handful of queries rather than one per section."""
-    patient = db_session.get(Patient, patient_id, options=CHART_SECTIONS_LOADED if whole_chart else ())
+def get_patient(patient_id: str) -> Patient:
+    """The patient's ORM row, to write to the chart (a note, a break-glass grant)."""
+    patient = db_session.get(Patient, patient_id)
     if patient is None:
         raise NotFound("not_found", "There is no such record.")
     return patient
 
 
-def get_result(patient: Patient, result_id: str) -> LabResult:
+def get_result(patient_id: str, result_id: str) -> LabResult:
     result = db_session.get(LabResult, parse_id(result_id, "result id"))
-    if result is None or result.patient_id != patient.id:
+    if result is None or result.patient_id != patient_id:
         raise NotFound("not_found", "There is no such result.")
     return result
 

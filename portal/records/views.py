@@ -27,7 +27,7 @@ SEARCH_RATE_LIMIT = "60 per minute"  # a search lists other people's names: no b
 
 def _render_chart(patient_id: str, template: str = "records/chart.html"):
     decision = authorize(Action.CHART_READ, ChartRef(patient_id, Section.CHART), details={"sections": ALL_SECTIONS})
-    patient = service.get_patient(patient_id)
+    patient = service.read_chart(patient_id)
     return render_template(template, patient=patient, break_glass=bool(decision.break_glass_id),
                            note_submission=str(uuid.uuid4()))
 
@@ -44,8 +44,8 @@ def my_result(result_id: str):
     patient_id = own_patient_id(current_user)
     authorize(Action.CHART_READ, ChartRef(patient_id, Section.RESULTS),
               details={"result": parse_id(result_id, "result id")})
-    patient = service.get_patient(patient_id)
-    return render_template("records/result.html", patient=patient, result=service.get_result(patient, result_id))
+    return render_template("records/result.html", patient=service.get_patient(patient_id),
+                           result=service.get_result(patient_id, result_id))
 
 
 @bp.get("/chart/fhir")
@@ -176,6 +176,6 @@ def break_glass(patient_id: str):
 def fhir_download(patient_id: str) -> Response:
     """The whole chart as a FHIR R4 Bundle download (page and API alike)."""
     authorize(Action.CHART_EXPORT, ChartRef(patient_id, Section.FHIR_BUNDLE))
-    bundle = fhir.chart_bundle(service.get_patient(patient_id))
+    bundle = fhir.chart_bundle(service.read_chart(patient_id))
     return Response(json.dumps(bundle, indent=2), mimetype="application/fhir+json",
                     headers={"Content-Disposition": f'attachment; filename="chart-{patient_id}.fhir.json"'})
