@@ -60,18 +60,19 @@ def _escaped(character: str) -> str:
     return character
 
 
-def _storable_details(details: Mapping[str, Any]) -> dict[str, DetailValue]:
-    """Details with storable keys and text; their number and value types are the caller's contract."""
+def _check_details(details: Mapping[str, Any]) -> None:
     if len(details) > MAX_DETAILS:
         raise ValueError(f"details may hold at most {MAX_DETAILS} keys")
-    cleaned: dict[str, DetailValue] = {}
     for key, value in details.items():
         if not isinstance(key, str) or not key:
             raise ValueError("details keys must be non-empty strings")
         if value is not None and not isinstance(value, (str, int, bool)):
             raise ValueError(f"details[{key!r}] must be str, int, bool or None")
-        cleaned[storable(key, MAX_DETAIL_TEXT)] = storable(value, MAX_DETAIL_TEXT) if isinstance(value, str) else value
-    return cleaned
+
+
+def _storable_details(details: Mapping[str, Any]) -> dict[str, DetailValue]:
+    return {storable(key, MAX_DETAIL_TEXT): storable(value, MAX_DETAIL_TEXT) if isinstance(value, str) else value
+            for key, value in details.items()}
 
 
 @dataclass(frozen=True)
@@ -105,9 +106,23 @@ class AuditEvent:
             if value is not None:
                 if not isinstance(value, str):
                     raise ValueError(f"{name} must be a string or None")
-                object.__setattr__(self, name, storable(str(value)))  # str(): a StrEnum member becomes its text
+                object.__setattr__(self, name, str(value))  # a StrEnum member becomes its plain text
+        _check_details(self.details)
         object.__setattr__(self, "time", self.time.astimezone(timezone.utc))
-        object.__setattr__(self, "details", MappingProxyType(_storable_details(self.details)))
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @classmethod
+    def create(cls, *, details: Mapping[str, Any] | None = None, **values: Any) -> AuditEvent:
+        """A new event from values a request supplied: every text made storable first (``storable``).
+
+        Only new events are made storable: an event rebuilt from the log (``from_dict``) keeps exactly
+        what was stored, so it hashes as it did when it was appended, whatever an older version stored.
+        """
+        texts = {name: storable(str(value)) if name in _TEXT_FIELDS and isinstance(value, str) else value
+                 for name, value in values.items()}
+        details = dict(details or {})
+        _check_details(details)
+        return cls(details=_storable_details(details), **texts)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form; this exact dict is what the chain hashes."""

@@ -95,7 +95,7 @@ def _event(action: Action, outcome: str, *, details: Mapping | None = None, acto
            actor_role: str | None = None, from_request: bool = True, **fields) -> AuditEvent:
     """The event for the current request: its person, and the app acting for them when an app's token made it."""
     user = _signed_in_user()
-    return AuditEvent(
+    return AuditEvent.create(
         actor_id=actor_id or (user.id if user else None),
         actor_role=actor_role or role_label(user),
         action=Action(action).value,  # an unregistered action fails here, before anything is stored

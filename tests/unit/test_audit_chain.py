@@ -38,14 +38,23 @@ def test_event_rejects_unknown_outcome_naive_time_and_nested_details():
 
 def test_request_values_are_made_storable_not_refused():
     """Whatever a request carries (NUL, control characters, lone surrogates, megabytes) the event can be stored."""
-    event = AuditEvent(action="chart.read", outcome="denied", user_agent="a\x00b\tc\ud800", reason="r" * 5000,
-                       details={"filter\x1b": "x" * 1000})
+    event = AuditEvent.create(action="chart.read", outcome="denied", user_agent="a\x00b\tc\ud800", reason="r" * 5000,
+                              details={"filter\x1b": "x" * 1000})
     assert event.user_agent == "a\\x00b\\x09c\\ud800"
     assert len(event.reason) == 512 and event.reason.endswith("\u2026")
     assert dict(event.details) == {"filter\\x1b": "x" * 255 + "\u2026"}
     canonical_json(event.to_dict()).decode("utf-8")  # encodable: no surrogate is left
     assert AuditEvent.from_dict(event.to_dict()) == event  # idempotent, so a stored event hashes the same
     assert storable("caf\u00e9 \u2014 ok") == "caf\u00e9 \u2014 ok"
+
+
+def test_an_event_read_back_from_the_log_keeps_exactly_what_was_stored():
+    """Older versions stored control characters as sent: rebuilding must not escape them, or every
+    verifier would call an intact log edited."""
+    stored = AuditEvent(action="chart.read", outcome="denied", user_agent="Mozilla/5.0\t(X11) Clinic app \u0097 2.1")
+    rebuilt = AuditEvent.from_dict(stored.to_dict())
+    assert rebuilt == stored and rebuilt.user_agent == "Mozilla/5.0\t(X11) Clinic app \u0097 2.1"
+    assert canonical_json(rebuilt.to_dict()) == canonical_json(stored.to_dict())
 
 
 def test_event_round_trips_and_normalises_time_to_utc():
