@@ -137,18 +137,18 @@ class AuditQueries:
             for row in conn.execute(query):
                 yield row.actor_id, row.time, row.patient_id
 
-    def accesses_to(self, patient_id: str, *, not_by: Iterable[str] = (), since: datetime | None = None,
-                    until: datetime | None = None, actions: Iterable[str] = (), by_anyone: Iterable[str] = (),
-                    newest_first: bool = False, limit: int | None = None) -> list[Entry]:
-        """Allowed entries about one patient by anyone but ``not_by`` (the patient's own accounts), in seq
-        order (or newest first), optionally within a time range and with one of the action prefixes.
-        Entries with a ``by_anyone`` prefix count whoever made them (an app reading for its patient)."""
+    def accesses_to(self, patient_id: str, *, not_reasons: Iterable[str] = (), since: datetime | None = None,
+                    until: datetime | None = None, actions: Iterable[str] = (), newest_first: bool = False,
+                    limit: int | None = None) -> list[Entry]:
+        """Allowed entries about one patient, in seq order (or newest first), optionally within a time range
+        and with one of the action prefixes, leaving out those whose recorded reason is one of
+        ``not_reasons`` (the decisions that let the patients themselves in). What counts is decided by the
+        entries alone: they are signed into the log, unlike any table an attacker could edit."""
         clauses = [_columns.patient_id == patient_id, _columns.outcome == "allowed",
                    *filter_clauses(AuditFilter(since=since, until=until))]
-        not_by, actions, by_anyone = list(not_by), tuple(actions), tuple(by_anyone)
-        if not_by:
-            others = [_columns.actor_id.is_(None), _columns.actor_id.not_in(not_by)]
-            clauses.append(sa.or_(*others, *([_any_prefix(by_anyone)] if by_anyone else [])))
+        not_reasons, actions = list(not_reasons), tuple(actions)
+        if not_reasons:
+            clauses.append(sa.or_(_columns.reason.is_(None), _columns.reason.not_in(not_reasons)))
         if actions:
             clauses.append(_any_prefix(actions))
         order = _columns.seq.desc() if newest_first else _columns.seq

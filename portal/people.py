@@ -27,11 +27,6 @@ def app_reader(details: Mapping[str, object]) -> str | None:
     return str(name) if name and details.get("client_id") else None
 
 
-def accounts_of_patient(patient_id: str) -> list[str]:
-    """The user ids linked to a patient's chart: their own reads are not disclosures."""
-    return list(db_session.scalars(sa.select(User.id).where(User.patient_id == patient_id)))
-
-
 def own_patient_id(user: User) -> str:
     """The chart linked to a patient's account; Forbidden with how to get it linked when there is none.
 

@@ -29,6 +29,11 @@ from portal.scopes import READ, SEARCH, ScopeSet
 ROLE_OF_GROUP = {Group.CLINICIAN: "clinician", Group.COMPLIANCE: "compliance", Group.ADMIN: "admin"}
 # Chart actions only the patient may take: their care team does not see who viewed the chart or which apps read it.
 PATIENT_ONLY = frozenset({Action.CHART_ACCESS_LOG, Action.APPS_LIST, Action.APPS_REVOKE})
+# The reasons of the decisions that let patients into their own chart and care thread: an access recorded
+# with one of them is the patient's own, never a disclosure (decided from the signed entry, not a table).
+OWN_CHART = "own chart"
+OWN_CARE_THREAD = "own care thread"
+OWN_ACCESS_REASONS = frozenset({OWN_CHART, OWN_CARE_THREAD})
 # What an app's request does, in SMART's words: read one resource, or search.
 APP_INTERACTIONS = {Action.FHIR_READ: READ, Action.FHIR_SEARCH: SEARCH}
 
@@ -108,7 +113,7 @@ def _chart_decision(user: User, action: Action, chart: ChartRef) -> Decision:
     if user.has_role("patient") and user.patient_id == chart.patient_id:
         if action == Action.CHART_WRITE:
             return deny("patients cannot edit their chart")
-        return allow("own chart")
+        return allow(OWN_CHART)
     if action == Action.CHART_DISCLOSURES:  # someone else's chart: for compliance review only
         if user.has_role("compliance"):
             return allow("compliance review")
@@ -152,7 +157,7 @@ def _conversation_decision(user: User, conversation: Conversation | None) -> Dec
             return allow("care team member")
         return deny("not on this care team")
     if user.has_role("patient") and user.patient_id == conversation.patient_id:
-        return allow("own care thread")
+        return allow(OWN_CARE_THREAD)
     if user.has_role("clinician") and on_care_team(user.id, conversation.patient_id):
         return allow("care team member")
     return deny("not on the patient's care team")

@@ -21,12 +21,13 @@ import sqlalchemy as sa
 
 from audit import GENESIS_HASH, Entry, MalformedEntryError, csv_cell
 from portal import services
-from portal.actions import APP_ACCESS_ACTIONS, Action, Section
+from portal.actions import Action, Section
 from portal.auditlog import verify_log
 from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, NotFound
 from portal.models import BreakGlass, Patient
-from portal.people import accounts_of_patient, app_reader, display_names
+from portal.people import app_reader, display_names
+from portal.policy import OWN_ACCESS_REASONS
 
 ACCOUNTING_YEARS = 6  # the accounting period a patient may ask for
 EARLIEST = date(1900, 1, 1)
@@ -252,8 +253,8 @@ class _Witness:
 def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:
     """Every allowed access by anyone but the patient, or by an app the patient connected: the same rule as
     "Who viewed my chart", any action."""
-    return services.audit_store().accesses_to(patient_id, not_by=accounts_of_patient(patient_id),
-                                              by_anyone=APP_ACCESS_ACTIONS, since=period.since, until=period.until)
+    return services.audit_store().accesses_to(patient_id, not_reasons=OWN_ACCESS_REASONS, since=period.since,
+                                              until=period.until)
 
 
 def report(verified: VerifiedLog) -> DisclosureReport:

@@ -15,7 +15,8 @@ from portal.crypto import blind_index_terms
 from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
-from portal.people import accounts_of_patient, app_reader, display_names
+from portal.people import app_reader, display_names
+from portal.policy import OWN_ACCESS_REASONS
 from portal.records import reading
 from portal.records.reading import ChartRecord
 from portal.validation import checked_mrn, is_storable_text, parse_id
@@ -185,9 +186,8 @@ class AccessLogEntry:
 def chart_access_log(patient_id: str, limit: int = ACCESS_LOG_LIMIT) -> list[AccessLogEntry]:
     """Who opened this patient's chart (other people, and apps the patient connected; successful accesses,
     newest first)."""
-    entries = services.audit_store().accesses_to(patient_id, not_by=accounts_of_patient(patient_id),
-                                                 actions=CHART_ACCESS_ACTIONS, by_anyone=APP_ACCESS_ACTIONS,
-                                                 newest_first=True, limit=limit)
+    entries = services.audit_store().accesses_to(patient_id, not_reasons=OWN_ACCESS_REASONS,
+                                                 actions=CHART_ACCESS_ACTIONS, newest_first=True, limit=limit)
     names = display_names(entry.event.actor_id for entry in entries)
     return [
         AccessLogEntry(

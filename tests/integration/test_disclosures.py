@@ -317,3 +317,22 @@ def test_a_tampered_audit_log_stops_the_report(portal, sessions, accesses):
     finally:
         _set_reason(url, target["seq"], target["reason"])
     assert _api(portal, sessions["alice"]).status_code == 200, "the restored log verifies again"
+
+
+def test_editing_the_accounts_table_cannot_hide_an_access_from_the_patient(portal, sessions, accesses):
+    """Own accesses are told apart by the signed entries (the decision's reason), not by which accounts the
+    user table links to the chart today: linking a clinician's account to the chart hides nothing."""
+    reyes_id = sessions["dr.reyes"].get(portal.url + "/api/v1/me", timeout=10).json()["id"]
+    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE user_account SET patient_id = :chart WHERE id = :reyes"),
+                     {"chart": ALICE, "reyes": reyes_id})
+    try:
+        report = _api(portal, sessions["alice"]).json()
+        assert any(line["break_glass"] and line["who"] == "Dr. Ana Reyes" for line in report["lines"]), report["lines"]
+        assert report["count"] == len(expected_seqs(portal, accesses["alice_id"], report["verification"]["head_seq"]))
+        assert "Dr. Ana Reyes" in sessions["alice"].get(portal.url + "/chart/access-log", timeout=10).text
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE user_account SET patient_id = NULL WHERE id = :reyes"), {"reyes": reyes_id})
+        engine.dispose()
