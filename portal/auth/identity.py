@@ -48,12 +48,16 @@ def chart_link(user: User) -> str:
 def _link_chart(user: User, claim: object, match: str) -> None:
     """The patient claim decides the link at every sign-in, unless an administrator decided it.
 
-    An account that is no longer a patient at the provider loses its link, an administrator's too:
-    a chart is never tied to someone without the patient role.
+    An administrator's link or unlink stands whatever later sign-ins say; a link opens a chart only
+    while the account has the patient role (the policy checks both), so an account that loses the role
+    at the provider reaches nothing, and one that regains it finds the administrator's decision intact.
+    A link the claim made goes with the role.
     """
+    if user.linked_by_admin:
+        return
     if not user.has_role("patient"):
         user.patient_id = user.patient_link_source = None
-    elif not user.linked_by_admin:
+    else:
         user.patient_id, user.patient_link_source = _claimed_chart(claim, match), LINKED_BY_CLAIM
 
 

@@ -247,9 +247,19 @@ def test_an_administrators_decision_stands_over_a_wrong_or_right_claim(stack: St
         ("admin.patient.unlinked", second_chart, "Account belongs to a relative"),
     ]
 
-    # Her claim still names RC-100004, but the administrator's unlinking stands.
+    # Her claim still names RC-100004, but the administrator's unlinking stands ...
     rita_again = signed_in(stack.by_mrn, "npm-right-claim")
     assert me(stack.by_mrn, rita_again)["patient_id"] is None
+    # ... even across a sign-in without the patient role (removed at the provider for a while, then back).
+    stack.idp.accounts["npm-right-claim"]["roles"] = []
+    stack.idp.restart()
+    try:
+        assert me(stack.by_mrn, signed_in(stack.by_mrn, "npm-right-claim"))["roles"] == []
+    finally:
+        stack.idp.accounts["npm-right-claim"]["roles"] = ["patient"]
+        stack.idp.restart()
+    assert me(stack.by_mrn, signed_in(stack.by_mrn, "npm-right-claim"))["patient_id"] is None
+    assert link_state(stack, adam, rita_id) == "Not linked (unlinked by an administrator)"
 
 
 @pytest.mark.parametrize("form, status, code, message", [
