@@ -27,6 +27,8 @@ from portal.models import LoginSession, User
 from portal.request_fields import wants_json
 from portal.signals import sessions_ended
 
+# A provider clock within this of ours is taken as is (its whole-second claims and the token's trip blur less).
+CLOCK_SKEW_TOLERANCE = timedelta(seconds=5)
 TOUCH_EVERY = timedelta(seconds=60)  # a read writes nothing but its audit entry, bar this once a minute
 # Why a session ended, as the sign-in page and the pages' live connections say it.
 SIGNED_OUT_MESSAGES = {
@@ -128,15 +130,25 @@ def revoked_in_this_browser() -> bool:
     return login is not None and login.end_reason == "revoked"
 
 
-def signed_in_since_revocation(user: User, id_claims: Mapping[str, Any]) -> bool:
-    """After a revocation, only a sign-in made at the provider since then counts."""
+def signed_in_since_revocation(user: User, id_claims: Mapping[str, Any], now: datetime | None = None) -> bool:
+    """After a revocation, only a sign-in made at the provider since then counts.
+
+    ``auth_time`` is on the provider's clock, which may be minutes off ours. The token's ``iat`` (issued
+    moments ago, on the same clock) tells how far off: past a small tolerance, ``auth_time`` is moved onto
+    our clock before it is compared with the revocation.
+    """
     if user.sessions_not_before is None:
         return True
-    auth_time = claim_time(id_claims.get("auth_time"))
+    auth_time, issued = claim_time(id_claims.get("auth_time")), claim_time(id_claims.get("iat"))
+    if auth_time is None or issued is None:
+        return False
+    skew = (now or datetime.now(timezone.utc)) - issued  # our clock minus the provider's, and the token's trip
+    if abs(skew) > CLOCK_SKEW_TOLERANCE:
+        auth_time += skew
     # auth_time has whole seconds: a sign-in counts from the first whole second after the revocation.
     not_before = user.sessions_not_before
     first_second = not_before.replace(microsecond=0) + timedelta(seconds=1 if not_before.microsecond else 0)
-    return auth_time is not None and auth_time >= first_second
+    return auth_time >= first_second
 
 
 def claim_time(value: object) -> datetime | None:

@@ -240,3 +240,41 @@ def without_portal_cookie(browser: requests.Session) -> requests.Session:
         if cookie.name != "portal":
             cleared.cookies.set_cookie(cookie)
     return cleared
+
+
+# --- a provider whose clock is off ours --------------------------------------------------------------------------
+
+@pytest.fixture
+def skewed(tmp_path, request) -> Iterator[Stack]:
+    """The same stack with the provider's clock ``request.param`` seconds ahead of the portal's (negative: behind)."""
+    port = free_port()
+    clients = [portal_client(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}")]
+    with NpmOidcProvider(clients, demo_accounts(), clock_skew_seconds=request.param) as idp:
+        env = portal_env(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", port,
+                         **portal_oidc_env(idp.issuer, CLIENT_ID, SECRET))
+        prepare_database(env, patients=4)
+        with PortalServer(env, port, tmp_path / "portal.log") as portal:
+            yield Stack(idp, portal)
+
+
+@pytest.mark.parametrize("skewed", [-120], indirect=True)
+def test_a_provider_clock_behind_ours_does_not_lock_anyone_out(skewed: Stack) -> None:
+    laptop, phone = signed_in(skewed, "demo-alice"), signed_in(skewed, "demo-alice")
+    end_from_elsewhere(skewed, phone, laptop)
+    after_this_second()
+    desktop = requests.Session()
+    location, _ = first_redirect(skewed, desktop)
+    answer = password_then_back(skewed, desktop, at_provider(desktop, location), "demo-alice")
+    assert answer.status_code == 302 and me(skewed, desktop).status_code == 200
+
+
+@pytest.mark.parametrize("skewed", [120], indirect=True)
+def test_a_provider_clock_ahead_of_ours_does_not_let_the_lost_laptop_back_in(skewed: Stack) -> None:
+    laptop = signed_in(skewed, "demo-okafor")
+    end_all_as_admin(skewed, me(skewed, laptop).json()["id"])
+    laptop = without_portal_cookie(laptop)
+    after_this_second()
+    location, _ = first_redirect(skewed, laptop)
+    landed = at_provider(laptop, location)
+    assert asks_for_password(landed), "the provider's remembered sign-in from before the revocation was let in"
+    assert me(skewed, laptop).status_code == 401

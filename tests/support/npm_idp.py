@@ -63,6 +63,7 @@ class NpmOidcProvider:
         claims: dict[str, list[str]] | None = None,
         acr_values: list[str] | None = None,
         login_acr: str | None = None,
+        clock_skew_seconds: float = 0,
         startup_timeout: float = 20.0,
     ) -> None:
         self.clients = clients
@@ -71,6 +72,7 @@ class NpmOidcProvider:
         self.claims = claims
         self.acr_values = acr_values or []
         self.login_acr = login_acr
+        self.clock_skew_seconds = clock_skew_seconds  # the provider's clock this far ahead (or behind) of ours
         self.startup_timeout = startup_timeout
         self.issuer = ""
         self._port = 0
@@ -143,9 +145,11 @@ class NpmOidcProvider:
         config_path.write_text(json.dumps(config))
         self._stderr = tmp / "stderr.log"
         with self._stderr.open("w") as err:
+            skew = ["--import", str(PROVIDER_DIR / "skew.mjs")] if self.clock_skew_seconds else []
             self._proc = subprocess.Popen(
-                ["node", str(PROVIDER_DIR / "server.mjs"), str(config_path)],
+                ["node", *skew, str(PROVIDER_DIR / "server.mjs"), str(config_path)],
                 cwd=PROVIDER_DIR,
+                env={**os.environ, "CLOCK_SKEW_MS": str(int(self.clock_skew_seconds * 1000))},
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
