@@ -1,8 +1,12 @@
 """Checks on what people send, shared by every feature that takes it: identifiers, MRNs and free text."""
 from __future__ import annotations
 
+import json
 import re
 import uuid
+from typing import Any
+
+from flask import request
 
 from portal.exceptions import InvalidInput
 
@@ -35,3 +39,15 @@ def is_storable_text(value: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def json_object() -> dict[str, Any]:
+    """The request's JSON body, which must be an object; anything else (not JSON, nested past what the
+    parser allows, a list) is refused as input, never an error of ours."""
+    try:
+        body = json.loads(request.get_data(cache=True))
+    except (ValueError, RecursionError):
+        raise InvalidInput("bad_json", "Send a JSON object.") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("bad_json", "Send a JSON object.")
+    return body

@@ -12,7 +12,7 @@ from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records import bp, serialize, service
 from portal.records.views import SEARCH_RATE_LIMIT, fhir_download, listed_by_search
-from portal.validation import parse_id
+from portal.validation import json_object, parse_id
 
 
 @bp.get("/api/v1/me")
@@ -58,12 +58,12 @@ def api_section(patient_id: str, section: str):
 @login_required
 def api_add_note(patient_id: str):
     patient_id = parse_id(patient_id)
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("bad_json", "Send a JSON object with title and text.")
+    body = json_object()
+    title, text, submission_id = body.get("title", ""), body.get("text", ""), body.get("submission_id")
+    if not (isinstance(title, str) and isinstance(text, str) and isinstance(submission_id, str | None)):
+        raise InvalidInput("bad_json", "title, text and submission_id are text.")
     authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
-    note, created = service.add_note(service.get_patient(patient_id), current_user, str(body.get("title", "")),
-                                     str(body.get("text", "")), body.get("submission_id"))
+    note, created = service.add_note(service.get_patient(patient_id), current_user, title, text, submission_id)
     if created:
         record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
     return jsonify(note=serialize.note(note), created=created), 201 if created else 200

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import engineio
 import pytest
 import requests
 import socketio
@@ -214,6 +215,22 @@ def test_every_refusal_has_its_code(portal, people, clients):
     chen.wait_for("error", count=len(cases))
     assert chen.call("history", {"conversation_id": direct, "after_seq": 0})["last_seq"] == before
     assert chen.call("history", {"conversation_id": direct, "after_seq": 0, "limit": 10_000})["ok"]
+
+
+def test_malformed_packets_from_anyone_are_refused_with_a_warning_not_an_error(portal):
+    """An anonymous client's unreadable or deeply nested packets must not fill the logs with errors."""
+    errors_before = portal.log_path.read_text(errors="replace").count('"level": "ERROR"')
+    client = engineio.Client()
+    client.connect(portal.url, transports=["websocket"], engineio_path="socket.io")
+    try:
+        for payload in ('2/chat,["history",' + "[" * 3000 + "]" * 3000 + "]", '2/chat,["history",{not json'):
+            client.send(payload)
+        time.sleep(1)
+    finally:
+        client.disconnect()
+    log = portal.log_path.read_text(errors="replace")
+    assert log.count('"level": "ERROR"') == errors_before
+    assert "malformed Socket.IO packet refused" in log
 
 
 def test_flooding_is_rate_limited(portal, people, clients):

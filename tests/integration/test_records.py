@@ -150,6 +150,16 @@ def test_a_note_that_is_not_text_is_a_400_not_a_500(portal, sessions):
     assert len(refused) >= 2
 
 
+@pytest.mark.parametrize("body", ['{"title": null, "text": null}', '{"title": ["a"], "text": {"b": 1}}',
+                                  '{"title": "t", "text": "x", "submission_id": 7}', "[" * 5000 + "]" * 5000,
+                                  '"just a string"', "not json"])
+def test_a_note_body_that_is_not_an_object_of_texts_is_a_400(portal, sessions, body):
+    chen = sessions["dr.chen"]
+    response = chen.post(portal.url + f"/api/v1/patients/{ALICE}/notes", data=body, timeout=10,
+                         headers={"X-CSRFToken": csrf_token(chen, portal.url + "/"), "Content-Type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "bad_json", response.text[:200]
+
+
 def test_patients_cannot_write_notes(portal, sessions):
     token = csrf_token(sessions["alice"], portal.url + "/chart")
     response = sessions["alice"].post(portal.url + f"/api/v1/patients/{ALICE}/notes", json={"title": "t", "text": "t"},
