@@ -25,7 +25,7 @@ FLASK := $(DEV) $(BIN)/flask --app portal
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet --require-hashes -r requirements/pip.txt
 
 # Exactly what the lock lists, each file checked against its hash; then the portal itself, resolving nothing
 # (the lock carries its build backend, so no unpinned setuptools is fetched either).
