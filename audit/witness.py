@@ -302,21 +302,20 @@ class WitnessHandler(BaseHTTPRequestHandler):
     witness: Witness
 
     def do_POST(self) -> None:  # noqa: N802 - the name http.server dispatches to
+        length = self.headers.get("Content-Length", "")
         if self.path != "/add-checkpoint":
-            self._send(Reply(404, "unknown path: the witness serves POST /add-checkpoint\n"))
+            refusal = Reply(404, "unknown path: the witness serves POST /add-checkpoint\n")
+        elif not length:
+            refusal = Reply(411, "the request needs a Content-Length\n")
+        elif not length.isdigit():
+            refusal = Reply(400, "Content-Length is not a whole number\n")
+        elif int(length) > MAX_BODY_BYTES:
+            refusal = Reply(413, f"the request body is larger than {MAX_BODY_BYTES} bytes\n")
+        else:
+            self._send(self.witness.add_checkpoint(self.rfile.read(int(length))))
             return
-        length = self.headers.get("Content-Length")
-        if length is None:
-            self._send(Reply(411, "the request needs a Content-Length\n"))
-            return
-        if not length.isdigit():
-            self._send(Reply(400, "Content-Length is not a whole number\n"))
-            return
-        if int(length) > MAX_BODY_BYTES:
-            self.close_connection = True
-            self._send(Reply(413, f"the request body is larger than {MAX_BODY_BYTES} bytes\n"))
-            return
-        self._send(self.witness.add_checkpoint(self.rfile.read(int(length))))
+        self.close_connection = True  # the body was not read, so the connection cannot carry another request
+        self._send(refusal)
 
     def do_GET(self) -> None:  # noqa: N802 - the name http.server dispatches to
         match = _ORIGIN_PATH.fullmatch(self.path)

@@ -128,6 +128,8 @@ def _cosigned(note: Note, checkpoint: Checkpoint, body: bytes, witness: Verifier
         verified = Note(note.text, tuple(lines)).verify([witness])
         cosignature = verified[0]
         timestamp = cosignature_timestamp(cosignature)
+        if timestamp == 0:
+            raise NoteError("a witness cosignature must carry a non-zero time")
     except (UnicodeDecodeError, NoteError) as exc:
         raise WitnessAnswerError(f"the witness answer is not a valid cosignature by {witness.key()}: {exc}") from None
     return Cosigned(checkpoint, cosignature, timestamp, note.with_signatures([cosignature]).encode())

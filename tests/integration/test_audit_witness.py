@@ -6,6 +6,9 @@ against one growing log, as a portal would submit its checkpoints.
 from __future__ import annotations
 
 import hashlib
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,7 +24,7 @@ from audit.witness_client import (
     add_checkpoint,
     request_body,
 )
-from tests.conftest import free_port
+from tests.conftest import IN_CI, free_port
 from tests.support.tlog import MemoryLog
 from tests.support.witness_process import WitnessProcess, audit_cli
 
@@ -95,6 +98,13 @@ def test_a_malformed_body_is_400(witness, body):
     assert answer.text.strip()
 
 
+def test_oversized_bodies_unknown_paths_and_missing_lengths_are_refused(witness):
+    assert post(witness, b"x" * (64 * 1024 + 1)).status_code == 413
+    assert requests.post(f"{witness.url}/elsewhere", data=b"old 0\n\n", timeout=10).status_code == 404
+    chunked = requests.post(f"{witness.url}/add-checkpoint", data=iter([b"old 0\n\n"]), timeout=10)
+    assert chunked.status_code == 411
+
+
 def test_a_forged_log_signature_is_403(witness, log):
     impostor = NoteSigner(log.origin, SigningKey.generate())
     forged = Checkpoint(log.origin, 50, hashlib.sha256(b"forged").digest()).sign(impostor)
@@ -128,7 +138,8 @@ def test_the_monitoring_path_serves_the_latest_cosigned_checkpoint(witness, log)
 
 
 def test_the_state_survives_a_restart_of_the_witness_process(witness, log):
-    witness.restart()
+    assert witness.stop() == 0
+    witness.start()
     with pytest.raises(WitnessConflict) as conflict:
         add_checkpoint(witness.url, log.checkpoint(), 0, [], witness.verifier)
     assert conflict.value.latest_size == 33
@@ -165,3 +176,21 @@ def test_witness_keygen_prints_a_cosigner_verifier_key_and_refuses_to_overwrite(
     assert first.stdout.startswith("w.test/a+")
     again = audit_cli("witness-keygen", "--name", "w.test/a", "--out", str(tmp_path / "k"))
     assert again.returncode == 2
+
+
+def test_node_crypto_verifies_the_witness_cosignature_from_the_spec_alone(witness, log, tmp_path):
+    if shutil.which("node") is None:
+        if IN_CI:
+            pytest.fail("CI must check the cosignature with node")
+        pytest.skip("needs node")
+    log.append(2)
+    cosigned = add_checkpoint(witness.url, log.checkpoint(), log.size - 2, log.proof(log.size - 2), witness.verifier)
+    (tmp_path / "note").write_text(cosigned.note, encoding="utf-8")
+    check = [shutil.which("node"), str(Path(__file__).parents[1] / "support" / "cosignature_check.mjs")]
+    good = subprocess.run([*check, witness.verifier.vkey(), str(tmp_path / "note")], capture_output=True, text=True,
+                          timeout=60)
+    assert (good.returncode, good.stdout.strip()) == (0, str(cosigned.timestamp))
+    (tmp_path / "note").write_text(cosigned.note.replace(f"\n{log.size}\n", f"\n{log.size + 1}\n"), encoding="utf-8")
+    forged = subprocess.run([*check, witness.verifier.vkey(), str(tmp_path / "note")], capture_output=True,
+                            text=True, timeout=60)
+    assert forged.returncode == 1

@@ -5,6 +5,8 @@ import base64
 import hashlib
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -180,6 +182,25 @@ def test_a_truncated_checkpoint_in_the_request_is_400(witness, log):
     with pytest.raises(RequestError) as refused:
         AddCheckpoint.parse(request_body(log.checkpoint()[:-10], 0, []))
     assert refused.value.reply.status == 400
+
+
+def test_of_two_concurrent_submissions_from_the_same_old_size_exactly_one_is_cosigned(witness, log):
+    log.append(4)
+    submit(witness, log, 0)
+    fork = MemoryLog(log.origin, log.signer)
+    fork.append(4)
+    log.append(3)
+    fork.append(5, tag="fork")
+    bodies = [request_body(log.checkpoint(), 4, log.proof(4)), request_body(fork.checkpoint(), 4, fork.proof(4))]
+    start = threading.Barrier(2)
+
+    def send(body: bytes):
+        start.wait()
+        return witness.add_checkpoint(body)
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = sorted(reply.status for reply in pool.map(send, bodies))
+    assert statuses == [200, 409]
 
 
 def test_the_state_survives_a_new_witness_on_the_same_file(cosigner, log, state_path):
