@@ -1,4 +1,4 @@
-"""Command line for auditors and operators: `python -m audit verify|export|keygen`.
+"""Command line for auditors and operators: `python -m audit verify|export|keygen|witness|witness-keygen`.
 
 Exit status: 0 when everything verified (or the export/key was written), 1 when tampering
 was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -20,6 +21,7 @@ from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_js
 from audit.filters import AuditFilter
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
 from audit.verify import VerifyReport, verify_file, verify_store
+from audit.witness import WitnessStateError, run, write_witness_key
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
 
@@ -70,6 +72,21 @@ def _parser() -> argparse.ArgumentParser:
 
     keygen = commands.add_parser("keygen", help="write a new Ed25519 signing key (PEM) and its public key")
     keygen.add_argument("-o", "--output", metavar="FILE", required=True, help="private key; FILE.pub gets the public key")
+
+    witness = commands.add_parser("witness", help="run a C2SP tlog-witness (POST /add-checkpoint) for the audit log")
+    witness.add_argument("--key", metavar="FILE", required=True, help="cosigner key written by witness-keygen")
+    witness.add_argument("--state", metavar="FILE", required=True,
+                         help="the witness's own state file (created if missing; never the portal's database)")
+    witness.add_argument("--log-key", metavar="VKEY", action="append", required=True,
+                         help="verifier key of a log it witnesses, name+keyid+base64 (the name is the log's "
+                              "origin); repeat for more logs or keys")
+    witness.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    witness.add_argument("--port", type=int, required=True, help="port to listen on (0: any free port)")
+
+    witness_keygen = commands.add_parser("witness-keygen",
+                                         help="write a new witness cosigner key and print its verifier key")
+    witness_keygen.add_argument("--name", required=True, help="the witness's key name, e.g. witness.example/w1")
+    witness_keygen.add_argument("--out", metavar="FILE", required=True, help="key file to create (owner-only)")
     return parser
 
 
@@ -142,14 +159,26 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen}
+def _witness(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(args.key, args.state, args.log_key, args.host, args.port)
+    return EXIT_OK
+
+
+def _witness_keygen(args: argparse.Namespace) -> int:
+    print(write_witness_key(args.name, args.out).vkey())
+    return EXIT_OK
+
+
+COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "witness": _witness,
+            "witness-keygen": _witness_keygen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (OSError, ValueError, sa.exc.SQLAlchemyError) as exc:
+    except (OSError, ValueError, WitnessStateError, sa.exc.SQLAlchemyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -116,6 +116,13 @@ class SigningKey:
     def public_raw_b64(self) -> str:
         return self.verify_key.raw_b64()
 
+    def private_raw_b64(self) -> str:
+        """The raw 32-byte Ed25519 seed in base64, the form `from_raw_b64` reads back."""
+        raw = self._key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return base64.b64encode(raw).decode("ascii")
+
     def __repr__(self) -> str:
         return f"SigningKey(key_id={self.key_id!r})"
 
