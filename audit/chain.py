@@ -26,6 +26,15 @@ from audit.events import AuditEvent, format_time, parse_time, utcnow
 GENESIS_HASH = "0" * 64
 
 
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads``, with nesting too deep for the parser reported as the ValueError any other
+    malformed input raises: a hostile file must get "malformed", never a crash."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted-key compact UTF-8 JSON: the single byte form that is hashed and signed."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

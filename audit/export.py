@@ -16,14 +16,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import combinations
 from typing import Any
 
-from audit.chain import Checkpoint, Entry, SigningKey, VerifyKey, canonical_json
+from audit.chain import Checkpoint, Entry, SigningKey, VerifyKey, canonical_json, parse_json
 from audit.events import AuditEvent, format_time, parse_time, utcnow
 from audit.filters import AuditFilter
 
@@ -260,7 +259,7 @@ def entry_from_csv_row(row: Mapping[str, str]) -> Entry:
 
 
 def _json_object(text: str) -> dict[str, Any]:
-    value = json.loads(text)
+    value = parse_json(text)
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value

@@ -87,6 +87,19 @@ def test_jsonl_export_verifies_and_an_edit_fails(sqlite_with_log, key_files, tmp
     assert tampered.stdout.startswith("FAILED: edited at position 11")
 
 
+def test_a_line_nested_past_what_the_parser_reads_is_reported_malformed_not_a_crash(sqlite_with_log, key_files,
+                                                                                     tmp_path):
+    out = tmp_path / "export.jsonl"
+    assert _cli("export", "--db", sqlite_with_log, "--format", "jsonl", "--signing-key", str(key_files[0]),
+                "-o", str(out)).returncode == 0
+    lines = out.read_text().splitlines(keepends=True)
+    lines[5] = '{"type":"entry","details":' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    out.write_text("".join(lines))
+    result = _cli("verify", str(out), "--public-key", str(key_files[1]), "--checkpoint-every", "40")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stdout.startswith("FAILED: malformed at position 6") and "nested too deeply" in result.stdout
+
+
 def test_a_full_jsonl_export_without_its_checkpoints_fails(sqlite_with_log, key_files, tmp_path):
     """The manifest signs the entries, not the checkpoints: dropping them must still be noticed."""
     out = tmp_path / "export.jsonl"
