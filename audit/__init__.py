@@ -30,6 +30,7 @@ from audit.export import (
     fhir_audit_event,
 )
 from audit.filters import AuditFilter
+from audit.group_commit import GroupCommit
 from audit.queries import AuditQueries, Page
 from audit.schema import (
     APPEND_ONLY_DDL,
@@ -61,6 +62,7 @@ __all__ = [
     "Entry",
     "ExportDigest",
     "ExportManifest",
+    "GroupCommit",
     "JsonlAuditStore",
     "MalformedEntryError",
     "Page",

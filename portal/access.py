@@ -109,7 +109,7 @@ def _event(action: Action, outcome: str, *, details: Mapping | None = None, acto
 
 def _append(events: list[AuditEvent]) -> None:
     try:
-        entries = services.audit_store().append_many(events)
+        entries = services.audit_appender().append_many(events)
     except AuditWriteError as exc:
         current_app.extensions[LAST_AUDIT_FAILURE] = time.monotonic()
         AUDIT_FAILURES.inc()
