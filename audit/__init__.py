@@ -1,4 +1,5 @@
-"""Tamper-evident audit log: hash-chained events, signed checkpoints, verification and exports.
+"""Tamper-evident audit log: hash-chained events in an RFC 9162 Merkle tree, signed checkpoints,
+proofs, verification and exports.
 
 Importable without Flask or the portal, so auditors can verify logs and exports on their
 own machines with `python -m audit verify`.
@@ -15,7 +16,7 @@ from audit.chain import (
     load_signing_key,
     load_verify_key,
 )
-from audit.errors import AuditWriteError, CannotVerify, MalformedEntryError
+from audit.errors import AuditWriteError, CannotVerify, MalformedEntryError, TreeError
 from audit.events import OUTCOMES, AuditEvent, storable
 from audit.export import (
     CSV_COLUMNS,
@@ -31,12 +32,14 @@ from audit.export import (
 )
 from audit.filters import AuditFilter
 from audit.group_commit import GroupCommit
+from audit.merkle import ProofError
 from audit.queries import AuditQueries, Page
 from audit.schema import (
     APPEND_ONLY_DDL,
     DROP_APPEND_ONLY_DDL,
     audit_checkpoint,
     audit_entry,
+    audit_tree_node,
     create_tables,
     install_append_only_guard,
     metadata,
@@ -67,12 +70,15 @@ __all__ = [
     "MalformedEntryError",
     "Page",
     "Problem",
+    "ProofError",
     "SigningKey",
     "SqlAuditStore",
+    "TreeError",
     "VerifyKey",
     "VerifyReport",
     "audit_checkpoint",
     "audit_entry",
+    "audit_tree_node",
     "canonical_json",
     "compute_entry_hash",
     "create_tables",

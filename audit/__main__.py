@@ -1,12 +1,18 @@
-"""Command line for auditors and operators: `python -m audit verify|export|keygen|witness|witness-keygen`.
+"""Command line for auditors and operators: `python -m audit verify|export|keygen|prove-inclusion|
+prove-consistency|witness|witness-keygen`.
 
-Exit status: 0 when everything verified (or the export/key was written), 1 when tampering
+Exit status: 0 when everything verified (or the export/key/proof was written), 1 when tampering
 was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
 does not know, a CSV or FHIR NDJSON export without its manifest).
+
+Proofs are printed as JSON in RFC 9162 form (§4.12, §4.13 field names: tree_size, leaf_index,
+inclusion_path; tree_size_1, tree_size_2, consistency_path) with every hash in standard base64,
+as Certificate Transparency's JSON API and C2SP checkpoints write them.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import logging
 import sys
@@ -16,7 +22,9 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from tqdm import tqdm
 
+from audit import merkle
 from audit.chain import SigningKey, VerifyKey, canonical_json, load_signing_key, load_verify_key
+from audit.errors import TreeError
 from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
 from audit.filters import AuditFilter
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
@@ -36,6 +44,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 0")
     return value
 
 
@@ -87,6 +102,17 @@ def _parser() -> argparse.ArgumentParser:
                                          help="write a new witness cosigner key and print its verifier key")
     witness_keygen.add_argument("--name", required=True, help="the witness's key name, e.g. witness.example/w1")
     witness_keygen.add_argument("--out", metavar="FILE", required=True, help="key file to create (owner-only)")
+    inclusion = commands.add_parser("prove-inclusion", help="RFC 9162 inclusion proof of one entry (JSON, base64 hashes)")
+    inclusion.add_argument("--db", metavar="URL", required=True)
+    inclusion.add_argument("--index", metavar="I", type=_non_negative_int, required=True,
+                           help="leaf index: the entry with seq I + 1")
+    inclusion.add_argument("--size", metavar="N", type=_positive_int, help="tree size (default: the whole log)")
+
+    consistency = commands.add_parser("prove-consistency",
+                                      help="RFC 9162 consistency proof between two tree sizes (JSON, base64 hashes)")
+    consistency.add_argument("--db", metavar="URL", required=True)
+    consistency.add_argument("--old", metavar="M", type=_positive_int, required=True)
+    consistency.add_argument("--new", metavar="N", type=_positive_int, help="default: the whole log")
     return parser
 
 
@@ -170,14 +196,56 @@ def _witness_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "witness": _witness,
-            "witness-keygen": _witness_keygen}
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _print_json(value: dict) -> int:
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def _prove_inclusion(args: argparse.Namespace) -> int:
+    store = SqlAuditStore(sa.create_engine(args.db), None)
+    size = args.size or store.tree_size()
+    path = store.inclusion_proof(args.index, size)
+    entry = next(store.iter_entries(after_seq=args.index), None)
+    leaf = store.leaf_hash(args.index)
+    if entry is None or entry.seq != args.index + 1 or entry.leaf_hash() != leaf:
+        raise TreeError(f"the stored leaf hash of index {args.index} is not the hash of entry seq {args.index + 1}")
+    root = store.root(size)
+    merkle.verify_inclusion(args.index, size, leaf, path, root)
+    return _print_json({
+        "tree_size": size, "leaf_index": args.index, "root_hash": _b64(root), "leaf_hash": _b64(leaf),
+        "inclusion_path": [_b64(digest) for digest in path],
+        "entry": json.loads(entry.leaf_data()),  # its canonical JSON is the leaf's data
+    })
+
+
+def _prove_consistency(args: argparse.Namespace) -> int:
+    store = SqlAuditStore(sa.create_engine(args.db), None)
+    new = args.new or store.tree_size()
+    path = store.consistency_proof(args.old, new)
+    old_root, new_root = store.root(args.old), store.root(new)
+    merkle.verify_consistency(args.old, new, path, old_root, new_root)
+    return _print_json({
+        "tree_size_1": args.old, "tree_size_2": new, "root_hash_1": _b64(old_root), "root_hash_2": _b64(new_root),
+        "consistency_path": [_b64(digest) for digest in path],
+    })
+
+
+COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "prove-inclusion": _prove_inclusion,
+            "prove-consistency": _prove_consistency, "witness": _witness, "witness-keygen": _witness_keygen}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except (TreeError, merkle.ProofError) as exc:
+        print(f"tampered: {exc}", file=sys.stderr)
+        return EXIT_TAMPERED
     except (OSError, ValueError, WitnessStateError, sa.exc.SQLAlchemyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,4 +1,4 @@
-"""The hash chain and its signed checkpoints.
+"""The hash chain and its signed checkpoints (and each entry's Merkle leaf, see audit/merkle.py).
 
 Each entry hashes its own sequence number, its predecessor's hash and its event, so editing,
 removing, inserting or reordering entries breaks the chain. A chain alone cannot reveal a
@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from audit.events import AuditEvent, format_time, parse_time, utcnow
+from audit.merkle import leaf_hash as merkle_leaf_hash
 
 GENESIS_HASH = "0" * 64
 
@@ -196,6 +197,17 @@ class Entry:
 
     def hash_ok(self) -> bool:
         return self.recompute_hash() == self.entry_hash
+
+    def leaf_data(self) -> bytes:
+        """What this entry is in the Merkle tree (audit/merkle.py), at leaf index seq - 1.
+
+        Canonical JSON of {seq, event}: the chain fields prev_hash and entry_hash are left out,
+        so the tree does not depend on the chain, which it is meant to replace.
+        """
+        return canonical_json({"seq": self.seq, "event": self.event.to_dict()})
+
+    def leaf_hash(self) -> bytes:
+        return merkle_leaf_hash(self.leaf_data())
 
     def to_record(self) -> dict[str, Any]:
         """The JSONL form, shared by the file store and JSONL exports."""

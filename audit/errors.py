@@ -17,3 +17,7 @@ class MalformedEntryError(ValueError):
 
 class CannotVerify(ValueError):
     """A file the verifier cannot check at all (unknown format, no manifest): neither intact nor tampered."""
+
+
+class TreeError(RuntimeError):
+    """The stored Merkle tree lacks a hash it must have, or does not match the entries: evidence of damage."""

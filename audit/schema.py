@@ -5,6 +5,7 @@ the trigger DDL without pulling in anything else.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -77,7 +78,18 @@ audit_checkpoint = sa.Table(
     sa.Column("public_key", sa.Text()),
 )
 
-AUDIT_TABLES = (audit_entry.name, audit_checkpoint.name)
+audit_tree_node = sa.Table(
+    "audit_tree_node",
+    metadata,
+    # The RFC 9162 hash of the perfect subtree of 2**level leaves starting at leaf idx * 2**level
+    # (audit/merkle.py); level 0 holds the leaf hashes. Written in the transaction that appends the
+    # entries that complete it, never changed; any tree hash or proof reads O(log n) of these rows.
+    sa.Column("level", sa.SmallInteger(), primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+AUDIT_TABLES = (audit_entry.name, audit_checkpoint.name, audit_tree_node.name)
 
 # No '%' anywhere: DB-API drivers would read it as a parameter placeholder.
 _REJECT_FUNCTION = """
@@ -91,9 +103,9 @@ $$
 """
 
 
-def _postgres_guard() -> tuple[str, ...]:
+def _postgres_guard(tables: Sequence[str] = AUDIT_TABLES) -> tuple[str, ...]:
     statements = [_REJECT_FUNCTION]
-    for table in AUDIT_TABLES:
+    for table in tables:
         statements += [
             f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}",
             f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
@@ -105,29 +117,31 @@ def _postgres_guard() -> tuple[str, ...]:
     return tuple(statements)
 
 
-def _sqlite_guard() -> tuple[str, ...]:
+def _sqlite_guard(tables: Sequence[str] = AUDIT_TABLES) -> tuple[str, ...]:
     # SQLite has no TRUNCATE; a bare DELETE is covered by the delete trigger.
     return tuple(
         f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
         f"BEGIN SELECT RAISE(ABORT, 'audit log is append-only: {op} on {table} rejected'); END"
-        for table in AUDIT_TABLES
+        for table in tables
         for op in ("UPDATE", "DELETE")
     )
 
 
+def _drop_ddl(tables: Sequence[str] = AUDIT_TABLES) -> dict[str, tuple[str, ...]]:
+    return {
+        "postgresql": tuple(
+            f"DROP TRIGGER IF EXISTS {table}_{name} ON {table}"
+            for table in tables
+            for name in ("append_only", "no_truncate")
+        )
+        + ("DROP FUNCTION IF EXISTS audit_reject_change()",),
+        "sqlite": tuple(f"DROP TRIGGER IF EXISTS {table}_no_{op}" for table in tables for op in ("update", "delete")),
+    }
+
+
 APPEND_ONLY_DDL: dict[str, tuple[str, ...]] = {"postgresql": _postgres_guard(), "sqlite": _sqlite_guard()}
 
-DROP_APPEND_ONLY_DDL: dict[str, tuple[str, ...]] = {
-    "postgresql": tuple(
-        f"DROP TRIGGER IF EXISTS {table}_{name} ON {table}"
-        for table in AUDIT_TABLES
-        for name in ("append_only", "no_truncate")
-    )
-    + ("DROP FUNCTION IF EXISTS audit_reject_change()",),
-    "sqlite": tuple(
-        f"DROP TRIGGER IF EXISTS {table}_no_{op}" for table in AUDIT_TABLES for op in ("update", "delete")
-    ),
-}
+DROP_APPEND_ONLY_DDL: dict[str, tuple[str, ...]] = _drop_ddl()
 
 
 def _run(connection: sa.Connection, ddl: dict[str, tuple[str, ...]]) -> None:
@@ -138,23 +152,23 @@ def _run(connection: sa.Connection, ddl: dict[str, tuple[str, ...]]) -> None:
         connection.exec_driver_sql(statement)
 
 
-def install_append_only_guard(connection: sa.Connection) -> None:
+def install_append_only_guard(connection: sa.Connection, tables: Sequence[str] = AUDIT_TABLES) -> None:
     """Make UPDATE, DELETE (and TRUNCATE on PostgreSQL) of audit rows fail inside the database.
 
-    The hash chain detects tampering after the fact; the triggers stop accidental or
-    casual edits from happening at all. Idempotent; call it from migrations with
-    `install_append_only_guard(op.get_bind())`.
+    The hashes detect tampering after the fact; the triggers stop accidental or casual edits
+    from happening at all. Idempotent; a migration names the tables that exist at its revision:
+    `install_append_only_guard(op.get_bind(), ("audit_entry", "audit_checkpoint"))`.
     """
-    _run(connection, APPEND_ONLY_DDL)
+    _run(connection, {"postgresql": _postgres_guard(tables), "sqlite": _sqlite_guard(tables)})
 
 
-def remove_append_only_guard(connection: sa.Connection) -> None:
-    """Drop the triggers again, for a migration's downgrade."""
-    _run(connection, DROP_APPEND_ONLY_DDL)
+def remove_append_only_guard(connection: sa.Connection, tables: Sequence[str] = AUDIT_TABLES) -> None:
+    """Drop the triggers again (a migration's downgrade; tamper tests playing an attacker)."""
+    _run(connection, _drop_ddl(tables))
 
 
 def create_tables(engine: sa.Engine) -> None:
-    """Create both audit tables and their guard for standalone use (tests, CLI, bench)."""
+    """Create the audit tables and their guard for standalone use (tests, CLI, bench)."""
     with engine.begin() as connection:
         metadata.create_all(connection)
         install_append_only_guard(connection)

@@ -1,8 +1,17 @@
 """Append-only audit stores: a SQL store for the portal and a JSONL file store.
 
-Both serialise appends (one writer extends the chain at a time, across threads and
+Both serialise appends (one writer extends the log at a time, across threads and
 processes), so no entry is lost or duplicated and every entry links to its true
 predecessor. Every write failure surfaces as AuditWriteError so callers can fail closed.
+
+Each entry is at once a link of the hash chain (prev_hash, entry_hash: kept during the move to
+the Merkle tree, to be removed by a later step) and a leaf of the RFC 9162 Merkle tree
+(audit/merkle.py), whose stored hashes the SQL store writes in the same transaction as the
+entries (audit/tree.py). Both stores answer tree_size, root, inclusion_proof and
+consistency_proof.
+
+Long because the interface and its two implementations belong together: each store's locking,
+retry and tail-reading code is specific to it, and the tree's storage is already apart (tree.py).
 """
 from __future__ import annotations
 
@@ -11,18 +20,19 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from audit import merkle, tree
 from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_json, parse_json
-from audit.errors import AuditWriteError, MalformedEntryError
+from audit.errors import AuditWriteError, MalformedEntryError, TreeError
 from audit.events import AuditEvent
 from audit.filters import AuditFilter
 from audit.queries import EVENT_COLUMNS, AuditQueries, entry_from_row, filter_clauses
-from audit.schema import audit_checkpoint, audit_entry
+from audit.schema import audit_checkpoint, audit_entry, audit_tree_node
 
 # pg_advisory_xact_lock key shared by every portal process: ASCII "AUDIT".
 ADVISORY_LOCK_KEY = 0x4155444954
@@ -82,6 +92,42 @@ class AuditStore(ABC):
 
         Writes nothing, so a readiness probe may call it every few seconds.
         """
+
+    @abstractmethod
+    def tree_size(self) -> int:
+        """Number of leaves in the Merkle tree (entries it covers)."""
+
+    @abstractmethod
+    def _read_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
+        """Stored subtree hashes by (level, index), as audit.merkle.HashReader; TreeError if one is missing."""
+
+    def root(self, size: int | None = None) -> bytes:
+        """RFC 9162 root of the first `size` entries (default: all)."""
+        size = self._checked_size(size)
+        return merkle.root(size, self._read_hashes)
+
+    def leaf_hash(self, index: int) -> bytes:
+        """The stored leaf hash of entry seq index + 1."""
+        self._checked_size(index + 1)
+        return self._read_hashes([(0, index)])[0]
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of leaf `index` (entry seq index + 1) in the tree of `size` entries."""
+        self._checked_size(size)
+        return merkle.inclusion_proof(index, size, self._read_hashes)
+
+    def consistency_proof(self, old: int, new: int) -> list[bytes]:
+        """RFC 9162 consistency proof from the tree of `old` entries to that of `new` entries."""
+        self._checked_size(new)
+        return merkle.consistency_proof(old, new, self._read_hashes)
+
+    def _checked_size(self, size: int | None) -> int:
+        stored = self.tree_size()
+        if size is None:
+            return stored
+        if not 0 <= size <= stored:
+            raise ValueError(f"the audit tree has {stored} entries, so no tree of size {size}")
+        return size
 
     def _key(self) -> SigningKey:
         if self.signing_key is None:
@@ -190,11 +236,14 @@ class SqlAuditStore(AuditStore, AuditQueries):
         seq, head_hash = self._read_head(conn)
         entry = Entry.create(seq + 1, head_hash, AuditEvent(action="audit.probe", outcome="allowed"))
         conn.execute(audit_entry.insert(), entry_to_row(entry))
+        conn.execute(audit_tree_node.insert(), {"level": 0, "idx": seq, "hash": entry.leaf_hash()})
         conn.execute(audit_checkpoint.insert(), _checkpoint_row(Checkpoint.sign(entry.seq, entry.entry_hash, self._key())))
 
     def _append_locked(self, conn: sa.Connection, events: list[AuditEvent]) -> list[Entry]:
-        entries, checkpoints = self._extend(self._read_head(conn), events)
+        head = self._read_head(conn)
+        entries, checkpoints = self._extend(head, events)
         conn.execute(audit_entry.insert(), [entry_to_row(entry) for entry in entries])
+        tree.extend(conn, head[0], entries)
         for checkpoint in checkpoints:
             conn.execute(audit_checkpoint.insert(), _checkpoint_row(checkpoint))
         return entries
@@ -282,6 +331,13 @@ class SqlAuditStore(AuditStore, AuditQueries):
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(audit_entry)
                                 .where(audit_entry.c.seq <= seq)).scalar_one()
+    def tree_size(self) -> int:
+        with self.engine.connect() as conn:
+            return tree.stored_size(conn)
+
+    def _read_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
+        with self.engine.connect() as conn:
+            return tree.read_hashes(conn, addresses)
 
     def iter_entries(self, after_seq: int = 0, filter: AuditFilter | None = None) -> Iterator[Entry]:
         """Keyset-paged reads: constant memory, and no transaction held open between pages."""
@@ -443,6 +499,24 @@ class JsonlAuditStore(AuditStore):
     def iter_checkpoints(self) -> Iterator[Checkpoint]:
         for record in self._records("checkpoint"):
             yield Checkpoint.from_record(record)
+
+    def tree_size(self) -> int:
+        return self.count()
+
+    def _read_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
+        """The file stores no tree: each call re-hashes the leaves, O(n) (fine for the small logs it serves)."""
+        leaves = []
+        for expected_seq, entry in enumerate(self.iter_entries(), start=1):
+            if entry.seq != expected_seq:
+                raise TreeError(f"audit entry seq {entry.seq} where {expected_seq} belongs: the tree cannot be built")
+            leaves.append(entry.leaf_hash())
+        hashes = []
+        for level, index in addresses:
+            start, end = index << level, (index + 1) << level
+            if end > len(leaves):
+                raise TreeError(f"the audit log has {len(leaves)} entries, none at level {level}, index {index}")
+            hashes.append(merkle.tree_hash(leaves[start:end]))
+        return hashes
 
 
 def _interleave(entries: list[Entry], checkpoints: list[Checkpoint]) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from audit import (
     SqlAuditStore,
     audit_checkpoint,
     audit_entry,
+    audit_tree_node,
     install_append_only_guard,
     load_signing_key,
     remove_append_only_guard,
@@ -32,6 +33,7 @@ from audit import (
 )
 from audit.queries import entry_from_row
 from audit.store import entry_to_row
+from audit.tree import build_tree
 from tests.support.portal_server import ROOT, PortalServer, break_glass, running_portal, sign_in
 
 ALICE = "00000000-0000-4000-8000-000000000001"
@@ -88,7 +90,8 @@ def superuser_tampering(database_url: str) -> Iterator[sa.Connection]:
 
 
 def _remove_and_rehash(conn: sa.Connection, unwanted: Callable[[Entry], bool]) -> int:
-    """Drop the unwanted entries, renumber and re-hash the rest into a chain that links from genesis."""
+    """Drop the unwanted entries, renumber and re-hash the rest into a chain that links from genesis
+    and a Merkle tree over them (an attacker who knows the schema rebuilds both)."""
     entries = [entry_from_row(row) for row in conn.execute(sa.select(audit_entry).order_by(audit_entry.c.seq))]
     kept, prev_hash = [], GENESIS_HASH
     for entry in entries:
@@ -97,6 +100,8 @@ def _remove_and_rehash(conn: sa.Connection, unwanted: Callable[[Entry], bool]) -
             prev_hash = kept[-1].entry_hash
     conn.execute(audit_entry.delete())
     conn.execute(audit_entry.insert(), [entry_to_row(entry) for entry in kept])
+    conn.execute(audit_tree_node.delete())
+    assert build_tree(conn) == len(kept)
     return len(entries) - len(kept)
 
 

@@ -1,6 +1,6 @@
 """Several processes, each with several threads, append at once through their process's group commit
 (as the portal's workers do): nothing lost, nothing duplicated, each caller's events in its own order,
-and the chain still verifies. Runs against SQLite (file, WAL) and PostgreSQL."""
+and the chain and the Merkle tree still verify. Runs against SQLite (file, WAL) and PostgreSQL."""
 from __future__ import annotations
 
 import multiprocessing
@@ -10,6 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit import AuditEvent, GroupCommit, SigningKey, SqlAuditStore, create_tables, verify_store
+from audit.merkle import tree_hash
 
 PROCESSES = 4
 THREADS = 4
@@ -74,4 +75,5 @@ def test_concurrent_appends_from_processes_and_threads(database_url):
     report = verify_store(store, key.verify_key)
     assert report.ok, report.problem
     assert report.checkpoints_checked == TOTAL // 32
+    assert store.tree_size() == TOTAL and store.root() == tree_hash([entry.leaf_hash() for entry in entries])
     engine.dispose()

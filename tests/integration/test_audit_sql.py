@@ -21,11 +21,13 @@ from audit import (
     SqlAuditStore,
     audit_checkpoint,
     audit_entry,
+    audit_tree_node,
     create_tables,
     install_append_only_guard,
     remove_append_only_guard,
     verify_store,
 )
+from audit.schema import AUDIT_TABLES
 from audit.store import ADVISORY_LOCK_KEY, entry_to_row
 
 KEY = SigningKey.generate()
@@ -59,14 +61,14 @@ def tampering(engine: sa.Engine) -> Iterator[sa.Connection]:
     """What an attacker with database rights must do first: switch the append-only guard off."""
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE audit_entry DISABLE TRIGGER ALL")
-            conn.exec_driver_sql("ALTER TABLE audit_checkpoint DISABLE TRIGGER ALL")
+            for table in AUDIT_TABLES:
+                conn.exec_driver_sql(f"ALTER TABLE {table} DISABLE TRIGGER ALL")
         else:
             remove_append_only_guard(conn)
         yield conn
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("ALTER TABLE audit_entry ENABLE TRIGGER ALL")
-            conn.exec_driver_sql("ALTER TABLE audit_checkpoint ENABLE TRIGGER ALL")
+            for table in AUDIT_TABLES:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ENABLE TRIGGER ALL")
         else:
             install_append_only_guard(conn)
 
@@ -100,13 +102,15 @@ GUARDED_STATEMENTS = (
     "DELETE FROM audit_entry WHERE seq = 250",
     "UPDATE audit_checkpoint SET count = 1",
     "DELETE FROM audit_checkpoint",
+    "UPDATE audit_tree_node SET hash = hash WHERE level = 0",
+    "DELETE FROM audit_tree_node WHERE level = 1",
 )
 
 
 def test_append_only_guard_rejects_changes(engine, store):
     statements = GUARDED_STATEMENTS
     if engine.dialect.name == "postgresql":
-        statements += ("TRUNCATE audit_entry", "TRUNCATE audit_checkpoint")
+        statements += ("TRUNCATE audit_entry", "TRUNCATE audit_checkpoint", "TRUNCATE audit_tree_node")
     for statement in statements:
         with pytest.raises(sa.exc.DatabaseError, match="append-only"):
             with engine.begin() as conn:
@@ -200,6 +204,7 @@ def _fresh_store(engine: sa.Engine) -> SqlAuditStore:
     with tampering(engine) as conn:
         conn.execute(audit_entry.delete())
         conn.execute(audit_checkpoint.delete())
+        conn.execute(audit_tree_node.delete())
     store = SqlAuditStore(engine, KEY, checkpoint_every=100)
     for start in range(0, 250, 50):
         store.append_many(_event(i) for i in range(start, start + 50))
@@ -262,7 +267,21 @@ def _run_ddl(engine: sa.Engine, statements: dict[str, tuple[str, ...]], table: s
             conn.exec_driver_sql(statement.format(table=table))
 
 
-@pytest.mark.parametrize("table", ["audit_entry", "audit_checkpoint"])
+def test_an_append_whose_tree_hashes_cannot_be_written_keeps_none_of_its_entries(engine, store):
+    """The entries and the Merkle hashes they complete commit in one transaction, or neither does."""
+    head, size, root = store.head(), store.tree_size(), store.root()
+    _run_ddl(engine, REFUSE_INSERTS, "audit_tree_node")
+    try:
+        with pytest.raises(AuditWriteError, match="inserts refused"):
+            store.append_many(_event(i) for i in range(250, 260))
+    finally:
+        _run_ddl(engine, ALLOW_INSERTS, "audit_tree_node")
+    assert (store.head(), store.count(), store.tree_size(), store.root()) == (head, 250, size, root)
+    store.append_many(_event(i) for i in range(250, 260))
+    assert store.count() == store.tree_size() == 260 and verify_store(store, KEY.verify_key).ok
+
+
+@pytest.mark.parametrize("table", ["audit_entry", "audit_checkpoint", "audit_tree_node"])
 def test_the_write_probe_fails_like_an_append_and_keeps_nothing(engine, store, table):
     head, checkpoints = store.head(), list(store.iter_checkpoints())
     store.probe_append()

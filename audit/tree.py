@@ -1,0 +1,98 @@
+"""The audit log's Merkle tree in SQL: the node table (audit.schema.audit_tree_node).
+
+Why a node table rather than C2SP tlog-tiles: the log already lives in a transactional database,
+and one row per complete subtree, keyed by (level, idx), lets an append write its new hashes in
+the same transaction as its entries, while a tree hash or proof is one indexed query for O(log n)
+rows. Tiles (the same hashes grouped by 256) would mean rewriting partial tiles in place, which the
+append-only triggers forbid. A tile server can still be laid over this table later: it holds
+exactly the hashes tlog-tiles serves.
+
+Leaf i is the entry with seq i + 1 (Entry.leaf_data()); seqs are consecutive from 1.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from audit.chain import Entry
+from audit.errors import TreeError
+from audit.merkle import Address, append_leaves, subtree_addresses
+from audit.queries import entry_from_row
+from audit.schema import audit_entry, audit_tree_node
+
+BACKFILL_PAGE = 5000
+_nodes = audit_tree_node.c
+
+
+def _select(conn: sa.Connection, addresses: Sequence[Address]) -> dict[Address, bytes]:
+    if not addresses:
+        return {}
+    query = sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(
+        sa.tuple_(_nodes.level, _nodes.idx).in_(sorted(set(addresses))))
+    return {(row.level, row.idx): bytes(row.hash) for row in conn.execute(query)}
+
+
+def _ordered(found: dict[Address, bytes], addresses: Sequence[Address]) -> list[bytes]:
+    missing = [address for address in addresses if address not in found]
+    if missing:
+        level, index = missing[0]
+        raise TreeError(f"the audit tree has no stored hash at level {level}, index {index} "
+                        f"({len(missing)} of {len(addresses)} missing)")
+    return [found[address] for address in addresses]
+
+
+def read_hashes(conn: sa.Connection, addresses: Sequence[Address]) -> list[bytes]:
+    """The stored hashes of `addresses`, in order, in one query; TreeError names a missing one."""
+    return _ordered(_select(conn, addresses), addresses)
+
+
+def stored_size(conn: sa.Connection) -> int:
+    """Number of leaves in the node table (one past the highest leaf index)."""
+    highest = conn.execute(sa.select(sa.func.max(_nodes.idx)).where(_nodes.level == 0)).scalar_one()
+    return 0 if highest is None else highest + 1
+
+
+def extend(conn: sa.Connection, size: int, entries: Iterable[Entry]) -> int:
+    """Insert the hashes `entries` complete in a tree of `size` leaves; returns the new size.
+
+    Reads only the frontier (one hash per set bit of `size`). Runs inside the caller's
+    transaction, so the hashes commit or roll back with the entries.
+    """
+    rows: list[dict[str, Any]] = []
+    wanted = subtree_addresses(0, size)
+    found = _select(conn, [*wanted, (0, size)])  # one query: the frontier, and a leaf that must not exist yet
+    if (0, size) in found:
+        raise TreeError(f"the audit tree already has a leaf at index {size} but the log has {size} entries "
+                        "(entries were removed or the tree was edited): verify the log")
+    frontier = _ordered(found, wanted)
+
+    def store(address: Address, digest: bytes) -> None:
+        rows.append({"level": address[0], "idx": address[1], "hash": digest})
+
+    leaves = []
+    for expected_seq, entry in enumerate(entries, start=size + 1):
+        if entry.seq != expected_seq:
+            raise TreeError(f"audit entry seq {entry.seq} cannot be leaf {expected_seq - 1}: seqs must be "
+                            "consecutive from 1 (verify the log: an entry is missing or out of order)")
+        leaves.append(entry.leaf_hash())
+    new_size, _ = append_leaves(frontier, size, leaves, store)
+    if rows:
+        conn.execute(audit_tree_node.insert(), rows)
+    return new_size
+
+
+def build_tree(conn: sa.Connection, page: int = BACKFILL_PAGE) -> int:
+    """Add to the node table every entry it lacks, in seq order; returns the tree size.
+
+    Used by the migration that introduces the tree (and for logs created before it); a tree that
+    is already complete costs one query. Resumable: it starts from what is stored.
+    """
+    size = stored_size(conn)
+    while True:
+        rows = conn.execute(
+            sa.select(audit_entry).where(audit_entry.c.seq > size).order_by(audit_entry.c.seq).limit(page)).all()
+        if not rows:
+            return size
+        size = extend(conn, size, [entry_from_row(row) for row in rows])

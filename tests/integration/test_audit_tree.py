@@ -1,0 +1,200 @@
+"""The audit log's Merkle tree in a real database (SQLite and PostgreSQL): written with the entries,
+built by the migration for an existing log, and proved from the command line."""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+from audit import (
+    GENESIS_HASH,
+    AuditEvent,
+    AuditWriteError,
+    Entry,
+    JsonlAuditStore,
+    SigningKey,
+    SqlAuditStore,
+    audit_entry,
+    audit_tree_node,
+    create_tables,
+    install_append_only_guard,
+    remove_append_only_guard,
+)
+from audit.merkle import consistency_proof, leaf_hash, tree_hash, verify_consistency, verify_inclusion
+from audit.store import entry_to_row
+from portal.migrate import upgrade
+from tests.support.portal_server import ROOT
+
+KEY = SigningKey.generate()
+START = datetime(2024, 5, 1, tzinfo=timezone.utc)
+
+
+def _event(i: int) -> AuditEvent:
+    return AuditEvent(action="chart.read", outcome="allowed", actor_id=f"u{i % 3}", patient_id=f"p{i % 5}",
+                      details={"i": i}, time=START + timedelta(seconds=i))
+
+
+@pytest.fixture
+def engine(database_url) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _assert_tree_matches_entries(store: SqlAuditStore | JsonlAuditStore, *sizes: int) -> dict[int, bytes]:
+    """Roots and proofs at a spread of sizes (plus `sizes`) agree with the tree computed in memory."""
+    leaves = [entry.leaf_hash() for entry in store.iter_entries()]
+    total = len(leaves)
+    assert store.tree_size() == total
+    checked = {size for size in (1, 2, 3, 5, 8, 13, total // 3, total // 2, total - 1, total, *sizes) if 0 < size <= total}
+    roots = {size: tree_hash(leaves[:size]) for size in sorted(checked)}
+    for size, expected in roots.items():
+        assert store.root(size) == expected
+        for index in {0, size // 3, size // 2, size - 1}:
+            verify_inclusion(index, size, leaves[index], store.inclusion_proof(index, size), expected)
+        for old in (old for old in roots if old <= size):
+            verify_consistency(old, size, store.consistency_proof(old, size), roots[old], expected)
+    return roots
+
+
+def test_every_append_writes_the_tree_hashes_its_entries_complete(engine):
+    create_tables(engine)
+    store = SqlAuditStore(engine, KEY, checkpoint_every=10)
+    assert store.tree_size() == 0 and store.root() == tree_hash([])
+    i = 0
+    for batch in (1, 1, 5, 1, 16, 3, 40, 1):
+        store.append_many(_event(i + n) for n in range(batch))
+        i += batch
+    assert store.count() == store.tree_size() == 68
+    _assert_tree_matches_entries(store)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(sa.func.count()).select_from(audit_tree_node)).scalar_one()
+    assert stored == 2 * 68 - bin(68).count("1")  # every complete subtree once, nothing more
+    store.probe_append()
+    assert store.tree_size() == 68
+
+
+def test_proofs_name_a_tree_size_the_log_does_not_have(engine):
+    create_tables(engine)
+    store = SqlAuditStore(engine, KEY)
+    store.append_many(_event(i) for i in range(5))
+    with pytest.raises(ValueError, match="has 5 entries, so no tree of size 6"):
+        store.inclusion_proof(0, 6)
+    with pytest.raises(ValueError, match="leaf index 5 is not in a tree of 5"):
+        store.inclusion_proof(5, 5)
+    with pytest.raises(ValueError, match="no tree of size 9"):
+        store.consistency_proof(2, 9)
+    with pytest.raises(ValueError, match="from size 4 to size 3"):
+        store.consistency_proof(4, 3)
+
+
+def test_a_file_store_proves_exactly_what_the_database_store_proves(engine, tmp_path):
+    create_tables(engine)
+    sql = SqlAuditStore(engine, KEY)
+    jsonl = JsonlAuditStore(tmp_path / "audit.jsonl", KEY, fsync=False)
+    for store in (sql, jsonl):
+        store.append_many(_event(i) for i in range(13))
+        store.append(_event(13))
+    assert jsonl.tree_size() == sql.tree_size() == 14
+    assert _assert_tree_matches_entries(jsonl) == _assert_tree_matches_entries(sql)
+    assert jsonl.inclusion_proof(9, 14) == sql.inclusion_proof(9, 14)
+    assert jsonl.consistency_proof(6, 14) == sql.consistency_proof(6, 14)
+
+
+def _insert_chain(engine: sa.Engine, count: int) -> list[Entry]:
+    """Entries as the portal wrote them before the tree existed: a hash chain and nothing else."""
+    entries, prev_hash = [], GENESIS_HASH
+    for seq in range(1, count + 1):
+        entries.append(Entry.create(seq, prev_hash, _event(seq)))
+        prev_hash = entries[-1].entry_hash
+    with engine.begin() as conn:
+        conn.execute(audit_entry.insert(), [entry_to_row(entry) for entry in entries])
+    return entries
+
+
+def test_the_migration_builds_the_tree_of_an_existing_log_in_order(engine, database_url):
+    upgrade(database_url, "0004")
+    entries = _insert_chain(engine, 1234)
+    upgrade(database_url, "head")
+    store = SqlAuditStore(engine, KEY)
+    assert store.tree_size() == 1234
+    assert store.root() == tree_hash([leaf_hash(entry.leaf_data()) for entry in entries])
+    store.append_many(_event(i) for i in range(1234, 1300))  # and the log grows on from there
+    roots = _assert_tree_matches_entries(store, 1234, 1235)
+    with engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
+        conn.execute(audit_tree_node.delete())  # the migration guarded the new table too
+    assert roots[1234] == tree_hash([entry.leaf_hash() for entry in entries])
+
+
+def test_the_migration_refuses_a_log_with_a_gap(engine, database_url):
+    upgrade(database_url, "0004")
+    _insert_chain(engine, 20)
+    with engine.begin() as conn:
+        remove_append_only_guard(conn, ("audit_entry", "audit_checkpoint"))
+        conn.execute(audit_entry.delete().where(audit_entry.c.seq == 7))
+        install_append_only_guard(conn, ("audit_entry", "audit_checkpoint"))
+    with pytest.raises(Exception, match="seq 8 cannot be leaf 6"):
+        upgrade(database_url, "head")
+
+
+def _audit_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audit", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def _b64s(values: list[str]) -> list[bytes]:
+    return [base64.b64decode(value) for value in values]
+
+
+def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_url):
+    create_tables(engine)
+    store = SqlAuditStore(engine, KEY)
+    store.append_many(_event(i) for i in range(21))
+    inclusion = _audit_cli("prove-inclusion", "--db", database_url, "--index", "12", "--size", "20")
+    assert inclusion.returncode == 0, inclusion.stderr
+    proof = json.loads(inclusion.stdout)
+    assert (proof["tree_size"], proof["leaf_index"], proof["entry"]["seq"]) == (20, 12, 13)
+    leaf = base64.b64decode(proof["leaf_hash"])
+    assert leaf == leaf_hash(json.dumps(proof["entry"], sort_keys=True, separators=(",", ":")).encode())
+    verify_inclusion(12, 20, leaf, _b64s(proof["inclusion_path"]), base64.b64decode(proof["root_hash"]))
+
+    consistency = _audit_cli("prove-consistency", "--db", database_url, "--old", "7")
+    assert consistency.returncode == 0, consistency.stderr
+    proof = json.loads(consistency.stdout)
+    assert (proof["tree_size_1"], proof["tree_size_2"]) == (7, 21)
+    verify_consistency(7, 21, _b64s(proof["consistency_path"]), base64.b64decode(proof["root_hash_1"]),
+                       base64.b64decode(proof["root_hash_2"]))
+    assert _b64s(proof["consistency_path"]) == consistency_proof(7, 21, store._read_hashes)
+
+
+def test_the_cli_exits_2_for_sizes_the_log_lacks_and_1_for_an_entry_its_leaf_does_not_match(engine, database_url):
+    create_tables(engine)
+    SqlAuditStore(engine, KEY).append_many(_event(i) for i in range(4))
+    beyond = _audit_cli("prove-inclusion", "--db", database_url, "--index", "2", "--size", "5")
+    assert beyond.returncode == 2 and "no tree of size 5" in beyond.stderr
+    backwards = _audit_cli("prove-consistency", "--db", database_url, "--old", "4", "--new", "3")
+    assert backwards.returncode == 2 and "from size 4 to size 3" in backwards.stderr
+    with engine.begin() as conn:
+        remove_append_only_guard(conn)  # an attacker with the database edits an entry, not its leaf hash
+        conn.execute(audit_entry.update().where(audit_entry.c.seq == 3).values(patient_id="someone-else"))
+        install_append_only_guard(conn)
+    edited = _audit_cli("prove-inclusion", "--db", database_url, "--index", "2")
+    assert edited.returncode == 1 and "not the hash of entry seq 3" in edited.stderr
+
+
+def test_appends_stop_when_the_tree_remembers_entries_that_were_deleted(engine):
+    create_tables(engine)
+    store = SqlAuditStore(engine, KEY)
+    store.append_many(_event(i) for i in range(9))
+    with engine.begin() as conn:
+        remove_append_only_guard(conn)  # the tail deleted from the entries, not from the tree
+        conn.execute(audit_entry.delete().where(audit_entry.c.seq > 6))
+        install_append_only_guard(conn)
+    with pytest.raises(AuditWriteError, match="already has a leaf at index 6 but the log has 6 entries"):
+        store.append(_event(9))
+    assert store.count() == 6 and store.tree_size() == 9
