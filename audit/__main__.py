@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.metadata
 import json
 import logging
 import sys
@@ -32,6 +33,7 @@ from audit.verify import VerifyReport, verify_file, verify_store
 from audit.witness import WitnessStateError, run, write_witness_key
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
+EXIT_STATUS_HELP = "exit status: 0 verified or written, 1 tampering found, 2 unusable input, I/O or database error"
 
 
 def _cli_time(text: str) -> datetime:
@@ -54,8 +56,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m audit", description=__doc__)
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser(
@@ -113,6 +117,8 @@ def _parser() -> argparse.ArgumentParser:
     consistency.add_argument("--db", metavar="URL", required=True)
     consistency.add_argument("--old", metavar="M", type=_positive_int, required=True)
     consistency.add_argument("--new", metavar="N", type=_positive_int, help="default: the whole log")
+    for command in commands.choices.values():
+        command.epilog = EXIT_STATUS_HELP
     return parser
 
 
@@ -239,8 +245,8 @@ COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "prove-incl
             "prove-consistency": _prove_consistency, "witness": _witness, "witness-keygen": _witness_keygen}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m audit") -> int:
+    args = _parser(prog).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (TreeError, merkle.ProofError) as exc:
@@ -251,5 +257,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
 
 
+def console_main() -> None:
+    """The ``portal-audit`` console script."""
+    sys.exit(main(prog="portal-audit"))
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("patient-portal")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

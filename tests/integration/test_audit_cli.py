@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -294,3 +295,12 @@ def test_a_format_it_cannot_check_exits_2(tmp_path, key_files):
     report.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     result = _cli("verify", str(report), "--public-key", str(key_files[1]))
     assert result.returncode == 2 and "no format this verifier can check" in result.stderr
+
+
+def test_the_installed_portal_audit_command_tells_its_version_and_exit_codes():
+    command = Path(sys.executable).with_name("portal-audit")
+    version = subprocess.run([str(command), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"portal-audit {importlib.metadata.version('patient-portal')}"
+    for sub in ("verify", "export", "prove-inclusion", "witness"):
+        help_text = subprocess.run([str(command), sub, "--help"], capture_output=True, text=True, timeout=60).stdout
+        assert "exit status: 0 verified or written, 1 tampering found, 2 unusable input" in " ".join(help_text.split())
