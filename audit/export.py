@@ -10,6 +10,9 @@ JSONL exports embed everything: a header line announcing the export, the entries
 the store's checkpoints when the export is the contiguous chain) and the manifest as the
 last line. CSV and FHIR have no room for it, so the caller ships `export_manifest(...)`
 as a sidecar file or response header.
+
+Long because the three formats are one contract: each writer sits beside the reader the verifier uses
+to turn its rows back into entries, so a change to a format changes both in one place.
 """
 from __future__ import annotations
 

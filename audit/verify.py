@@ -23,6 +23,9 @@ checked against their signed manifest (a sidecar file), each entry rebuilt from 
 The first problem found is reported, with its position (seq for stores, line number for
 files) and kind; verification never raises on bad input. A file that cannot be checked at
 all (a format it does not know, a CSV export without its manifest) raises CannotVerify.
+
+Long because every source a verifier accepts (a database, a store file, a JSON Lines, CSV or FHIR
+export) feeds the one checking pass, and an auditor reads what is checked in one place.
 """
 from __future__ import annotations
 
