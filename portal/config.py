@@ -122,6 +122,9 @@ class Settings:
     audit_checkpoint_every: int = _setting("PORTAL_AUDIT_CHECKPOINT_EVERY", 100, _as_positive_int)
     # How long an audit append may wait for the append lock before the request fails closed (503).
     audit_lock_timeout_seconds: float = _setting("PORTAL_AUDIT_LOCK_TIMEOUT_SECONDS", 5, _as_positive_number)
+    # A worker whose real audit appends fail reports not ready this long after the latest failure.
+    audit_failure_not_ready_seconds: float = _setting("PORTAL_AUDIT_FAILURE_NOT_READY_SECONDS", 30,
+                                                      _as_positive_number)
     oidc_issuer: str = _setting("PORTAL_OIDC_ISSUER", "", _as_url)
     oidc_client_id: str = _setting("PORTAL_OIDC_CLIENT_ID", "")
     oidc_client_secret: str = _setting("PORTAL_OIDC_CLIENT_SECRET", "", secret=True)

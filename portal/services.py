@@ -12,7 +12,7 @@ from portal.crypto import Keyring, install_keyring
 from portal.db import create_engine
 from portal.extensions import oauth, socketio
 from portal.message_queue import RedisQueue
-from portal.packets import GuardedPacket, quiet_refused_packets
+from portal.packets import GuardedPacket, socket_loggers
 
 
 def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
@@ -40,8 +40,8 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
         ping_timeout=10,
         max_http_buffer_size=64 * 1024,
         serializer=GuardedPacket,
+        **socket_loggers(),
     )
-    quiet_refused_packets()
     app.extensions["portal.rate_limits"] = strategies.MovingWindowRateLimiter(
         storage_from_string(settings.ratelimit_storage_url))
     oauth.init_app(app)
