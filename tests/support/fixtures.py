@@ -1,0 +1,108 @@
+"""Pytest fixtures of the in-process harness (tests/support/harness.py), registered by tests/conftest.py.
+
+- ``app`` / ``app_on_each_database``: the seeded portal on SQLite / on SQLite and then PostgreSQL,
+  built once per session per database;
+- ``db``: the test's connection; everything the test (or the app) writes is rolled back afterwards;
+- ``client``: a Flask test client; ``http``: the same with the ``requests``-style calls;
+- ``configure(name=value)``: changed settings for this test only;
+- ``login_as("dr.chen")``: a new signed-in ``HttpClient`` (``.flask`` is its Flask test client);
+- ``socket_client(http_client, namespace)``: a Socket.IO test client with that client's cookies.
+"""
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import sqlalchemy as sa
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_socketio import SocketIOTestClient
+
+from tests import conftest
+from tests.support import harness
+
+_built: dict[str, harness.HarnessApp] = {}
+
+
+def _harness_app(backend: str, tmp_path_factory: pytest.TempPathFactory) -> harness.HarnessApp:
+    """Built on first use and kept for the session: migrating and seeding happen once per database."""
+    if backend not in _built:
+        secrets = tmp_path_factory.getbasetemp() / "harness-secrets"
+        if backend == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('harness-sqlite') / 'portal.db'}"
+        else:
+            conftest.require_service("PostgreSQL", conftest.POSTGRES_URL,
+                                     "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+            url = conftest._create_database(f"portal_harness_{uuid.uuid4().hex[:12]}")
+        _built[backend] = harness.build(secrets, url)
+    return _built[backend]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    while _built:
+        backend, built = _built.popitem()
+        built.app.extensions["portal.engine"].dispose()
+        built.app.extensions["portal.audit_store"].engine.dispose()
+        if backend == "postgres":
+            conftest._drop_database(built.database_url)
+
+
+@pytest.fixture
+def harness_app(tmp_path_factory) -> harness.HarnessApp:
+    return _harness_app("sqlite", tmp_path_factory)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def harness_app_on_each_database(request, tmp_path_factory) -> harness.HarnessApp:
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+    return _harness_app(request.param, tmp_path_factory)
+
+
+@pytest.fixture
+def db(harness_app: harness.HarnessApp) -> Iterator[sa.Connection]:
+    with harness_app.rolled_back() as connection:
+        yield connection
+
+
+@pytest.fixture
+def app(harness_app: harness.HarnessApp, db) -> Flask:
+    return harness_app.app
+
+
+@pytest.fixture
+def configure(harness_app: harness.HarnessApp, db) -> Callable[..., object]:
+    """``configure(search_distinct_patients_per_hour=2)``: this test's app runs with changed settings."""
+    return harness_app.configure
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def http(client: FlaskClient) -> harness.HttpClient:
+    return harness.HttpClient(client)
+
+
+@pytest.fixture
+def login_as(app: Flask) -> Callable[[str], harness.HttpClient]:
+    def sign_in(login: str) -> harness.HttpClient:
+        return harness.HttpClient(harness.sign_in_client(app.test_client(), login))
+    return sign_in
+
+
+@pytest.fixture
+def socket_client(app: Flask) -> Iterator[Callable[..., SocketIOTestClient]]:
+    opened: list[SocketIOTestClient] = []
+
+    def connect(http_client: harness.HttpClient | FlaskClient, namespace: str | None = None, **kwargs) -> SocketIOTestClient:
+        flask_client = http_client.flask if isinstance(http_client, harness.HttpClient) else http_client
+        opened.append(harness.socket_client(app, flask_client, namespace, **kwargs))
+        return opened[-1]
+    yield connect
+    for sio in opened:
+        if sio.is_connected():
+            sio.disconnect()
