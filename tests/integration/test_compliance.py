@@ -23,8 +23,7 @@ from audit.events import parse_time
 from portal.compliance.events import is_after_hours
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import ROOT, break_glass, csrf_token, get_stepping_up, sign_in
-
-ALICE = "00000000-0000-4000-8000-000000000001"
+from tests.support.seed import ALICE
 
 
 @pytest.fixture(scope="module")

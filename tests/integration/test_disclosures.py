@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from audit import install_append_only_guard, remove_append_only_guard
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import DEMO_PASSWORDS, parse_form, sign_in
+from tests.support.seed import ALICE
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 BREAK_GLASS_REASON = "Unconscious in the emergency department, allergies unknown"
 UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
 

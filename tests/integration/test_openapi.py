@@ -19,9 +19,8 @@ from werkzeug.routing import Map, Rule
 
 from portal.openapi import load_document
 from tests.support.portal_server import csrf_token, flask_command, running_portal, sign_in
+from tests.support.seed import ALICE, BOB
 
-ALICE = "00000000-0000-4000-8000-000000000001"
-BOB = "00000000-0000-4000-8000-000000000002"
 API = "/api/v1"
 SECTIONS = ("demographics", "problems", "medications", "allergies", "results", "notes")
 # Documented answers this test does not provoke, and where they are proven instead.

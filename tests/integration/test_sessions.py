@@ -21,8 +21,7 @@ from flask.sessions import SecureCookieSessionInterface
 from tests.conftest import free_port
 from tests.support.npm_idp import audit_rows, dev_portal, start_portals, stop_portals
 from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, csrf_token, parse_form, sign_in
-
-ALICE_PATIENT = "00000000-0000-4000-8000-000000000001"
+from tests.support.seed import ALICE
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +183,7 @@ def test_csrf_token_of_another_session_is_refused(portal: PortalServer, alice: r
 
 def test_note_form_without_csrf_token_is_refused(portal: PortalServer) -> None:
     clinician = sign_in(portal.url, "dr.chen")
-    chart_url = f"{portal.url}/patients/{ALICE_PATIENT}"
+    chart_url = f"{portal.url}/patients/{ALICE}"
     assert clinician.get(chart_url, timeout=10).status_code == 200
     title = f"CSRF probe {time.time_ns()}"
     response = clinician.post(chart_url + "/notes", data={"title": title, "text": "must not be saved"},
@@ -203,9 +202,9 @@ def test_note_form_without_csrf_token_is_refused(portal: PortalServer) -> None:
 
 def test_json_post_without_csrf_header_is_refused(portal: PortalServer) -> None:
     clinician = sign_in(portal.url, "dr.chen")
-    chart_url = f"{portal.url}/patients/{ALICE_PATIENT}"
+    chart_url = f"{portal.url}/patients/{ALICE}"
     title = f"JSON CSRF probe {time.time_ns()}"
-    refused = clinician.post(f"{portal.url}/api/v1/patients/{ALICE_PATIENT}/notes", timeout=10,
+    refused = clinician.post(f"{portal.url}/api/v1/patients/{ALICE}/notes", timeout=10,
                              json={"title": title, "text": "must not be saved"})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "csrf"
     assert title not in clinician.get(chart_url, timeout=10).text
