@@ -5,6 +5,9 @@
 - ``db``: the test's connection; everything the test (or the app) writes is rolled back afterwards;
 - ``client``: a Flask test client; ``http``: the same with the ``requests``-style calls;
 - ``configure(name=value)``: changed settings for this test only;
+- ``portal_in_process``: ``.url`` for ``requests`` (sign-in through the provider's forms included),
+  ``.database`` (the connection), ``.env``: for tests written against a real ``PortalServer``;
+  ``portal_in_process_for_module[_on_each_database]``: the same, rolled back once per module;
 - ``login_as("dr.chen")``: a new signed-in ``HttpClient`` (``.flask`` is its Flask test client);
 - ``socket_client(http_client, namespace)``: a Socket.IO test client with that client's cookies.
 """
@@ -69,6 +72,32 @@ def db(harness_app: harness.HarnessApp) -> Iterator[sa.Connection]:
 @pytest.fixture
 def app(harness_app: harness.HarnessApp, db) -> Flask:
     return harness_app.app
+
+
+@pytest.fixture
+def portal_in_process(harness_app: harness.HarnessApp, db) -> harness.InProcessPortal:
+    """Stands in for a ``PortalServer``: ``requests`` to its ``url`` (sign_in, break_glass, ...) reach the app."""
+    return harness.InProcessPortal(harness.BASE_URL, harness_app.env, db)
+
+
+def _module_portal(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.InProcessPortal]:
+    built = _harness_app(backend, tmp_path_factory)
+    with built.rolled_back() as connection:
+        yield harness.InProcessPortal(harness.BASE_URL, built.env, connection)
+
+
+@pytest.fixture(scope="module")
+def portal_in_process_for_module(tmp_path_factory) -> Iterator[harness.InProcessPortal]:
+    """Like ``portal_in_process``, but one transaction for the whole module, rolled back after its last test:
+    for modules whose tests share what earlier fixtures did (sign-ins, accesses), as with a module's real portal."""
+    yield from _module_portal("sqlite", tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def portal_in_process_for_module_on_each_database(request, tmp_path_factory) -> Iterator[harness.InProcessPortal]:
+    if request.param == "postgres":
+        request.applymarker(pytest.mark.postgres)
+    yield from _module_portal(request.param, tmp_path_factory)
 
 
 @pytest.fixture

@@ -23,6 +23,9 @@ bytes on the socket, the proxy) stays with tests/support/portal_server.py.
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import io
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -31,7 +34,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 import sqlalchemy as sa
+import urllib3
 from flask import Flask, redirect, url_for
 from flask.testing import FlaskClient
 from flask_socketio import SocketIOTestClient
@@ -47,7 +52,7 @@ from portal.crypto import Keyring, active_keyring, install_keyring
 from portal.db import bind_engine, db_session
 from portal.devidp.server import user_claims
 from portal.devidp.users import DEMO_USERS
-from portal.extensions import socketio
+from portal.extensions import oauth, socketio
 from tests.support.portal_server import portal_env, prepare_database
 
 BASE_URL = "http://localhost"
@@ -147,6 +152,8 @@ class HarnessApp:
     database_url: str
     socketio_server: Any
     keyring: Keyring
+    oauth_client: Any
+    env: dict[str, str]
     connection: sa.Connection | None = field(default=None, repr=False)
 
     @property
@@ -161,6 +168,7 @@ class HarnessApp:
         # Process-wide state that the last create_app() in this process (a real portal's prepare_database too) set:
         socketio.server = self.socketio_server
         install_keyring(self.keyring)
+        oauth._clients["provider"] = self.oauth_client  # Authlib keeps the first app's client for good
         connection = engine.connect()
         outer = connection.begin()
         audit_engine, store.engine = store.engine, SavepointEngine(connection)
@@ -170,7 +178,8 @@ class HarnessApp:
         self.connection = connection
         settings = self.app.extensions["portal.settings"]
         try:
-            yield connection
+            with WsgiTransport(self.app).installed():
+                yield connection
         finally:
             self.app.extensions["portal.settings"] = settings
             self.connection = None
@@ -190,6 +199,16 @@ class HarnessApp:
         return settings
 
 
+@dataclass(frozen=True)
+class InProcessPortal:
+    """The harness app where tests written for a ``PortalServer`` expect one: ``url`` answers ``requests``
+    (through ``WsgiTransport``), ``database`` is the test's connection, ``env`` the settings it was built from."""
+
+    url: str
+    env: dict[str, str]
+    database: sa.Connection
+
+
 def build(secrets: Path, database_url: str) -> HarnessApp:
     """Migrate and seed ``database_url`` and build the portal on it, as run.py would but in this process.
 
@@ -200,7 +219,8 @@ def build(secrets: Path, database_url: str) -> HarnessApp:
     if database_url.startswith("sqlite"):
         _sqlite_savepoints(app.extensions["portal.engine"])
     app.add_url_rule(SIGN_IN_PATH + "<login>", "harness_sign_in", _sign_in_view)
-    return HarnessApp(app, database_url, socketio.server, active_keyring())
+    oauth._clients.pop("provider", None)
+    return HarnessApp(app, database_url, socketio.server, active_keyring(), oauth.create_client("provider"), env)
 
 
 def _sign_in_view(login: str):
@@ -275,6 +295,76 @@ class HttpClient:
     @property
     def cookies(self) -> dict[str, str]:
         return {cookie.key: cookie.value for cookie in self.flask._cookies.values()}
+
+
+class _OriginalResponse:
+    """What requests reads the Set-Cookie headers from (``raw._original_response.msg``)."""
+
+    def __init__(self, msg: http.client.HTTPMessage):
+        self.msg = msg
+
+    def isclosed(self) -> bool:
+        return True
+
+
+class WsgiTransport:
+    """Answers ``requests`` calls to ``BASE_URL`` with the in-process app, all others as usual.
+
+    With it, code that speaks HTTP with ``requests`` runs unchanged against the harness app: the test
+    helpers that sign in through the development provider's forms (``sign_in``, ``sign_in_again``,
+    ``break_glass``), and the portal's own OpenID client (Authlib), which fetches the provider's metadata,
+    exchanges the code and reads the keys from ``/devidp`` of the same app. Each call runs in a thread
+    of its own, as a request of a real server would: the portal's callback calls the provider's token
+    endpoint while its own request is still open, and thread-local request state must not mix."""
+
+    def __init__(self, app: Flask):
+        self.app = app
+        self.netloc = urlsplit(BASE_URL).netloc
+        self._original_send = requests.adapters.HTTPAdapter.send
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        transport = self
+
+        def send(adapter, request, *args, **kwargs):
+            if urlsplit(request.url).netloc != transport.netloc:
+                return transport._original_send(adapter, request, *args, **kwargs)
+            return transport.answer(adapter, request)
+
+        requests.adapters.HTTPAdapter.send = send
+        try:
+            yield
+        finally:
+            requests.adapters.HTTPAdapter.send = self._original_send
+
+    def answer(self, adapter: requests.adapters.HTTPAdapter, request: requests.PreparedRequest) -> requests.Response:
+        parts = urlsplit(request.url)
+        body = request.body.encode() if isinstance(request.body, str) else (request.body or b"")
+        outcome: dict[str, Any] = {}
+
+        def serve() -> None:
+            try:
+                client = self.app.test_client(use_cookies=False)
+                outcome["response"] = client.open(parts.path, method=request.method, query_string=parts.query,
+                                                  headers=list(request.headers.items()), data=body,
+                                                  environ_base={"REMOTE_ADDR": "127.0.0.1"})
+            except BaseException as exc:  # re-raised in the caller's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=serve, name="harness-request")
+        worker.start()
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        response = outcome["response"]
+        headers, msg = urllib3.HTTPHeaderDict(), http.client.HTTPMessage()
+        for name, value in response.headers.items():
+            headers.add(name, value)
+            msg[name] = value
+        raw = urllib3.HTTPResponse(body=io.BytesIO(response.get_data()), headers=headers, status=response.status_code,
+                                   reason=response.status.partition(" ")[2], preload_content=False,
+                                   decode_content=False, original_response=_OriginalResponse(msg))
+        return adapter.build_response(request, raw)
 
 
 def sign_in_client(client: FlaskClient, login: str) -> FlaskClient:
