@@ -77,13 +77,13 @@ def app(harness_app: harness.HarnessApp, db) -> Flask:
 @pytest.fixture
 def portal_in_process(harness_app: harness.HarnessApp, db) -> harness.InProcessPortal:
     """Stands in for a ``PortalServer``: ``requests`` to its ``url`` (sign_in, break_glass, ...) reach the app."""
-    return harness.InProcessPortal(harness.BASE_URL, harness_app.env, db)
+    return harness.InProcessPortal(harness.BASE_URL, harness_app.env, db, harness_app.app)
 
 
 def _module_portal(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.InProcessPortal]:
     built = _harness_app(backend, tmp_path_factory)
     with built.rolled_back() as connection:
-        yield harness.InProcessPortal(harness.BASE_URL, built.env, connection)
+        yield harness.InProcessPortal(harness.BASE_URL, built.env, connection, built.app)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,8 @@ def login_as(app: Flask) -> Callable[[str], harness.HttpClient]:
 def socket_client(app: Flask) -> Iterator[Callable[..., SocketIOTestClient]]:
     opened: list[SocketIOTestClient] = []
 
-    def connect(http_client: harness.HttpClient | FlaskClient, namespace: str | None = None, **kwargs) -> SocketIOTestClient:
+    def connect(http_client, namespace: str | None = None, **kwargs) -> SocketIOTestClient:
+        """``http_client``: an ``HttpClient`` (login_as), a Flask test client, a requests session or None."""
         flask_client = http_client.flask if isinstance(http_client, harness.HttpClient) else http_client
         opened.append(harness.socket_client(app, flask_client, namespace, **kwargs))
         return opened[-1]

@@ -207,6 +207,7 @@ class InProcessPortal:
     url: str
     env: dict[str, str]
     database: sa.Connection
+    app: Flask
 
 
 def build(secrets: Path, database_url: str) -> HarnessApp:
@@ -345,9 +346,11 @@ class WsgiTransport:
         def serve() -> None:
             try:
                 client = self.app.test_client(use_cookies=False)
-                outcome["response"] = client.open(parts.path, method=request.method, query_string=parts.query,
-                                                  headers=list(request.headers.items()), data=body,
-                                                  environ_base={"REMOTE_ADDR": "127.0.0.1"})
+                response = client.open(parts.path, method=request.method, query_string=parts.query,
+                                       headers=list(request.headers.items()), data=body,
+                                       environ_base={"REMOTE_ADDR": "127.0.0.1"})
+                outcome["body"] = response.get_data()  # here: a streamed body runs in its request's context
+                outcome["response"] = response
             except BaseException as exc:  # re-raised in the caller's thread
                 outcome["error"] = exc
 
@@ -361,7 +364,7 @@ class WsgiTransport:
         for name, value in response.headers.items():
             headers.add(name, value)
             msg[name] = value
-        raw = urllib3.HTTPResponse(body=io.BytesIO(response.get_data()), headers=headers, status=response.status_code,
+        raw = urllib3.HTTPResponse(body=io.BytesIO(outcome["body"]), headers=headers, status=response.status_code,
                                    reason=response.status.partition(" ")[2], preload_content=False,
                                    decode_content=False, original_response=_OriginalResponse(msg))
         return adapter.build_response(request, raw)
@@ -374,6 +377,13 @@ def sign_in_client(client: FlaskClient, login: str) -> FlaskClient:
     return client
 
 
-def socket_client(app: Flask, client: FlaskClient, namespace: str | None = None, **kwargs: Any) -> SocketIOTestClient:
-    """A Socket.IO test client that connects with ``client``'s cookies (its signed-in session)."""
+def socket_client(app: Flask, client: FlaskClient | requests.Session | None, namespace: str | None = None,
+                  **kwargs: Any) -> SocketIOTestClient:
+    """A Socket.IO test client that connects with the cookies (the signed-in session) of ``client``: a Flask
+    test client, or a ``requests`` session signed in through ``WsgiTransport``; None for no cookies."""
+    if not isinstance(client, FlaskClient):
+        jar = client.cookies if client is not None else {}
+        client = app.test_client()
+        for name, value in jar.items():
+            client.set_cookie(name, value)
     return socketio.test_client(app, namespace=namespace, flask_test_client=client, **kwargs)
