@@ -52,7 +52,7 @@ from portal.crypto import Keyring, active_keyring, install_keyring
 from portal.db import bind_engine, db_session
 from portal.devidp.server import user_claims
 from portal.devidp.users import DEMO_USERS
-from portal.extensions import oauth, socketio
+from portal.extensions import limiter, oauth, socketio
 from tests.support.portal_server import portal_env, prepare_database
 
 BASE_URL = "http://localhost"
@@ -169,6 +169,9 @@ class HarnessApp:
         socketio.server = self.socketio_server
         install_keyring(self.keyring)
         oauth._clients["provider"] = self.oauth_client  # Authlib keeps the first app's client for good
+        # Rate limits count from zero, as in a freshly started portal (their memory storage outlives a test).
+        limiter.reset()
+        self.app.extensions["portal.rate_limits"].storage.reset()
         connection = engine.connect()
         outer = connection.begin()
         audit_engine, store.engine = store.engine, SavepointEngine(connection)
