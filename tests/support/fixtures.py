@@ -77,13 +77,13 @@ def app(harness_app: harness.HarnessApp, db) -> Flask:
 @pytest.fixture
 def portal_in_process(harness_app: harness.HarnessApp, db) -> harness.InProcessPortal:
     """Stands in for a ``PortalServer``: ``requests`` to its ``url`` (sign_in, break_glass, ...) reach the app."""
-    return harness.InProcessPortal(harness.BASE_URL, harness_app.env, db, harness_app.app)
+    return harness.InProcessPortal(harness.BASE_URL, harness_app.env, db, harness_app.app, harness_app)
 
 
 def _module_portal(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[harness.InProcessPortal]:
     built = _harness_app(backend, tmp_path_factory)
     with built.rolled_back() as connection:
-        yield harness.InProcessPortal(harness.BASE_URL, built.env, connection, built.app)
+        yield harness.InProcessPortal(harness.BASE_URL, built.env, connection, built.app, built)
 
 
 @pytest.fixture(scope="module")

@@ -211,6 +211,11 @@ class InProcessPortal:
     env: dict[str, str]
     database: sa.Connection
     app: Flask
+    harness: HarnessApp = field(repr=False)
+
+    def configure(self, **changes: Any) -> Settings:
+        """Changed settings until the transaction ends (the test's, or the module's)."""
+        return self.harness.configure(**changes)
 
 
 def build(secrets: Path, database_url: str) -> HarnessApp:
