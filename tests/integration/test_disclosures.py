@@ -13,8 +13,6 @@ import io
 import re
 import uuid
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urljoin
 
@@ -22,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit import install_append_only_guard, remove_append_only_guard
+from tests.support.harness import writing
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import DEMO_PASSWORDS, parse_form, sign_in
 from tests.support.seed import ALICE
@@ -289,23 +288,8 @@ def test_an_unknown_format_is_a_400(portal, sessions, accesses):
 # --------------------------------------------------------------------------- a tampered log (last: it edits the log)
 
 
-@contextmanager
-def _writing(database) -> Iterator[sa.Connection]:
-    """A committed write: on the in-process test's connection (rolled back with the module), or a database URL."""
-    if isinstance(database, sa.Connection):
-        with database.begin_nested():
-            yield database
-        return
-    engine = sa.create_engine(database)
-    try:
-        with engine.begin() as conn:
-            yield conn
-    finally:
-        engine.dispose()
-
-
 def _set_reason(database, seq: int, reason: str) -> None:
-    with _writing(database) as conn:
+    with writing(database) as conn:
         remove_append_only_guard(conn)  # an attacker with database access can do this too
         conn.execute(sa.text("UPDATE audit_entry SET reason = :reason WHERE seq = :seq"), {"reason": reason, "seq": seq})
         install_append_only_guard(conn)
@@ -339,7 +323,7 @@ def test_editing_the_accounts_table_cannot_hide_an_access_from_the_patient(porta
     """Own accesses are told apart by the signed entries (the decision's reason), not by which accounts the
     user table links to the chart today: linking a clinician's account to the chart hides nothing."""
     reyes_id = sessions["dr.reyes"].get(portal.url + "/api/v1/me", timeout=10).json()["id"]
-    with _writing(portal.database) as conn:
+    with writing(portal.database) as conn:
         conn.execute(sa.text("UPDATE user_account SET patient_id = :chart WHERE id = :reyes"),
                      {"chart": ALICE, "reyes": reyes_id})
     try:
@@ -348,5 +332,5 @@ def test_editing_the_accounts_table_cannot_hide_an_access_from_the_patient(porta
         assert report["count"] == len(expected_seqs(portal, accesses["alice_id"], report["verification"]["head_seq"]))
         assert "Dr. Ana Reyes" in sessions["alice"].get(portal.url + "/chart/access-log", timeout=10).text
     finally:
-        with _writing(portal.database) as conn:
+        with writing(portal.database) as conn:
             conn.execute(sa.text("UPDATE user_account SET patient_id = NULL WHERE id = :reyes"), {"reyes": reyes_id})

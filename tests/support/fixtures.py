@@ -51,6 +51,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             conftest._drop_database(built.database_url)
 
 
+@pytest.fixture(autouse=True)
+def _harness_in_charge() -> None:
+    """Before each test, an app whose transaction is open (a module's) takes back the process-wide state."""
+    for built in _built.values():
+        if built.connection is not None:
+            built.activate()
+
+
 @pytest.fixture
 def harness_app(tmp_path_factory) -> harness.HarnessApp:
     return _harness_app("sqlite", tmp_path_factory)

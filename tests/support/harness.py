@@ -165,20 +165,15 @@ class HarnessApp:
         """Run one test inside an outer transaction shared by the app and its audit store, then roll it back."""
         engine: sa.Engine = self.app.extensions["portal.engine"]
         store = self.app.extensions["portal.audit_store"]
-        # Process-wide state that the last create_app() in this process (a real portal's prepare_database too) set:
-        socketio.server = self.socketio_server
-        install_keyring(self.keyring)
-        oauth._clients["provider"] = self.oauth_client  # Authlib keeps the first app's client for good
         # Rate limits count from zero, as in a freshly started portal (their memory storage outlives a test).
         limiter.reset()
         self.app.extensions["portal.rate_limits"].storage.reset()
         connection = engine.connect()
         outer = connection.begin()
         audit_engine, store.engine = store.engine, SavepointEngine(connection)
-        db_session.remove()
-        session_class, db_session.session_factory.class_ = db_session.session_factory.class_, _ReleasingSession
-        db_session.configure(bind=connection, join_transaction_mode="create_savepoint")
+        session_class = db_session.session_factory.class_
         self.connection = connection
+        self.activate()
         settings = self.app.extensions["portal.settings"]
         try:
             with WsgiTransport(self.app).installed():
@@ -194,6 +189,20 @@ class HarnessApp:
             outer.rollback()
             connection.close()
 
+
+    def activate(self) -> None:
+        """Make this app the process's portal again, bound to its open transaction.
+
+        Every create_app() in this process (a real portal's prepare_database too, even mid-module) rebinds
+        what is process-wide: the request session's engine, the keyring, Socket.IO's server, Authlib's client.
+        """
+        socketio.server = self.socketio_server
+        install_keyring(self.keyring)
+        oauth._clients["provider"] = self.oauth_client  # Authlib keeps the first app's client for good
+        if self.connection is not None:
+            db_session.remove()
+            db_session.session_factory.class_ = _ReleasingSession
+            db_session.configure(bind=self.connection, join_transaction_mode="create_savepoint")
 
     def configure(self, **changes: Any) -> Settings:
         """Change settings for the rest of the test (restored afterwards); e.g. search_distinct_patients_per_hour=2."""
@@ -216,6 +225,22 @@ class InProcessPortal:
     def configure(self, **changes: Any) -> Settings:
         """Changed settings until the transaction ends (the test's, or the module's)."""
         return self.harness.configure(**changes)
+
+
+@contextmanager
+def writing(database: str | sa.Connection) -> Iterator[sa.Connection]:
+    """A committed write behind the portal's back (a tamper test's): on an in-process test's connection (a
+    savepoint, rolled back with the test), or on a real portal's database URL."""
+    if isinstance(database, sa.Connection):
+        with database.begin_nested():
+            yield database
+        return
+    engine = sa.create_engine(database)
+    try:
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
 
 
 def build(secrets: Path, database_url: str) -> HarnessApp:
