@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from audit import install_append_only_guard, remove_append_only_guard
-from tests.support.harness import writing
+from tests.support.database import writing
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import DEMO_PASSWORDS, parse_form, sign_in
 from tests.support.seed import ALICE

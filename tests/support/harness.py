@@ -227,22 +227,6 @@ class InProcessPortal:
         return self.harness.configure(**changes)
 
 
-@contextmanager
-def writing(database: str | sa.Connection) -> Iterator[sa.Connection]:
-    """A committed write behind the portal's back (a tamper test's): on an in-process test's connection (a
-    savepoint, rolled back with the test), or on a real portal's database URL."""
-    if isinstance(database, sa.Connection):
-        with database.begin_nested():
-            yield database
-        return
-    engine = sa.create_engine(database)
-    try:
-        with engine.begin() as conn:
-            yield conn
-    finally:
-        engine.dispose()
-
-
 def build(secrets: Path, database_url: str) -> HarnessApp:
     """Migrate and seed ``database_url`` and build the portal on it, as run.py would but in this process.
 

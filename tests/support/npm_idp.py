@@ -22,6 +22,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from tests.support.database import connected
+
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc_provider"
 SKIP_REASON = "the npm OpenID Provider needs node and its packages: run `make test` (it runs npm ci in tests/oidc_provider)"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -346,14 +348,8 @@ def audit_rows(database: str | sa.Connection, **equals: Any) -> list[dict[str, A
     """Rows of the portal's audit_entry table whose columns equal ``equals``, oldest first.
 
     ``database``: a portal's database URL, or the connection of an in-process test (``portal.database`` is either)."""
-    if isinstance(database, sa.Connection):
-        return _audit_rows(database, equals)
-    engine = sa.create_engine(database)
-    try:
-        with engine.connect() as conn:
-            return _audit_rows(conn, equals)
-    finally:
-        engine.dispose()
+    with connected(database) as conn:
+        return _audit_rows(conn, equals)
 
 
 def _audit_rows(conn: sa.Connection, equals: dict[str, Any]) -> list[dict[str, Any]]:
