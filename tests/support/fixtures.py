@@ -38,7 +38,12 @@ def _harness_app(backend: str, tmp_path_factory: pytest.TempPathFactory) -> harn
             conftest.require_service("PostgreSQL", conftest.POSTGRES_URL,
                                      "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
             url = conftest._create_database(f"portal_harness_{uuid.uuid4().hex[:12]}")
-        _built[backend] = harness.build(secrets, url)
+        try:
+            _built[backend] = harness.build(secrets, url)
+        except BaseException:
+            if backend == "postgres":
+                conftest._drop_database(url)
+            raise
     return _built[backend]
 
 
