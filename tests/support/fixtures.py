@@ -24,6 +24,7 @@ from flask_socketio import SocketIOTestClient
 
 from tests import conftest
 from tests.support import harness
+from tests.support.in_process_http import HttpClient
 
 _built: dict[str, harness.HarnessApp] = {}
 
@@ -125,14 +126,14 @@ def client(app: Flask) -> FlaskClient:
 
 
 @pytest.fixture
-def http(client: FlaskClient) -> harness.HttpClient:
-    return harness.HttpClient(client)
+def http(client: FlaskClient) -> HttpClient:
+    return HttpClient(client)
 
 
 @pytest.fixture
-def login_as(app: Flask) -> Callable[[str], harness.HttpClient]:
-    def sign_in(login: str) -> harness.HttpClient:
-        return harness.HttpClient(harness.sign_in_client(app.test_client(), login))
+def login_as(app: Flask) -> Callable[[str], HttpClient]:
+    def sign_in(login: str) -> HttpClient:
+        return HttpClient(harness.sign_in_client(app.test_client(), login))
     return sign_in
 
 
@@ -142,7 +143,7 @@ def socket_client(app: Flask) -> Iterator[Callable[..., SocketIOTestClient]]:
 
     def connect(http_client, namespace: str | None = None, **kwargs) -> SocketIOTestClient:
         """``http_client``: an ``HttpClient`` (login_as), a Flask test client, a requests session or None."""
-        flask_client = http_client.flask if isinstance(http_client, harness.HttpClient) else http_client
+        flask_client = http_client.flask if isinstance(http_client, HttpClient) else http_client
         opened.append(harness.socket_client(app, flask_client, namespace, **kwargs))
         return opened[-1]
     yield connect
