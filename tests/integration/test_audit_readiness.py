@@ -18,10 +18,10 @@ import sqlalchemy as sa
 from audit.store import ADVISORY_LOCK_KEY
 from tests.conftest import POSTGRES_URL, _create_database, _drop_database, free_port, require_service
 from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
+from tests.support.seed import ALICE
 
 pytestmark = pytest.mark.postgres
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 NOT_READY_AFTER_FAILURE_SECONDS = 2
 REFUSE_INSERTS = (
     "CREATE FUNCTION refuse_audit_insert() RETURNS trigger LANGUAGE plpgsql AS $$ "

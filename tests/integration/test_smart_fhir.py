@@ -44,6 +44,7 @@ from tests.support.npm_idp import (
     sign_in_portal,
 )
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
+from tests.support.seed import ALICE, BOB
 from tests.support.smart_apps import (
     APP_REDIRECT,
     RegisteredApp,
@@ -60,8 +61,6 @@ from tests.support.smart_apps import (
 
 pytestmark = pytest.mark.oidc
 
-ALICE = "00000000-0000-4000-8000-000000000001"
-BOB = "00000000-0000-4000-8000-000000000002"
 RESOURCE_TYPES = ("Patient", "Condition", "MedicationRequest", "AllergyIntolerance", "Observation", "DocumentReference")
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 

@@ -98,6 +98,11 @@ class PortalServer:
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
 
+    @property
+    def database(self) -> str:
+        """Its database URL (an in-process portal gives its test's connection here instead)."""
+        return self.env["PORTAL_DATABASE_URL"]
+
     def start(self, timeout: float = 30) -> PortalServer:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, "run.py", "--port", str(self.port)], env=self.env, cwd=ROOT,
