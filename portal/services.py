@@ -31,7 +31,7 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
     queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}
     if settings.message_queue.startswith(("redis://", "rediss://")):
         # Publishes off the event handlers' path, with timeouts: a hung Redis must not hold back acks.
-        queue_options["client_manager"] = RedisQueue(settings.message_queue, channel="flask-socketio")
+        queue_options["client_manager"] = RedisQueue(settings.message_queue, channel=settings.message_queue_channel)
     socketio.init_app(
         app,
         **queue_options,

@@ -53,6 +53,8 @@ def portal_env(tmp: Path, database_url: str, port: int, **overrides: str) -> dic
         "PORTAL_LOGIN_RATE_LIMIT": "1000 per minute",
         "PORTAL_REPORT_RATE_LIMIT": "1000 per minute",
         "PORTAL_METRICS_TOKEN": "test-metrics-token",
+        # Tests run side by side on one Redis: each portal (with its extra workers) talks on its own channel.
+        "PORTAL_MESSAGE_QUEUE_CHANNEL": f"portal-test-{secrets.token_hex(6)}",
         "PORTAL_LOG_LEVEL": "INFO",
         "PYTHONWARNINGS": "ignore",
     })
