@@ -11,7 +11,6 @@ import csv
 import hashlib
 import io
 import re
-import uuid
 import zlib
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urljoin
@@ -233,7 +232,7 @@ def _actor(portal, session) -> str:
 @pytest.mark.parametrize("login, patient, status, reason", [
     ("dr.chen", ALICE, 403, "requires the compliance role"),
     ("bob", ALICE, 404, "not the patient's own chart"),
-    ("cora", str(uuid.uuid4()), 404, "no such patient"),
+    ("cora", "5e1ec7ed-0000-4000-8000-00000000dead", 404, "no such patient"),
 ])
 def test_refusals_are_audited_once(portal, sessions, accesses, login, patient, status, reason):
     session = sessions[login]
