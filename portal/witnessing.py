@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -157,6 +157,7 @@ def watch_witness(app: Flask) -> None:
                 witness.submit()
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a database hiccup
                 witness.failures += 1
+                WITNESS_FAILURES.inc()
                 log.warning("audit witness round failed", extra={"error": type(exc).__name__})
         socketio.sleep(witness.next_delay(interval))
 
@@ -218,7 +219,7 @@ class WitnessedReport(VerifyReport):
 def witness_check(report: VerifyReport) -> WitnessedReport:
     """`report` with the witness's verdict added (a problem it finds replaces an OK)."""
     settings = services.settings()
-    base = {name: getattr(report, name) for name in report.__dataclass_fields__}
+    base = {spec.name: getattr(report, spec.name) for spec in fields(report) if spec.init}
     if not settings.audit_witness_url:
         return WitnessedReport(**base, witness_configured=False)
     log_key = services.audit_store().tree_signer().verifier

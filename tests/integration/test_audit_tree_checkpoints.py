@@ -3,14 +3,30 @@ signed in the append's transaction when the newest is older than `checkpoint_sec
 every one kept, append-only like the rest of the log."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
 
-from audit import AuditEvent, SigningKey, SqlAuditStore, audit_tree_checkpoint, audit_tree_cosignature, create_tables
-from audit.note import Note, NoteError, Verifier, open_checkpoint
+from audit import (
+    AuditEvent,
+    SigningKey,
+    SqlAuditStore,
+    audit_entry,
+    audit_tree_checkpoint,
+    audit_tree_cosignature,
+    audit_tree_node,
+    create_tables,
+    remove_append_only_guard,
+)
+from audit.note import ALG_COSIGNATURE_V1, Note, NoteError, NoteSigner, Verifier, open_checkpoint
+from audit.tree import build_tree
+from audit.witness_client import add_checkpoint
+from tests.support.portal_server import ROOT
+from tests.support.witness_process import WitnessProcess
 
 KEY = SigningKey.generate()
 ORIGIN = "portal.test/audit"
@@ -99,3 +115,46 @@ def test_checkpoints_and_cosignatures_cannot_be_changed_or_deleted(engine):
             with pytest.raises(sa.exc.DatabaseError, match="append-only"), engine.begin() as conn:
                 conn.execute(statement)
     assert store.latest_cosignature().tree_size == 2
+
+
+# --------------------------------------------------------------------------- python -m audit verify --witness-url
+
+
+def _audit_verify(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audit", "verify", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_cli_checks_a_database_against_its_witness_and_refuses_unusable_witness_input(tmp_path):
+    """Exit 0 when the log holds what the witness cosigned; 1 once the tail is gone; 2 for a witness it cannot use."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    engine = sa.create_engine(url)
+    create_tables(engine)
+    store = _store(engine, Clock())
+    _append(store, 9)
+    signed = store.sign_tree_checkpoint()
+    log_key = store.tree_signer().vkey()
+    (tmp_path / "witness").mkdir()
+    with WitnessProcess(tmp_path / "witness", [log_key]) as witness:
+        add_checkpoint(witness.url, signed.note, 0, [], witness.verifier)
+        args = ["--db", url, "--witness-url", witness.url, "--witness-key", witness.verifier.vkey(),
+                "--log-key", log_key, "--checkpoint-every", "1000"]
+        intact = _audit_verify(*args)
+        assert intact.returncode == 0 and "witness: the log holds the 9 entries it cosigned" in intact.stdout, intact
+
+        other = NoteSigner("witness.test/w1", SigningKey.generate(), ALG_COSIGNATURE_V1).vkey()
+        wrong_key = _audit_verify(*args[:4], "--witness-key", other, *args[6:])
+        assert wrong_key.returncode == 2 and "does not verify" in wrong_key.stderr, wrong_key
+        no_key = _audit_verify("--db", url, "--witness-url", witness.url)
+        assert no_key.returncode == 2 and "--witness-url needs --witness-key" in no_key.stderr, no_key
+
+        with engine.begin() as conn:
+            remove_append_only_guard(conn)
+            conn.execute(audit_entry.delete().where(audit_entry.c.seq > 6))
+            conn.execute(audit_tree_node.delete())
+            build_tree(conn)
+        cut = _audit_verify(*args)
+        assert cut.returncode == 1 and "truncated: the witness cosigned 9 entries, the log holds 6" in cut.stdout, cut
+    unreachable = _audit_verify(*args)
+    assert unreachable.returncode == 2 and "cannot check against the witness" in unreachable.stderr, unreachable
+    engine.dispose()

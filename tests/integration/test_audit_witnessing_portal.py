@@ -30,7 +30,7 @@ from audit.note import NoteSigner, Verifier
 from audit.tree import build_tree
 from audit.witnessed import fetch_witnessed
 from portal.crypto import generate_keyring_json
-from tests.integration.test_audit_checkpoints_deleted import superuser_tampering
+from tests.integration.test_audit_checkpoints_deleted import _console_verify_now, superuser_tampering
 from tests.support.portal_server import ROOT, PortalServer, another_worker, running_portal, sign_in
 from tests.support.witness_process import WitnessProcess
 
@@ -158,7 +158,11 @@ def test_a_tail_deleted_with_its_checkpoints_is_caught_by_the_witness(database_u
         portal.stop()  # the attacker works on a quiet database
         with superuser_tampering(portal.env["PORTAL_DATABASE_URL"]) as conn:
             _delete_tail(conn, KEPT)
-        _assert_verifiers_report_truncation(portal, witness, _remembered(portal, witness), KEPT)
+        remembered = _remembered(portal, witness)
+        _assert_verifiers_report_truncation(portal, witness, remembered, KEPT)
+        portal.start()  # the console, too, after the portal has gone on appending over the cut
+        page = _console_verify_now(portal, sign_in(portal.url, "cora"))
+        assert 'data-integrity="failed"' in page and f"the witness cosigned {remembered} entries" in page
 
 
 def test_emptied_audit_tables_are_caught_by_the_witness(database_url, tmp_path):
