@@ -50,7 +50,9 @@ lock:
 	$(PIP_COMPILE) --extra=postgres --constraint=$(TEST_LOCK) --output-file=$(RUNTIME_LOCK) pyproject.toml
 
 # The audit witness runs beside the portal as a separate process (its key and state in instance/, never the
-# database), trusting the log's key (`flask audit-log-key`); it is stopped when the portal stops.
+# database), trusting the log's key (`flask audit-log-key`); it is stopped when the portal stops. Both run in
+# the background of one shell, whose trap turns Ctrl-C into SIGTERM for both (run.py stops gracefully on
+# SIGTERM; background processes of a script ignore SIGINT).
 WITNESS := $(BIN)/python -m audit witness --key instance/witness.key --state instance/witness-state.json \
 	--port $(WITNESS_PORT) --log-key "$$($(BIN)/flask --app portal audit-log-key)"
 
@@ -58,8 +60,9 @@ run: install
 	$(BIN)/python -m portal.devsetup
 	$(FLASK) init-db
 	$(FLASK) seed-demo
-	$(DEV) { $(WITNESS) & witness=$$!; trap 'kill $$witness 2>/dev/null; wait $$witness' EXIT; \
-		trap 'exit 130' INT TERM; $(BIN)/python run.py --port $(PORT); }
+	$(DEV) { $(WITNESS) & witness=$$!; $(BIN)/python run.py --port $(PORT) & portal=$$!; \
+		trap 'kill $$portal $$witness 2>/dev/null' INT TERM; wait $$portal; status=$$?; \
+		kill $$portal $$witness 2>/dev/null; wait $$portal; wait $$witness; exit $$status; }
 
 # The same portal signed in through the independent npm provider (single sign-on, acr, back-channel logout).
 run-npm-idp: install-test oidc-provider
