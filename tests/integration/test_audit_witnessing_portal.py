@@ -199,6 +199,8 @@ def test_a_stopped_witness_never_stops_the_portal_and_fails_readiness_only_past_
         cora = sign_in(portal.url, "cora")
         page = cora.get(f"{portal.url}/compliance/integrity", timeout=10)
         assert page.status_code == 200 and 'data-witness="warning"' in page.text
+        shown = f'data-testid="log-verifier-key">{_log_verifier(portal).vkey()}</code>'
+        assert shown in page.text  # the key the witness was started with, published for auditors
 
         strict = another_worker(portal)
         strict.env = {**portal.env, "PORTAL_AUDIT_WITNESS_MAX_LAG_SECONDS": "1"}
