@@ -20,7 +20,10 @@ RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PORTAL_ENV=production
 RUN groupadd --system --gid 10001 portal \
- && useradd --system --uid 10001 --gid portal --home-dir /app --shell /usr/sbin/nologin portal
+ && useradd --system --uid 10001 --gid portal --home-dir /app --shell /usr/sbin/nologin portal \
+ && groupadd --system --gid 10002 witness \
+ && useradd --system --uid 10002 --gid witness --home-dir /var/lib/witness --shell /usr/sbin/nologin witness \
+ && install -d -o witness -g witness -m 700 /var/lib/witness
 WORKDIR /app
 # Exactly the locked dependencies, every file checked against PyPI's hash (README, "Dependencies and the lock"),
 # then the portal's own wheel, resolving nothing.

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
+WITNESS_PORT ?= 5071
 # Dependencies come from the hashed locks, never from a fresh resolve (README, "Dependencies and the lock").
 RUNTIME_LOCK := requirements/runtime.txt
 TEST_LOCK := requirements/test.txt
@@ -16,9 +17,10 @@ PYPI_ONLY := env -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_FIND_LINKS -u PI
 PIP_COMPILE := $(PYPI_ONLY) $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
 	--build-deps-for=editable $(LOCK_ARGS)
 DEV_ENV := instance/dev.env
-# The dev secrets live in instance/dev.env; the addresses follow PORT so `make run PORT=8000` works too.
+# The dev secrets live in instance/dev.env; the addresses follow PORT (and WITNESS_PORT) so `make run PORT=8000`
+# works too.
 DEV := set -a && . ./$(DEV_ENV) && set +a && export PORTAL_EXTERNAL_URL=http://127.0.0.1:$(PORT) \
-	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp &&
+	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp PORTAL_AUDIT_WITNESS_URL=http://127.0.0.1:$(WITNESS_PORT) &&
 FLASK := $(DEV) $(BIN)/flask --app portal
 
 .PHONY: run run-npm-idp test install install-test lock wrk browser nginx services oidc-provider bench screenshots lint clean
@@ -47,11 +49,20 @@ lock:
 	$(PIP_COMPILE) --extra=postgres --extra=test --output-file=$(TEST_LOCK) pyproject.toml
 	$(PIP_COMPILE) --extra=postgres --constraint=$(TEST_LOCK) --output-file=$(RUNTIME_LOCK) pyproject.toml
 
+# The audit witness runs beside the portal as a separate process (its key and state in instance/, never the
+# database), trusting the log's key (`flask audit-log-key`); it is stopped when the portal stops. Both run in
+# the background of one shell, whose trap turns Ctrl-C into SIGTERM for both (run.py stops gracefully on
+# SIGTERM; background processes of a script ignore SIGINT).
+WITNESS := $(BIN)/python -m audit witness --key instance/witness.key --state instance/witness-state.json \
+	--port $(WITNESS_PORT) --log-key "$$($(BIN)/flask --app portal audit-log-key)"
+
 run: install
 	$(BIN)/python -m portal.devsetup
 	$(FLASK) init-db
 	$(FLASK) seed-demo
-	$(DEV) $(BIN)/python run.py --port $(PORT)
+	$(DEV) { $(WITNESS) & witness=$$!; $(BIN)/python run.py --port $(PORT) & portal=$$!; \
+		trap 'kill $$portal $$witness 2>/dev/null' INT TERM; wait $$portal; status=$$?; \
+		kill $$portal $$witness 2>/dev/null; wait $$portal; wait $$witness; exit $$status; }
 
 # The same portal signed in through the independent npm provider (single sign-on, acr, back-channel logout).
 run-npm-idp: install-test oidc-provider

@@ -27,6 +27,7 @@ from portal.config import ConfigError, Settings  # noqa: E402
 from portal.extensions import socketio  # noqa: E402
 from portal.messaging.events import announce_shutdown  # noqa: E402
 from portal.observability import configure_logging  # noqa: E402
+from portal.witnessing import watch_witness  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
                             socket_timeout=60, keepalive=True)
     eventlet.spawn_n(_stop_on_sigterm, server)
     eventlet.spawn_n(watch_session_expiry, app)
+    eventlet.spawn_n(watch_witness, app)  # cosignatures off the request path; returns at once without a witness
     logging.getLogger("portal").info("portal serving on http://%s:%s", args.host, args.port)
     server.wait()
     return 0

@@ -39,6 +39,8 @@ from audit.schema import (
     DROP_APPEND_ONLY_DDL,
     audit_checkpoint,
     audit_entry,
+    audit_tree_checkpoint,
+    audit_tree_cosignature,
     audit_tree_node,
     create_tables,
     install_append_only_guard,
@@ -46,6 +48,7 @@ from audit.schema import (
     remove_append_only_guard,
 )
 from audit.store import AuditStore, JsonlAuditStore, SqlAuditStore
+from audit.tree_checkpoints import TreeCheckpoint, TreeCosignature
 from audit.verify import KINDS, Problem, VerifyReport, verify, verify_file, verify_store
 
 __all__ = [
@@ -73,11 +76,15 @@ __all__ = [
     "ProofError",
     "SigningKey",
     "SqlAuditStore",
+    "TreeCheckpoint",
+    "TreeCosignature",
     "TreeError",
     "VerifyKey",
     "VerifyReport",
     "audit_checkpoint",
     "audit_entry",
+    "audit_tree_checkpoint",
+    "audit_tree_cosignature",
     "audit_tree_node",
     "canonical_json",
     "compute_entry_hash",

@@ -1,5 +1,5 @@
 """Command line for auditors and operators: `python -m audit verify|export|keygen|prove-inclusion|
-prove-consistency|witness|witness-keygen`.
+prove-consistency|witness|witness-keygen|log-key`.
 
 Exit status: 0 when everything verified (or the export/key/proof was written), 1 when tampering
 was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import importlib.metadata
 import json
 import logging
@@ -28,9 +29,12 @@ from audit.chain import SigningKey, VerifyKey, canonical_json, load_signing_key,
 from audit.errors import TreeError
 from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
 from audit.filters import AuditFilter
+from audit.note import ALG_ED25519, Checkpoint, Note, NoteError, Verifier
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
 from audit.verify import VerifyReport, verify_file, verify_store
 from audit.witness import WitnessStateError, run, write_witness_key
+from audit.witness_client import WitnessError
+from audit.witnessed import Witnessed, check_against_witness, fetch_witnessed
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
 EXIT_STATUS_HELP = "exit status: 0 verified or written, 1 tampering found, 2 unusable input, I/O or database error"
@@ -73,6 +77,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                        help="the portal's PORTAL_AUDIT_CHECKPOINT_EVERY: a signed checkpoint must exist at every "
                             "multiple of N in a database, a store file or a full JSON Lines export "
                             f"(default: {DEFAULT_CHECKPOINT_EVERY})")
+    check.add_argument("--witness-url", metavar="URL",
+                       help="with --db: also fetch this witness's latest cosigned checkpoint of the log and require "
+                            "the database to hold that tree (detects a deleted tail or emptied tables)")
+    check.add_argument("--witness-key", metavar="VKEY", help="the witness's verifier key (name+keyid+base64)")
+    check.add_argument("--log-key", metavar="VKEY",
+                       help="the log's note verifier key (Integrity page, `flask audit-log-key`); default: "
+                            "--public-key under the origin of the database's newest tree checkpoint")
     check.add_argument("--manifest", metavar="FILE",
                        help="signed manifest of a CSV or FHIR NDJSON export (default: FILE.manifest.json beside it; "
                             "the JSON from the console, or the value of its X-Audit-Manifest header)")
@@ -101,6 +112,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                               "origin); repeat for more logs or keys")
     witness.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     witness.add_argument("--port", type=int, required=True, help="port to listen on (0: any free port)")
+
+    log_key = commands.add_parser("log-key", help="print the log's note verifier key (name+keyid+base64), what a "
+                                                  "witness is started with, from its public key and origin")
+    log_key.add_argument("--public-key", metavar="PEM_FILE", required=True, help="the audit public key (PEM or base64)")
+    log_key.add_argument("--origin", required=True, help="the portal's PORTAL_AUDIT_LOG_ORIGIN")
 
     witness_keygen = commands.add_parser("witness-keygen",
                                          help="write a new witness cosigner key and print its verifier key")
@@ -133,15 +149,44 @@ def _verify(args: argparse.Namespace) -> int:
         if args.manifest:
             raise ValueError("--manifest is for a CSV or FHIR NDJSON export file, not for --db")
         store = SqlAuditStore(sa.create_engine(args.db), None, checkpoint_every=args.checkpoint_every)
+        witnessed = _witnessed(args, store, key) if args.witness_url else None
         with _progress_bar(store.count()) as bar:
             report = verify_store(store, key, bar.update)
+        if witnessed is not None:
+            problem = check_against_witness(store, witnessed.checkpoint)
+            if problem is not None:
+                report = dataclasses.replace(report, ok=False, problem=problem)
+            elif report.ok:
+                print(f"witness: the log holds the {witnessed.checkpoint.size} entries it cosigned")
+        elif args.witness_url:
+            print("witness: it has cosigned no checkpoint of this log yet")
     else:
+        if args.witness_url:
+            raise ValueError("--witness-url checks a database (--db), not a file")
         with _progress_bar(None) as bar:
             report = verify_file(args.file, key, bar.update, checkpoint_every=args.checkpoint_every,
                                  manifest=args.manifest)
     _warn_self_asserted(report)
     print(report.summary())
     return EXIT_OK if report.ok else EXIT_TAMPERED
+
+
+def _witnessed(args: argparse.Namespace, store: SqlAuditStore, key: VerifyKey | None) -> Witnessed | None:
+    """The witness's latest cosigned checkpoint, both signatures checked; fetched before the database is read."""
+    if not args.witness_key:
+        raise ValueError("--witness-url needs --witness-key (the witness's verifier key)")
+    if args.log_key:
+        log_key = Verifier.from_vkey(args.log_key)
+    else:
+        newest = store.latest_tree_checkpoint()
+        if key is None or newest is None:
+            raise ValueError("--witness-url needs --log-key (or --public-key and a tree checkpoint in the database "
+                             "naming the log's origin)")
+        log_key = Verifier(Checkpoint.parse(Note.parse(newest.note).text).origin, ALG_ED25519, key.raw)
+    try:
+        return fetch_witnessed(args.witness_url, log_key, Verifier.from_vkey(args.witness_key))
+    except WitnessError as exc:
+        raise ValueError(f"cannot check against the witness: {exc}") from None
 
 
 def _warn_self_asserted(report: VerifyReport) -> None:
@@ -197,6 +242,11 @@ def _witness(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _log_key(args: argparse.Namespace) -> int:
+    print(Verifier(args.origin, ALG_ED25519, load_verify_key(args.public_key).raw).vkey())
+    return EXIT_OK
+
+
 def _witness_keygen(args: argparse.Namespace) -> int:
     print(write_witness_key(args.name, args.out).vkey())
     return EXIT_OK
@@ -242,7 +292,7 @@ def _prove_consistency(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "prove-inclusion": _prove_inclusion,
-            "prove-consistency": _prove_consistency, "witness": _witness, "witness-keygen": _witness_keygen}
+            "prove-consistency": _prove_consistency, "witness": _witness, "witness-keygen": _witness_keygen, "log-key": _log_key}
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m audit") -> int:
@@ -252,7 +302,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m audit") -> in
     except (TreeError, merkle.ProofError) as exc:
         print(f"tampered: {exc}", file=sys.stderr)
         return EXIT_TAMPERED
-    except (OSError, ValueError, WitnessStateError, sa.exc.SQLAlchemyError) as exc:
+    except (OSError, ValueError, NoteError, WitnessStateError, sa.exc.SQLAlchemyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -8,7 +8,8 @@ Each entry is at once a link of the hash chain (prev_hash, entry_hash: kept duri
 the Merkle tree, to be removed by a later step) and a leaf of the RFC 9162 Merkle tree
 (audit/merkle.py), whose stored hashes the SQL store writes in the same transaction as the
 entries (audit/tree.py). Both stores answer tree_size, root, inclusion_proof and
-consistency_proof.
+consistency_proof; the SQL store also signs C2SP tree checkpoints and keeps witness cosignatures
+(audit/tree_checkpoints.py).
 
 Long because the interface and its two implementations belong together: each store's locking,
 retry and tail-reading code is specific to it, and the tree's storage is already apart (tree.py).
@@ -22,22 +23,26 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
-from audit import merkle, tree
+from audit import merkle, tree, tree_checkpoints
 from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_json, parse_json
 from audit.errors import AuditWriteError, MalformedEntryError, TreeError
 from audit.events import AuditEvent
 from audit.filters import AuditFilter
+from audit.note import NoteSigner, key_name_ok
 from audit.queries import EVENT_COLUMNS, AuditQueries, entry_from_row, filter_clauses
 from audit.schema import audit_checkpoint, audit_entry, audit_tree_node
+from audit.tree_checkpoints import TreeCheckpoint, TreeCosignature
 
 # pg_advisory_xact_lock key shared by every portal process: ASCII "AUDIT".
 ADVISORY_LOCK_KEY = 0x4155444954
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_LOCK_TIMEOUT_SECONDS = 5.0
+DEFAULT_TREE_CHECKPOINT_SECONDS = 60.0
 WRITE_ATTEMPTS = 8
 PAGE_SIZE = 1000
 
@@ -199,6 +204,10 @@ class SqlAuditStore(AuditStore, AuditQueries):
     A write waits at most `lock_timeout` seconds in all for its locks (this process's, then
     the database's, retries included) and then fails with AuditWriteError: a lock held by a
     stuck writer must not hang every request that needs an audit entry.
+
+    With an `origin` (the note key name of the log, e.g. "portal.example/audit"), an append also
+    signs a tree checkpoint (audit/tree_checkpoints.py) in its transaction when the newest one is
+    older than `checkpoint_seconds`; `sign_tree_checkpoint()` signs one on demand.
     """
 
     def __init__(
@@ -207,13 +216,83 @@ class SqlAuditStore(AuditStore, AuditQueries):
         signing_key: SigningKey | None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS,
+        origin: str | None = None,
+        checkpoint_seconds: float = DEFAULT_TREE_CHECKPOINT_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         super().__init__(signing_key, checkpoint_every)
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be a positive number of seconds")
+        if origin is not None and not key_name_ok(origin):
+            raise ValueError(f"the log origin {origin!r} is not a note key name (no spaces, no '+')")
+        if not checkpoint_seconds > 0:
+            raise ValueError("checkpoint_seconds must be a positive number of seconds")
         self.engine = engine
         self.lock_timeout = lock_timeout
+        self.origin = origin
+        self.checkpoint_seconds = checkpoint_seconds
+        self.clock = clock  # POSIX seconds: when a tree checkpoint is due, and its created time
         self._lock = threading.Lock()
+        # clock() before which no tree checkpoint is due: read from the newest committed one, so
+        # most appends skip the query; a checkpoint this process signs does not move it (it may roll back).
+        self._tree_checkpoint_due_at = 0.0
+
+    def tree_signer(self) -> NoteSigner:
+        """The log's note signer: the audit key under the key name `origin`."""
+        if self.origin is None:
+            raise AuditWriteError("this audit store has no log origin, so it signs no tree checkpoints")
+        return NoteSigner(self.origin, self._key())
+
+    def sign_tree_checkpoint(self) -> TreeCheckpoint:
+        """Sign and keep a checkpoint of the whole tree now (on demand)."""
+        signer = self.tree_signer()
+        return self._write(lambda conn: tree_checkpoints.sign(conn, signer, self._now()))
+
+    def latest_tree_checkpoint(self) -> TreeCheckpoint | None:
+        with self.engine.connect() as conn:
+            return tree_checkpoints.latest(conn)
+
+    def tree_checkpoints(self) -> list[TreeCheckpoint]:
+        """Every signed tree checkpoint, oldest first."""
+        with self.engine.connect() as conn:
+            return tree_checkpoints.all_checkpoints(conn)
+
+    def record_cosignature(self, tree_size: int, root_hash: bytes, witness: str, cosigned_at: datetime,
+                           note: str) -> TreeCosignature:
+        """Keep a witness's cosignature (the note with the log's and the witness's signatures)."""
+        return self._write(lambda conn: tree_checkpoints.record_cosignature(
+            conn, tree_size, root_hash, witness, cosigned_at, note))
+
+    def latest_cosignature(self, witness: str | None = None) -> TreeCosignature | None:
+        with self.engine.connect() as conn:
+            return tree_checkpoints.latest_cosignature(conn, witness)
+
+    def first_unwitnessed(self, witnessed_size: int) -> TreeCheckpoint | None:
+        """The oldest checkpoint of a tree larger than `witnessed_size` (None: the witness has seen them all)."""
+        with self.engine.connect() as conn:
+            return tree_checkpoints.first_unwitnessed(conn, witnessed_size)
+
+    def unwitnessed_seconds(self, witness: str) -> float:
+        """How long the log has held a signed checkpoint larger than the last one `witness` (name+keyid)
+        cosigned: 0 while the witness has cosigned the newest. What /readyz bounds."""
+        with self.engine.connect() as conn:
+            cosigned = tree_checkpoints.latest_cosignature(conn, witness)
+            waiting = tree_checkpoints.first_unwitnessed(conn, cosigned.tree_size if cosigned else 0)
+        return 0.0 if waiting is None else max(0.0, self.clock() - waiting.created.timestamp())
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
+
+    def _tree_checkpoint_due(self, conn: sa.Connection) -> bool:
+        if self.origin is None or self.clock() < self._tree_checkpoint_due_at:
+            return False
+        newest = tree_checkpoints.latest(conn)
+        if newest is not None:
+            due_at = newest.created.timestamp() + self.checkpoint_seconds
+            if self.clock() < due_at:
+                self._tree_checkpoint_due_at = due_at
+                return False
+        return True
 
     def append_many(self, events: Iterable[AuditEvent]) -> list[Entry]:
         events = list(events)
@@ -246,6 +325,8 @@ class SqlAuditStore(AuditStore, AuditQueries):
         tree.extend(conn, head[0], entries)
         for checkpoint in checkpoints:
             conn.execute(audit_checkpoint.insert(), _checkpoint_row(checkpoint))
+        if self._tree_checkpoint_due(conn):
+            tree_checkpoints.sign(conn, self.tree_signer(), self._now())
         return entries
 
     def _checkpoint_locked(self, conn: sa.Connection) -> Checkpoint:

@@ -6,7 +6,7 @@ import logging
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal import cli, observability, openapi, security, services
+from portal import cli, observability, openapi, security, services, witnessing
 from portal.admin import bp as admin_bp
 from portal.auth import bp as auth_bp
 from portal.compliance import bp as compliance_bp
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     bind_engine(engine)
     app.teardown_appcontext(end_session)
     services.init_app(app, settings, engine)
+    witnessing.init_app(app)
     security.init_app(app, settings)
     _register_blueprints(app, settings)
     return app

@@ -20,10 +20,12 @@ from portal.exceptions import InvalidInput
 from portal.fhir.service import register_app
 from portal.migrate import upgrade
 from portal.seed import seed_demo as run_seed
+from portal.witnessing import submitter as witness_submitter
 
 
 def init_app(app: Flask) -> None:
-    for command in (init_db, seed_demo, new_key, rotate_keys, audit_verify, audit_export, smart_register_app):
+    for command in (init_db, seed_demo, new_key, rotate_keys, audit_verify, audit_export, smart_register_app,
+                    audit_witness, audit_log_key):
         app.cli.add_command(command)
 
 
@@ -86,10 +88,34 @@ def _print_status(status: dict) -> None:
 @click.command("audit-verify")
 def audit_verify() -> None:
     """Verify the audit log's hash chain and signed checkpoints (one is required at every multiple of
-    PORTAL_AUDIT_CHECKPOINT_EVERY); exit 1 on any problem."""
+    PORTAL_AUDIT_CHECKPOINT_EVERY), then, with PORTAL_AUDIT_WITNESS_URL, that the log still holds the tree
+    its witness last cosigned. Exit 1 on any problem, 2 when the witness cannot be asked."""
     report = run_verification(actor_role="operator", progress=True)
     click.echo(report.summary())
-    sys.exit(0 if report.ok else 1)
+    sys.exit(1 if not report.ok else 2 if report.witness_error else 0)
+
+
+@click.command("audit-witness")
+def audit_witness() -> None:
+    """One witnessing round: sign a tree checkpoint if entries are not covered by one, submit the newest to
+    PORTAL_AUDIT_WITNESS_URL and keep its cosignature. Exit 1 if the witness remembers more than the log
+    holds (a lost tail) or refuses the checkpoint, 2 if it cannot be reached or is not configured."""
+    submitter = witness_submitter()
+    if submitter is None:
+        click.echo("error: no witness configured (PORTAL_AUDIT_WITNESS_URL, PORTAL_AUDIT_WITNESS_KEY)", err=True)
+        sys.exit(2)
+    outcome = submitter.submit(sign_now=True)
+    if outcome.ok:
+        click.echo(f"witnessed: the witness has cosigned {outcome.cosigned or 0} entries")
+        return
+    click.echo(f"error: {outcome.error}", err=True)
+    sys.exit(1 if outcome.truncated or outcome.refused else 2)
+
+
+@click.command("audit-log-key")
+def audit_log_key() -> None:
+    """Print the log's note verifier key (name+keyid+base64): what a witness is started with (--log-key)."""
+    click.echo(services.audit_store().tree_signer().vkey())
 
 
 @click.command("audit-export")

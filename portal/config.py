@@ -17,6 +17,8 @@ from urllib.parse import urlparse
 
 from limits import parse_many
 
+from audit.note import ALG_COSIGNATURE_V1, NoteError, Verifier, key_name_ok
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 INSTANCE_DIR = PROJECT_ROOT / "instance"
 ENVIRONMENTS = ("development", "test", "production")
@@ -113,6 +115,24 @@ def _as_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _as_key_name(value: str) -> str:
+    """A signed-note key name (c2sp.org/signed-note): the audit log's origin line and its key's name."""
+    if not key_name_ok(value):
+        raise ValueError("expected a note key name such as portal.example/audit: no spaces and no '+'")
+    return value
+
+
+def _as_witness_key(value: str) -> str:
+    """A witness's cosigner verifier key, name+keyid+base64(0x04 ‖ Ed25519 public key) (c2sp.org/tlog-cosignature)."""
+    try:
+        verifier = Verifier.from_vkey(value.strip())
+    except NoteError as exc:
+        raise ValueError(str(exc)) from None
+    if verifier.algorithm != ALG_COSIGNATURE_V1:
+        raise ValueError("expected a witness's cosignature/v1 verifier key (type 0x04), as witness-keygen prints")
+    return value.strip()
+
+
 def _setting(env: str, default: Any = None, parse: Callable[[str], Any] | None = None, secret: bool = False):
     return field(default=default, metadata={"env": env, "parse": parse, "secret": secret})
 
@@ -127,6 +147,16 @@ class Settings:
     keyring: str = _setting("PORTAL_KEYRING", "", secret=True)
     audit_signing_key: str = _setting("PORTAL_AUDIT_SIGNING_KEY", "", secret=True)
     audit_checkpoint_every: int = _setting("PORTAL_AUDIT_CHECKPOINT_EVERY", 100, _as_positive_int)
+    # A signed tree checkpoint (C2SP signed note) at least this often while the log grows.
+    audit_checkpoint_seconds: float = _setting("PORTAL_AUDIT_CHECKPOINT_SECONDS", 60, _as_positive_number)
+    # The tree checkpoints' origin line and the name of the log's note key; default: <external host>/audit.
+    audit_log_origin_setting: str = _setting("PORTAL_AUDIT_LOG_ORIGIN", "", _as_key_name)
+    # The C2SP tlog-witness that cosigns the tree checkpoints (both or neither), and how long the log may
+    # outgrow its last cosignature before /readyz reports the witness failed.
+    audit_witness_url: str = _setting("PORTAL_AUDIT_WITNESS_URL", "", _as_url)
+    # A public key, but given as a file like the secrets (Compose mounts it from secrets/witness_verifier_key).
+    audit_witness_key: str = _setting("PORTAL_AUDIT_WITNESS_KEY", "", _as_witness_key, secret=True)
+    audit_witness_max_lag_seconds: float = _setting("PORTAL_AUDIT_WITNESS_MAX_LAG_SECONDS", 600, _as_positive_number)
     # How long an audit append may wait for the append lock before the request fails closed (503).
     audit_lock_timeout_seconds: float = _setting("PORTAL_AUDIT_LOCK_TIMEOUT_SECONDS", 5, _as_positive_number)
     # A worker whose real audit appends fail reports not ready this long after the latest failure.
@@ -182,6 +212,12 @@ class Settings:
         return self.production
 
     @property
+    def audit_log_origin(self) -> str:
+        if self.audit_log_origin_setting:
+            return self.audit_log_origin_setting
+        return f"{urlparse(self.external_url).hostname or 'localhost'}/audit"
+
+    @property
     def role_map(self) -> dict[str, str]:
         return self.oidc_role_map or {role: role for role in PORTAL_ROLES}
 
@@ -227,6 +263,10 @@ class Settings:
         ):
             if not value:
                 found.append(f"{name} is required")
+        if self.audit_witness_url and not self.audit_witness_key:
+            found.append("PORTAL_AUDIT_WITNESS_KEY is required with PORTAL_AUDIT_WITNESS_URL (the witness's verifier key)")
+        if self.audit_witness_key and not self.audit_witness_url:
+            found.append("PORTAL_AUDIT_WITNESS_URL is required with PORTAL_AUDIT_WITNESS_KEY")
         if "openid" not in self.oidc_scopes.split():
             found.append("PORTAL_OIDC_SCOPES must include openid")
         if self.dev_idp and self.oidc_issuer and urlparse(self.oidc_issuer).hostname not in LOOPBACK_HOSTS:

@@ -1,8 +1,11 @@
 """Create the development secrets `make run` needs, once: `python -m portal.devsetup`.
 
-Writes instance/dev.env (PORTAL_* secrets for the embedded default) and the key files it names.
-Existing files are kept, so demo data stays readable across runs. The Makefile adds the addresses
-(PORTAL_EXTERNAL_URL, PORTAL_OIDC_ISSUER), which follow the port. Never used in production.
+Writes instance/dev.env (PORTAL_* secrets for the embedded default) and the key files it names,
+including the audit witness's own key (instance/witness.key), which `make run` starts the witness
+with. Existing files are kept, so demo data stays readable across runs; a dev.env from before the
+witness gets its PORTAL_AUDIT_WITNESS_KEY line appended. The Makefile adds the addresses
+(PORTAL_EXTERNAL_URL, PORTAL_OIDC_ISSUER, PORTAL_AUDIT_WITNESS_URL), which follow the ports.
+Never used in production.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import sys
 from pathlib import Path
 
 from audit import generate_signing_key_pem
+from audit.witness import load_witness_key, write_witness_key
 from portal.config import INSTANCE_DIR
 from portal.crypto import write_dev_keyring
 
@@ -22,6 +26,23 @@ def write_once(path: Path, content: str | bytes) -> None:
     data = content.encode() if isinstance(content, str) else content
     path.touch(mode=0o600)
     path.write_bytes(data)
+
+
+WITNESS_NAME = "localhost/witness"
+
+
+def witness_verifier_key(path: Path) -> str:
+    """The development witness's verifier key, creating its cosigner key (owner-only) the first time."""
+    if not path.exists():
+        return write_witness_key(WITNESS_NAME, str(path)).vkey()
+    return load_witness_key(str(path)).vkey()
+
+
+def ensure_setting(env_file: Path, name: str, value: str) -> None:
+    """Append `name=value` to an env file that lacks the setting (one written before it existed)."""
+    lines = env_file.read_text().splitlines()
+    if not any(line.startswith(f"{name}=") for line in lines):
+        env_file.write_text("\n".join([*lines, f"{name}={value}", ""]))
 
 
 def main(instance: Path = INSTANCE_DIR) -> Path:
@@ -41,6 +62,7 @@ def main(instance: Path = INSTANCE_DIR) -> Path:
         f"PORTAL_METRICS_TOKEN={secrets.token_urlsafe(24)}",
         "",
     ]))
+    ensure_setting(env_file, "PORTAL_AUDIT_WITNESS_KEY", witness_verifier_key(instance / "witness.key"))
     return env_file
 
 

@@ -24,6 +24,7 @@ from prometheus_client import (
 )
 
 from audit import AuditWriteError
+from audit.note import Verifier
 from portal import services
 from portal.crypto import DecryptionError, KeyringError, check_stored_values
 from portal.db import Base
@@ -41,6 +42,12 @@ SOCKET_CONNECTIONS = Gauge("portal_socketio_connections", "Open Socket.IO connec
 MESSAGES = Counter("portal_messages_total", "Chat messages stored", registry=REGISTRY)
 AUDIT_APPENDS = Counter("portal_audit_appends_total", "Audit events appended", ["outcome"], registry=REGISTRY)
 AUDIT_FAILURES = Counter("portal_audit_failures_total", "Audit appends that failed", registry=REGISTRY)
+WITNESS_FAILURES = Counter("portal_audit_witness_failures_total",
+                           "Rounds in which the audit log's witness did not cosign (unreachable or refused)",
+                           registry=REGISTRY)
+WITNESS_LAG = Gauge("portal_audit_witness_lag_seconds",
+                    "Seconds since the log signed a checkpoint its witness has not cosigned (0: all cosigned)",
+                    registry=REGISTRY)
 DECRYPT_FAILURES = Counter("portal_decrypt_failures_total", "Field decryptions that failed", registry=REGISTRY)
 
 # app.extensions key: time.monotonic() of the latest failed audit append.
@@ -110,6 +117,8 @@ def readyz():
     checks["database"] = _check(lambda: services.engine().connect().close())
     checks["audit_store"] = _check(_audit_appends)
     checks["keyring"] = _check(_keyring_opens_stored_values)
+    if services.settings().audit_witness_url:
+        checks["audit_witness"] = _check(_witness_within_bound)
     if services.settings().message_queue:
         checks["message_queue"] = _check(lambda: _ping_queue(services.settings().message_queue))
     ready = all(value == "ok" for value in checks.values())
@@ -142,6 +151,16 @@ def _audit_appends() -> None:
     if failed_at is not None and time.monotonic() - failed_at < services.settings().audit_failure_not_ready_seconds:
         raise AuditWriteError("the latest audit append failed")
     services.audit_store().probe_append()
+
+
+def _witness_within_bound() -> None:
+    """Failed only when the log has outgrown its last cosignature for longer than the bound: an unreachable
+    witness alone is retried in the background and does not stop a worker from serving."""
+    settings = services.settings()
+    witness = Verifier.from_vkey(settings.audit_witness_key).key()
+    lag = services.audit_store().unwitnessed_seconds(witness)
+    if lag > settings.audit_witness_max_lag_seconds:
+        raise RuntimeError(f"no witness cosignature for {lag:.0f} s")
 
 
 def _keyring_opens_stored_values() -> None:

@@ -23,7 +23,8 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
     # so sharing one pool would let a burst of requests wait on each other for a second connection.
     app.extensions["portal.audit_store"] = SqlAuditStore(
         create_engine(settings.database_url), signing_key, checkpoint_every=settings.audit_checkpoint_every,
-        lock_timeout=settings.audit_lock_timeout_seconds,
+        lock_timeout=settings.audit_lock_timeout_seconds, origin=settings.audit_log_origin,
+        checkpoint_seconds=settings.audit_checkpoint_seconds,
     )
     # Concurrent requests' audit events share one transaction; each request still waits for its own commit.
     app.extensions["portal.audit_appender"] = GroupCommit(app.extensions["portal.audit_store"])

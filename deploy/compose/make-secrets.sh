@@ -1,7 +1,8 @@
 #!/bin/sh
 # Writes the secret files compose.yaml mounts, into DIR (default ./secrets): database and Redis
 # passwords with the URLs that carry them, the session secret, the field-encryption keyring, the audit
-# signing key (and its public half, for verifying exports), and the metrics token.
+# signing key (and its public half, for verifying exports), the audit witness's cosigner key (and its
+# verifier key, which the workers pin), and the metrics token.
 #
 #   deploy/compose/make-secrets.sh [DIR]
 #
@@ -58,6 +59,22 @@ openssl genpkey -algorithm ed25519 | write audit_signing_key
 openssl pkey -in "$dir/audit_signing_key" -pubout | write audit_public_key.pem
 # Signs the ID tokens of the apps patients connect (PORTAL_SMART_SIGNING_KEY): RSA, for RS256.
 openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 | write smart_signing_key
+
+# The audit witness's cosigner key in the form `python -m audit witness-keygen` writes (docs/WITNESS.md):
+# PRIVATE+KEY+name+keyid+base64(0x04 || Ed25519 seed), key id = SHA-256(name || 0x0A || 0x04 || public key)[:4];
+# and its verifier key name+keyid+base64(0x04 || public key), which the workers pin (PORTAL_AUDIT_WITNESS_KEY).
+if [ ! -e "$dir/witness_key" ]; then
+    name=${WITNESS_NAME:-riverside-portal/witness}
+    work=$(mktemp -d)
+    openssl genpkey -algorithm ed25519 -outform DER -out "$work/key.der"
+    openssl pkey -inform DER -in "$work/key.der" -pubout -outform DER | tail -c 32 >"$work/public"
+    tail -c 32 "$work/key.der" >"$work/seed"
+    keyid=$({ printf '%s\n\004' "$name"; cat "$work/public"; } | openssl dgst -sha256 -binary | head -c 4 \
+        | od -An -tx1 | tr -d ' \n')
+    echo "PRIVATE+KEY+$name+$keyid+$({ printf '\004'; cat "$work/seed"; } | openssl base64 -A)" | write witness_key
+    echo "$name+$keyid+$({ printf '\004'; cat "$work/public"; } | openssl base64 -A)" | write witness_verifier_key
+    rm -rf "$work"
+fi
 
 for provided in oidc_client_secret tls_certificate tls_private_key; do
     [ -e "$dir/$provided" ] || echo "missing $dir/$provided: write it before docker compose up (see README, \"Run it with Compose\")"

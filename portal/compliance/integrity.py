@@ -8,32 +8,35 @@ from typing import Any
 
 from tqdm import tqdm
 
-from audit import AuditFilter, VerifyReport
+from audit import AuditFilter, TreeCheckpoint, VerifyReport
 from portal import services
 from portal.access import record
 from portal.actions import Action
-from portal.auditlog import verify_log
 from portal.people import display_names
+from portal.witnessing import WitnessedReport, verify_with_witness, witness_details
 
 
 def verification_details(report: VerifyReport) -> dict[str, Any]:
     """The result as the audit.verify event records it."""
     details: dict[str, Any] = {"ok": report.ok, "entries": report.entries_checked,
                                "checkpoints": report.checkpoints_checked, "key_id": report.key_id}
+    if isinstance(report, WitnessedReport):
+        details.update(witness_details(report))
     if report.problem is not None:
         details.update(problem=report.problem.kind, position=report.problem.position,
                        message=report.problem.message[:256])
     return details
 
 
-def run_verification(actor_role: str | None = None, progress: bool = False) -> VerifyReport:
-    """Verify the log and record the result as an audit.verify event (for the CLI)."""
+def run_verification(actor_role: str | None = None, progress: bool = False) -> WitnessedReport:
+    """Verify the log, and against its witness when one is configured; record the result as an
+    audit.verify event (for the CLI)."""
     if progress:
         with tqdm(total=services.audit_store().count(), unit="entries", file=sys.stderr, delay=1.0,
                   disable=None, leave=False) as bar:
-            report = verify_log(bar.update)
+            report = verify_with_witness(bar.update)
     else:
-        report = verify_log()
+        report = verify_with_witness()
     record(Action.AUDIT_VERIFY, "allowed", actor_role=actor_role, reason="audit log verification",
            details=verification_details(report))
     return report
@@ -64,3 +67,17 @@ def last_verification() -> LastVerification | None:
         event.actor_role, details.get("ok") is True, details.get("entries"), details.get("checkpoints"),
         details.get("problem"), details.get("position"), details.get("message"),
     )
+
+
+@dataclass(frozen=True)
+class TreeStatus:
+    """What the Integrity page shows of the signed tree checkpoints: the log's note verifier key
+    (`name+keyid+base64`, what a witness or an auditor pins) and the newest checkpoint."""
+
+    verifier_key: str
+    latest: TreeCheckpoint | None
+
+
+def tree_status() -> TreeStatus:
+    store = services.audit_store()
+    return TreeStatus(store.tree_signer().vkey(), store.latest_tree_checkpoint())

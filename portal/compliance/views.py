@@ -14,11 +14,13 @@ from flask_login import current_user, login_required
 from audit import AuditFilter
 from portal.access import authorize, authorized
 from portal.actions import Action
-from portal.auditlog import verify_key, verify_log
+from portal.auditlog import verify_key
 from portal.auth import step_up
 from portal.compliance import bp, charts, exports, flags, integrity, search
 from portal.compliance.filters import FILTER_FIELDS, FilterError, filter_query_args, parse_cursor, parse_filter
 from portal.exceptions import NotFound
+from portal.witnessing import status as witness_status
+from portal.witnessing import verify_with_witness
 
 T = TypeVar("T")
 
@@ -146,7 +148,8 @@ def review_break_glass(grant_id: str):
 @login_required
 def integrity_page():
     authorize(Action.AUDIT_READ, details={"view": "integrity"})
-    return render_template("compliance/integrity.html", last=integrity.last_verification(), key=verify_key())
+    return render_template("compliance/integrity.html", last=integrity.last_verification(), key=verify_key(),
+                           log=integrity.tree_status(), witness=witness_status())
 
 
 @bp.get("/integrity/public-key.pem")
@@ -161,8 +164,8 @@ def public_key():
 @bp.post("/integrity/verify")
 @login_required
 def verify_now():
-    report = authorized(Action.AUDIT_VERIFY, verify_log, integrity.verification_details)
-    flash("Verification finished: " + report.summary(), "success" if report.ok else "error")
+    report = authorized(Action.AUDIT_VERIFY, verify_with_witness, integrity.verification_details)
+    flash("Verification finished: " + report.summary(), "success" if report.ok and not report.witness_error else "error")
     return redirect(url_for("compliance.integrity"))
 
 

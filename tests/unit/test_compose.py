@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 import yaml
 
 from audit import load_signing_key, load_verify_key
+from audit.note import NoteSigner
+from audit.witness import load_witness_key
 from portal.config import Settings
 from portal.crypto import Keyring
 
@@ -220,3 +223,33 @@ def test_prometheus_scrapes_every_worker_with_the_token():
     upstream = re.findall(r"^server\s+(\S+)\s", (ROOT / "deploy/nginx-workers.conf").read_text(), re.M)
     assert sorted(host_targets) == sorted(upstream)
     assert all(group["labels"]["worker"] for group in host_scrape["static_configs"] + compose_scrape["static_configs"])
+
+
+def test_the_witness_runs_apart_from_the_portal_and_its_database(generated_secrets):
+    """Its own container, user and volume; no database credential or signing key; the workers pin its key."""
+    witness = SERVICES["witness"]
+    assert witness["user"].split(":")[0] == "10002" and "USER 10001" in (ROOT / "Dockerfile").read_text()
+    assert "install -d -o witness -g witness -m 700 /var/lib/witness" in (ROOT / "Dockerfile").read_text()
+    assert _mounts(witness) == {"witness": "/var/lib/witness"} and "witness" in COMPOSE["volumes"]
+    command = " ".join(witness["command"])
+    assert "python -m audit witness --key /run/secrets/witness_key --state /var/lib/witness/" in command
+    assert set(_secret_names(witness)) == {"witness_key", "audit_public_key.pem"}
+    assert set(witness["networks"]) <= {name for name, spec in COMPOSE["networks"].items() if (spec or {}).get("internal")}
+    port = _port(command.split())
+    for name, worker in {**_workers(), "migrate": SERVICES["migrate"]}.items():
+        assert worker["environment"]["PORTAL_AUDIT_WITNESS_URL"] == f"http://witness:{port}", name
+        assert "witness_key" not in _secret_names(worker), f"{name} must not hold the witness's private key"
+    signer = load_witness_key(str(generated_secrets / "witness_key"))
+    assert signer.vkey() == (generated_secrets / "witness_verifier_key").read_text().strip()
+    origin = _interpolate(witness["environment"]["WITNESS_LOG_ORIGIN"], _example_env())
+    assert origin == _interpolate(SERVICES["portal-1"]["environment"]["PORTAL_AUDIT_LOG_ORIGIN"], _example_env())
+
+
+def test_the_witness_trusts_the_key_the_workers_sign_checkpoints_with(generated_secrets):
+    """The witness's --log-key, computed as its command does, is the workers' note verifier key."""
+    origin = _interpolate(SERVICES["witness"]["environment"]["WITNESS_LOG_ORIGIN"], _example_env())
+    printed = subprocess.run([sys.executable, "-m", "audit", "log-key", "--public-key",
+                              str(generated_secrets / "audit_public_key.pem"), "--origin", origin],
+                             check=True, capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    signer = NoteSigner(origin, load_signing_key(str(generated_secrets / "audit_signing_key")))
+    assert printed == signer.vkey()

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from audit import SigningKey
+from audit.note import ALG_COSIGNATURE_V1, NoteSigner
 from portal.config import PROJECT_ROOT, ConfigError, Settings
 
 SECRET_KEY = "s" * 48
@@ -103,6 +105,19 @@ def test_the_patient_claim_is_matched_against_the_mrn_unless_told_otherwise() ->
                  id="step-up-window-words"),
     pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "nan"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-nan"),
     pytest.param({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "inf"}, "PORTAL_SESSION_IDLE_MINUTES", id="number-inf"),
+    pytest.param({**DEVELOPMENT, "PORTAL_AUDIT_CHECKPOINT_SECONDS": "0"}, "PORTAL_AUDIT_CHECKPOINT_SECONDS",
+                 id="tree-checkpoint-seconds-zero"),
+    pytest.param({**DEVELOPMENT, "PORTAL_AUDIT_LOG_ORIGIN": "portal example/audit"}, "PORTAL_AUDIT_LOG_ORIGIN",
+                 id="origin-with-space"),
+    pytest.param({**DEVELOPMENT, "PORTAL_AUDIT_LOG_ORIGIN": "portal+example/audit"}, "PORTAL_AUDIT_LOG_ORIGIN",
+                 id="origin-with-plus"),
+    pytest.param({**DEVELOPMENT, "PORTAL_AUDIT_WITNESS_URL": "http://127.0.0.1:5071"}, "PORTAL_AUDIT_WITNESS_KEY",
+                 id="witness-url-without-key"),
+    pytest.param({**DEVELOPMENT, "PORTAL_AUDIT_WITNESS_URL": "http://127.0.0.1:5071",
+                  "PORTAL_AUDIT_WITNESS_KEY": "witness.test/w1+01020304+AQ=="}, "PORTAL_AUDIT_WITNESS_KEY",
+                 id="witness-key-malformed"),
+    pytest.param({**DEVELOPMENT, "PORTAL_AUDIT_WITNESS_MAX_LAG_SECONDS": "-1"}, "PORTAL_AUDIT_WITNESS_MAX_LAG_SECONDS",
+                 id="witness-lag-negative"),
     # malformed booleans
     pytest.param({**DEVELOPMENT, "PORTAL_DEV_IDP": "maybe"}, "PORTAL_DEV_IDP", id="bool-maybe"),
     pytest.param({**DEVELOPMENT, "PORTAL_SECURE_COOKIES": "2"}, "PORTAL_SECURE_COOKIES", id="bool-two"),
@@ -207,3 +222,19 @@ def test_run_py_refuses_a_malformed_value() -> None:
     result = _run_portal({**DEVELOPMENT, "PORTAL_SESSION_IDLE_MINUTES": "fifteen"})
     assert result.returncode == 2, result.stdout + result.stderr
     assert "PORTAL_SESSION_IDLE_MINUTES is malformed" in result.stderr
+
+
+def test_the_audit_log_origin_defaults_to_the_external_host_and_may_be_set() -> None:
+    assert Settings.from_env({**DEVELOPMENT, "PORTAL_EXTERNAL_URL": "https://portal.clinic.example:8443"}
+                             ).audit_log_origin == "portal.clinic.example/audit"
+    assert Settings.from_env({**DEVELOPMENT, "PORTAL_AUDIT_LOG_ORIGIN": "clinic.example/log"}
+                             ).audit_log_origin == "clinic.example/log"
+
+
+def test_a_witness_key_must_be_a_cosigner_key_not_a_logs_key() -> None:
+    log_key = NoteSigner("clinic.example/log", SigningKey.generate()).vkey()
+    witness_key = NoteSigner("witness.example/w1", SigningKey.generate(), ALG_COSIGNATURE_V1).vkey()
+    witnessed = {**DEVELOPMENT, "PORTAL_AUDIT_WITNESS_URL": "http://127.0.0.1:5071"}
+    assert Settings.from_env({**witnessed, "PORTAL_AUDIT_WITNESS_KEY": witness_key}).audit_witness_key == witness_key
+    with pytest.raises(ConfigError, match="PORTAL_AUDIT_WITNESS_KEY is malformed: expected a witness"):
+        Settings.from_env({**witnessed, "PORTAL_AUDIT_WITNESS_KEY": log_key})

@@ -1,0 +1,97 @@
+"""Signed tree checkpoints and their witness cosignatures in SQL (audit_tree_checkpoint, audit_tree_cosignature).
+
+A tree checkpoint is a C2SP tlog-checkpoint (origin, tree size, base64 RFC 9162 root) signed as a
+C2SP signed note with the log's Ed25519 audit key under the key name `origin` (audit/note.py). The
+store signs one in the append transaction when the newest is older than its `checkpoint_seconds`,
+and on demand; every one is kept. A witness's cosignature is kept beside it, as the note carrying
+both signatures. These functions run inside the caller's connection or transaction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+
+from audit import merkle, tree
+from audit.note import Checkpoint as NoteCheckpoint
+from audit.note import NoteSigner
+from audit.schema import audit_tree_checkpoint, audit_tree_cosignature
+
+_checkpoints = audit_tree_checkpoint.c
+_cosignatures = audit_tree_cosignature.c
+
+
+@dataclass(frozen=True)
+class TreeCheckpoint:
+    """One stored signed checkpoint: `note` is the signed note text."""
+
+    id: int
+    tree_size: int
+    root_hash: bytes
+    created: datetime
+    note: str
+
+
+@dataclass(frozen=True)
+class TreeCosignature:
+    """A witness's cosignature of the checkpoint of `tree_size`: `note` carries the log's and the witness's signatures."""
+
+    id: int
+    tree_size: int
+    root_hash: bytes
+    witness: str
+    cosigned_at: datetime
+    note: str
+
+
+def _checkpoint(row: sa.Row) -> TreeCheckpoint:
+    return TreeCheckpoint(row.id, row.tree_size, bytes(row.root_hash), row.created, row.note)
+
+
+def _cosignature(row: sa.Row) -> TreeCosignature:
+    return TreeCosignature(row.id, row.tree_size, bytes(row.root_hash), row.witness, row.cosigned_at, row.note)
+
+
+def sign(conn: sa.Connection, signer: NoteSigner, now: datetime | None = None) -> TreeCheckpoint:
+    """Sign and insert a checkpoint of the tree as stored in this transaction (under the append lock)."""
+    size = tree.stored_size(conn)
+    root = merkle.root(size, lambda addresses: tree.read_hashes(conn, addresses))
+    note = NoteCheckpoint(signer.name, size, root).sign(signer)
+    created = now or datetime.now(timezone.utc)
+    row = {"tree_size": size, "root_hash": root, "created": created, "note": note}
+    identifier = conn.execute(audit_tree_checkpoint.insert().returning(_checkpoints.id), row).scalar_one()
+    return TreeCheckpoint(identifier, size, root, created, note)
+
+
+def latest(conn: sa.Connection) -> TreeCheckpoint | None:
+    row = conn.execute(sa.select(audit_tree_checkpoint).order_by(_checkpoints.id.desc()).limit(1)).first()
+    return _checkpoint(row) if row else None
+
+
+def all_checkpoints(conn: sa.Connection) -> list[TreeCheckpoint]:
+    return [_checkpoint(row) for row in conn.execute(sa.select(audit_tree_checkpoint).order_by(_checkpoints.id))]
+
+
+def record_cosignature(conn: sa.Connection, tree_size: int, root_hash: bytes, witness: str, cosigned_at: datetime,
+                       note: str) -> TreeCosignature:
+    row = {"tree_size": tree_size, "root_hash": root_hash, "witness": witness, "cosigned_at": cosigned_at,
+           "note": note}
+    identifier = conn.execute(audit_tree_cosignature.insert().returning(_cosignatures.id), row).scalar_one()
+    return TreeCosignature(identifier, tree_size, root_hash, witness, cosigned_at, note)
+
+
+def latest_cosignature(conn: sa.Connection, witness: str | None = None) -> TreeCosignature | None:
+    """The cosignature of the largest tree (by `witness`, a `name+keyid`, when given)."""
+    query = sa.select(audit_tree_cosignature).order_by(_cosignatures.tree_size.desc(), _cosignatures.id.desc())
+    if witness is not None:
+        query = query.where(_cosignatures.witness == witness)
+    row = conn.execute(query.limit(1)).first()
+    return _cosignature(row) if row else None
+
+
+def first_unwitnessed(conn: sa.Connection, witnessed_size: int) -> TreeCheckpoint | None:
+    """The oldest checkpoint of a tree larger than `witnessed_size`: how long the log has outgrown its witness."""
+    row = conn.execute(sa.select(audit_tree_checkpoint).where(_checkpoints.tree_size > witnessed_size)
+                       .order_by(_checkpoints.id).limit(1)).first()
+    return _checkpoint(row) if row else None
