@@ -26,6 +26,7 @@ from audit.errors import TreeError
 from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
 from audit.filters import AuditFilter
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
+from audit.tree_verify import TreeHead, verify_tree
 from audit.verify import VerifyReport, verify_file, verify_store
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
@@ -66,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="the portal's PORTAL_AUDIT_CHECKPOINT_EVERY: a signed checkpoint must exist at every "
                             "multiple of N in a database, a store file or a full JSON Lines export "
                             f"(default: {DEFAULT_CHECKPOINT_EVERY})")
+    check.add_argument("--since-size", metavar="N", type=_positive_int,
+                       help="with --db and --since-root: verify the Merkle tree incrementally from this trusted tree "
+                            "head (a verified checkpoint's size and base64 root): only entries after N are hashed")
+    check.add_argument("--since-root", metavar="BASE64", help="the trusted root of the tree of --since-size entries")
     check.add_argument("--manifest", metavar="FILE",
                        help="signed manifest of a CSV or FHIR NDJSON export (default: FILE.manifest.json beside it; "
                             "the JSON from the console, or the value of its X-Audit-Manifest header)")
@@ -104,8 +109,25 @@ def _progress_bar(total: int | None) -> tqdm:
     return tqdm(total=total, unit="entries", file=sys.stderr, delay=1.0, disable=None, leave=False)
 
 
+def _trusted_head(args: argparse.Namespace) -> TreeHead | None:
+    if args.since_size is None and args.since_root is None:
+        return None
+    if args.since_size is None or args.since_root is None or not args.db:
+        raise ValueError("--since-size and --since-root go together, with --db")
+    root = base64.b64decode(args.since_root, validate=True)
+    if len(root) != merkle.HASH_SIZE:
+        raise ValueError(f"--since-root must be a base64 SHA-256 hash ({merkle.HASH_SIZE} bytes), not {len(root)} bytes")
+    return TreeHead(args.since_size, root)
+
+
 def _verify(args: argparse.Namespace) -> int:
     key: VerifyKey | None = load_verify_key(args.public_key) if args.public_key else None
+    trusted = _trusted_head(args)
+    if trusted is not None:
+        store = SqlAuditStore(sa.create_engine(args.db), None)
+        tree_report = verify_tree(store, trusted)
+        print(tree_report.summary())
+        return EXIT_OK if tree_report.ok else EXIT_TAMPERED
     if args.db:
         if args.manifest:
             raise ValueError("--manifest is for a CSV or FHIR NDJSON export file, not for --db")

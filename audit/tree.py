@@ -23,15 +23,25 @@ from audit.queries import entry_from_row
 from audit.schema import audit_entry, audit_tree_node
 
 BACKFILL_PAGE = 5000
+IN_LIST_LIMIT = 64
 _nodes = audit_tree_node.c
 
 
 def _select(conn: sa.Connection, addresses: Sequence[Address]) -> dict[Address, bytes]:
+    """A proof's few addresses in one query; the many of a verification page as one range per level
+    (a page's new hashes are contiguous on every level, and a long IN list is slow to compile)."""
     if not addresses:
         return {}
-    query = sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(
-        sa.tuple_(_nodes.level, _nodes.idx).in_(sorted(set(addresses))))
-    return {(row.level, row.idx): bytes(row.hash) for row in conn.execute(query)}
+    columns = (_nodes.level, _nodes.idx, _nodes.hash)
+    if len(addresses) <= IN_LIST_LIMIT:
+        queries = [sa.select(*columns).where(sa.tuple_(_nodes.level, _nodes.idx).in_(sorted(set(addresses))))]
+    else:
+        levels: dict[int, list[int]] = {}
+        for level, index in addresses:
+            levels.setdefault(level, []).append(index)
+        queries = [sa.select(*columns).where(_nodes.level == level, _nodes.idx.between(min(indexes), max(indexes)))
+                   for level, indexes in sorted(levels.items())]
+    return {(row.level, row.idx): bytes(row.hash) for query in queries for row in conn.execute(query)}
 
 
 def _ordered(found: dict[Address, bytes], addresses: Sequence[Address]) -> list[bytes]:
