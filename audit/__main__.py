@@ -1,4 +1,5 @@
-"""Command line for auditors and operators: `python -m audit verify|export|keygen|prove-inclusion|prove-consistency`.
+"""Command line for auditors and operators: `python -m audit verify|export|keygen`, and the Merkle tree's
+`prove-inclusion|prove-consistency` (from the database) and `check-inclusion|check-consistency` (offline).
 
 Exit status: 0 when everything verified (or the export/key/proof was written), 1 when tampering
 was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
@@ -11,10 +12,9 @@ as Certificate Transparency's JSON API and C2SP checkpoints write them.
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -25,6 +25,16 @@ from audit.chain import SigningKey, VerifyKey, canonical_json, load_signing_key,
 from audit.errors import TreeError
 from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
 from audit.filters import AuditFilter
+from audit.proofs import (
+    TrustedHead,
+    check_consistency,
+    check_inclusion,
+    consistency_document,
+    decode_hash,
+    inclusion_document,
+    load_document,
+    parse_tree_head,
+)
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
 from audit.tree_verify import TreeHead, verify_tree
 from audit.verify import VerifyReport, verify_file, verify_store
@@ -101,6 +111,15 @@ def _parser() -> argparse.ArgumentParser:
     consistency.add_argument("--db", metavar="URL", required=True)
     consistency.add_argument("--old", metavar="M", type=_positive_int, required=True)
     consistency.add_argument("--new", metavar="N", type=_positive_int, help="default: the whole log")
+
+    check_inc = commands.add_parser("check-inclusion", help="check a prove-inclusion JSON file offline (no database)")
+    check_inc.add_argument("file", help="the JSON prove-inclusion printed")
+    check_inc.add_argument("--tree", metavar="SIZE:BASE64", help="the trusted tree head (a verified checkpoint's size "
+                                                                 "and root) the proof must be against")
+    check_con = commands.add_parser("check-consistency", help="check a prove-consistency JSON file offline (no database)")
+    check_con.add_argument("file", help="the JSON prove-consistency printed")
+    check_con.add_argument("--old", metavar="SIZE:BASE64", help="the trusted old tree head")
+    check_con.add_argument("--new", metavar="SIZE:BASE64", help="the trusted new tree head")
     return parser
 
 
@@ -114,10 +133,7 @@ def _trusted_head(args: argparse.Namespace) -> TreeHead | None:
         return None
     if args.since_size is None or args.since_root is None or not args.db:
         raise ValueError("--since-size and --since-root go together, with --db")
-    root = base64.b64decode(args.since_root, validate=True)
-    if len(root) != merkle.HASH_SIZE:
-        raise ValueError(f"--since-root must be a base64 SHA-256 hash ({merkle.HASH_SIZE} bytes), not {len(root)} bytes")
-    return TreeHead(args.since_size, root)
+    return TreeHead(args.since_size, decode_hash(args.since_root, "--since-root"))
 
 
 def _verify(args: argparse.Namespace) -> int:
@@ -190,10 +206,6 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
 def _print_json(value: dict) -> int:
     print(json.dumps(value, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -209,11 +221,7 @@ def _prove_inclusion(args: argparse.Namespace) -> int:
         raise TreeError(f"the stored leaf hash of index {args.index} is not the hash of entry seq {args.index + 1}")
     root = store.root(size)
     merkle.verify_inclusion(args.index, size, leaf, path, root)
-    return _print_json({
-        "tree_size": size, "leaf_index": args.index, "root_hash": _b64(root), "leaf_hash": _b64(leaf),
-        "inclusion_path": [_b64(digest) for digest in path],
-        "entry": json.loads(entry.leaf_data()),  # its canonical JSON is the leaf's data
-    })
+    return _print_json(inclusion_document(size, args.index, root, leaf, path, json.loads(entry.leaf_data())))
 
 
 def _prove_consistency(args: argparse.Namespace) -> int:
@@ -222,14 +230,36 @@ def _prove_consistency(args: argparse.Namespace) -> int:
     path = store.consistency_proof(args.old, new)
     old_root, new_root = store.root(args.old), store.root(new)
     merkle.verify_consistency(args.old, new, path, old_root, new_root)
-    return _print_json({
-        "tree_size_1": args.old, "tree_size_2": new, "root_hash_1": _b64(old_root), "root_hash_2": _b64(new_root),
-        "consistency_path": [_b64(digest) for digest in path],
-    })
+    return _print_json(consistency_document(args.old, new, old_root, new_root, path))
+
+
+def _pinned(text: str | None, what: str) -> TrustedHead | None:
+    return None if text is None else parse_tree_head(text, what)
+
+
+def _checked(args: argparse.Namespace, check: Callable[[dict], str], pins: Sequence[TrustedHead | None]) -> int:
+    with open(args.file, encoding="utf-8") as handle:
+        document = load_document(handle.read())
+    print(f"OK: {check(document)}")
+    if not all(pin is not None for pin in pins):
+        print("warning: a tree head was taken from the proof file itself (the log's own claim); pin the size and "
+              "root of a verified checkpoint to make this a proof", file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_inclusion(args: argparse.Namespace) -> int:
+    tree = _pinned(args.tree, "--tree")
+    return _checked(args, lambda document: check_inclusion(document, tree), [tree])
+
+
+def _check_consistency(args: argparse.Namespace) -> int:
+    old, new = _pinned(args.old, "--old"), _pinned(args.new, "--new")
+    return _checked(args, lambda document: check_consistency(document, old, new), [old, new])
 
 
 COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "prove-inclusion": _prove_inclusion,
-            "prove-consistency": _prove_consistency}
+            "prove-consistency": _prove_consistency, "check-inclusion": _check_inclusion,
+            "check-consistency": _check_consistency}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

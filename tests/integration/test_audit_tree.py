@@ -157,7 +157,7 @@ def _b64s(values: list[str]) -> list[bytes]:
     return [base64.b64decode(value) for value in values]
 
 
-def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_url):
+def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_url, tmp_path):
     create_tables(engine)
     store = SqlAuditStore(engine, KEY)
     store.append_many(_event(i) for i in range(21))
@@ -177,6 +177,8 @@ def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_
                        base64.b64decode(proof["root_hash_2"]))
     assert _b64s(proof["consistency_path"]) == consistency_proof(7, 21, store.stored_hashes)
 
+    check_proofs_offline(tmp_path, inclusion.stdout, consistency.stdout)
+
     incremental = _audit_cli("verify", "--db", database_url, "--since-size", "7", "--since-root", proof["root_hash_1"])
     assert incremental.returncode == 0, incremental.stdout + incremental.stderr
     assert incremental.stdout.startswith(f"OK: tree intact (incremental, size 21, root {proof['root_hash_2']}, 14 entries")
@@ -184,6 +186,33 @@ def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_
     assert forged.returncode == 1 and forged.stdout.startswith("FAILED: inconsistent at position 7")
     unusable = _audit_cli("verify", "--db", database_url, "--since-size", "7", "--since-root", "not base64!")
     assert unusable.returncode == 2 and "error:" in unusable.stderr
+
+
+def check_proofs_offline(tmp_path, inclusion_json: str, consistency_json: str) -> None:
+    """What an auditor holding the files and a checkpoint's tree heads can check without the database."""
+    inclusion, consistency = json.loads(inclusion_json), json.loads(consistency_json)
+    included, consistent = tmp_path / "inclusion.json", tmp_path / "consistency.json"
+    included.write_text(inclusion_json)
+    consistent.write_text(consistency_json)
+    tree = f"{inclusion['tree_size']}:{inclusion['root_hash']}"
+    old, new = (f"{consistency[f'tree_size_{n}']}:{consistency[f'root_hash_{n}']}" for n in (1, 2))
+
+    pinned = _audit_cli("check-inclusion", str(included), "--tree", tree)
+    assert pinned.returncode == 0 and pinned.stdout.startswith("OK: entry seq 13 is in the tree of 20 entries")
+    assert pinned.stderr == ""
+    unpinned = _audit_cli("check-inclusion", str(included))
+    assert unpinned.returncode == 0 and "taken from the proof file itself" in unpinned.stderr
+    assert _audit_cli("check-consistency", str(consistent), "--old", old, "--new", new).returncode == 0
+    forked = _audit_cli("check-consistency", str(consistent), "--old", old, "--new", tree)
+    assert forked.returncode == 1 and "tampered: tree_size_2 21 is not the trusted tree size 20" in forked.stderr
+
+    inclusion["entry"]["event"]["patient_id"] = "someone-else"
+    included.write_text(json.dumps(inclusion))
+    edited = _audit_cli("check-inclusion", str(included), "--tree", tree)
+    assert edited.returncode == 1 and "the entry does not hash to leaf_hash" in edited.stderr
+    included.write_text(inclusion_json[:-20])
+    truncated = _audit_cli("check-inclusion", str(included), "--tree", tree)
+    assert truncated.returncode == 2 and "error: not JSON" in truncated.stderr
 
 
 def test_the_cli_exits_2_for_sizes_the_log_lacks_and_1_for_an_entry_its_leaf_does_not_match(engine, database_url):
