@@ -107,6 +107,8 @@ class AuditStore(ABC):
 
     def leaf_hash(self, index: int) -> bytes:
         """The stored leaf hash of entry seq index + 1."""
+        if index < 0:
+            raise ValueError(f"leaf index {index} is negative")
         self._checked_size(index + 1)
         return self.stored_hashes([(0, index)])[0]
 
