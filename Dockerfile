@@ -2,11 +2,13 @@
 # sticky sessions and PORTAL_MESSAGE_QUEUE=redis://... (see deploy/). Configuration is all PORTAL_*.
 
 # Build the portal's wheel (code, templates, static files and migrations) with the locked build backend.
+# The base image is named by tag, so a rebuild takes Debian's and Python's security updates; a deployment
+# that must rebuild byte-for-byte pins it by digest (python:3.11-slim@sha256:...) and bumps that deliberately.
 FROM python:3.11-slim AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY requirements/runtime.txt /tmp/runtime.txt
-RUN pip install --no-cache-dir pip==26.3 \
+COPY requirements/pip.txt requirements/runtime.txt /tmp/
+RUN pip install --no-cache-dir --require-hashes -r /tmp/pip.txt \
  && pip install --no-cache-dir --require-hashes -r /tmp/runtime.txt
 COPY pyproject.toml README.md ./
 COPY portal ./portal
@@ -22,10 +24,10 @@ RUN groupadd --system --gid 10001 portal \
 WORKDIR /app
 # Exactly the locked dependencies, every file checked against PyPI's hash (README, "Dependencies and the lock"),
 # then the portal's own wheel, resolving nothing.
-COPY requirements/runtime.txt /tmp/runtime.txt
-RUN pip install --no-cache-dir pip==26.3 \
+COPY requirements/pip.txt requirements/runtime.txt /tmp/
+RUN pip install --no-cache-dir --require-hashes -r /tmp/pip.txt \
  && pip install --no-cache-dir --require-hashes -r /tmp/runtime.txt \
- && rm /tmp/runtime.txt
+ && rm /tmp/pip.txt /tmp/runtime.txt
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-deps /wheels/*.whl && rm -rf /wheels
 COPY --chown=portal:portal run.py ./

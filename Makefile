@@ -21,11 +21,11 @@ DEV := set -a && . ./$(DEV_ENV) && set +a && export PORTAL_EXTERNAL_URL=http://1
 	PORTAL_OIDC_ISSUER=http://127.0.0.1:$(PORT)/devidp &&
 FLASK := $(DEV) $(BIN)/flask --app portal
 
-.PHONY: run run-npm-idp test install install-test lock wrk browser nginx oidc-provider bench screenshots lint clean
+.PHONY: run run-npm-idp test install install-test lock wrk browser nginx services oidc-provider bench screenshots lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/pip install --quiet --require-hashes -r requirements/pip.txt
 
 # Exactly what the lock lists, each file checked against its hash; then the portal itself, resolving nothing
 # (the lock carries its build backend, so no unpinned setuptools is fetched either).
@@ -74,7 +74,14 @@ nginx:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null)
 
-test: install-test oidc-provider browser nginx
+# Without PORTAL_TEST_POSTGRES_URL / PORTAL_TEST_REDIS_URL the suite starts private PostgreSQL and Redis
+# servers from these packages (tests/conftest.py); the machine's own services are not needed.
+services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && \
+		command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server >/dev/null)
+
+test: install-test oidc-provider browser nginx services
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS)
 
 screenshots: install-test oidc-provider browser

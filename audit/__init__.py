@@ -31,6 +31,7 @@ from audit.export import (
     fhir_audit_event,
 )
 from audit.filters import AuditFilter
+from audit.group_commit import GroupCommit
 from audit.merkle import ProofError
 from audit.queries import AuditQueries, Page
 from audit.schema import (
@@ -64,6 +65,7 @@ __all__ = [
     "Entry",
     "ExportDigest",
     "ExportManifest",
+    "GroupCommit",
     "JsonlAuditStore",
     "MalformedEntryError",
     "Page",

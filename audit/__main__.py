@@ -1,5 +1,6 @@
-"""Command line for auditors and operators: `python -m audit verify|export|keygen`, and the Merkle tree's
-`prove-inclusion|prove-consistency` (from the database) and `check-inclusion|check-consistency` (offline).
+"""Command line for auditors and operators: `python -m audit verify|export|keygen|witness|witness-keygen`,
+and the Merkle tree's `prove-inclusion|prove-consistency` (from the database) and
+`check-inclusion|check-consistency` (offline).
 
 Exit status: 0 when everything verified (or the export/key/proof was written), 1 when tampering
 was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
@@ -12,7 +13,9 @@ as Certificate Transparency's JSON API and C2SP checkpoints write them.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
+import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -38,8 +41,10 @@ from audit.proofs import (
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
 from audit.tree_verify import TreeHead, verify_tree
 from audit.verify import VerifyReport, verify_file, verify_store
+from audit.witness import WitnessStateError, run, write_witness_key
 
 EXIT_OK, EXIT_TAMPERED, EXIT_USAGE = 0, 1, 2
+EXIT_STATUS_HELP = "exit status: 0 verified or written, 1 tampering found, 2 unusable input, I/O or database error"
 
 
 def _cli_time(text: str) -> datetime:
@@ -62,8 +67,10 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m audit", description=__doc__)
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser(
@@ -100,6 +107,20 @@ def _parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="write a new Ed25519 signing key (PEM) and its public key")
     keygen.add_argument("-o", "--output", metavar="FILE", required=True, help="private key; FILE.pub gets the public key")
 
+    witness = commands.add_parser("witness", help="run a C2SP tlog-witness (POST /add-checkpoint) for the audit log")
+    witness.add_argument("--key", metavar="FILE", required=True, help="cosigner key written by witness-keygen")
+    witness.add_argument("--state", metavar="FILE", required=True,
+                         help="the witness's own state file (created if missing; never the portal's database)")
+    witness.add_argument("--log-key", metavar="VKEY", action="append", required=True,
+                         help="verifier key of a log it witnesses, name+keyid+base64 (the name is the log's "
+                              "origin); repeat for more logs or keys")
+    witness.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    witness.add_argument("--port", type=int, required=True, help="port to listen on (0: any free port)")
+
+    witness_keygen = commands.add_parser("witness-keygen",
+                                         help="write a new witness cosigner key and print its verifier key")
+    witness_keygen.add_argument("--name", required=True, help="the witness's key name, e.g. witness.example/w1")
+    witness_keygen.add_argument("--out", metavar="FILE", required=True, help="key file to create (owner-only)")
     inclusion = commands.add_parser("prove-inclusion", help="RFC 9162 inclusion proof of one entry (JSON, base64 hashes)")
     inclusion.add_argument("--db", metavar="URL", required=True)
     inclusion.add_argument("--index", metavar="I", type=_non_negative_int, required=True,
@@ -120,6 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     check_con.add_argument("file", help="the JSON prove-consistency printed")
     check_con.add_argument("--old", metavar="SIZE:BASE64", help="the trusted old tree head")
     check_con.add_argument("--new", metavar="SIZE:BASE64", help="the trusted new tree head")
+    for command in commands.choices.values():
+        command.epilog = EXIT_STATUS_HELP
     return parser
 
 
@@ -206,6 +229,17 @@ def _keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _witness(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run(args.key, args.state, args.log_key, args.host, args.port)
+    return EXIT_OK
+
+
+def _witness_keygen(args: argparse.Namespace) -> int:
+    print(write_witness_key(args.name, args.out).vkey())
+    return EXIT_OK
+
+
 def _print_json(value: dict) -> int:
     print(json.dumps(value, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -259,20 +293,32 @@ def _check_consistency(args: argparse.Namespace) -> int:
 
 COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "prove-inclusion": _prove_inclusion,
             "prove-consistency": _prove_consistency, "check-inclusion": _check_inclusion,
-            "check-consistency": _check_consistency}
+            "check-consistency": _check_consistency, "witness": _witness, "witness-keygen": _witness_keygen}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m audit") -> int:
+    args = _parser(prog).parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (TreeError, merkle.ProofError) as exc:
         print(f"tampered: {exc}", file=sys.stderr)
         return EXIT_TAMPERED
-    except (OSError, ValueError, sa.exc.SQLAlchemyError) as exc:
+    except (OSError, ValueError, WitnessStateError, sa.exc.SQLAlchemyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
 
+def console_main() -> None:
+    """The ``portal-audit`` console script."""
+    sys.exit(main(prog="portal-audit"))
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("patient-portal")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -27,6 +27,15 @@ from audit.merkle import leaf_hash as merkle_leaf_hash
 GENESIS_HASH = "0" * 64
 
 
+def parse_json(data: str | bytes) -> Any:
+    """``json.loads``, with nesting too deep for the parser reported as the ValueError any other
+    malformed input raises: a hostile file must get "malformed", never a crash."""
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to read") from None
+
+
 def canonical_json(value: Any) -> bytes:
     """Sorted-key compact UTF-8 JSON: the single byte form that is hashed and signed."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -116,6 +125,13 @@ class SigningKey:
 
     def public_raw_b64(self) -> str:
         return self.verify_key.raw_b64()
+
+    def private_raw_b64(self) -> str:
+        """The raw 32-byte Ed25519 seed in base64, the form `from_raw_b64` reads back."""
+        raw = self._key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        return base64.b64encode(raw).decode("ascii")
 
     def __repr__(self) -> str:
         return f"SigningKey(key_id={self.key_id!r})"

@@ -10,20 +10,22 @@ JSONL exports embed everything: a header line announcing the export, the entries
 the store's checkpoints when the export is the contiguous chain) and the manifest as the
 last line. CSV and FHIR have no room for it, so the caller ships `export_manifest(...)`
 as a sidecar file or response header.
+
+Long because the three formats are one contract: each writer sits beside the reader the verifier uses
+to turn its rows back into entries, so a change to a format changes both in one place.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
 import io
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from itertools import combinations
 from typing import Any
 
-from audit.chain import Checkpoint, Entry, SigningKey, VerifyKey, canonical_json
+from audit.chain import Checkpoint, Entry, SigningKey, VerifyKey, canonical_json, parse_json
 from audit.events import AuditEvent, format_time, parse_time, utcnow
 from audit.filters import AuditFilter
 
@@ -260,7 +262,7 @@ def entry_from_csv_row(row: Mapping[str, str]) -> Entry:
 
 
 def _json_object(text: str) -> dict[str, Any]:
-    value = json.loads(text)
+    value = parse_json(text)
     if not isinstance(value, dict):
         raise ValueError("expected a JSON object")
     return value

@@ -16,7 +16,6 @@ retry and tail-reading code is specific to it, and the tree's storage is already
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import threading
 import time
@@ -28,7 +27,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from audit import merkle, tree
-from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_json
+from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_json, parse_json
 from audit.errors import AuditWriteError, MalformedEntryError, TreeError
 from audit.events import AuditEvent
 from audit.filters import AuditFilter
@@ -84,6 +83,11 @@ class AuditStore(ABC):
     @abstractmethod
     def count(self) -> int:
         """Number of entries stored."""
+
+    def count_through(self, seq: int) -> int:
+        """Number of entries stored with a seq of at most ``seq``: exactly ``seq`` in an intact log, so a
+        verifier learns of rows outside the chain (a seq below 1) that walking from seq 1 never meets."""
+        return sum(1 for entry in self.iter_entries() if entry.seq <= seq)
 
     @abstractmethod
     def probe_append(self) -> None:
@@ -328,6 +332,10 @@ class SqlAuditStore(AuditStore, AuditQueries):
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(audit_entry)).scalar_one()
 
+    def count_through(self, seq: int) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(audit_entry)
+                                .where(audit_entry.c.seq <= seq)).scalar_one()
     def tree_size(self) -> int:
         with self.engine.connect() as conn:
             return tree.stored_size(conn)
@@ -385,7 +393,7 @@ def parse_jsonl_line(number: int, line: bytes) -> dict[str, Any]:
     if not line.endswith(b"\n"):
         raise MalformedEntryError(number, "incomplete last line (truncated write)")
     try:
-        record = json.loads(line)
+        record = parse_json(line)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedEntryError(number, f"not valid JSON: {exc}") from None
     if not isinstance(record, dict) or not isinstance(record.get("type"), str):
@@ -544,7 +552,7 @@ def _tail_head(fd: int) -> tuple[int, str]:
         partial = lines.pop(0) if position > 0 else b""
         for line in reversed(lines):
             if line.strip():
-                record = json.loads(line)
+                record = parse_json(line)
                 if record.get("type") == "entry":
                     return record["seq"], record["entry_hash"]
     return 0, GENESIS_HASH

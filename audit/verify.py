@@ -26,20 +26,22 @@ checked against their signed manifest (a sidecar file), each entry rebuilt from 
 The first problem found is reported, with its position (seq for stores, line number for
 files) and kind; verification never raises on bad input. A file that cannot be checked at
 all (a format it does not know, a CSV export without its manifest) raises CannotVerify.
+
+Long because every source a verifier accepts (a database, a store file, a JSON Lines, CSV or FHIR
+export) feeds the one checking pass, and an auditor reads what is checked in one place.
 """
 from __future__ import annotations
 
 import base64
 import binascii
 import csv
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit.chain import GENESIS_HASH, Checkpoint, Entry, VerifyKey
+from audit.chain import GENESIS_HASH, Checkpoint, Entry, VerifyKey, parse_json
 from audit.errors import CannotVerify, MalformedEntryError, Problem
 from audit.export import (
     CSV_COLUMNS,
@@ -369,6 +371,11 @@ def verify_store(
         entries = _observed(entries, [hook for hook in (tree and tree.add, observe) if hook is not None])
     report = verify(entries, checkpoints, verify_key, progress, checkpoint_every=store.checkpoint_every,
                     required_through=head_seq)
+    stored = store.count_through(head_seq)
+    if report.ok and stored != head_seq:
+        report.ok = False
+        report.problem = Problem(0, "inserted", f"{stored - head_seq} rows outside the chain (seq below 1): "
+                                                "the log holds entries no verified chain accounts for")
     if tree is not None:
         tree_report = tree.finish()
         report.tree = tree_report.head
@@ -512,7 +519,7 @@ def _sniff(path: str | os.PathLike[str]) -> tuple[str, dict[str, Any] | None]:
     if not first.lstrip().startswith(b"{"):
         return "unknown", None
     try:
-        record = json.loads(first)
+        record = parse_json(first)
     except ValueError:
         return "jsonl", None
     if isinstance(record, dict) and "resourceType" in record:
@@ -679,7 +686,7 @@ def _fhir_entries(path: str | os.PathLike[str]) -> Iterator[Positioned]:
     """The AuditEvent lines of a FHIR NDJSON export as (line number, entry)."""
     for number, line in read_jsonl_lines(path):
         try:
-            resource = json.loads(line)
+            resource = parse_json(line)
             entry, observer = entry_from_fhir(resource)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise MalformedEntryError(number, f"not an AuditEvent of this portal's export: {exc!r}") from None
@@ -726,7 +733,7 @@ def _load_manifest(path: str | os.PathLike[str], manifest_path: Path) -> ExportM
     try:
         if not text.startswith("{"):
             text = base64.b64decode(text, validate=True).decode("utf-8")
-        return ExportManifest.from_dict(json.loads(text))
+        return ExportManifest.from_dict(parse_json(text))
     except (binascii.Error, KeyError, TypeError, ValueError) as exc:
         raise CannotVerify(f"{manifest_path} is not an export manifest ({type(exc).__name__}: {exc})") from None
 

@@ -225,6 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     results = {
+        "http": run("bench_http", ["bench/bench_http.py", "--seconds", "6", "--rounds", "2",
+                                   "--postgres", args.postgres], 600),
+        "writers": run("bench_audit_writers", ["bench/bench_audit_writers.py", "--seconds", "4",
+                                               "--postgres", args.postgres], 300),
         "records": run("bench_records", ["bench/bench_records.py", "--seconds", "2"], 300),
         "audit": run("bench_audit", ["bench/bench_audit.py", "--events", "3000"], 300),
         "disclosures": run("bench_disclosures", ["bench/bench_disclosures.py", "--entries", "2000"], 300),
@@ -253,14 +257,34 @@ def main(argv: list[str] | None = None) -> int:
         "",
         table(["", ""], list(info.items())),
         "",
-        "## Chart reads (`bench/bench_records.py --seconds 2`)",
+        "## Chart reads over HTTP, as a browser meets them (`bench/bench_http.py --seconds 6 --rounds 2`)",
         "",
+        "`run.py` on PostgreSQL (and on SQLite), a signed-in user, loaded by `wrk -t2 -c20` (C, so the load "
+        "generator does not saturate first) on the same two cores. Baseline: a bare Flask app on `eventlet.wsgi` "
+        "returning the same bytes, alternated with the portal round by round. The goals are the speed issue's.",
+        "",
+        "```",
+        results["http"][0].strip(),
+        "```",
+        "",
+        "## Audit appends from concurrent writers (`bench/bench_audit_writers.py --seconds 4`)",
+        "",
+        "PostgreSQL, every append committed (WAL flushed) before it returns, through each process's group "
+        "commit as the portal's workers append. Baseline: one writer appending one event at a time.",
+        "",
+        "```",
+        results["writers"][0].strip(),
+        "```",
+        "",
+        "## Chart reads, in-process micro-benchmark (`bench/bench_records.py --seconds 2`)",
+        "",
+        "Not what a user meets (no HTTP, no server, SQLite): it isolates the application's own cost. "
         "SQLite, in-process test client, one patient's full chart. Baseline: the same Flask app and "
         "serializer reading plaintext copies of the tables, with no session, policy or audit.",
         "",
         table(["Path", "Rate", "Ratio to baseline"], records_rows(results["records"][0])),
         "",
-        "## Audit log (`bench/bench_audit.py --events 3000`)",
+        "## Audit log, in-process micro-benchmark (`bench/bench_audit.py --events 3000`)",
         "",
         "SQLite. Baseline: the same rows through plain INSERTs, one transaction per event. Export memory: "
         "peak allocation while streaming JSON Lines and CSV exports of N and 10N entries (flat = constant memory).",

@@ -7,6 +7,7 @@ event that has no policy decision (sign-in, sign-out, exports, key rotation). Bo
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
@@ -17,7 +18,7 @@ from audit import AuditEvent, AuditWriteError
 from portal import policy, services
 from portal.actions import Action
 from portal.exceptions import AccessDenied, AuditUnavailable
-from portal.observability import AUDIT_APPENDS, AUDIT_FAILURES
+from portal.observability import AUDIT_APPENDS, AUDIT_FAILURES, LAST_AUDIT_FAILURE
 from portal.policy import ChartRef, Decision, FhirRef
 from portal.request_fields import acting_app_details, audit_fields
 from portal.signals import audit_entry_appended
@@ -108,11 +109,13 @@ def _event(action: Action, outcome: str, *, details: Mapping | None = None, acto
 
 def _append(events: list[AuditEvent]) -> None:
     try:
-        entries = services.audit_store().append_many(events)
+        entries = services.audit_appender().append_many(events)
     except AuditWriteError as exc:
+        current_app.extensions[LAST_AUDIT_FAILURE] = time.monotonic()
         AUDIT_FAILURES.inc()
         log.error("audit append failed", extra={"action": events[0].action, "error": type(exc).__name__})
         raise AuditUnavailable() from exc
+    current_app.extensions[LAST_AUDIT_FAILURE] = None
     sender = current_app._get_current_object()
     for entry in entries:
         AUDIT_APPENDS.labels(entry.event.outcome).inc()

@@ -1,6 +1,9 @@
 """Engine and session for the portal's database: SQLite by default, PostgreSQL in production."""
 from __future__ import annotations
 
+import hashlib
+import threading
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -63,3 +66,23 @@ def transaction() -> Iterator[Session]:
     except BaseException:
         session.rollback()
         raise
+
+
+_process_locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+
+
+@contextmanager
+def serialised(name: str) -> Iterator[None]:
+    """Run the block as the only holder of ``name`` across every worker.
+
+    On PostgreSQL an advisory lock in the request's transaction: it is held until the request's session
+    ends, so whatever the block audited is committed before the next holder looks. SQLite serves one
+    process (development), where the process lock is enough.
+    """
+    with _process_locks[name]:
+        session = db_session()
+        if session.get_bind().dialect.name == "postgresql":
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+            session.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+        yield
+

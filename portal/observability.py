@@ -23,6 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from audit import AuditWriteError
 from portal import services
 from portal.crypto import DecryptionError, KeyringError, check_stored_values
 from portal.db import Base
@@ -41,6 +42,11 @@ MESSAGES = Counter("portal_messages_total", "Chat messages stored", registry=REG
 AUDIT_APPENDS = Counter("portal_audit_appends_total", "Audit events appended", ["outcome"], registry=REGISTRY)
 AUDIT_FAILURES = Counter("portal_audit_failures_total", "Audit appends that failed", registry=REGISTRY)
 DECRYPT_FAILURES = Counter("portal_decrypt_failures_total", "Field decryptions that failed", registry=REGISTRY)
+
+# app.extensions key: time.monotonic() of the latest failed audit append, None once one succeeds.
+LAST_AUDIT_FAILURE = "portal.last_audit_failure"
+# A worker whose real appends fail is taken out of rotation this long, even if a rehearsal passes.
+NOT_READY_AFTER_AUDIT_FAILURE_SECONDS = 30
 
 bp = Blueprint("observability", __name__)
 access_log = logging.getLogger("portal.access_log")
@@ -104,8 +110,7 @@ def healthz():
 def readyz():
     checks = {}
     checks["database"] = _check(lambda: services.engine().connect().close())
-    # A rehearsed append, rolled back: reading the head would not notice a refused INSERT or a stuck lock.
-    checks["audit_store"] = _check(services.audit_store().probe_append)
+    checks["audit_store"] = _check(_audit_appends)
     checks["keyring"] = _check(_keyring_opens_stored_values)
     if services.settings().message_queue:
         checks["message_queue"] = _check(lambda: _ping_queue(services.settings().message_queue))
@@ -129,6 +134,16 @@ def _check(probe) -> str:
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
         current_app.logger.warning("readiness check failed", extra={"error": type(exc).__name__})
         return "failed"
+
+
+def _audit_appends() -> None:
+    """A rehearsed append, rolled back (reading the head would not notice a refused INSERT or a stuck lock);
+    and not ready either while the latest real append failed, which a rehearsal can miss when only some
+    entries are refused."""
+    failed_at = current_app.extensions.get(LAST_AUDIT_FAILURE)
+    if failed_at is not None and time.monotonic() - failed_at < NOT_READY_AFTER_AUDIT_FAILURE_SECONDS:
+        raise AuditWriteError("the latest audit append failed")
+    services.audit_store().probe_append()
 
 
 def _keyring_opens_stored_values() -> None:

@@ -6,7 +6,7 @@ from flask import Flask, current_app
 from limits import strategies
 from limits.storage import storage_from_string
 
-from audit import SigningKey, SqlAuditStore, load_signing_key
+from audit import GroupCommit, SigningKey, SqlAuditStore, load_signing_key
 from portal.config import Settings
 from portal.crypto import Keyring, install_keyring
 from portal.db import create_engine
@@ -25,6 +25,8 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
         create_engine(settings.database_url), signing_key, checkpoint_every=settings.audit_checkpoint_every,
         lock_timeout=settings.audit_lock_timeout_seconds,
     )
+    # Concurrent requests' audit events share one transaction; each request still waits for its own commit.
+    app.extensions["portal.audit_appender"] = GroupCommit(app.extensions["portal.audit_store"])
     # client_manager is always given: SocketIO() is shared, and an earlier app's queue must not linger.
     queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}
     if settings.message_queue.startswith(("redis://", "rediss://")):
@@ -58,6 +60,10 @@ def settings() -> Settings:
 
 def audit_store() -> SqlAuditStore:
     return current_app.extensions["portal.audit_store"]
+
+
+def audit_appender() -> GroupCommit:
+    return current_app.extensions["portal.audit_appender"]
 
 
 def audit_signing_key() -> SigningKey:

@@ -1,39 +1,45 @@
-"""Shared fixtures: real services where the machine has them, with skip reasons that say how to enable them."""
+"""Shared fixtures: the machine's PostgreSQL and Redis when the test variables name them (CI), private ones otherwise."""
 from __future__ import annotations
 
 import os
-import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.support.environment import IN_CI, free_port, require_service
+from tests.support.services import PrivatePostgres, PrivateRedis
+
+__all__ = ["IN_CI", "POSTGRES_URL", "REDIS_URL", "free_port", "require_service"]
+
 POSTGRES_URL = os.environ.get("PORTAL_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+_private_services: list[PrivatePostgres | PrivateRedis] = []
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
+def pytest_configure(config: pytest.Config) -> None:
+    """Without PORTAL_TEST_POSTGRES_URL / PORTAL_TEST_REDIS_URL (a newcomer's `make test`), the session
+    starts its own PostgreSQL and Redis on free loopback ports, so every test runs everywhere.
+    Portal subprocesses inherit the addresses through the environment."""
+    global POSTGRES_URL, REDIS_URL
+    if not POSTGRES_URL and PrivatePostgres.available():
+        server = PrivatePostgres()
+        _private_services.append(server)
+        server.start()
+        POSTGRES_URL = os.environ["PORTAL_TEST_POSTGRES_URL"] = server.url
+    if not REDIS_URL and PrivateRedis.available():
+        folder = Path(tempfile.mkdtemp(prefix="portal-redis-"))
+        redis_server = PrivateRedis(folder)
+        _private_services.append(redis_server)
+        redis_server.start()
+        REDIS_URL = os.environ["PORTAL_TEST_REDIS_URL"] = redis_server.url
 
 
-def require_service(name: str, url: str, enable_hint: str) -> None:
-    """Skip (or fail in CI) when a service a test needs is not configured or not reachable."""
-    if not url:
-        reason = f"{name} tests need {enable_hint}"
-        if IN_CI:
-            pytest.fail(f"CI must run the {name} tests: {reason}")
-        pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _private_services:
+        _private_services.pop().remove()
 
 
 @pytest.fixture

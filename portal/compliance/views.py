@@ -5,6 +5,9 @@ recorded the access; searches and exports record what they returned (filter and 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from flask import Response, flash, jsonify, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 
@@ -17,14 +20,26 @@ from portal.compliance import bp, charts, exports, flags, integrity, search
 from portal.compliance.filters import FILTER_FIELDS, FilterError, filter_query_args, parse_cursor, parse_filter
 from portal.exceptions import NotFound
 
+T = TypeVar("T")
 
-def _requested_filter(action: Action, fields: tuple[str, ...] = FILTER_FIELDS, **refused_details) -> AuditFilter:
-    """The request's filter; a malformed one is audited as a refused-by-input request and raised (400)."""
+
+def _requested(action: Action, parse: Callable[[], T], **refused_details) -> T:
+    """What ``parse`` reads from the request; malformed input is audited as a refused-by-input request and
+    raised (400)."""
     try:
-        return parse_filter({name: request.args.get(name) for name in fields})
+        return parse()
     except FilterError:
         authorize(action, details={**refused_details, "valid": False})
         raise
+
+
+def _requested_filter(action: Action, fields: tuple[str, ...] = FILTER_FIELDS, **refused_details) -> AuditFilter:
+    return _requested(action, lambda: parse_filter({name: request.args.get(name) for name in fields}),
+                      **refused_details)
+
+
+def _requested_cursor(action: Action) -> int | None:
+    return _requested(action, lambda: parse_cursor(request.args.get("before")))
 
 
 def _searched_page(audit_filter: AuditFilter, before: int | None) -> search.SearchPage:
@@ -44,7 +59,7 @@ def _searched_page(audit_filter: AuditFilter, before: int | None) -> search.Sear
 def console():
     try:
         audit_filter = _requested_filter(Action.AUDIT_SEARCH)
-        before = parse_cursor(request.args.get("before"))
+        before = _requested_cursor(Action.AUDIT_SEARCH)
     except FilterError as exc:
         return render_template("compliance/console.html", error=exc.message, form=request.args, page=None,
                                charts=None), 400
@@ -70,7 +85,7 @@ def _form_values(audit_filter: AuditFilter) -> dict[str, str]:
 @login_required
 def api_events():
     audit_filter = _requested_filter(Action.AUDIT_SEARCH)
-    page = _searched_page(audit_filter, parse_cursor(request.args.get("before")))
+    page = _searched_page(audit_filter, _requested_cursor(Action.AUDIT_SEARCH))
     return jsonify(events=[row.to_json() for row in page.rows], total=page.total, next_before=page.next_before)
 
 

@@ -24,7 +24,7 @@ from portal.exceptions import AccessDenied, Conflict, InvalidInput
 from portal.extensions import limiter
 from portal.people import own_patient_id
 from portal.policy import ChartRef
-from portal.records.service import search_patients
+from portal.records.search import listed_within_limit
 from portal.validation import parse_id
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,10 @@ def _patient_by_mrn(mrn: str, period: DateRange, fmt: str) -> str:
     """The patient with this MRN, found through the blind index; no match is refused like an unknown id.
 
     Only compliance officers look patients up by MRN: anyone else is refused as for an unknown MRN,
-    before any lookup, so the answer says nothing about which MRNs exist.
+    before any lookup, so the answer says nothing about which MRNs exist. A lookup is a search: audited
+    as one, and within the officer's hourly limit of distinct patients.
     """
-    found = search_patients(mrn=mrn) if policy.can(current_user, Action.AUDIT_READ).allowed else []
+    found = listed_within_limit(mrn=mrn) if policy.can(current_user, Action.AUDIT_READ).allowed else []
     if len(found) > 1:
         raise Conflict("ambiguous_mrn", "More than one patient has that MRN; enter the patient id instead.")
     if found:

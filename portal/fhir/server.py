@@ -11,6 +11,9 @@ signing key, the scopes and what SMART adds or demands beyond plain OAuth 2.0:
 * the token response's ``patient``, an ID token with ``fhirUser`` for ``openid fhirUser``, and
   refresh tokens (``offline_access``) rotated on each use, a rotated one presented again revoking
   the whole grant.
+
+Long because it is the one place where Authlib is configured: its grants, endpoints, validators and the
+storage mixins they call are read together when the authorization server is reviewed.
 """
 from __future__ import annotations
 

@@ -158,9 +158,14 @@ def _same_submission(note: VisitNote, patient: Patient) -> VisitNote:
 
 
 def checked_break_glass_reason(reason: str | None) -> str:
-    reason = (reason or "").strip()
+    """The reason as it will be shown in the patient's accounting of disclosures: line breaks and runs of
+    spaces become one space, and characters that print nothing or reorder text are refused."""
+    reason = " ".join((reason or "").split())
     if not REASON_MIN <= len(reason) <= REASON_MAX:
         raise InvalidInput("bad_reason", f"Explain the emergency in {REASON_MIN} to {REASON_MAX} characters.")
+    if not reason.isprintable():
+        raise InvalidInput("bad_reason", "Explain the emergency in plain text: control and formatting characters "
+                                         "cannot be shown to the patient.")
     return reason
 
 

@@ -3,26 +3,23 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
 
 from flask import Response, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from audit import AuditFilter
 from portal import policy, services
-from portal.access import authorize, record, record_each
+from portal.access import authorize, record
 from portal.actions import CHART_SECTIONS, Action, Section
 from portal.auth import step_up
 from portal.exceptions import InvalidInput
 from portal.extensions import limiter
-from portal.models import Patient
 from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records import bp, fhir, service
+from portal.records.search import SEARCH_RATE_LIMIT, listed_by_search
 from portal.validation import parse_id
 
 ALL_SECTIONS = ",".join(CHART_SECTIONS)
-SEARCH_RATE_LIMIT = "60 per minute"  # a search lists other people's names: no bulk harvesting
 
 
 def _render_chart(patient_id: str, template: str = "records/chart.html"):
@@ -83,32 +80,6 @@ def search():
         status = 429 if isinstance(exc, service.SearchLimitReached) else 400
         return render_template("records/search.html", results=None, query=request.args, error=exc.message), status
     return render_template("records/search.html", results=results, query=request.args)
-
-
-def listed_by_search(mrn: str, name: str, birth_date: str) -> list[Patient]:
-    """Search for the signed-in user (the attempt is audited first), within their hourly limit of distinct
-    patients listed; going past the limit is audited as a denied search.
-
-    A search shows names and birth dates: each patient listed sees it in their access log.
-    """
-    authorize(Action.PATIENT_SEARCH)
-    try:
-        results = service.search_within_limit(mrn, name, birth_date, _listed_this_hour,
-                                              services.settings().search_distinct_patients_per_hour)
-    except service.SearchLimitReached as exc:
-        record(Action.PATIENT_SEARCH, "denied", reason="hourly search limit reached", details=exc.audit_details())
-        exc.audited = True
-        raise
-    record(Action.PATIENT_SEARCH_RESULTS, "allowed", reason="search returned", details={"count": len(results)})
-    record_each(Action.PATIENT_SEARCH_HIT, "allowed", [p.id for p in results], reason="listed in search results",
-                resource_type=Section.SEARCH_RESULT)
-    return results
-
-
-def _listed_this_hour() -> set[str]:
-    since = datetime.now(timezone.utc) - timedelta(hours=1)
-    return services.audit_store().distinct_patient_ids(
-        AuditFilter(since=since, actor_id=current_user.id, action=Action.PATIENT_SEARCH_HIT))
 
 
 @bp.get("/patients/<patient_id>")

@@ -97,8 +97,10 @@ def npm_portal(tmp_path_factory) -> Iterator[NpmStack]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     require_chromium()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # A shared 2-core machine can take seconds to deliver a live message; a wait is a bound, not a goal.
+    expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:
         chromium = launch_chromium(playwright)
         try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -85,6 +86,19 @@ def test_jsonl_export_verifies_and_an_edit_fails(sqlite_with_log, key_files, tmp
     tampered = _cli("verify", str(out), "--public-key", str(key_files[1]), "--checkpoint-every", "40")
     assert tampered.returncode == 1
     assert tampered.stdout.startswith("FAILED: edited at position 11")
+
+
+def test_a_line_nested_past_what_the_parser_reads_is_reported_malformed_not_a_crash(sqlite_with_log, key_files,
+                                                                                     tmp_path):
+    out = tmp_path / "export.jsonl"
+    assert _cli("export", "--db", sqlite_with_log, "--format", "jsonl", "--signing-key", str(key_files[0]),
+                "-o", str(out)).returncode == 0
+    lines = out.read_text().splitlines(keepends=True)
+    lines[5] = '{"type":"entry","details":' + "[" * 100_000 + "]" * 100_000 + "}\n"
+    out.write_text("".join(lines))
+    result = _cli("verify", str(out), "--public-key", str(key_files[1]), "--checkpoint-every", "40")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stdout.startswith("FAILED: malformed at position 6") and "nested too deeply" in result.stdout
 
 
 def test_a_full_jsonl_export_without_its_checkpoints_fails(sqlite_with_log, key_files, tmp_path):
@@ -281,3 +295,12 @@ def test_a_format_it_cannot_check_exits_2(tmp_path, key_files):
     report.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     result = _cli("verify", str(report), "--public-key", str(key_files[1]))
     assert result.returncode == 2 and "no format this verifier can check" in result.stderr
+
+
+def test_the_installed_portal_audit_command_tells_its_version_and_exit_codes():
+    command = Path(sys.executable).with_name("portal-audit")
+    version = subprocess.run([str(command), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and version.stdout.strip() == f"portal-audit {importlib.metadata.version('patient-portal')}"
+    for sub in ("verify", "export", "prove-inclusion", "witness"):
+        help_text = subprocess.run([str(command), sub, "--help"], capture_output=True, text=True, timeout=60).stdout
+        assert "exit status: 0 verified or written, 1 tampering found, 2 unusable input" in " ".join(help_text.split())

@@ -27,6 +27,12 @@ REFUSE_INSERTS = (
     "CREATE TRIGGER refuse_audit_insert BEFORE INSERT ON audit_entry FOR EACH ROW EXECUTE FUNCTION refuse_audit_insert()",
 )
 ALLOW_INSERTS = ("DROP TRIGGER refuse_audit_insert ON audit_entry", "DROP FUNCTION refuse_audit_insert()")
+REFUSE_CHART_READS = (
+    "CREATE FUNCTION refuse_chart_reads() RETURNS trigger LANGUAGE plpgsql AS $$ "
+    "BEGIN IF NEW.action = 'chart.read' THEN RAISE EXCEPTION 'chart reads refused'; END IF; RETURN NEW; END $$",
+    "CREATE TRIGGER refuse_chart_reads BEFORE INSERT ON audit_entry FOR EACH ROW EXECUTE FUNCTION refuse_chart_reads()",
+)
+ALLOW_CHART_READS = ("DROP TRIGGER refuse_chart_reads ON audit_entry", "DROP FUNCTION refuse_chart_reads()")
 
 
 def _as_owner(database_url: str, *statements: str) -> None:
@@ -97,8 +103,8 @@ def test_not_ready_while_the_portal_may_not_insert_audit_entries(stack):
         assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable"
     finally:
         _as_owner(owner_url, f'GRANT INSERT ON audit_entry TO "{role}"')
-    assert _readiness(portal)[0] == 200
     assert chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=60).status_code == 200
+    assert _readiness(portal)[0] == 200
 
 
 def test_a_held_append_lock_fails_closed_instead_of_hanging(stack):
@@ -119,3 +125,20 @@ def test_a_held_append_lock_fails_closed_instead_of_hanging(stack):
         holder_engine.dispose()
     chart = chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=60)
     assert chart.status_code == 200 and "Moreau" in chart.text
+
+
+def test_not_ready_while_real_appends_fail_even_when_a_rehearsal_passes(stack):
+    """Only some entries are refused (here chart reads): the rehearsal inserts another kind and passes, but
+    the failed append of a real request takes the worker out of rotation until appends work again."""
+    portal, owner_url, _ = stack
+    chen = sign_in(portal.url, "dr.chen")
+    _as_owner(owner_url, *REFUSE_CHART_READS)
+    try:
+        refused = chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=60)
+        assert refused.status_code == 503 and "Moreau" not in refused.text
+        status, checks = _readiness(portal)
+        assert (status, checks["audit_store"], checks["database"]) == (503, "failed", "ok")
+    finally:
+        _as_owner(owner_url, *ALLOW_CHART_READS)
+    assert chen.get(f"{portal.url}/api/v1/patients/{ALICE}", timeout=60).status_code == 200
+    assert _readiness(portal)[0] == 200

@@ -225,6 +225,16 @@ def test_tampering_is_detected_classified_and_located(engine):
     assert not wrong
 
 
+def test_a_row_slipped_in_below_seq_1_fails_verification(engine, store):
+    """A walk from seq 1 never meets it, yet searches and reports would show it: the count gives it away."""
+    with tampering(engine) as conn:
+        forged = {**dict(_row(conn, 7)._mapping), "seq": 0, "entry_hash": "f" * 64}
+        conn.execute(audit_entry.insert(), forged)
+    report = verify_store(store, KEY.verify_key)
+    assert not report.ok and report.problem.kind == "inserted"
+    assert "1 rows outside the chain" in report.problem.message
+
+
 def test_writes_fail_closed(engine):
     store = SqlAuditStore(engine, KEY)
     with engine.begin() as conn:

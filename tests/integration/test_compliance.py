@@ -103,6 +103,14 @@ def test_malformed_filters_are_rejected_with_a_message(portal, cora):
     assert cora.get(f"{portal.url}/compliance/api/events", params={"outcome": "maybe"}, timeout=10).status_code == 400
 
 
+def test_a_malformed_page_cursor_is_a_400_and_an_audited_attempt(portal, cora):
+    before = len(audit_rows(portal.env["PORTAL_DATABASE_URL"], action="audit.search"))
+    for path in ("/compliance/", "/compliance/api/events"):
+        assert cora.get(f"{portal.url}{path}", params={"before": "abc"}, timeout=10).status_code == 400
+    attempts = audit_rows(portal.env["PORTAL_DATABASE_URL"], action="audit.search")[before:]
+    assert len(attempts) == 2 and all('"valid":false' in row["details"].replace(" ", "") for row in attempts)
+
+
 @pytest.mark.parametrize("field, value", [("until", "9999-12-31T23:59"), ("since", "0001-01-02T00:00"),
                                           ("until", "0001-01-01T00:00+01:00")])
 def test_times_at_the_ends_of_the_calendar_are_a_400_naming_the_field(portal, cora, field, value):

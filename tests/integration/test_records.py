@@ -1,10 +1,12 @@
 """Charts over real HTTP: who sees what, bad input, notes, break-glass, FHIR, and the audit trail it leaves."""
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
 from tests.support.portal_server import (
+    another_worker,
     break_glass,
     cookie_header,
     csrf_token,
@@ -174,6 +176,10 @@ def test_break_glass_opens_a_refused_chart_for_a_reason(portal, sessions):
     token = re.search(r'name="csrf_token" value="([^"]+)"', refused.text).group(1)
     short = reyes.post(portal.url + f"/patients/{ALICE}/break-glass", data={"csrf_token": token, "reason": "x"}, timeout=10)
     assert short.status_code == 400
+    for hidden in ("Unconscious in the emergency \u202edepartment", "Unconscious in the emergency\x1b[2J department"):
+        refused_reason = reyes.post(portal.url + f"/patients/{ALICE}/break-glass",
+                                    data={"csrf_token": token, "reason": hidden}, timeout=10)
+        assert refused_reason.status_code == 400 and "plain text" in refused_reason.text
     opened = break_glass(reyes, portal.url, ALICE, "Unconscious in the emergency department", "dr.reyes")
     assert opened.status_code == 200 and "Alice Moreau" in opened.text and "break-glass" in opened.text
     granted = audit_rows(portal, action="break_glass.granted", patient_id=ALICE)
@@ -284,3 +290,38 @@ def test_searches_show_a_bounded_number_of_patients_per_hour_and_bulk_listing_is
         bulk = flags[flags.index('id="bulk-reads"'):]
         bulk = bulk[:bulk.index("</section>")]
         assert "Dr. Ana Reyes" in bulk and "<td>22</td>" in bulk
+
+
+@pytest.mark.postgres
+def test_the_hourly_search_limit_holds_against_simultaneous_searches_on_two_workers(tmp_path, postgres_url):
+    """Twenty searches sent at once, half to each worker, each for a different patient: exactly the limit's
+    worth are answered and the rest refused, because the count of patients already listed is read and
+    extended by one search at a time per user."""
+    with running_portal(tmp_path, postgres_url, patients=24, PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR="5") as first:
+        with another_worker(first) as second:
+            reyes = sign_in(first.url, "dr.reyes")
+
+            def search(number: int) -> int:
+                server = (first, second)[number % 2]
+                return reyes.get(server.url + "/api/v1/patients", params={"mrn": f"RC-{100001 + number}"},
+                                 timeout=30).status_code
+
+            with ThreadPoolExecutor(max_workers=20) as pool:
+                statuses = list(pool.map(search, range(20)))
+            assert sorted(statuses) == [200] * 5 + [429] * 15
+            assert len({row["patient_id"] for row in audit_rows(first, action="patient.search.hit")}) == 5
+
+
+def test_a_compliance_officers_mrn_lookup_is_a_search_within_the_hourly_limit(tmp_path):
+    """Looking a patient up by MRN for an accounting of disclosures tells the officer the patient exists:
+    it is audited as a search hit the patient sees, and counts towards the same hourly limit."""
+    with running_portal(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", patients=4,
+                        PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR="2") as portal:
+        cora = sign_in(portal.url, "cora")
+        for mrn in ("RC-100001", "RC-100002", "RC-100001"):
+            assert cora.get(portal.url + "/compliance/disclosures", params={"mrn": mrn}, timeout=30).status_code == 200
+        refused = cora.get(portal.url + "/compliance/disclosures", params={"mrn": "RC-100003"}, timeout=30)
+        assert refused.status_code == 429 and "at most 2 different patients in an hour" in refused.text
+        hits = audit_rows(portal, action="patient.search.hit")
+        assert {row["patient_id"] for row in hits} == {ALICE, BOB}
+        assert not audit_rows(portal, action="chart.disclosures", patient_id="00000000-0000-4000-8000-000000000003")

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
-from tests.conftest import IN_CI, free_port
+from tests.support.environment import IN_CI, free_port
 
 PG_BIN = Path("/usr/lib/postgresql")
 
@@ -39,6 +40,10 @@ def _as_postgres(command: list[str]) -> list[str]:
 
 
 class PrivatePostgres:
+    @staticmethod
+    def available() -> bool:
+        return _pg_tool("pg_ctl") is not None and _pg_tool("initdb") is not None
+
     def __init__(self):
         self.pg_ctl = _require(_pg_tool("pg_ctl"), "PostgreSQL (pg_ctl)")
         # Its own folder outside pytest's private tmp tree, which the postgres user cannot enter.
@@ -68,6 +73,10 @@ class PrivatePostgres:
 
 
 class PrivateRedis:
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
     def __init__(self, folder: Path):
         self.binary = _require(shutil.which("redis-server"), "Redis (redis-server)")
         self.folder, self.port = folder, free_port()
@@ -80,8 +89,6 @@ class PrivateRedis:
                                          "--appendonly", "no", "--dir", str(self.folder)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        import redis
-
         while time.monotonic() < deadline:
             try:
                 redis.Redis.from_url(self.url).ping()
@@ -94,3 +101,7 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=10)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)

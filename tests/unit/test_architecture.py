@@ -105,6 +105,19 @@ def test_imports_are_at_the_top_of_the_module(name):
         assert not nested, f"{name}.{function.name} imports inside its body (line {nested[0].lineno})"
 
 
+LONG_MODULE_LINES = 400
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_a_long_module_says_why_it_is_long(name):
+    """Past about 400 lines a module should split along its topics, unless its docstring says why not."""
+    source = MODULES[name].read_text()
+    if source.count("\n") > LONG_MODULE_LINES:
+        docstring = ast.get_docstring(ast.parse(source)) or ""
+        assert "long because" in " ".join(docstring.lower().split()), \
+            f"{name} has {source.count(chr(10))} lines and no 'long because ...' in its docstring"
+
+
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if n.endswith(".service") or ".service" in n))
 def test_services_speak_the_domain_not_http(name):
     source = MODULES[name].read_text()

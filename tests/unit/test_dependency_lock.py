@@ -139,10 +139,12 @@ def test_installs_come_from_the_locks_with_hashes_and_the_project_without_depend
     for target, lock in (("install", "$(RUNTIME_LOCK)"), ("install-test", "$(TEST_LOCK)")):
         recipe = re.search(rf"^{target}: .*\n((?:\t.*\n)+)", makefile, re.MULTILINE)[1]
         assert f"--require-hashes -r {lock}" in recipe and "--no-deps" in recipe, recipe
-    assert f"COPY {RUNTIME_LOCK} " in dockerfile and "--require-hashes -r /tmp/runtime.txt" in dockerfile
+    assert f" {RUNTIME_LOCK} " in dockerfile and "--require-hashes -r /tmp/runtime.txt" in dockerfile
     assert "--no-deps --no-build-isolation" in dockerfile
     pip_version = re.search(r"^PIP_VERSION := (\S+)$", makefile, re.MULTILINE)[1]
-    assert f"pip=={pip_version} " in dockerfile, "the image and `make install` should install with the same pip"
+    assert f"pip=={pip_version} \\" in (ROOT / "requirements/pip.txt").read_text()
+    assert "--require-hashes -r /tmp/pip.txt" in dockerfile and "--require-hashes -r requirements/pip.txt" in makefile, \
+        "the image and `make install` should install the same pip, by hash"
     image_python = re.search(r"^FROM python:(\d+\.\d+)", dockerfile, re.MULTILINE)[1]
     for lock in LOCK_EXTRAS:
         assert f"pip-compile with Python {image_python}\n" in header(ROOT / lock), f"{lock}: not the image's Python"

@@ -82,8 +82,8 @@ def test_every_file_the_dockerfile_copies_is_in_the_context(checkout, context):
 
 def test_the_build_needs_exactly_these_sources():
     """The list the brief for the image names; a new COPY line needs a look at .dockerignore too."""
-    assert set(_copy_sources(r".*")) == {"requirements/runtime.txt", "pyproject.toml", "README.md", "portal", "audit",
-                                        "templates", "static", "run.py"}
+    assert set(_copy_sources(r".*")) == {"requirements/pip.txt", "requirements/runtime.txt", "pyproject.toml",
+                                        "README.md", "portal", "audit", "templates", "static", "run.py"}
 
 
 def test_package_links_to_templates_and_static_reach_the_build(checkout, context):

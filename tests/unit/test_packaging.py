@@ -27,5 +27,18 @@ def test_the_dockerfile_installs_the_wheel_and_copies_no_source_tree():
     dockerfile = (ROOT / "Dockerfile").read_text()
     final_stage = dockerfile.split("\nFROM ")[-1]
     assert "pip install --no-cache-dir --no-deps /wheels/*.whl" in final_stage
-    copied = [line.split()[-2] for line in final_stage.splitlines() if line.startswith("COPY ")]
-    assert all(source in {"requirements/runtime.txt", "/wheels", "run.py"} for source in copied), copied
+    copied = [word for line in final_stage.splitlines() if line.startswith("COPY ")
+              for word in line.split()[1:-1] if not word.startswith("--")]
+    assert set(copied) <= {"requirements/pip.txt", "requirements/runtime.txt", "/wheels", "run.py"}, copied
+
+
+def test_every_package_the_image_and_make_install_is_checked_against_its_hash():
+    """pip itself included: a package index or mirror that serves other bytes is refused."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    installs = [line for text in (dockerfile, makefile.split("\nlock:")[0]) for line in text.splitlines()
+                if "pip install" in line]
+    from_locks = [line for line in installs if "--require-hashes -r" in line]
+    the_wheel = [line for line in installs if "--no-deps" in line]
+    assert installs and sorted(from_locks + the_wheel) == sorted(installs), installs
+    assert "--hash=sha256:" in (ROOT / "requirements/pip.txt").read_text()
