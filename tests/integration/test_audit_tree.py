@@ -30,6 +30,7 @@ from audit import (
     remove_append_only_guard,
     verify_store,
 )
+from audit import tree as tree_module
 from audit.merkle import consistency_proof, leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from audit.store import entry_to_row
 from audit.tree import build_tree
@@ -351,3 +352,17 @@ def test_incremental_verification_refuses_a_tree_shorter_than_the_trusted_head(e
     assert (report.problem.kind, report.problem.position) == ("truncated", 46)
     forged = verify_tree(store, TreeHead(45, b"\x01" * 32))
     assert forged.problem.kind == "inconsistent"
+
+
+def test_the_append_s_frontier_lookup_searches_the_primary_key_instead_of_scanning_the_table(tmp_path):
+    """Every append reads its frontier: a table scan there made appends O(n) (a row-value IN list does that
+    on SQLite), so the plan must be index searches only."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    create_tables(engine)
+    statement = tree_module._lookup(3).compile(engine)
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", tuple(range(6))).all()
+    details = [row[-1] for row in plan]
+    assert any("SEARCH audit_tree_node USING INDEX" in detail for detail in details), details
+    assert not any(detail.startswith("SCAN") for detail in details), details
+    engine.dispose()
