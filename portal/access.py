@@ -115,7 +115,6 @@ def _append(events: list[AuditEvent]) -> None:
         AUDIT_FAILURES.inc()
         log.error("audit append failed", extra={"action": events[0].action, "error": type(exc).__name__})
         raise AuditUnavailable() from exc
-    current_app.extensions[LAST_AUDIT_FAILURE] = None
     sender = current_app._get_current_object()
     for entry in entries:
         AUDIT_APPENDS.labels(entry.event.outcome).inc()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -61,6 +62,12 @@ def _as_non_negative_int(value: str) -> int:
     if number < 0:
         raise ValueError("must be zero or a positive whole number")
     return number
+
+
+def _as_channel(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", value):
+        raise ValueError("must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
+    return value
 
 
 def _as_positive_number(value: str) -> float:
@@ -122,6 +129,9 @@ class Settings:
     audit_checkpoint_every: int = _setting("PORTAL_AUDIT_CHECKPOINT_EVERY", 100, _as_positive_int)
     # How long an audit append may wait for the append lock before the request fails closed (503).
     audit_lock_timeout_seconds: float = _setting("PORTAL_AUDIT_LOCK_TIMEOUT_SECONDS", 5, _as_positive_number)
+    # A worker whose real audit appends fail reports not ready this long after the latest failure.
+    audit_failure_not_ready_seconds: float = _setting("PORTAL_AUDIT_FAILURE_NOT_READY_SECONDS", 30,
+                                                      _as_positive_number)
     oidc_issuer: str = _setting("PORTAL_OIDC_ISSUER", "", _as_url)
     oidc_client_id: str = _setting("PORTAL_OIDC_CLIENT_ID", "")
     oidc_client_secret: str = _setting("PORTAL_OIDC_CLIENT_SECRET", "", secret=True)
@@ -146,6 +156,8 @@ class Settings:
                                                       _as_positive_int)
     ratelimit_storage_url: str = _setting("PORTAL_RATELIMIT_STORAGE_URL", "memory://", secret=True)
     message_queue: str = _setting("PORTAL_MESSAGE_QUEUE", "", secret=True)
+    # The Redis pub/sub channel the workers of one portal share; portals sharing a Redis need their own.
+    message_queue_channel: str = _setting("PORTAL_MESSAGE_QUEUE_CHANNEL", "flask-socketio", _as_channel)
     message_max_bytes: int = _setting("PORTAL_MESSAGE_MAX_BYTES", 4096, _as_positive_int)
     message_rate_per_minute: int = _setting("PORTAL_MESSAGE_RATE_PER_MINUTE", 30, _as_positive_int)
     history_page_max: int = _setting("PORTAL_HISTORY_PAGE_MAX", 100, _as_positive_int)

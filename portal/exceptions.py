@@ -6,6 +6,9 @@ handlers turn them into ``{code, message}`` refusals. This module imports nothin
 """
 from __future__ import annotations
 
+# What a refusal says when it must not tell whether the record exists.
+NO_SUCH_RECORD = "There is no such record."
+
 
 class PortalError(Exception):
     """A refusal the person can understand. ``audited`` is set once the refusal is already on record,
@@ -52,7 +55,7 @@ class AccessDenied(PortalError):
 
     def __init__(self, action: str, reason: str, *, conceal: bool = False, resource: object = None):
         super().__init__("not_found" if conceal else "forbidden",
-                         "There is no such record." if conceal else f"Access refused: {reason}.")
+                         NO_SUCH_RECORD if conceal else f"Access refused: {reason}.")
         self.action, self.reason, self.conceal, self.resource = action, reason, conceal, resource
         self.audited = True  # authorize() records every decision before raising
 

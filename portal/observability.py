@@ -43,10 +43,8 @@ AUDIT_APPENDS = Counter("portal_audit_appends_total", "Audit events appended", [
 AUDIT_FAILURES = Counter("portal_audit_failures_total", "Audit appends that failed", registry=REGISTRY)
 DECRYPT_FAILURES = Counter("portal_decrypt_failures_total", "Field decryptions that failed", registry=REGISTRY)
 
-# app.extensions key: time.monotonic() of the latest failed audit append, None once one succeeds.
+# app.extensions key: time.monotonic() of the latest failed audit append.
 LAST_AUDIT_FAILURE = "portal.last_audit_failure"
-# A worker whose real appends fail is taken out of rotation this long, even if a rehearsal passes.
-NOT_READY_AFTER_AUDIT_FAILURE_SECONDS = 30
 
 bp = Blueprint("observability", __name__)
 access_log = logging.getLogger("portal.access_log")
@@ -138,10 +136,10 @@ def _check(probe) -> str:
 
 def _audit_appends() -> None:
     """A rehearsed append, rolled back (reading the head would not notice a refused INSERT or a stuck lock);
-    and not ready either while the latest real append failed, which a rehearsal can miss when only some
-    entries are refused."""
+    and not ready either for a while after a real append failed, which a rehearsal can miss when only some
+    entries are refused; appends of other entries succeeding meanwhile do not shorten that while."""
     failed_at = current_app.extensions.get(LAST_AUDIT_FAILURE)
-    if failed_at is not None and time.monotonic() - failed_at < NOT_READY_AFTER_AUDIT_FAILURE_SECONDS:
+    if failed_at is not None and time.monotonic() - failed_at < services.settings().audit_failure_not_ready_seconds:
         raise AuditWriteError("the latest audit append failed")
     services.audit_store().probe_append()
 

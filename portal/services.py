@@ -12,7 +12,7 @@ from portal.crypto import Keyring, install_keyring
 from portal.db import create_engine
 from portal.extensions import oauth, socketio
 from portal.message_queue import RedisQueue
-from portal.packets import GuardedPacket, quiet_refused_packets
+from portal.packets import GuardedPacket, socket_loggers
 
 
 def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
@@ -31,7 +31,7 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
     queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}
     if settings.message_queue.startswith(("redis://", "rediss://")):
         # Publishes off the event handlers' path, with timeouts: a hung Redis must not hold back acks.
-        queue_options["client_manager"] = RedisQueue(settings.message_queue, channel="flask-socketio")
+        queue_options["client_manager"] = RedisQueue(settings.message_queue, channel=settings.message_queue_channel)
     socketio.init_app(
         app,
         **queue_options,
@@ -40,8 +40,8 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
         ping_timeout=10,
         max_http_buffer_size=64 * 1024,
         serializer=GuardedPacket,
+        **socket_loggers(),
     )
-    quiet_refused_packets()
     app.extensions["portal.rate_limits"] = strategies.MovingWindowRateLimiter(
         storage_from_string(settings.ratelimit_storage_url))
     oauth.init_app(app)

@@ -13,6 +13,7 @@ from tests.support.environment import IN_CI, free_port, require_service
 from tests.support.services import PrivatePostgres, PrivateRedis
 
 __all__ = ["IN_CI", "POSTGRES_URL", "REDIS_URL", "free_port", "require_service"]
+pytest_plugins = ["tests.support.fixtures"]  # the in-process harness: app, db, client, http, login_as, socket_client
 
 POSTGRES_URL = os.environ.get("PORTAL_TEST_POSTGRES_URL", "")
 REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "")

@@ -16,7 +16,7 @@ from flask import Response, g, jsonify, request
 
 from portal.access import authorize, authorized, record, role_label
 from portal.actions import FHIR_SECTIONS, Action
-from portal.exceptions import InvalidInput, NotFound, Unauthenticated
+from portal.exceptions import NO_SUCH_RECORD, InvalidInput, NotFound, Unauthenticated
 from portal.fhir import api_bp as bp
 from portal.fhir import reads, search, service
 from portal.fhir.context import endpoints, protector
@@ -76,10 +76,10 @@ def read(resource_type: str, resource_id: str):
     try:
         resource_id = parse_id(resource_id, f"{resource_type} id")
     except InvalidInput:  # ids here are UUIDs: anything else names nothing
-        raise NotFound("not_found", f"There is no {resource_type} with that id.") from None
+        raise NotFound("not_found", NO_SUCH_RECORD) from None
     owner = reads.owner_of(resource_type, resource_id)
-    if owner is None:
-        raise NotFound("not_found", f"There is no {resource_type} with that id.")
+    if owner is None:  # worded as the concealed refusal of another patient's record: existence stays unknown
+        raise NotFound("not_found", NO_SUCH_RECORD)
     authorize(Action.FHIR_READ, FhirRef(owner, FHIR_SECTIONS[resource_type], app=app, resource_type=resource_type,
                                         resource_id=resource_id, categories=FIXED_CATEGORIES.get(resource_type, ())),
               details={"fhir_type": resource_type})

@@ -98,7 +98,7 @@ class DateValue:
             raise bad(f"The date prefix {prefix!r} is not supported: use eq, gt, ge, lt or le.")
         try:
             low, high = _interval(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: the interval would end past year 9999 or before 1
             raise bad(f"{value!r} is not a valid date.") from None
         return cls(prefix, low, high)
 
@@ -193,7 +193,7 @@ def _whole(args: Mapping[str, str], name: str, default: int, maximum: int) -> in
     text = args.get(name)
     if text is None:
         return default
-    if not text.isdigit() or int(text) > maximum:
+    if not (text.isascii() and text.isdigit()) or int(text) > maximum:  # "²".isdigit() is True
         raise bad(f"{name} is a whole number from 0 to {maximum}.")
     return int(text)
 

@@ -425,12 +425,16 @@ class SmartIntrospectionEndpoint(IntrospectionEndpoint):
 def _query_token(token_string: str, hint: str | None) -> IssuedToken | None:
     if not 0 < len(token_string) <= 200:
         return None
-    if hint != "refresh_token":
-        row = service.token_by_access(token_string)
+    # The hint only orders the lookups: a token not found as the hinted type is looked for as the other
+    # (RFC 7009 section 2.1, RFC 7662 section 2.1), so a wrong hint never leaves a live token "revoked".
+    lookups = [(service.token_by_access, False), (service.token_by_refresh, True)]
+    if hint == "refresh_token":
+        lookups.reverse()
+    for lookup, refresh in lookups:
+        row = lookup(token_string)
         if row is not None:
-            return IssuedToken(row, refresh=False)
-    row = service.token_by_refresh(token_string)
-    return IssuedToken(row, refresh=True) if row else None
+            return IssuedToken(row, refresh=refresh)
+    return None
 
 
 def build_server(settings: Settings) -> tuple[SmartAuthorizationServer, ResourceProtector]:

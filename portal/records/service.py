@@ -24,6 +24,8 @@ from portal.validation import checked_mrn, is_storable_text, parse_id
 NOTE_TITLE_MAX = 200
 NOTE_TEXT_MAX = 20_000
 REASON_MIN, REASON_MAX = 10, 500
+# Letters by Unicode's reckoning that print as blank space (Hangul fillers): no part of a readable reason.
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 SEARCH_LIMIT = 50
 ACCESS_LOG_LIMIT = 200
 # What "Who viewed my chart" lists: reads and writes, emergency access, appearing in a search, apps' reads.
@@ -166,6 +168,8 @@ def checked_break_glass_reason(reason: str | None) -> str:
     if not reason.isprintable():
         raise InvalidInput("bad_reason", "Explain the emergency in plain text: control and formatting characters "
                                          "cannot be shown to the patient.")
+    if sum(1 for character in reason if character.isalnum() and character not in BLANK_LETTERS) < REASON_MIN:
+        raise InvalidInput("bad_reason", f"Explain the emergency in words: at least {REASON_MIN} letters or digits.")
     return reason
 
 

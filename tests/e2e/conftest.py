@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 ROOT = Path(__file__).resolve().parents[2]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-ALICE = "00000000-0000-4000-8000-000000000001"
-BOB = "00000000-0000-4000-8000-000000000002"
 ALICE_MRN = "RC-100001"
 TIMEOUT_MS = 10_000
 BLOCKING_IMPACTS = {"serious", "critical"}

@@ -13,7 +13,6 @@ import re
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import (
-    ALICE,
     ALICE_MRN,
     DESKTOP,
     PHONE,
@@ -22,6 +21,7 @@ from tests.e2e.conftest import (
     screenshot,
     sign_in_again,
 )
+from tests.support.seed import ALICE
 
 REASON = "Unconscious in the emergency department; allergy list needed now."
 

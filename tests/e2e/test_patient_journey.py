@@ -11,7 +11,6 @@ import re
 from playwright.sync_api import Page, expect
 
 from tests.e2e.conftest import (
-    ALICE,
     ALICE_MRN,
     DESKTOP,
     PHONE,
@@ -22,6 +21,7 @@ from tests.e2e.conftest import (
     sign_in_npm,
 )
 from tests.support.npm_idp import sign_in_portal
+from tests.support.seed import ALICE
 
 PHI = ("Moreau", ALICE_MRN)
 

@@ -4,8 +4,7 @@ import re
 import sqlalchemy as sa
 
 from tests.support.portal_server import sign_in
-
-ALICE = "00000000-0000-4000-8000-000000000001"
+from tests.support.seed import ALICE
 
 
 def test_no_phi_without_an_audit_record(portal_on_each_database):

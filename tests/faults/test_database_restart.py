@@ -7,9 +7,9 @@ import sqlalchemy as sa
 
 from audit import SqlAuditStore, load_signing_key, verify_store
 from tests.support.portal_server import running_portal, sign_in
+from tests.support.seed import ALICE
 from tests.support.services import PrivatePostgres
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 

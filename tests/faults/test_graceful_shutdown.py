@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 from tests.support.chat import ChatClient
 from tests.support.portal_server import running_portal, sign_in
+from tests.support.seed import ALICE
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 pytestmark = [pytest.mark.slow]
 
 

@@ -35,8 +35,8 @@ from audit.queries import entry_from_row
 from audit.store import entry_to_row
 from audit.tree import build_tree
 from tests.support.portal_server import ROOT, PortalServer, break_glass, running_portal, sign_in
+from tests.support.seed import ALICE
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 REASON = "Unconscious in the emergency department, allergies unknown"
 ENTRIES = 270
 MISSING = "checkpoint missing at seq 100"

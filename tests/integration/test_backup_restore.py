@@ -34,8 +34,8 @@ from tests.support.portal_server import (
     running_portal,
     sign_in,
 )
+from tests.support.seed import ALICE
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 NOTE = {"title": "Backup drill", "text": "Written before the backup, read after the restore."}
 
 

@@ -1,6 +1,10 @@
-"""The compliance console against a real portal: search, flags, live feed, exports, integrity, patient view.
+"""The compliance console: search, flags, live feed, exports, integrity, patient view.
 
-One server per module; every test signs in over HTTP through the development OpenID provider.
+In process (tests/support/harness.py), one transaction per module; every test signs in through the development
+OpenID provider's forms as over HTTP, the live feed is read with Flask-SocketIO's test client and the `flask`
+commands run through Flask's CLI runner. Over real processes: the feed across workers is in
+test_compliance_scaleout.py, `flask audit-verify` as a command in test_backup_restore.py and
+test_audit_checkpoints_deleted.py, the console in a browser in tests/e2e/test_compliance_journey.py.
 """
 from __future__ import annotations
 
@@ -11,20 +15,23 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import uuid
 from pathlib import Path
 
 import pytest
-import socketio
 
 from audit import CSV_COLUMNS
 from audit.events import parse_time
 from portal.compliance.events import is_after_hours
+from tests.support.harness import socket_client
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import ROOT, break_glass, csrf_token, get_stepping_up, sign_in
+from tests.support.seed import ALICE
 
-ALICE = "00000000-0000-4000-8000-000000000001"
+
+@pytest.fixture(scope="module")
+def portal(portal_in_process_for_module):
+    return portal_in_process_for_module
 
 
 @pytest.fixture(scope="module")
@@ -104,10 +111,10 @@ def test_malformed_filters_are_rejected_with_a_message(portal, cora):
 
 
 def test_a_malformed_page_cursor_is_a_400_and_an_audited_attempt(portal, cora):
-    before = len(audit_rows(portal.env["PORTAL_DATABASE_URL"], action="audit.search"))
+    before = len(audit_rows(portal.database, action="audit.search"))
     for path in ("/compliance/", "/compliance/api/events"):
         assert cora.get(f"{portal.url}{path}", params={"before": "abc"}, timeout=10).status_code == 400
-    attempts = audit_rows(portal.env["PORTAL_DATABASE_URL"], action="audit.search")[before:]
+    attempts = audit_rows(portal.database, action="audit.search")[before:]
     assert len(attempts) == 2 and all('"valid":false' in row["details"].replace(" ", "") for row in attempts)
 
 
@@ -168,7 +175,7 @@ def test_break_glass_is_flagged_with_its_reason_and_can_be_reviewed(portal, cora
     reason = f"Unconscious in the ED, need allergies now {uuid.uuid4().hex[:8]}"
     opened = break_glass(reyes, portal.url, ALICE, reason, "dr.reyes")
     assert opened.status_code == 200 and opened.url.endswith(f"/patients/{ALICE}")
-    granted = audit_rows(portal.env["PORTAL_DATABASE_URL"], action="break_glass.granted")[-1]
+    granted = audit_rows(portal.database, action="break_glass.granted")[-1]
     assert json.loads(granted["details"])["step_up"] == "break_glass"
 
     page = cora.get(f"{portal.url}/compliance/flags", timeout=10)
@@ -220,27 +227,16 @@ def test_reviewing_is_compliance_only(portal, chen):
 # --------------------------------------------------------------------------- live feed
 
 
-def _cookie_header(session) -> str:
-    return "; ".join(f"{cookie.name}={cookie.value}" for cookie in session.cookies)
-
-
 def test_live_feed_delivers_new_events_to_compliance(portal, cora, chen):
-    received: list[dict] = []
-    arrived = threading.Event()
-    client = socketio.Client(reconnection=False)
-
-    @client.on("audit_event", namespace="/audit")
-    def _on_event(data):
-        received.append(data)
-        if data.get("action") == "chart.read" and data.get("patient_id") == ALICE:
-            arrived.set()
-
-    client.connect(portal.url, headers={"Cookie": _cookie_header(cora)}, namespaces=["/audit"], wait_timeout=10)
+    client = socket_client(portal.app, cora, "/audit")
+    assert client.is_connected("/audit")
     try:
         _open_alice_chart(portal, chen)
-        assert arrived.wait(10), f"no chart.read on the feed; got {received}"
+        received = [packet["args"][0] for packet in client.get_received("/audit") if packet["name"] == "audit_event"]
+        assert any(item.get("action") == "chart.read" and item.get("patient_id") == ALICE for item in received), \
+            f"no chart.read on the feed; got {received}"
     finally:
-        client.disconnect()
+        client.disconnect("/audit")
     event = next(item for item in received if item.get("action") == "chart.read")
     assert set(event) == {"seq", "time", "actor_id", "actor_role", "action", "outcome", "patient_id",
                           "resource_type", "resource_id"}
@@ -249,11 +245,8 @@ def test_live_feed_delivers_new_events_to_compliance(portal, cora, chen):
 
 @pytest.mark.parametrize("login", ["dr.chen", None])
 def test_live_feed_refuses_others(portal, login):
-    headers = {"Cookie": _cookie_header(sign_in(portal.url, login))} if login else {}
-    client = socketio.Client(reconnection=False)
-    with pytest.raises(socketio.exceptions.ConnectionError):
-        client.connect(portal.url, headers=headers, namespaces=["/audit"], wait_timeout=5)
-    client.disconnect()
+    client = socket_client(portal.app, sign_in(portal.url, login) if login else None, "/audit")
+    assert not client.is_connected("/audit")
 
 
 # --------------------------------------------------------------------------- exports
@@ -412,8 +405,10 @@ def test_verify_now_records_and_shows_the_result(portal, cora):
 
 
 def _flask(portal, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", *args], env=portal.env, check=False, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    """`flask --app portal <args>`, through Flask's CLI runner on the in-process app."""
+    with portal.app.app_context():  # as `flask` (FlaskGroup) gives every command
+        result = portal.app.test_cli_runner().invoke(args=list(args))
+    return subprocess.CompletedProcess(["flask", *args], result.exit_code, result.stdout, result.stderr)
 
 
 def test_cli_verify_and_export(portal, cora, tmp_path):

@@ -13,8 +13,7 @@ import pytest
 import socketio
 
 from tests.support.portal_server import another_worker, get_stepping_up, running_portal, sign_in
-
-ALICE = "00000000-0000-4000-8000-000000000001"
+from tests.support.seed import ALICE
 
 
 def _cookie_header(session) -> str:

@@ -19,10 +19,10 @@ import sqlalchemy as sa
 
 from tests.conftest import free_port
 from tests.support.portal_server import PortalServer, flask_command, portal_env, sign_in
+from tests.support.seed import ALICE
 from tests.support.services import PrivatePostgres
 
 ROOT = Path(__file__).resolve().parents[2]
-ALICE = "00000000-0000-4000-8000-000000000001"
 
 
 @pytest.fixture

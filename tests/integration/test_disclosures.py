@@ -1,6 +1,9 @@
-"""The accounting of disclosures over real HTTP, on SQLite and PostgreSQL: the report lists exactly the accesses
-the audit log holds for the chart (compared seq by seq with the audit_entry table), as a page, JSON, CSV and PDF;
-refusals are audited; a tampered log stops the report."""
+"""The accounting of disclosures on SQLite and PostgreSQL: the report lists exactly the accesses the audit log
+holds for the chart (compared seq by seq with the audit_entry table), as a page, JSON, CSV and PDF; refusals are
+audited; a tampered log stops the report.
+
+In process (tests/support/harness.py), signed in through the development provider's forms, one transaction per
+module; the report over real HTTP is in test_openapi.py (the API) and the browser journeys (tests/e2e)."""
 from __future__ import annotations
 
 import base64
@@ -17,17 +20,18 @@ import pytest
 import sqlalchemy as sa
 
 from audit import install_append_only_guard, remove_append_only_guard
+from tests.support.database import writing
 from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import DEMO_PASSWORDS, parse_form, sign_in
+from tests.support.seed import ALICE
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 BREAK_GLASS_REASON = "Unconscious in the emergency department, allergies unknown"
 UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
 
 
 @pytest.fixture(scope="module")
-def portal(portal_on_each_database):
-    return portal_on_each_database
+def portal(portal_in_process_for_module_on_each_database):
+    return portal_in_process_for_module_on_each_database
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +81,12 @@ def _csrf(html: str) -> str:
 
 def expected_seqs(portal, alice_id: str, through: int) -> list[int]:
     """Computed from the audit_entry table, not by the portal: allowed, about Alice, by anyone but Alice."""
-    rows = audit_rows(portal.env["PORTAL_DATABASE_URL"], patient_id=ALICE, outcome="allowed")
+    rows = audit_rows(portal.database, patient_id=ALICE, outcome="allowed")
     return [row["seq"] for row in rows if row["seq"] <= through and row["actor_id"] != alice_id]
 
 
 def disclosure_rows(portal, **equals) -> list[dict]:
-    return audit_rows(portal.env["PORTAL_DATABASE_URL"], action="chart.disclosures", **equals)
+    return audit_rows(portal.database, action="chart.disclosures", **equals)
 
 
 def _today() -> str:
@@ -120,7 +124,7 @@ def test_break_glass_lines_show_the_typed_reason(portal, sessions, accesses):
     assert {line["what"] for line in emergency} >= {"Break-glass access opened", "Read chart — whole chart",
                                                     "Read chart — allergies"}
     assert all(line["who"] == "Dr. Ana Reyes" and line["purpose"] == BREAK_GLASS_REASON for line in emergency)
-    granted = audit_rows(portal.env["PORTAL_DATABASE_URL"], action="break_glass.granted", patient_id=ALICE)
+    granted = audit_rows(portal.database, action="break_glass.granted", patient_id=ALICE)
     assert granted and "emergency department" not in str(granted), "the audit log itself holds no typed reason"
 
 
@@ -284,19 +288,15 @@ def test_an_unknown_format_is_a_400(portal, sessions, accesses):
 # --------------------------------------------------------------------------- a tampered log (last: it edits the log)
 
 
-def _set_reason(database_url: str, seq: int, reason: str) -> None:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            remove_append_only_guard(conn)  # an attacker with database access can do this too
-            conn.execute(sa.text("UPDATE audit_entry SET reason = :reason WHERE seq = :seq"), {"reason": reason, "seq": seq})
-            install_append_only_guard(conn)
-    finally:
-        engine.dispose()
+def _set_reason(database, seq: int, reason: str) -> None:
+    with writing(database) as conn:
+        remove_append_only_guard(conn)  # an attacker with database access can do this too
+        conn.execute(sa.text("UPDATE audit_entry SET reason = :reason WHERE seq = :seq"), {"reason": reason, "seq": seq})
+        install_append_only_guard(conn)
 
 
 def test_a_tampered_audit_log_stops_the_report(portal, sessions, accesses):
-    url = portal.env["PORTAL_DATABASE_URL"]
+    url = portal.database
     target = next(row for row in audit_rows(url, patient_id=ALICE, action="chart.read", outcome="allowed")
                   if row["reason"] == "care team member")
     issued_before = len(disclosure_rows(portal, outcome="allowed"))
@@ -323,8 +323,7 @@ def test_editing_the_accounts_table_cannot_hide_an_access_from_the_patient(porta
     """Own accesses are told apart by the signed entries (the decision's reason), not by which accounts the
     user table links to the chart today: linking a clinician's account to the chart hides nothing."""
     reyes_id = sessions["dr.reyes"].get(portal.url + "/api/v1/me", timeout=10).json()["id"]
-    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
-    with engine.begin() as conn:
+    with writing(portal.database) as conn:
         conn.execute(sa.text("UPDATE user_account SET patient_id = :chart WHERE id = :reyes"),
                      {"chart": ALICE, "reyes": reyes_id})
     try:
@@ -333,6 +332,5 @@ def test_editing_the_accounts_table_cannot_hide_an_access_from_the_patient(porta
         assert report["count"] == len(expected_seqs(portal, accesses["alice_id"], report["verification"]["head_seq"]))
         assert "Dr. Ana Reyes" in sessions["alice"].get(portal.url + "/chart/access-log", timeout=10).text
     finally:
-        with engine.begin() as conn:
+        with writing(portal.database) as conn:
             conn.execute(sa.text("UPDATE user_account SET patient_id = NULL WHERE id = :reyes"), {"reyes": reyes_id})
-        engine.dispose()

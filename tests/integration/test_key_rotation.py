@@ -6,8 +6,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.support.portal_server import PortalServer, flask_command, portal_env, prepare_database, sign_in
-
-ALICE = "00000000-0000-4000-8000-000000000001"
+from tests.support.seed import ALICE
 
 
 def key_counts(output, title):

@@ -29,8 +29,8 @@ from tests.support.portal_server import (
     sign_in,
     sign_in_again,
 )
+from tests.support.seed import ALICE
 
-ALICE = "00000000-0000-4000-8000-000000000001"
 ROTATION_TIMEOUT = 30  # seconds for a handful of patients; generous for a loaded machine
 
 

@@ -223,13 +223,18 @@ def test_malformed_packets_from_anyone_are_refused_with_a_warning_not_an_error(p
     client = engineio.Client()
     client.connect(portal.url, transports=["websocket"], engineio_path="socket.io")
     try:
-        for payload in ('2/chat,["history",' + "[" * 3000 + "]" * 3000 + "]", '2/chat,["history",{not json'):
+        for payload in ('2/chat,["history",' + "[" * 3000 + "]" * 3000 + "]", '2/chat,["history",{not json',
+                        "x", "9", '512345678901-["a"]', "2" + "1" * 150 + '["a"]', '2{"a":1}', "2[]", "2/chat,[]",
+                        '2/chat,[7]', '51-["a",{"_placeholder":true,"num":7}]'):
             client.send(payload)
+        client.send(b"an attachment nobody announced")
+        client.send('51-["a",{"_placeholder":true,"num":"x"}]')
+        client.send(b"its attachment")
         time.sleep(1)
     finally:
         client.disconnect()
     log = portal.log_path.read_text(errors="replace")
-    assert log.count('"level": "ERROR"') == errors_before
+    assert log.count('"level": "ERROR"') == errors_before and "Traceback" not in log
     assert "malformed Socket.IO packet refused" in log
 
 

@@ -37,6 +37,7 @@ from tests.support.npm_idp import (
     table_count,
 )
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database, sign_in
+from tests.support.seed import ALICE
 
 pytestmark = pytest.mark.oidc
 
@@ -148,7 +149,7 @@ def test_patient_sees_their_own_chart(stack: Stack) -> None:
     assert chart.status_code == 200
     assert "My chart · Alice Moreau" in chart.text
     me = session.get(stack.rs256.url + "/api/v1/me", timeout=10).json()
-    assert me["patient_id"] == "00000000-0000-4000-8000-000000000001"
+    assert me["patient_id"] == ALICE
     data = session.get(stack.rs256.url + "/api/v1/me/chart", timeout=10).json()
     assert data["demographics"]["given_name"] == "Alice"
 

@@ -1,8 +1,11 @@
 """The OpenAPI document of /api/v1/: a valid OpenAPI 3.1 document, complete against the routes the portal
-registers, and true of what a running portal answers.
+registers, and true of what the portal answers.
 
-Every documented operation is called over real HTTP, for its success and its error statuses, and each
-body is validated with jsonschema against the schema the document gives for that status and media type.
+Every documented operation is called, for its success and its error statuses, and each body is validated with
+jsonschema against the schema the document gives for that status and media type. The calls are made with
+``requests`` to the in-process portal (tests/support/harness.py: the same application, signed in through the
+development provider's forms); the API over real HTTP is exercised by test_records.py, test_smart_fhir.py and the
+browser journeys.
 The (operation, status) pairs exercised plus the few listed in NOT_EXERCISED (with the test that covers
 them) must be exactly the documented ones, so the document and this test change together.
 """
@@ -13,15 +16,15 @@ import uuid
 
 import pytest
 import requests
+from flask.cli import routes_command
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from werkzeug.routing import Map, Rule
 
 from portal.openapi import load_document
-from tests.support.portal_server import csrf_token, flask_command, running_portal, sign_in
+from tests.support.portal_server import csrf_token, sign_in
+from tests.support.seed import ALICE, BOB
 
-ALICE = "00000000-0000-4000-8000-000000000001"
-BOB = "00000000-0000-4000-8000-000000000002"
 API = "/api/v1"
 SECTIONS = ("demographics", "problems", "medications", "allergies", "results", "notes")
 # Documented answers this test does not provoke, and where they are proven instead.
@@ -84,12 +87,10 @@ class Checker:
 
 
 @pytest.fixture(scope="module")
-def portal(tmp_path_factory):
+def portal(portal_in_process_for_module):
     """A portal with small limits, so the 429 answers can be reached in a few requests."""
-    tmp = tmp_path_factory.mktemp("openapi")
-    with running_portal(tmp, f"sqlite:///{tmp / 'portal.db'}", PORTAL_SEARCH_DISTINCT_PATIENTS_PER_HOUR="2",
-                        PORTAL_REPORT_RATE_LIMIT="4 per minute") as server:
-        yield server
+    portal_in_process_for_module.configure(search_distinct_patients_per_hour=2, report_rate_limit="4 per minute")
+    return portal_in_process_for_module
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,7 @@ def test_the_document_is_valid_openapi_3_1(portal):
 
 def test_every_api_route_is_documented_and_every_documented_path_is_routed(portal):
     """Against `flask routes`, the portal's own list of what it serves."""
-    listing = flask_command(portal.env, "routes")
+    listing = portal.app.test_cli_runner().invoke(routes_command).stdout
     rules = []
     for line in listing.splitlines():
         columns = line.split()

@@ -33,12 +33,11 @@ from tests.support.npm_idp import (
     stop_portals,
 )
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
+from tests.support.seed import ALICE, BOB
 
 pytestmark = pytest.mark.oidc
 
 SECRET = secrets.token_urlsafe(32)
-ALICE = "00000000-0000-4000-8000-000000000001"
-BOB = "00000000-0000-4000-8000-000000000002"
 
 
 def _patient(name: str, claim: str | None = None) -> dict:

@@ -3,8 +3,9 @@
 A signed-in person sees every place they are signed in (device, address, when) and can end any of
 them; an administrator can end all sessions of a user. Ending a session works at once on every
 worker: its pages go back to sign-in, its API calls get 401 and its open chat connection is told
-why and cut. Most tests use one portal on SQLite; the cross-worker ones use two workers sharing
-PostgreSQL and Redis (skipped locally without them, failing in CI).
+why and cut. Most tests use the in-process portal on SQLite (tests/support/harness.py, one transaction for
+the module, ``requests`` through the development provider's forms); the cross-worker ones, with their real
+Socket.IO connections, use two workers sharing PostgreSQL and Redis (skipped locally without them, failing in CI).
 """
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ import sqlalchemy as sa
 
 from tests.conftest import POSTGRES_URL, REDIS_URL, _create_database, _drop_database, free_port, require_service
 from tests.support.chat import NS, ChatClient
-from tests.support.npm_idp import audit_rows, dev_portal, start_portals, stop_portals
+from tests.support.database import connected
+from tests.support.harness import InProcessPortal
+from tests.support.npm_idp import audit_rows, start_portals, stop_portals
 from tests.support.portal_server import (
     PortalServer,
     another_worker,
@@ -49,10 +52,8 @@ CUT_WITHIN = 1.0  # seconds from the End response until the revoked session's so
 # --- fixtures --------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def portal(tmp_path_factory) -> Iterator[PortalServer]:
-    """One worker on SQLite (stopped quickly)."""
-    with dev_portal(tmp_path_factory.mktemp("portal")) as server:
-        yield server
+def portal(portal_in_process_for_module) -> InProcessPortal:
+    return portal_in_process_for_module
 
 
 @dataclass
@@ -193,18 +194,14 @@ def assert_chat_refused(url: str, session: requests.Session, origin: str | None 
         ChatClient(url, session, origin=origin).connect()
 
 
-def login_session_rows(database_url: str) -> list[dict]:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(row) for row in conn.execute(sa.text("SELECT * FROM login_session")).mappings()]
-    finally:
-        engine.dispose()
+def login_session_rows(database: str | sa.Connection) -> list[dict]:
+    with connected(database) as conn:
+        return [dict(row) for row in conn.execute(sa.text("SELECT * FROM login_session")).mappings()]
 
 
-def assert_stored_encrypted(database_url: str, session_id: str, user_agent: str) -> None:
+def assert_stored_encrypted(database: str | sa.Connection, session_id: str, user_agent: str) -> None:
     """The session's address and user agent are in the database, but only as ciphertext."""
-    rows = login_session_rows(database_url)
+    rows = login_session_rows(database)
     row = next(r for r in rows if r["id"] == session_id)
     assert row["user_agent"] and row["source_ip"], "the session's device and address were not stored at all"
     assert "127.0.0.1" not in row["source_ip"]
@@ -216,7 +213,7 @@ def assert_stored_encrypted(database_url: str, session_id: str, user_agent: str)
 
 # --- my sessions (one worker, SQLite) --------------------------------------------------------------------------
 
-def test_each_sign_in_is_listed_with_its_device_address_and_this_browser(portal: PortalServer) -> None:
+def test_each_sign_in_is_listed_with_its_device_address_and_this_browser(portal: InProcessPortal) -> None:
     laptop = signed_in(portal.url, "alice", FIREFOX_ON_WINDOWS)
     phone = signed_in(portal.url, "alice", SAFARI_ON_IPHONE)
     bob = signed_in(portal.url, "bob", CHROME_ON_PIXEL)
@@ -241,12 +238,12 @@ def test_each_sign_in_is_listed_with_its_device_address_and_this_browser(portal:
         assert bob_id not in page and PIXEL_DEVICE not in page and "Pixel" not in page
 
 
-def test_the_list_needs_a_signed_in_user(portal: PortalServer) -> None:
+def test_the_list_needs_a_signed_in_user(portal: InProcessPortal) -> None:
     page = requests.get(portal.url + "/auth/sessions", allow_redirects=False, timeout=10)
     assert page.status_code == 302 and page.headers["Location"].startswith("/auth/signin")
 
 
-def test_ending_your_own_session_signs_you_out_there_only(portal: PortalServer) -> None:
+def test_ending_your_own_session_signs_you_out_there_only(portal: InProcessPortal) -> None:
     here = signed_in(portal.url, "dr.reyes", FIREFOX_ON_WINDOWS)
     elsewhere = signed_in(portal.url, "dr.reyes", SAFARI_ON_IPHONE)
     here_id, elsewhere_id = this_session_id(here, portal.url), this_session_id(elsewhere, portal.url)
@@ -263,13 +260,13 @@ def test_ending_your_own_session_signs_you_out_there_only(portal: PortalServer) 
     assert api_status(elsewhere, portal.url) == 200
     assert set(my_sessions(elsewhere, portal.url)[0]) == {elsewhere_id}
 
-    revoked = [row for row in audit_rows(portal.env["PORTAL_DATABASE_URL"], action="session.revoked")
+    revoked = [row for row in audit_rows(portal.database, action="session.revoked")
                if row["resource_id"] == here_id]
     assert len(revoked) == 1 and revoked[0]["actor_id"] == reyes and revoked[0]["outcome"] == "allowed"
     assert '"this_session":true' in revoked[0]["details"].replace(" ", "")
 
 
-def test_an_unknown_or_someone_elses_session_cannot_be_ended(portal: PortalServer) -> None:
+def test_an_unknown_or_someone_elses_session_cannot_be_ended(portal: InProcessPortal) -> None:
     nora = signed_in(portal.url, "nora", FIREFOX_ON_WINDOWS)
     other = signed_in(portal.url, "bob", SAFARI_ON_IPHONE)
     nora_id, other_id = this_session_id(nora, portal.url), this_session_id(other, portal.url)
@@ -284,11 +281,11 @@ def test_an_unknown_or_someone_elses_session_cannot_be_ended(portal: PortalServe
     # Nothing ended: both people are still signed in, with the same sessions.
     assert api_status(nora, portal.url) == 200 and api_status(other, portal.url) == 200
     assert nora_id in my_sessions(nora, portal.url)[0] and other_id in my_sessions(other, portal.url)[0]
-    assert not [row for row in audit_rows(portal.env["PORTAL_DATABASE_URL"], action="session.revoked")
+    assert not [row for row in audit_rows(portal.database, action="session.revoked")
                 if row["resource_id"] in {nora_id, other_id}]
 
 
-def test_ending_a_session_without_the_csrf_token_is_refused(portal: PortalServer) -> None:
+def test_ending_a_session_without_the_csrf_token_is_refused(portal: InProcessPortal) -> None:
     here = signed_in(portal.url, "cora", FIREFOX_ON_WINDOWS)
     there = signed_in(portal.url, "cora", SAFARI_ON_IPHONE)
     there_id = this_session_id(there, portal.url)
@@ -307,16 +304,16 @@ def test_ending_a_session_without_the_csrf_token_is_refused(portal: PortalServer
     assert api_status(there, portal.url) == 401
 
 
-def test_the_database_holds_no_plaintext_address_or_user_agent(portal: PortalServer) -> None:
+def test_the_database_holds_no_plaintext_address_or_user_agent(portal: InProcessPortal) -> None:
     probe = f"Mozilla/5.0 (X11; Linux x86_64) SessionProbe/{uuid.uuid4().hex}"
     session = signed_in(portal.url, "adam", probe)
     session_id = this_session_id(session, portal.url)
     row = my_sessions(session, portal.url)[0][session_id]
     assert row.address == "127.0.0.1"  # the portal stored and can read both ...
-    assert_stored_encrypted(portal.env["PORTAL_DATABASE_URL"], session_id, probe)  # ... but only encrypted
+    assert_stored_encrypted(portal.database, session_id, probe)  # ... but only encrypted
 
 
-def test_only_administrators_see_and_end_other_peoples_sessions(portal: PortalServer) -> None:
+def test_only_administrators_see_and_end_other_peoples_sessions(portal: InProcessPortal) -> None:
     target = signed_in(portal.url, "dr.okafor", FIREFOX_ON_WINDOWS)
     target_id = user_id(target, portal.url)
     admin = signed_in(portal.url, "adam", FIREFOX_ON_WINDOWS)
@@ -331,11 +328,11 @@ def test_only_administrators_see_and_end_other_peoples_sessions(portal: PortalSe
         refused = other.post(f"{portal.url}/admin/users/{target_id}/sessions/end", data={"csrf_token": token},
                              allow_redirects=False, timeout=10)
         assert refused.status_code == 403
-        denied = audit_rows(portal.env["PORTAL_DATABASE_URL"], action="admin.sessions", actor_id=other_id)
+        denied = audit_rows(portal.database, action="admin.sessions", actor_id=other_id)
         assert [row["outcome"] for row in denied] == ["denied", "denied"]
 
     assert api_status(target, portal.url) == 200
-    assert not [row for row in audit_rows(portal.env["PORTAL_DATABASE_URL"], action="session.revoked")
+    assert not [row for row in audit_rows(portal.database, action="session.revoked")
                 if target_id in (row["details"] or "")]
 
 

@@ -1,8 +1,10 @@
-"""Sign-in sessions over real HTTP: rotation, cookie flags, headers, CSRF, idle time-out and rate limits.
+"""Sign-in sessions: rotation, cookie flags, headers, CSRF, idle time-out and rate limits.
 
-Sign-in goes through the built-in development provider. Besides the module's ordinary portal, two
-more processes serve the same database: one with a 3-second idle time-out (and 2 disclosure reports a
-minute per person), one with a login limit of 3 per minute.
+Sign-in goes through the built-in development provider. Most tests use the in-process portal
+(tests/support/harness.py, one transaction for the module) through ``requests``; two real processes serve
+one database for what needs a server: one with a 3-second idle time-out (and 2 disclosure reports a minute
+per person), which also checks Socket.IO's origin check (made by the server, before the app), and one
+with a login limit of 3 per minute.
 """
 from __future__ import annotations
 
@@ -19,17 +21,16 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from tests.conftest import free_port
+from tests.support.database import writing
+from tests.support.harness import InProcessPortal
 from tests.support.npm_idp import audit_rows, dev_portal, start_portals, stop_portals
 from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, csrf_token, parse_form, sign_in
-
-ALICE_PATIENT = "00000000-0000-4000-8000-000000000001"
+from tests.support.seed import ALICE
 
 
 @pytest.fixture(scope="module")
-def portal(tmp_path_factory) -> Iterator[PortalServer]:
-    """Like conftest's `portal`, but stopped quickly."""
-    with dev_portal(tmp_path_factory.mktemp("portal")) as server:
-        yield server
+def portal(portal_in_process_for_module):
+    return portal_in_process_for_module
 
 
 @dataclass
@@ -47,18 +48,19 @@ def _sibling(portal: PortalServer, name: str, **overrides: str) -> PortalServer:
 
 
 @pytest.fixture(scope="module")
-def extra(portal: PortalServer) -> Iterator[Extra]:
-    servers = Extra(idle=_sibling(portal, "idle", PORTAL_SESSION_IDLE_MINUTES="0.05",
-                                  PORTAL_REPORT_RATE_LIMIT="2 per minute"),
-                    limited=_sibling(portal, "limited", PORTAL_LOGIN_RATE_LIMIT="3 per minute"))
-    start_portals(servers.idle, servers.limited)
-    try:
-        yield servers
-    finally:
-        stop_portals(servers.idle, servers.limited)
+def extra(tmp_path_factory) -> Iterator[Extra]:
+    with dev_portal(tmp_path_factory.mktemp("portal"), PORTAL_SESSION_IDLE_MINUTES="0.05",
+                    PORTAL_REPORT_RATE_LIMIT="2 per minute") as idle:
+        limited = _sibling(idle, "limited", PORTAL_LOGIN_RATE_LIMIT="3 per minute", PORTAL_SESSION_IDLE_MINUTES="15",
+                           PORTAL_REPORT_RATE_LIMIT="10 per minute")
+        start_portals(limited)
+        try:
+            yield Extra(idle, limited)
+        finally:
+            stop_portals(limited)
 
 
-def _cookie_payload(portal: PortalServer, value: str | None) -> dict:
+def _cookie_payload(portal: InProcessPortal, value: str | None) -> dict:
     """Decode (and check the signature of) the portal's session cookie."""
     if value is None:
         return {}
@@ -80,7 +82,7 @@ def _dev_sign_in_steps(url: str, login: str, session: requests.Session) -> reque
 
 # --- Session id and cookies ----------------------------------------------------------------------------------
 
-def test_session_id_is_rotated_at_sign_in(portal: PortalServer) -> None:
+def test_session_id_is_rotated_at_sign_in(portal: InProcessPortal) -> None:
     browser = requests.Session()
     browser.get(portal.url + "/auth/login", allow_redirects=False, timeout=10)
     before = browser.cookies.get("portal")
@@ -109,7 +111,7 @@ def _set_cookie_headers(response: requests.Response) -> list[str]:
     return [value for key, value in response.raw.headers.items() if key.lower() == "set-cookie"]
 
 
-def test_session_cookie_is_httponly_and_samesite_lax(portal: PortalServer) -> None:
+def test_session_cookie_is_httponly_and_samesite_lax(portal: InProcessPortal) -> None:
     browser = requests.Session()
     start = browser.get(portal.url + "/auth/login", allow_redirects=False, timeout=10)
     callback = _dev_sign_in_steps(portal.url, "alice", browser)
@@ -126,12 +128,12 @@ def test_session_cookie_is_httponly_and_samesite_lax(portal: PortalServer) -> No
 # --- Headers -------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def alice(portal: PortalServer) -> requests.Session:
+def alice(portal: InProcessPortal) -> requests.Session:
     return sign_in(portal.url, "alice")
 
 
 @pytest.mark.parametrize("path", ["/", "/auth/signin", "/chart", "/api/v1/me"])
-def test_security_headers(portal: PortalServer, alice: requests.Session, path: str) -> None:
+def test_security_headers(portal: InProcessPortal, alice: requests.Session, path: str) -> None:
     response = alice.get(portal.url + path, timeout=10)
     assert response.status_code == 200
     headers = response.headers
@@ -149,13 +151,13 @@ def test_security_headers(portal: PortalServer, alice: requests.Session, path: s
 
 
 @pytest.mark.parametrize("path", ["/chart", "/chart/access-log", "/api/v1/me/chart", "/chart/fhir"])
-def test_chart_pages_are_not_cached(portal: PortalServer, alice: requests.Session, path: str) -> None:
+def test_chart_pages_are_not_cached(portal: InProcessPortal, alice: requests.Session, path: str) -> None:
     response = alice.get(portal.url + path, timeout=10)
     assert response.status_code == 200
     assert "no-store" in response.headers["Cache-Control"]
 
 
-def test_no_inline_script_or_style_in_pages(alice: requests.Session, portal: PortalServer) -> None:
+def test_no_inline_script_or_style_in_pages(alice: requests.Session, portal: InProcessPortal) -> None:
     """The CSP forbids inline code, so the pages must not rely on it."""
     html = alice.get(portal.url + "/chart", timeout=10).text
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html)
@@ -164,7 +166,7 @@ def test_no_inline_script_or_style_in_pages(alice: requests.Session, portal: Por
 
 # --- CSRF ----------------------------------------------------------------------------------------------------
 
-def test_logout_without_csrf_token_is_refused(portal: PortalServer) -> None:
+def test_logout_without_csrf_token_is_refused(portal: InProcessPortal) -> None:
     browser = sign_in(portal.url, "alice")
     for data in ({}, {"csrf_token": "forged"}):
         response = browser.post(portal.url + "/auth/logout", data=data, allow_redirects=False, timeout=10)
@@ -174,7 +176,7 @@ def test_logout_without_csrf_token_is_refused(portal: PortalServer) -> None:
     assert browser.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
 
 
-def test_csrf_token_of_another_session_is_refused(portal: PortalServer, alice: requests.Session) -> None:
+def test_csrf_token_of_another_session_is_refused(portal: InProcessPortal, alice: requests.Session) -> None:
     other = sign_in(portal.url, "bob")
     token = csrf_token(alice, portal.url + "/chart")
     response = other.post(portal.url + "/auth/logout", data={"csrf_token": token}, allow_redirects=False, timeout=10)
@@ -182,9 +184,9 @@ def test_csrf_token_of_another_session_is_refused(portal: PortalServer, alice: r
     assert other.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
 
 
-def test_note_form_without_csrf_token_is_refused(portal: PortalServer) -> None:
+def test_note_form_without_csrf_token_is_refused(portal: InProcessPortal) -> None:
     clinician = sign_in(portal.url, "dr.chen")
-    chart_url = f"{portal.url}/patients/{ALICE_PATIENT}"
+    chart_url = f"{portal.url}/patients/{ALICE}"
     assert clinician.get(chart_url, timeout=10).status_code == 200
     title = f"CSRF probe {time.time_ns()}"
     response = clinician.post(chart_url + "/notes", data={"title": title, "text": "must not be saved"},
@@ -201,28 +203,29 @@ def test_note_form_without_csrf_token_is_refused(portal: PortalServer) -> None:
     assert title in clinician.get(chart_url, timeout=10).text
 
 
-def test_json_post_without_csrf_header_is_refused(portal: PortalServer) -> None:
+def test_json_post_without_csrf_header_is_refused(portal: InProcessPortal) -> None:
     clinician = sign_in(portal.url, "dr.chen")
-    chart_url = f"{portal.url}/patients/{ALICE_PATIENT}"
+    chart_url = f"{portal.url}/patients/{ALICE}"
     title = f"JSON CSRF probe {time.time_ns()}"
-    refused = clinician.post(f"{portal.url}/api/v1/patients/{ALICE_PATIENT}/notes", timeout=10,
+    refused = clinician.post(f"{portal.url}/api/v1/patients/{ALICE}/notes", timeout=10,
                              json={"title": title, "text": "must not be saved"})
     assert refused.status_code == 400 and refused.json()["error"]["code"] == "csrf"
     assert title not in clinician.get(chart_url, timeout=10).text
 
 
-def test_socketio_refuses_a_page_from_another_origin(portal: PortalServer) -> None:
+def test_socketio_refuses_a_page_from_another_origin(extra: Extra) -> None:
     import socketio
 
     from tests.support.chat import ChatClient
 
-    browser = sign_in(portal.url, "dr.chen")
+    url = extra.idle.url  # a real server: the origin is checked by the Socket.IO server, before the application
+    browser = sign_in(url, "dr.okafor")  # not dr.chen, whose idle time-outs a test below counts
     with pytest.raises(socketio.exceptions.ConnectionError):
-        ChatClient(portal.url, browser, origin="https://attacker.example").connect()
-    ChatClient(portal.url, browser, origin=portal.url).connect().close()  # the portal's own origin is fine
+        ChatClient(url, browser, origin="https://attacker.example").connect()
+    ChatClient(url, browser, origin=url).connect().close()  # the portal's own origin is fine
 
 
-def test_patient_search_is_rate_limited(portal: PortalServer) -> None:
+def test_patient_search_is_rate_limited(portal: InProcessPortal) -> None:
     """Search lists other people's names: no bulk harvesting (60 per minute per client)."""
     clinician = sign_in(portal.url, "dr.chen")
     statuses = [clinician.get(f"{portal.url}/api/v1/patients", params={"mrn": f"RC-{n:06d}"}, timeout=10).status_code
@@ -280,22 +283,20 @@ def test_an_idle_sessions_open_connection_is_cut_without_waiting_for_its_next_ev
     assert len(events) == 1
 
 
-def test_a_session_ends_at_its_absolute_lifetime_even_when_active(portal: PortalServer) -> None:
+def test_a_session_ends_at_its_absolute_lifetime_even_when_active(portal: InProcessPortal) -> None:
     import sqlalchemy as sa
 
     from portal.models import LoginSession
 
     browser = sign_in(portal.url, "bob")
     me = browser.get(portal.url + "/api/v1/me", timeout=10).json()
-    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
-    with engine.begin() as conn:  # started 12 h 1 min ago (the default PORTAL_SESSION_MAX_HOURS is 12)
+    with writing(portal.database) as conn:  # started 12 h 1 min ago (the default PORTAL_SESSION_MAX_HOURS is 12)
         conn.execute(sa.update(LoginSession.__table__).where(LoginSession.__table__.c.user_id == me["id"])
                      .values(created_at=datetime.now(timezone.utc) - timedelta(hours=12, minutes=1)))
-    engine.dispose()
     response = browser.get(portal.url + "/chart", allow_redirects=False, timeout=10)
     assert response.status_code == 302
     assert response.headers["Location"].startswith("/auth/signin?reason=session_expired")
-    events = [e for e in audit_rows(portal.env["PORTAL_DATABASE_URL"], action="signout.session_expired")
+    events = [e for e in audit_rows(portal.database, action="signout.session_expired")
               if e["actor_id"] == me["id"]]
     assert len(events) == 1
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import secrets
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -43,6 +44,7 @@ from tests.support.npm_idp import (
     sign_in_portal,
 )
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
+from tests.support.seed import ALICE, BOB
 from tests.support.smart_apps import (
     APP_REDIRECT,
     RegisteredApp,
@@ -59,8 +61,6 @@ from tests.support.smart_apps import (
 
 pytestmark = pytest.mark.oidc
 
-ALICE = "00000000-0000-4000-8000-000000000001"
-BOB = "00000000-0000-4000-8000-000000000002"
 RESOURCE_TYPES = ("Patient", "Condition", "MedicationRequest", "AllergyIntolerance", "Observation", "DocumentReference")
 LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
 
@@ -271,8 +271,11 @@ def test_a_public_app_with_authlib_gets_an_id_token_refreshes_introspects_and_re
                                       token_type_hint="refresh_token").json()
     assert lasting["active"] and lasting["exp"] >= (datetime.now(timezone.utc) + timedelta(days=91)).timestamp()
 
-    revoked = client.revoke_token(discovery["revocation_endpoint"], token=token["refresh_token"],
-                                  token_type_hint="refresh_token")
+    mishinted = client.introspect_token(discovery["introspection_endpoint"], token=token["access_token"],
+                                        token_type_hint="refresh_token").json()
+    assert mishinted["active"], "a wrong hint must not make a live token look inactive (RFC 7662 section 2.1)"
+    revoked = client.revoke_token(discovery["revocation_endpoint"], token=token["access_token"],
+                                  token_type_hint="refresh_token")  # the wrong hint: still found (RFC 7009)
     assert revoked.status_code == 200
     refused = fhir_get(stack.url, f"Patient/{ALICE}", token["access_token"])
     assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
@@ -370,7 +373,10 @@ def test_a_token_for_one_patient_never_reads_another(stack, alice_token, path, p
 
 def test_nor_by_reading_another_patients_resource_or_a_tampered_paging_link(stack, alice_token, bob_observation):
     access = alice_token["access_token"]
-    assert fhir_get(stack.url, f"Observation/{bob_observation}", access).status_code == 404
+    bobs = fhir_get(stack.url, f"Observation/{bob_observation}", access)
+    nobodys = fhir_get(stack.url, f"Observation/{uuid.uuid4()}", access)
+    assert bobs.status_code == nobodys.status_code == 404
+    assert bobs.json()["issue"] == nobodys.json()["issue"], "the answer must not tell that Bob's record exists"
     page = fhir_get(stack.url, "Observation", access, patient=ALICE, _count="2").json()
     following = next(link["url"] for link in page["link"] if link["relation"] == "next")
     assert ALICE in following
@@ -502,6 +508,11 @@ def test_without_offline_access_no_refresh_token_is_issued(stack):
     pytest.param("Observation", {"date": "2024-01-01T10:00"}, id="date-time-without-zone"),
     pytest.param("Observation", {"_count": "many"}, id="count-word"),
     pytest.param("Observation", {"_count": "1000"}, id="count-too-big"),
+    pytest.param("Observation", {"_count": "\u00b2"}, id="count-superscript-digit"),
+    pytest.param("Observation", {"_count": "\u0663"}, id="count-arabic-indic-digit"),
+    pytest.param("Observation", {"date": "9999-12"}, id="date-month-at-the-end-of-time"),
+    pytest.param("Observation", {"date": "9999-12-31T23:59:59Z"}, id="date-time-at-the-end-of-time"),
+    pytest.param("Observation", {"date": "0001-01-01T00:00+01:00"}, id="date-time-before-year-1"),
     pytest.param("Observation", {"colour": "blue"}, id="unknown-parameter"),
     pytest.param("Observation", {"code:text": "sugar"}, id="unsupported-modifier"),
     pytest.param("Observation", {"patient": "not-a-patient"}, id="malformed-reference"),
@@ -510,8 +521,10 @@ def test_without_offline_access_no_refresh_token_is_issued(stack):
     pytest.param("Patient", {"identifier": ""}, id="empty-value"),
 ])
 def test_malformed_search_parameters_get_400_operation_outcome(stack, alice_token, path, params):
+    refused_before = len(audit_rows(stack.database_url, action="request.refused"))
     response = fhir_get(stack.url, path, alice_token["access_token"], **params)
     assert response.status_code == 400, response.text
+    assert len(audit_rows(stack.database_url, action="request.refused")) == refused_before + 1
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"
     from fhir.resources.R4B.operationoutcome import OperationOutcome

@@ -33,6 +33,7 @@ from tests.support.npm_idp import (
     stop_portals,
 )
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
+from tests.support.seed import ALICE
 from tests.support.tamper_proxy import TamperProxy
 
 pytestmark = pytest.mark.oidc
@@ -40,7 +41,6 @@ pytestmark = pytest.mark.oidc
 CLIENT_ID = "portal-step-up"
 SECRET = secrets.token_urlsafe(32)
 STRONG = "urn:portal:test:mfa"
-ALICE = "00000000-0000-4000-8000-000000000001"
 REASON = "Collapsed in the waiting room; need her allergy list"
 
 

@@ -20,6 +20,9 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
+import sqlalchemy as sa
+
+from tests.support.database import connected
 
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc_provider"
 SKIP_REASON = "the npm OpenID Provider needs node and its packages: run `make test` (it runs npm ci in tests/oidc_provider)"
@@ -341,20 +344,20 @@ def start_portals(*servers: Any) -> None:
             future.result()
 
 
-def audit_rows(database_url: str, **equals: Any) -> list[dict[str, Any]]:
-    """Rows of the portal's audit_entry table whose columns equal ``equals``, oldest first."""
-    import sqlalchemy as sa
+def audit_rows(database: str | sa.Connection, **equals: Any) -> list[dict[str, Any]]:
+    """Rows of the portal's audit_entry table whose columns equal ``equals``, oldest first.
 
-    engine = sa.create_engine(database_url)
-    try:
-        table = sa.Table("audit_entry", sa.MetaData(), autoload_with=engine)
-        query = sa.select(table).order_by(table.c.seq)
-        for column, value in equals.items():
-            query = query.where(table.c[column] == value)
-        with engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
-    finally:
-        engine.dispose()
+    ``database``: a portal's database URL, or the connection of an in-process test (``portal.database`` is either)."""
+    with connected(database) as conn:
+        return _audit_rows(conn, equals)
+
+
+def _audit_rows(conn: sa.Connection, equals: dict[str, Any]) -> list[dict[str, Any]]:
+    table = sa.Table("audit_entry", sa.MetaData(), autoload_with=conn)
+    query = sa.select(table).order_by(table.c.seq)
+    for column, value in equals.items():
+        query = query.where(table.c[column] == value)
+    return [dict(row._mapping) for row in conn.execute(query)]
 
 
 def table_count(database_url: str, table: str) -> int:

@@ -53,6 +53,8 @@ def portal_env(tmp: Path, database_url: str, port: int, **overrides: str) -> dic
         "PORTAL_LOGIN_RATE_LIMIT": "1000 per minute",
         "PORTAL_REPORT_RATE_LIMIT": "1000 per minute",
         "PORTAL_METRICS_TOKEN": "test-metrics-token",
+        # Tests run side by side on one Redis: each portal (with its extra workers) talks on its own channel.
+        "PORTAL_MESSAGE_QUEUE_CHANNEL": f"portal-test-{secrets.token_hex(6)}",
         "PORTAL_LOG_LEVEL": "INFO",
         "PYTHONWARNINGS": "ignore",
     })
@@ -97,6 +99,11 @@ class PortalServer:
         self.env, self.port, self.log_path = env, port, log_path
         self.url = f"http://127.0.0.1:{port}"
         self.process: subprocess.Popen | None = None
+
+    @property
+    def database(self) -> str:
+        """Its database URL (an in-process portal gives its test's connection here instead)."""
+        return self.env["PORTAL_DATABASE_URL"]
 
     def start(self, timeout: float = 30) -> PortalServer:
         log = open(self.log_path, "ab")
