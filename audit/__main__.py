@@ -1,5 +1,6 @@
-"""Command line for auditors and operators: `python -m audit verify|export|keygen|prove-inclusion|
-prove-consistency|witness|witness-keygen|log-key`.
+"""Command line for auditors and operators: `python -m audit verify|export|keygen|witness|witness-keygen|log-key`,
+and the Merkle tree's `prove-inclusion|prove-consistency` (from the database) and
+`check-inclusion|check-consistency` (offline).
 
 Exit status: 0 when everything verified (or the export/key/proof was written), 1 when tampering
 was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
@@ -12,13 +13,12 @@ as Certificate Transparency's JSON API and C2SP checkpoints write them.
 from __future__ import annotations
 
 import argparse
-import base64
 import dataclasses
 import importlib.metadata
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 import sqlalchemy as sa
@@ -30,7 +30,18 @@ from audit.errors import TreeError
 from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
 from audit.filters import AuditFilter
 from audit.note import ALG_ED25519, Checkpoint, Note, NoteError, Verifier
+from audit.proofs import (
+    TrustedHead,
+    check_consistency,
+    check_inclusion,
+    consistency_document,
+    decode_hash,
+    inclusion_document,
+    load_document,
+    parse_tree_head,
+)
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
+from audit.tree_verify import TreeHead, verify_tree
 from audit.verify import VerifyReport, verify_file, verify_store
 from audit.witness import WitnessStateError, run, write_witness_key
 from audit.witness_client import WitnessError
@@ -84,6 +95,10 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     check.add_argument("--log-key", metavar="VKEY",
                        help="the log's note verifier key (Integrity page, `flask audit-log-key`); default: "
                             "--public-key under the origin of the database's newest tree checkpoint")
+    check.add_argument("--since-size", metavar="N", type=_positive_int,
+                       help="with --db and --since-root: verify the Merkle tree incrementally from this trusted tree "
+                            "head (a verified checkpoint's size and base64 root): only entries after N are hashed")
+    check.add_argument("--since-root", metavar="BASE64", help="the trusted root of the tree of --since-size entries")
     check.add_argument("--manifest", metavar="FILE",
                        help="signed manifest of a CSV or FHIR NDJSON export (default: FILE.manifest.json beside it; "
                             "the JSON from the console, or the value of its X-Audit-Manifest header)")
@@ -133,6 +148,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     consistency.add_argument("--db", metavar="URL", required=True)
     consistency.add_argument("--old", metavar="M", type=_positive_int, required=True)
     consistency.add_argument("--new", metavar="N", type=_positive_int, help="default: the whole log")
+
+    check_inc = commands.add_parser("check-inclusion", help="check a prove-inclusion JSON file offline (no database)")
+    check_inc.add_argument("file", help="the JSON prove-inclusion printed")
+    check_inc.add_argument("--tree", metavar="SIZE:BASE64", help="the trusted tree head (a verified checkpoint's size "
+                                                                 "and root) the proof must be against")
+    check_con = commands.add_parser("check-consistency", help="check a prove-consistency JSON file offline (no database)")
+    check_con.add_argument("file", help="the JSON prove-consistency printed")
+    check_con.add_argument("--old", metavar="SIZE:BASE64", help="the trusted old tree head")
+    check_con.add_argument("--new", metavar="SIZE:BASE64", help="the trusted new tree head")
     for command in commands.choices.values():
         command.epilog = EXIT_STATUS_HELP
     return parser
@@ -143,8 +167,22 @@ def _progress_bar(total: int | None) -> tqdm:
     return tqdm(total=total, unit="entries", file=sys.stderr, delay=1.0, disable=None, leave=False)
 
 
+def _trusted_head(args: argparse.Namespace) -> TreeHead | None:
+    if args.since_size is None and args.since_root is None:
+        return None
+    if args.since_size is None or args.since_root is None or not args.db:
+        raise ValueError("--since-size and --since-root go together, with --db")
+    return TreeHead(args.since_size, decode_hash(args.since_root, "--since-root"))
+
+
 def _verify(args: argparse.Namespace) -> int:
     key: VerifyKey | None = load_verify_key(args.public_key) if args.public_key else None
+    trusted = _trusted_head(args)
+    if trusted is not None:
+        store = SqlAuditStore(sa.create_engine(args.db), None)
+        tree_report = verify_tree(store, trusted)
+        print(tree_report.summary())
+        return EXIT_OK if tree_report.ok else EXIT_TAMPERED
     if args.db:
         if args.manifest:
             raise ValueError("--manifest is for a CSV or FHIR NDJSON export file, not for --db")
@@ -252,11 +290,6 @@ def _witness_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-
-def _b64(digest: bytes) -> str:
-    return base64.b64encode(digest).decode("ascii")
-
-
 def _print_json(value: dict) -> int:
     print(json.dumps(value, indent=2, ensure_ascii=False))
     return EXIT_OK
@@ -272,11 +305,7 @@ def _prove_inclusion(args: argparse.Namespace) -> int:
         raise TreeError(f"the stored leaf hash of index {args.index} is not the hash of entry seq {args.index + 1}")
     root = store.root(size)
     merkle.verify_inclusion(args.index, size, leaf, path, root)
-    return _print_json({
-        "tree_size": size, "leaf_index": args.index, "root_hash": _b64(root), "leaf_hash": _b64(leaf),
-        "inclusion_path": [_b64(digest) for digest in path],
-        "entry": json.loads(entry.leaf_data()),  # its canonical JSON is the leaf's data
-    })
+    return _print_json(inclusion_document(size, args.index, root, leaf, path, json.loads(entry.leaf_data())))
 
 
 def _prove_consistency(args: argparse.Namespace) -> int:
@@ -285,14 +314,37 @@ def _prove_consistency(args: argparse.Namespace) -> int:
     path = store.consistency_proof(args.old, new)
     old_root, new_root = store.root(args.old), store.root(new)
     merkle.verify_consistency(args.old, new, path, old_root, new_root)
-    return _print_json({
-        "tree_size_1": args.old, "tree_size_2": new, "root_hash_1": _b64(old_root), "root_hash_2": _b64(new_root),
-        "consistency_path": [_b64(digest) for digest in path],
-    })
+    return _print_json(consistency_document(args.old, new, old_root, new_root, path))
+
+
+def _pinned(text: str | None, what: str) -> TrustedHead | None:
+    return None if text is None else parse_tree_head(text, what)
+
+
+def _checked(args: argparse.Namespace, check: Callable[[dict], str], pins: Sequence[TrustedHead | None]) -> int:
+    with open(args.file, encoding="utf-8") as handle:
+        document = load_document(handle.read())
+    print(f"OK: {check(document)}")
+    if not all(pin is not None for pin in pins):
+        print("warning: a tree head was taken from the proof file itself (the log's own claim); pin the size and "
+              "root of a verified checkpoint to make this a proof", file=sys.stderr)
+    return EXIT_OK
+
+
+def _check_inclusion(args: argparse.Namespace) -> int:
+    tree = _pinned(args.tree, "--tree")
+    return _checked(args, lambda document: check_inclusion(document, tree), [tree])
+
+
+def _check_consistency(args: argparse.Namespace) -> int:
+    old, new = _pinned(args.old, "--old"), _pinned(args.new, "--new")
+    return _checked(args, lambda document: check_consistency(document, old, new), [old, new])
 
 
 COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "prove-inclusion": _prove_inclusion,
-            "prove-consistency": _prove_consistency, "witness": _witness, "witness-keygen": _witness_keygen, "log-key": _log_key}
+            "prove-consistency": _prove_consistency, "check-inclusion": _check_inclusion,
+            "check-consistency": _check_consistency, "witness": _witness, "witness-keygen": _witness_keygen,
+            "log-key": _log_key}
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m audit") -> int:

@@ -1,5 +1,17 @@
-"""Exceptions with a contract: callers branch on these, so they stay few and specific."""
+"""Exceptions with a contract (callers branch on these, so they stay few and specific), and the
+problem a verifier reports instead of raising."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """The first thing a verifier found wrong: where (a seq, or a line number in a file), what kind, and why."""
+
+    position: int
+    kind: str
+    message: str
 
 
 class AuditWriteError(RuntimeError):

@@ -53,6 +53,9 @@ T = TypeVar("T")
 class AuditStore(ABC):
     """The interface both stores share; the portal, CLI and verifier only use this."""
 
+    keeps_tree = True
+    """False for a store that derives its tree from the entries on every read: then nothing to verify apart."""
+
     def __init__(self, signing_key: SigningKey | None, checkpoint_every: int) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
@@ -103,28 +106,30 @@ class AuditStore(ABC):
         """Number of leaves in the Merkle tree (entries it covers)."""
 
     @abstractmethod
-    def _read_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
+    def stored_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
         """Stored subtree hashes by (level, index), as audit.merkle.HashReader; TreeError if one is missing."""
 
     def root(self, size: int | None = None) -> bytes:
         """RFC 9162 root of the first `size` entries (default: all)."""
         size = self._checked_size(size)
-        return merkle.root(size, self._read_hashes)
+        return merkle.root(size, self.stored_hashes)
 
     def leaf_hash(self, index: int) -> bytes:
         """The stored leaf hash of entry seq index + 1."""
+        if index < 0:
+            raise ValueError(f"leaf index {index} is negative")
         self._checked_size(index + 1)
-        return self._read_hashes([(0, index)])[0]
+        return self.stored_hashes([(0, index)])[0]
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """RFC 9162 inclusion proof of leaf `index` (entry seq index + 1) in the tree of `size` entries."""
         self._checked_size(size)
-        return merkle.inclusion_proof(index, size, self._read_hashes)
+        return merkle.inclusion_proof(index, size, self.stored_hashes)
 
     def consistency_proof(self, old: int, new: int) -> list[bytes]:
         """RFC 9162 consistency proof from the tree of `old` entries to that of `new` entries."""
         self._checked_size(new)
-        return merkle.consistency_proof(old, new, self._read_hashes)
+        return merkle.consistency_proof(old, new, self.stored_hashes)
 
     def _checked_size(self, size: int | None) -> int:
         stored = self.tree_size()
@@ -416,7 +421,7 @@ class SqlAuditStore(AuditStore, AuditQueries):
         with self.engine.connect() as conn:
             return tree.stored_size(conn)
 
-    def _read_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
+    def stored_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
         with self.engine.connect() as conn:
             return tree.read_hashes(conn, addresses)
 
@@ -581,10 +586,12 @@ class JsonlAuditStore(AuditStore):
         for record in self._records("checkpoint"):
             yield Checkpoint.from_record(record)
 
+    keeps_tree = False
+
     def tree_size(self) -> int:
         return self.count()
 
-    def _read_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
+    def stored_hashes(self, addresses: Sequence[merkle.Address]) -> list[bytes]:
         """The file stores no tree: each call re-hashes the leaves, O(n) (fine for the small logs it serves)."""
         leaves = []
         for expected_seq, entry in enumerate(self.iter_entries(), start=1):

@@ -11,6 +11,7 @@ Leaf i is the entry with seq i + 1 (Entry.leaf_data()); seqs are consecutive fro
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -23,15 +24,38 @@ from audit.queries import entry_from_row
 from audit.schema import audit_entry, audit_tree_node
 
 BACKFILL_PAGE = 5000
+IN_LIST_LIMIT = 64
 _nodes = audit_tree_node.c
 
 
+@functools.lru_cache(maxsize=IN_LIST_LIMIT)
+def _lookup(count: int) -> sa.Select:
+    """SELECT of `count` nodes by primary key, built once per count (appends run it every time)."""
+    return sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(sa.or_(
+        *((_nodes.level == sa.bindparam(f"l{n}")) & (_nodes.idx == sa.bindparam(f"i{n}")) for n in range(count))))
+
+
 def _select(conn: sa.Connection, addresses: Sequence[Address]) -> dict[Address, bytes]:
+    """A proof's few addresses in one query; the many of a verification page as one range per level
+    (a page's new hashes are contiguous on every level, and a long list is slow to compile).
+
+    The few are an OR of primary-key equalities, which SQLite and PostgreSQL both answer from the
+    primary key's index; a row-value IN list, `(level, idx) IN (...)`, makes SQLite scan the table.
+    """
     if not addresses:
         return {}
-    query = sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(
-        sa.tuple_(_nodes.level, _nodes.idx).in_(sorted(set(addresses))))
-    return {(row.level, row.idx): bytes(row.hash) for row in conn.execute(query)}
+    wanted = sorted(set(addresses))
+    if len(wanted) <= IN_LIST_LIMIT:
+        parameters = {}
+        for n, (level, index) in enumerate(wanted):
+            parameters[f"l{n}"], parameters[f"i{n}"] = level, index
+        return {(row.level, row.idx): bytes(row.hash) for row in conn.execute(_lookup(len(wanted)), parameters)}
+    levels: dict[int, list[int]] = {}
+    for level, index in wanted:
+        levels.setdefault(level, []).append(index)
+    queries = [sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(
+        _nodes.level == level, _nodes.idx.between(indexes[0], indexes[-1])) for level, indexes in levels.items()]
+    return {(row.level, row.idx): bytes(row.hash) for query in queries for row in conn.execute(query)}
 
 
 def _ordered(found: dict[Address, bytes], addresses: Sequence[Address]) -> list[bytes]:

@@ -11,7 +11,10 @@ Checks, in one pass and constant memory (a one-entry look-ahead classifies probl
 * that a checkpoint exists at every multiple of the store's `checkpoint_every` up to the
   head, as the writer signs them (catches checkpoints deleted so that the bare chain could
   be rewritten and re-hashed). This rule is a check of its own (`_RequiredCheckpoints`),
-  independent of how entries are linked.
+  independent of how entries are linked;
+* for a store that keeps a Merkle tree (verify_store), in the same pass: that the stored tree
+  is exactly the RFC 9162 tree of the entries (audit/tree_verify.py, which also verifies
+  incrementally from a trusted tree head).
 
 A hash chain cannot tell a forged entry appended *after* the last checkpoint from a real
 one, and cannot reveal a truncated tail that no checkpoint covers: keep checkpoints (or
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.chain import GENESIS_HASH, Checkpoint, Entry, VerifyKey, parse_json
-from audit.errors import CannotVerify, MalformedEntryError
+from audit.errors import CannotVerify, MalformedEntryError, Problem
 from audit.export import (
     CSV_COLUMNS,
     ExportDigest,
@@ -50,10 +53,12 @@ from audit.export import (
     fhir_audit_event,
 )
 from audit.store import DEFAULT_CHECKPOINT_EVERY, AuditStore, parse_jsonl_line, read_jsonl_lines
+from audit.tree_verify import TreeChecker, TreeHead
 
 KINDS = frozenset({
     "edited", "deleted", "inserted", "reordered", "truncated",
     "bad_checkpoint_signature", "checkpoint_mismatch", "checkpoint_missing", "malformed",
+    "tree_mismatch", "inconsistent",
 })
 CSV_HEADER = ",".join(CSV_COLUMNS).encode("ascii")
 MANIFEST_SUFFIX = ".manifest.json"
@@ -61,13 +66,6 @@ PROGRESS_EVERY = 1000
 
 Positioned = tuple[int, Entry]
 Progress = Callable[[int], Any]
-
-
-@dataclass(frozen=True)
-class Problem:
-    position: int
-    kind: str
-    message: str
 
 
 @dataclass
@@ -79,10 +77,13 @@ class VerifyReport:
     key_id: str | None = None
     self_asserted_key: bool = False
     mode: str = "chain"
+    tree: TreeHead | None = None  # the Merkle tree head re-derived from the entries, when the store keeps a tree
 
     def summary(self) -> str:
         """The one-line result the CLI prints."""
         checked = f"{self.entries_checked} entries, {self.checkpoints_checked} signatures"
+        if self.ok and self.tree is not None:
+            checked += f"; Merkle tree of {self.tree.size} entries, root {self.tree.root.hex()[:16]}"
         if self.ok:
             return f"OK: {self.mode} intact ({checked})"
         problem = self.problem
@@ -364,9 +365,10 @@ def verify_store(
     """
     head_seq = store.head()[0]
     checkpoints = list(store.iter_checkpoints())  # one per checkpoint_every entries: small
+    tree = TreeChecker(store) if store.keeps_tree else None
     entries = store.iter_entries()
-    if observe is not None:
-        entries = _observed(entries, observe)
+    if observe is not None or tree is not None:
+        entries = _observed(entries, [hook for hook in (tree and tree.add, observe) if hook is not None])
     report = verify(entries, checkpoints, verify_key, progress, checkpoint_every=store.checkpoint_every,
                     required_through=head_seq)
     stored = store.count_through(head_seq)
@@ -374,12 +376,18 @@ def verify_store(
         report.ok = False
         report.problem = Problem(0, "inserted", f"{stored - head_seq} rows outside the chain (seq below 1): "
                                                 "the log holds entries no verified chain accounts for")
+    if tree is not None:
+        tree_report = tree.finish()
+        report.tree = tree_report.head
+        if report.ok and not tree_report.ok:
+            report.ok, report.problem = False, tree_report.problem
     return report
 
 
-def _observed(entries: Iterable[Entry], observe: Callable[[Entry], Any]) -> Iterator[Entry]:
+def _observed(entries: Iterable[Entry], observers: list[Callable[[Entry], Any]]) -> Iterator[Entry]:
     for entry in entries:
-        observe(entry)
+        for observe in observers:
+            observe(entry)
         yield entry
 
 

@@ -1,4 +1,5 @@
-"""Cost of the tamper-evident audit log: SqlAuditStore appends vs plain INSERTs, and verify speed.
+"""Cost of the tamper-evident audit log: SqlAuditStore appends vs plain INSERTs, and verify speed
+(chain and Merkle tree together; the tree alone, in full against a bare hashing loop and incrementally).
 
     .venv/bin/python bench/bench_audit.py [--db URL] [--events N]
 
@@ -8,6 +9,7 @@ of the serialising lock, the head read, hashing and periodic checkpoint signing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
 import time
@@ -29,7 +31,9 @@ from audit import (  # noqa: E402
     metadata,
     verify_store,
 )
+from audit.chain import canonical_json  # noqa: E402
 from audit.store import entry_to_row  # noqa: E402
+from audit.tree_verify import verify_tree  # noqa: E402
 
 
 def _events(count: int) -> list[AuditEvent]:
@@ -81,6 +85,31 @@ def bench_verify(store: SqlAuditStore, key: SigningKey) -> float:
     return _rate(report.entries_checked, time.perf_counter() - started)
 
 
+def bench_tree(store: SqlAuditStore, events: list[AuditEvent]) -> tuple[float, float, float, int]:
+    """In-process micro-benchmark, one run: full Merkle tree verification (read every entry, re-hash it,
+    compare every stored hash) against a bare canonical-JSON + SHA-256 loop over the same entries already
+    in memory; then an incremental verification of 1% new entries. Returns (bare/s, full/s, incremental
+    seconds, new entries)."""
+    leaves = [{"seq": entry.seq, "event": entry.event.to_dict()} for entry in store.iter_entries()]
+    started = time.perf_counter()
+    for leaf in leaves:
+        hashlib.sha256(b"\x00" + canonical_json(leaf)).digest()
+    bare = _rate(len(leaves), time.perf_counter() - started)
+    started = time.perf_counter()
+    report = verify_tree(store)
+    full = _rate(report.entries_checked, time.perf_counter() - started)
+    if not report.ok:
+        raise SystemExit(f"tree verification failed: {report.summary()}")
+    new = max(1, len(leaves) // 100)
+    store.append_many(events[:new])
+    started = time.perf_counter()
+    incremental = verify_tree(store, report.head)
+    seconds = time.perf_counter() - started
+    if not incremental.ok or incremental.entries_checked != new:
+        raise SystemExit(f"incremental verification failed: {incremental.summary()}")
+    return bare, full, seconds, new
+
+
 def export_peak_bytes(store: SqlAuditStore, key: SigningKey) -> int:
     """Peak memory allocated while streaming a JSON Lines and a CSV export of the whole store."""
     tracemalloc.start()
@@ -117,6 +146,7 @@ def main() -> None:
         store_rate, store = bench_store(engine, key, events)
         rows = [entry_to_row(entry) for entry in store.iter_entries()]
         verify_rate = bench_verify(store, key)
+        bare_rate, tree_rate, incremental_seconds, new = bench_tree(store, events)
         plain_rate = bench_plain(engine, rows)
         large, small_peak, large_peak = bench_export_memory(engine, key, args.events)
         metadata.drop_all(engine)
@@ -125,6 +155,9 @@ def main() -> None:
     print(f"plain INSERT   {plain_rate:10.0f} events/s")
     print(f"SqlAuditStore  {store_rate:10.0f} events/s  ({store_rate / plain_rate:.2f}x plain)")
     print(f"verify         {verify_rate:10.0f} events/s  ({verify_rate / store_rate:.1f}x append rate)")
+    print(f"tree, full     {tree_rate:10.0f} events/s  ({tree_rate / bare_rate:.2f}x a bare canonical-JSON + SHA-256 "
+          f"loop at {bare_rate:.0f}/s, in-process micro-benchmark)")
+    print(f"tree, incr.    {incremental_seconds * 1000:10.1f} ms for {new} new entries on top of {args.events}")
     print(f"export memory  peak {small_peak / 1024:.0f} KiB for {args.events} entries, {large_peak / 1024:.0f} KiB for "
           f"{large}  ({large_peak / small_peak:.2f}x for 10x the entries)")
 

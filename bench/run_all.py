@@ -97,7 +97,16 @@ def audit_rows(out: str) -> list[tuple[str, str, str]]:
                      store.group(2)))
     if verify and plain and store:
         ratio = float(verify.group(1)) / float(plain)
-        rows.append(("Audit verification (hash chain + signatures)", f"{verify.group(1)} events/s", f"{ratio:.2f}"))
+        rows.append(("Audit verification (hash chain + signatures + Merkle tree)", f"{verify.group(1)} events/s",
+                     f"{ratio:.2f}"))
+    tree = re.search(r"tree, full\s+([\d.]+) events/s\s+\(([\d.]+)x a bare canonical-JSON \+ SHA-256 loop at (\d+)/s", out)
+    if tree:
+        rows.append(("Merkle tree verification, full (ratio: to a bare canonical-JSON + SHA-256 loop at "
+                     f"{tree.group(3)}/s, in-process)", f"{tree.group(1)} events/s", tree.group(2)))
+    incremental = re.search(r"tree, incr\.\s+([\d.]+) ms for (\d+) new entries on top of (\d+)", out)
+    if incremental:
+        rows.append((f"Merkle tree verification, incremental: {incremental.group(2)} new entries on top of "
+                     f"{incremental.group(3)}", f"{incremental.group(1)} ms", "-"))
     memory = re.search(r"export memory\s+peak (\d+) KiB for (\d+) entries, (\d+) KiB for (\d+)\s+\(([\d.]+)x", out)
     if memory:
         rows.append((f"Export peak memory, {memory.group(2)} entries (baseline)", f"{memory.group(1)} KiB", "1.00"))

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -14,20 +15,26 @@ import sqlalchemy as sa
 
 from audit import (
     GENESIS_HASH,
+    KINDS,
     AuditEvent,
     AuditWriteError,
     Entry,
     JsonlAuditStore,
     SigningKey,
     SqlAuditStore,
+    audit_checkpoint,
     audit_entry,
     audit_tree_node,
     create_tables,
     install_append_only_guard,
     remove_append_only_guard,
+    verify_store,
 )
+from audit import tree as tree_module
 from audit.merkle import consistency_proof, leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from audit.store import entry_to_row
+from audit.tree import build_tree
+from audit.tree_verify import TreeHead, verify_tree
 from portal.migrate import upgrade
 from tests.support.portal_server import ROOT
 
@@ -151,7 +158,7 @@ def _b64s(values: list[str]) -> list[bytes]:
     return [base64.b64decode(value) for value in values]
 
 
-def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_url):
+def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_url, tmp_path):
     create_tables(engine)
     store = SqlAuditStore(engine, KEY)
     store.append_many(_event(i) for i in range(21))
@@ -169,7 +176,44 @@ def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_
     assert (proof["tree_size_1"], proof["tree_size_2"]) == (7, 21)
     verify_consistency(7, 21, _b64s(proof["consistency_path"]), base64.b64decode(proof["root_hash_1"]),
                        base64.b64decode(proof["root_hash_2"]))
-    assert _b64s(proof["consistency_path"]) == consistency_proof(7, 21, store._read_hashes)
+    assert _b64s(proof["consistency_path"]) == consistency_proof(7, 21, store.stored_hashes)
+
+    check_proofs_offline(tmp_path, inclusion.stdout, consistency.stdout)
+
+    incremental = _audit_cli("verify", "--db", database_url, "--since-size", "7", "--since-root", proof["root_hash_1"])
+    assert incremental.returncode == 0, incremental.stdout + incremental.stderr
+    assert incremental.stdout.startswith(f"OK: tree intact (incremental, size 21, root {proof['root_hash_2']}, 14 entries")
+    forged = _audit_cli("verify", "--db", database_url, "--since-size", "7", "--since-root", proof["root_hash_2"])
+    assert forged.returncode == 1 and forged.stdout.startswith("FAILED: inconsistent at position 7")
+    unusable = _audit_cli("verify", "--db", database_url, "--since-size", "7", "--since-root", "not base64!")
+    assert unusable.returncode == 2 and "error:" in unusable.stderr
+
+
+def check_proofs_offline(tmp_path, inclusion_json: str, consistency_json: str) -> None:
+    """What an auditor holding the files and a checkpoint's tree heads can check without the database."""
+    inclusion, consistency = json.loads(inclusion_json), json.loads(consistency_json)
+    included, consistent = tmp_path / "inclusion.json", tmp_path / "consistency.json"
+    included.write_text(inclusion_json)
+    consistent.write_text(consistency_json)
+    tree = f"{inclusion['tree_size']}:{inclusion['root_hash']}"
+    old, new = (f"{consistency[f'tree_size_{n}']}:{consistency[f'root_hash_{n}']}" for n in (1, 2))
+
+    pinned = _audit_cli("check-inclusion", str(included), "--tree", tree)
+    assert pinned.returncode == 0 and pinned.stdout.startswith("OK: entry seq 13 is in the tree of 20 entries")
+    assert pinned.stderr == ""
+    unpinned = _audit_cli("check-inclusion", str(included))
+    assert unpinned.returncode == 0 and "taken from the proof file itself" in unpinned.stderr
+    assert _audit_cli("check-consistency", str(consistent), "--old", old, "--new", new).returncode == 0
+    forked = _audit_cli("check-consistency", str(consistent), "--old", old, "--new", tree)
+    assert forked.returncode == 1 and "tampered: tree_size_2 21 is not the trusted tree size 20" in forked.stderr
+
+    inclusion["entry"]["event"]["patient_id"] = "someone-else"
+    included.write_text(json.dumps(inclusion))
+    edited = _audit_cli("check-inclusion", str(included), "--tree", tree)
+    assert edited.returncode == 1 and "the entry does not hash to leaf_hash" in edited.stderr
+    included.write_text(inclusion_json[:-20])
+    truncated = _audit_cli("check-inclusion", str(included), "--tree", tree)
+    assert truncated.returncode == 2 and "error: not JSON" in truncated.stderr
 
 
 def test_the_cli_exits_2_for_sizes_the_log_lacks_and_1_for_an_entry_its_leaf_does_not_match(engine, database_url):
@@ -198,3 +242,127 @@ def test_appends_stop_when_the_tree_remembers_entries_that_were_deleted(engine):
     with pytest.raises(AuditWriteError, match="already has a leaf at index 6 but the log has 6 entries"):
         store.append(_event(9))
     assert store.count() == 6 and store.tree_size() == 9
+
+
+# --------------------------------------------------------------------------- verifying the stored tree
+
+
+@contextmanager
+def _attacker(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """An attacker with the database switches the append-only guard off first."""
+    with engine.begin() as conn:
+        remove_append_only_guard(conn)
+        yield conn
+        install_append_only_guard(conn)
+
+
+def _set_node(conn: sa.Connection, level: int, index: int, digest: bytes) -> None:
+    node = (audit_tree_node.c.level == level) & (audit_tree_node.c.idx == index)
+    conn.execute(audit_tree_node.update().where(node).values(hash=digest))
+
+
+def _rebuild_tree(conn: sa.Connection) -> None:
+    conn.execute(audit_tree_node.delete())
+    build_tree(conn)
+
+
+def _grown_store(engine: sa.Engine, count: int = 3000) -> SqlAuditStore:
+    create_tables(engine)
+    store = SqlAuditStore(engine, KEY, checkpoint_every=100)
+    for start in range(0, count, 500):
+        store.append_many(_event(i) for i in range(start, min(count, start + 500)))
+    return store
+
+
+def test_full_verification_re_derives_every_stored_hash_and_locates_what_was_changed(engine):
+    store = _grown_store(engine)
+    good = verify_tree(store)
+    assert good.ok and good.head == TreeHead(3000, store.root()) and good.entries_checked == 3000
+    report = verify_store(store, KEY.verify_key)
+    assert report.ok and report.tree == good.head and "Merkle tree of 3000 entries" in report.summary()
+    tampering = [
+        (lambda conn: _set_node(conn, 0, 1233, b"\x00" * 32), ("tree_mismatch", 1234), "level 0, index 1233"),
+        (lambda conn: _set_node(conn, 3, 100, b"\x00" * 32), ("tree_mismatch", 801), "entries 801 to 808"),
+        (lambda conn: conn.execute(audit_tree_node.delete().where(audit_tree_node.c.level == 5)),
+         ("tree_mismatch", 1), "no stored hash at level 5"),
+        (lambda conn: conn.execute(audit_entry.delete().where(audit_entry.c.seq > 2990)),
+         ("truncated", 2991), "the tree has 3000 leaves but the log ends at entry 2990"),
+    ]
+    for tamper, (kind, position), words in tampering:
+        with _attacker(engine) as conn:
+            tamper(conn)
+        report = verify_tree(store)
+        assert not report.ok and (report.problem.kind, report.problem.position) == (kind, position), report.problem
+        assert words in report.problem.message
+        chain_and_tree = verify_store(store, KEY.verify_key)
+        assert not chain_and_tree.ok and chain_and_tree.problem.kind in KINDS
+        _reset(engine, store)  # the next case starts from an intact log
+
+
+def _reset(engine: sa.Engine, store: SqlAuditStore) -> None:
+    with _attacker(engine) as conn:
+        for table in (audit_tree_node, audit_entry, audit_checkpoint):
+            conn.execute(table.delete())
+    for start in range(0, 3000, 500):
+        store.append_many(_event(i) for i in range(start, start + 500))
+    assert verify_tree(store).ok
+
+
+def test_a_log_whose_tree_lost_its_tail_is_reported(engine):
+    store = _grown_store(engine, 40)
+    with _attacker(engine) as conn:
+        for level in range(6):  # every hash over entries 33 to 40
+            nodes = audit_tree_node.c
+            conn.execute(audit_tree_node.delete().where((nodes.level == level) & (nodes.idx >= 32 >> level)))
+    report = verify_tree(store)
+    assert (report.problem.kind, report.problem.position) == ("tree_mismatch", 33)
+    assert "entries 33 to 40 have no leaf in the tree" in report.problem.message
+
+
+def test_incremental_verification_hashes_only_the_new_entries_and_checks_consistency(engine):
+    store = _grown_store(engine)
+    trusted = verify_tree(store).head
+    store.append_many(_event(i) for i in range(3000, 3123))
+    report = verify_tree(store, trusted)
+    assert report.ok and report.mode == "incremental" and report.entries_checked == 123
+    assert report.head == TreeHead(3123, store.root())
+    assert verify_tree(store, report.head).entries_checked == 0  # nothing new: only the frontier is read
+
+    with _attacker(engine) as conn:  # a new entry edited: its leaf no longer matches
+        conn.execute(audit_entry.update().where(audit_entry.c.seq == 3050).values(patient_id="someone-else"))
+    report = verify_tree(store, trusted)
+    assert (report.problem.kind, report.problem.position) == ("tree_mismatch", 3050)
+
+    with _attacker(engine) as conn:  # the attacker rebuilds the whole tree over an edited old entry
+        conn.execute(audit_entry.update().where(audit_entry.c.seq == 17).values(reason="rewritten"))
+        _rebuild_tree(conn)
+    report = verify_tree(store, trusted)
+    assert report.problem.kind == "inconsistent" and "does not have the trusted root" in report.problem.message
+    assert verify_tree(store).ok  # a full check alone cannot tell: only a trusted head catches a rebuilt tree
+
+
+def test_incremental_verification_refuses_a_tree_shorter_than_the_trusted_head(engine):
+    store = _grown_store(engine, 50)
+    trusted = verify_tree(store).head
+    with _attacker(engine) as conn:  # the tail deleted from both, the tree rebuilt to match
+        conn.execute(audit_entry.delete().where(audit_entry.c.seq > 45))
+        _rebuild_tree(conn)
+    assert verify_tree(store).ok
+    report = verify_tree(store, trusted)
+    assert (report.problem.kind, report.problem.position) == ("truncated", 46)
+    forged = verify_tree(store, TreeHead(45, b"\x01" * 32))
+    assert forged.problem.kind == "inconsistent"
+
+
+def test_the_append_s_frontier_lookup_searches_the_primary_key_instead_of_scanning_the_table(tmp_path):
+    """Every append reads its frontier: a table scan there made appends O(n) (a row-value IN list does that
+    on SQLite), so the plan must be index searches only."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    create_tables(engine)
+    statement = tree_module._lookup(3).compile(engine)
+    with engine.connect() as conn:
+        plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", tuple(range(6))).all()
+    details = [row[-1] for row in plan]
+    assert any("SEARCH audit_tree_node USING INDEX" in detail for detail in details), details
+    assert not any(detail.startswith("SCAN") for detail in details), details
+    engine.dispose()
