@@ -34,11 +34,11 @@ from audit.proofs import (
     TrustedHead,
     check_consistency,
     check_inclusion,
-    consistency_document,
     decode_hash,
-    inclusion_document,
     load_document,
     parse_tree_head,
+    prove_consistency,
+    prove_inclusion,
 )
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
 from audit.tree_verify import TreeHead, verify_tree
@@ -296,25 +296,11 @@ def _print_json(value: dict) -> int:
 
 
 def _prove_inclusion(args: argparse.Namespace) -> int:
-    store = SqlAuditStore(sa.create_engine(args.db), None)
-    size = args.size or store.tree_size()
-    path = store.inclusion_proof(args.index, size)
-    entry = next(store.iter_entries(after_seq=args.index), None)
-    leaf = store.leaf_hash(args.index)
-    if entry is None or entry.seq != args.index + 1 or entry.leaf_hash() != leaf:
-        raise TreeError(f"the stored leaf hash of index {args.index} is not the hash of entry seq {args.index + 1}")
-    root = store.root(size)
-    merkle.verify_inclusion(args.index, size, leaf, path, root)
-    return _print_json(inclusion_document(size, args.index, root, leaf, path, json.loads(entry.leaf_data())))
+    return _print_json(prove_inclusion(SqlAuditStore(sa.create_engine(args.db), None), args.index, args.size))
 
 
 def _prove_consistency(args: argparse.Namespace) -> int:
-    store = SqlAuditStore(sa.create_engine(args.db), None)
-    new = args.new or store.tree_size()
-    path = store.consistency_proof(args.old, new)
-    old_root, new_root = store.root(args.old), store.root(new)
-    merkle.verify_consistency(args.old, new, path, old_root, new_root)
-    return _print_json(consistency_document(args.old, new, old_root, new_root, path))
+    return _print_json(prove_consistency(SqlAuditStore(sa.create_engine(args.db), None), args.old, args.new))
 
 
 def _pinned(text: str | None, what: str) -> TrustedHead | None:

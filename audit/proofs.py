@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from audit.chain import canonical_json
+from audit.errors import TreeError
 from audit.merkle import HASH_SIZE, ProofError, leaf_hash, verify_consistency, verify_inclusion
+from audit.store import AuditStore
 
 
 def b64(digest: bytes) -> str:
@@ -49,6 +51,30 @@ def inclusion_document(size: int, index: int, root: bytes, leaf: bytes, path: Se
 def consistency_document(old: int, new: int, old_root: bytes, new_root: bytes, path: Sequence[bytes]) -> dict[str, Any]:
     return {"tree_size_1": old, "tree_size_2": new, "root_hash_1": b64(old_root), "root_hash_2": b64(new_root),
             "consistency_path": [b64(digest) for digest in path]}
+
+
+def prove_inclusion(store: AuditStore, index: int, size: int | None = None) -> dict[str, Any]:
+    """The inclusion document of leaf ``index`` in the tree of ``size`` entries (default: the whole log), checked
+    before it is handed out: the stored leaf must be the hash of the entry, and the path must reach the root.
+    A size or index beyond the log raises ValueError; a stored tree that does not match raises TreeError."""
+    size = size or store.tree_size()
+    path = store.inclusion_proof(index, size)
+    entry = next(store.iter_entries(after_seq=index), None)
+    leaf = store.leaf_hash(index)
+    if entry is None or entry.seq != index + 1 or entry.leaf_hash() != leaf:
+        raise TreeError(f"the stored leaf hash of index {index} is not the hash of entry seq {index + 1}")
+    root = store.root(size)
+    verify_inclusion(index, size, leaf, path, root)
+    return inclusion_document(size, index, root, leaf, path, json.loads(entry.leaf_data()))
+
+
+def prove_consistency(store: AuditStore, old: int, new: int | None = None) -> dict[str, Any]:
+    """The consistency document from the tree of ``old`` entries to that of ``new`` (default: the whole log)."""
+    new = new or store.tree_size()
+    path = store.consistency_proof(old, new)
+    old_root, new_root = store.root(old), store.root(new)
+    verify_consistency(old, new, path, old_root, new_root)
+    return consistency_document(old, new, old_root, new_root, path)
 
 
 def load_document(text: str) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def _action(value: str) -> str:
 
 
 def _non_negative_int(value: str, name: str) -> int:
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise FilterError(f"'{name}' must be a whole number.")
     return int(value)
 
@@ -90,6 +90,6 @@ def parse_filter(values: Mapping[str, str | None]) -> AuditFilter:
     )
 
 
-def parse_cursor(value: str | None) -> int | None:
-    """The 'before' page cursor: show entries with a seq lower than this."""
-    return _non_negative_int(value.strip(), "before") if value and value.strip() else None
+def parse_cursor(value: str | None, name: str = "before") -> int | None:
+    """A whole number from the query (by default the 'before' page cursor: entries with a lower seq)."""
+    return _non_negative_int(value.strip(), name) if value and value.strip() else None

@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from tqdm import tqdm
 
-from audit import AuditFilter, TreeCheckpoint, VerifyReport
+from audit import AuditFilter, ProofError, TreeCheckpoint, TreeError, VerifyReport
+from audit.proofs import prove_consistency, prove_inclusion
 from portal import services
 from portal.access import record
 from portal.actions import Action
+from portal.exceptions import Conflict, InvalidInput
 from portal.people import display_names
 from portal.witnessing import WitnessedReport, verify_with_witness, witness_details
 
@@ -81,3 +84,22 @@ class TreeStatus:
 def tree_status() -> TreeStatus:
     store = services.audit_store()
     return TreeStatus(store.tree_signer().vkey(), store.latest_tree_checkpoint())
+
+
+def inclusion_proof(index: int, size: int | None) -> dict[str, Any]:
+    """The RFC 9162 inclusion proof of the entry with seq ``index + 1`` (``python -m audit prove-inclusion``)."""
+    return _proof(lambda: prove_inclusion(services.audit_store(), index, size))
+
+
+def consistency_proof(old: int, new: int | None) -> dict[str, Any]:
+    """The RFC 9162 consistency proof between two tree sizes (``python -m audit prove-consistency``)."""
+    return _proof(lambda: prove_consistency(services.audit_store(), old, new))
+
+
+def _proof(prove: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return prove()
+    except (TreeError, ProofError) as exc:  # before ValueError: ProofError is one
+        raise Conflict("tree_mismatch", f"The stored tree does not match the log: {exc}. Verify the log.") from None
+    except ValueError as exc:
+        raise InvalidInput("bad_proof_request", f"{exc}.") from None

@@ -169,6 +169,33 @@ def verify_now():
     return redirect(url_for("compliance.integrity"))
 
 
+@bp.get("/api/proofs/inclusion")
+@login_required
+def api_inclusion_proof():
+    """An entry's inclusion proof for an auditor to check offline (``python -m audit check-inclusion``)."""
+    index = _requested(Action.AUDIT_READ, lambda: _whole_number("index", required=True), proof="inclusion")
+    size = _requested(Action.AUDIT_READ, lambda: _whole_number("size"), proof="inclusion")
+    authorize(Action.AUDIT_READ, details={"proof": "inclusion", "index": index, "size": size})
+    return jsonify(integrity.inclusion_proof(index, size))
+
+
+@bp.get("/api/proofs/consistency")
+@login_required
+def api_consistency_proof():
+    """That the log of ``old`` entries is a prefix of the log of ``new`` (``python -m audit check-consistency``)."""
+    old = _requested(Action.AUDIT_READ, lambda: _whole_number("old", required=True), proof="consistency")
+    new = _requested(Action.AUDIT_READ, lambda: _whole_number("new"), proof="consistency")
+    authorize(Action.AUDIT_READ, details={"proof": "consistency", "old": old, "new": new})
+    return jsonify(integrity.consistency_proof(old, new))
+
+
+def _whole_number(name: str, required: bool = False) -> int | None:
+    value = parse_cursor(request.args.get(name), name)
+    if value is None and required:
+        raise FilterError(f"'{name}' is required: a whole number.")
+    return value
+
+
 # --------------------------------------------------------------------------- exports
 
 
