@@ -136,7 +136,9 @@ class PortalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        self.stop()
+        # SIGINT: a test is over, nothing needs the graceful path, which can wait out the 10 s kill timeout
+        # while a browser or an HTTP client holds connections open. Tests of SIGTERM call stop() themselves.
+        self.stop(signal.SIGINT)
 
 
 class _FormParser(HTMLParser):
