@@ -92,8 +92,9 @@ services:
 		command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql redis-server >/dev/null)
 
-# Two test processes (pytest-xdist), each test file on one of them, so a module's fixtures are built once.
-TEST_PROCESSES ?= 2
+# Three test processes (pytest-xdist), each test file on one of them, so a module's fixtures are built once:
+# most tests wait on real servers and browsers, so a third process overlaps those waits on two cores.
+TEST_PROCESSES ?= 3
 test: install-test oidc-provider browser nginx services
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_PROCESSES) --dist loadfile \
 		$(PYTEST_ARGS)

@@ -343,6 +343,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m audit") -> in
     except (OSError, ValueError, NoteError, WitnessStateError, sa.exc.SQLAlchemyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except ImportError as exc:  # a database URL whose driver is not installed (postgresql:// wants psycopg)
+        print(f"error: no driver for that database URL ({exc}); for PostgreSQL write postgresql+psycopg2://...",
+              file=sys.stderr)
+        return EXIT_USAGE
 
 
 def console_main() -> None:

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from audit.chain import canonical_json
+from audit.chain import canonical_json, parse_json
 from audit.errors import TreeError
 from audit.merkle import HASH_SIZE, ProofError, leaf_hash, verify_consistency, verify_inclusion
 from audit.store import AuditStore
@@ -79,7 +79,7 @@ def prove_consistency(store: AuditStore, old: int, new: int | None = None) -> di
 
 def load_document(text: str) -> dict[str, Any]:
     try:
-        document = json.loads(text)
+        document = parse_json(text)
     except ValueError as exc:
         raise ValueError(f"not JSON: {exc}") from None
     if not isinstance(document, dict):

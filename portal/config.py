@@ -37,9 +37,13 @@ class ConfigError(RuntimeError):
 
 
 def _read_secret(value: str) -> str:
-    """Secrets may be given inline or as a path to a file holding them (Docker/Kubernetes secrets)."""
+    """Secrets may be given inline or as a path to a file holding them (Docker/Kubernetes secrets). An absolute
+    path that names no readable file is refused: a secret mount that went missing must not turn its own path
+    into the secret."""
     if value and not value.lstrip().startswith("{") and Path(value).is_file():
         return Path(value).read_text().strip()
+    if value.startswith("/"):
+        raise ValueError(f"{value} names no readable file (a secret given as a path must exist)")
     return value
 
 
@@ -232,9 +236,9 @@ class Settings:
             raw = environ.get(name)
             if raw is None or raw == "":
                 continue
-            if spec.metadata["secret"]:
-                raw = _read_secret(raw)
             try:
+                if spec.metadata["secret"]:
+                    raw = _read_secret(raw)
                 values[spec.name] = parse(raw) if parse else raw
             except (ValueError, json.JSONDecodeError) as exc:
                 problems.append(f"{name} is malformed: {exc}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,16 +26,24 @@ def pytest_configure(config: pytest.Config) -> None:
     Portal subprocesses inherit the addresses through the environment."""
     global POSTGRES_URL, REDIS_URL
     if not POSTGRES_URL and PrivatePostgres.available():
-        server = PrivatePostgres()
-        _private_services.append(server)
-        server.start()
-        POSTGRES_URL = os.environ["PORTAL_TEST_POSTGRES_URL"] = server.url
+        POSTGRES_URL = os.environ["PORTAL_TEST_POSTGRES_URL"] = _started(PrivatePostgres).url
     if not REDIS_URL and PrivateRedis.available():
-        folder = Path(tempfile.mkdtemp(prefix="portal-redis-"))
-        redis_server = PrivateRedis(folder)
-        _private_services.append(redis_server)
-        redis_server.start()
+        redis_server = _started(lambda: PrivateRedis(Path(tempfile.mkdtemp(prefix="portal-redis-"))))
         REDIS_URL = os.environ["PORTAL_TEST_REDIS_URL"] = redis_server.url
+
+
+def _started(make: Callable[[], PrivatePostgres | PrivateRedis], attempts: int = 3) -> PrivatePostgres | PrivateRedis:
+    """A private server, on another free port when the first one was taken meanwhile; the last failure says why."""
+    for attempt in range(1, attempts + 1):
+        server = make()
+        _private_services.append(server)
+        try:
+            server.start()
+            return server
+        except RuntimeError as exc:
+            if attempt == attempts:
+                raise pytest.UsageError(str(exc)) from None
+    raise AssertionError("unreachable")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -304,3 +304,14 @@ def test_the_installed_portal_audit_command_tells_its_version_and_exit_codes():
     for sub in ("verify", "export", "prove-inclusion", "witness"):
         help_text = subprocess.run([str(command), sub, "--help"], capture_output=True, text=True, timeout=60).stdout
         assert "exit status: 0 verified or written, 1 tampering found, 2 unusable input" in " ".join(help_text.split())
+
+
+def test_unusable_input_is_exit_2_with_a_message_never_a_traceback(tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"tree_size":' + "[" * 100_000 + "]" * 100_000 + "}")
+    for args in (("check-inclusion", str(deep)), ("check-consistency", str(deep)),
+                 ("verify", "--db", "postgresql://nobody@127.0.0.1:1/none"),
+                 ("prove-inclusion", "--db", "mysql://nobody@127.0.0.1:1/none", "--index", "0")):
+        result = _cli(*args)
+        assert result.returncode == 2 and result.stderr.startswith("error:"), (args, result.stderr[-300:])
+        assert "Traceback" not in result.stderr

@@ -57,8 +57,12 @@ class PrivatePostgres:
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-o", options, "-l",
-                                     str(self.folder / "pg.log"), "-w", "start"]), check=True, capture_output=True)
+        started = subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-o", options, "-l",
+                                               str(self.folder / "pg.log"), "-w", "start"]), capture_output=True)
+        if started.returncode != 0:
+            log = self.folder / "pg.log"
+            raise RuntimeError(f"private PostgreSQL did not start on port {self.port}: "
+                               f"{log.read_text()[-800:] if log.exists() else started.stderr.decode()[-800:]}")
 
     def stop(self, mode: str = "fast") -> None:
         subprocess.run(_as_postgres([self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop"]), capture_output=True)
@@ -90,12 +94,16 @@ class PrivateRedis:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:  # it exited: the port was taken, or it could not start
+                raise RuntimeError(f"private Redis did not start on port {self.port} (exit {self.process.returncode})")
             try:
                 redis.Redis.from_url(self.url).ping()
-                return
             except redis.ConnectionError:
                 time.sleep(0.05)
-        raise RuntimeError("private redis did not start")
+                continue
+            if self.process.poll() is None:  # the answer came from our server, not from whoever holds the port
+                return
+        raise RuntimeError("private Redis did not start")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

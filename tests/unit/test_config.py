@@ -186,6 +186,15 @@ def test_secrets_may_be_read_from_files(tmp_path) -> None:
     assert settings.secret_key == SECRET_KEY
 
 
+def test_a_secret_file_that_is_missing_is_refused_not_taken_as_the_secret(tmp_path) -> None:
+    """A secret mount that went missing: its path must not become the metrics token or the session key."""
+    missing = str(tmp_path / "not-mounted")
+    problems = refused({**PRODUCTION, "PORTAL_METRICS_TOKEN": missing, "PORTAL_SECRET_KEY": "/run/secrets/gone"})
+    assert any(p.startswith("PORTAL_METRICS_TOKEN is malformed") and "names no readable file" in p
+               for p in problems.problems)
+    assert any(p.startswith("PORTAL_SECRET_KEY is malformed") for p in problems.problems)
+
+
 def test_service_urls_with_passwords_may_be_read_from_files_and_are_masked(tmp_path) -> None:
     """Compose and Kubernetes mount secrets as files: the URLs that carry passwords can be given that way too."""
     urls = {"PORTAL_DATABASE_URL": "postgresql+psycopg2://portal_app:db-pass-value@db:5432/portal",
