@@ -91,6 +91,8 @@ def test_a_patient_opening_another_patients_url_sees_the_refusal_page(new_page):
 def open_chat(page: Page) -> None:
     main_nav(page).get_by_role("link", name="Messages").click()
     expect(page.get_by_role("heading", name="Messages", level=1)).to_be_visible()
+    # As a person would: act once the page is live, not on buttons the page's script has not wired yet.
+    expect(page.get_by_role("status").filter(has_text="Connected")).to_be_visible()
 
 
 def messages_of(page: Page):
@@ -111,6 +113,7 @@ def test_two_clinicians_chat_live_and_catch_up_after_going_offline(new_page):
 
     open_chat(okafor)
     okafor.get_by_role("list", name="Conversations").get_by_role("button", name=re.compile("Chen")).click()
+    expect(okafor.locator("[data-conversation-title]")).to_contain_text("Chen")
     okafor_box = okafor.get_by_label("Message", exact=True)
     expect(okafor_box).to_be_enabled()
     expect(okafor.get_by_role("status").filter(has_text="Connected")).to_be_visible()
