@@ -7,12 +7,15 @@ arrive becomes the leader and appends what every caller queued meanwhile in one 
 caller returns only when the transaction holding its own events has committed, so "answered only after
 its entry is durable" holds exactly as before, and the log's order and checkpoints are the store's.
 
-When a batch fails, each caller's events are tried again on their own, so one refused event (a trigger,
-a constraint) fails only its own request, never its neighbours'.
+When a batch is refused at once, each caller's events are tried again on their own, so one refused event
+(a trigger, a constraint) fails only its own request, never its neighbours'. A batch that failed only after
+waiting (a held lock, an unreachable database) fails all its callers together: retried one by one, the
+last caller would wait a lock timeout per caller ahead of it.
 """
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable
 
 from audit.chain import Entry
@@ -35,9 +38,12 @@ class _Waiter:
 class GroupCommit:
     """``append_many`` with the events of concurrent callers batched into one store transaction."""
 
-    def __init__(self, store: AuditStore, max_batch_events: int = 500) -> None:
+    def __init__(self, store: AuditStore, max_batch_events: int = 500, retry_within: float = 5.0) -> None:
         self.store = store
         self.max_batch_events = max_batch_events
+        # A batch that fails this fast is retried caller by caller; one that took longer (a held lock, a dead
+        # database) fails every caller at once, so a queue of callers never waits one lock timeout each.
+        self.retry_within = retry_within
         self._lock = threading.Lock()
         self._queue: list[_Waiter] = []
         self._leader_busy = False
@@ -95,14 +101,16 @@ class GroupCommit:
             return batch
 
     def _commit(self, batch: list[_Waiter]) -> None:
+        started = time.monotonic()
         try:
             entries = self.store.append_many([event for waiter in batch for event in waiter.events])
         except Exception as exc:  # noqa: BLE001 - handed to each caller, who raises it
-            if len(batch) == 1:
-                self._finish(batch[0], error=exc)
-                return
-            for waiter in batch:
-                self._commit([waiter])
+            if len(batch) > 1 and time.monotonic() - started < self.retry_within:
+                for waiter in batch:
+                    self._commit([waiter])
+            else:
+                for waiter in batch:
+                    self._finish(waiter, error=exc)
             return
         start = 0
         for waiter in batch:

@@ -27,7 +27,8 @@ def init_app(app: Flask, settings: Settings, engine: sa.Engine) -> None:
         checkpoint_seconds=settings.audit_checkpoint_seconds,
     )
     # Concurrent requests' audit events share one transaction; each request still waits for its own commit.
-    app.extensions["portal.audit_appender"] = GroupCommit(app.extensions["portal.audit_store"])
+    app.extensions["portal.audit_appender"] = GroupCommit(app.extensions["portal.audit_store"],
+                                                           retry_within=settings.audit_lock_timeout_seconds)
     # client_manager is always given: SocketIO() is shared, and an earlier app's queue must not linger.
     queue_options: dict = {"message_queue": settings.message_queue or None, "client_manager": None}
     if settings.message_queue.startswith(("redis://", "rediss://")):

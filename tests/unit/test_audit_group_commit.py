@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -14,13 +15,17 @@ KEY = SigningKey.generate()
 class CountingStore(SqlAuditStore):
     """A real SQLite store that counts its transactions and refuses any batch holding a poisoned event."""
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, fails_after: float = 0.0) -> None:
         super().__init__(engine, KEY, checkpoint_every=10)
         self.transactions = 0
+        self.fails_after = fails_after
 
     def append_many(self, events):
         events = list(events)
         self.transactions += 1
+        if self.fails_after:
+            time.sleep(self.fails_after)
+            raise AuditWriteError("audit event not recorded: no append lock within the timeout")
         if any(event.action == "poisoned" for event in events):
             raise AuditWriteError("audit event not recorded: refused by the database")
         return super().append_many(events)
@@ -80,3 +85,14 @@ def test_a_lone_caller_appends_at_once(store):
     appender = GroupCommit(store)
     entry = appender.append(AuditEvent(action="chart.read", outcome="allowed"))
     assert entry.seq == 1 and store.transactions == 1 and appender.append_many([]) == []
+
+
+def test_a_batch_that_failed_after_waiting_fails_every_caller_at_once(tmp_path):
+    """A held lock: retrying caller by caller would make the last one wait a timeout per caller ahead of it."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
+    create_tables(engine)
+    store = CountingStore(engine, fails_after=0.2)
+    appender = GroupCommit(store, retry_within=0.1)
+    results = _all_at_once(8, lambda i: appender.append(AuditEvent(action="chart.read", outcome="allowed")))
+    assert all(isinstance(result, AuditWriteError) for result in results)
+    assert store.transactions < 8, "the callers of a failed batch were retried one by one"
