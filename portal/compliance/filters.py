@@ -90,6 +90,11 @@ def parse_filter(values: Mapping[str, str | None]) -> AuditFilter:
     )
 
 
-def parse_cursor(value: str | None, name: str = "before") -> int | None:
-    """A whole number from the query (by default the 'before' page cursor: entries with a lower seq)."""
+def parse_whole_number(value: str | None, name: str) -> int | None:
+    """A whole number from the query, None when it is absent or blank."""
     return _non_negative_int(value.strip(), name) if value and value.strip() else None
+
+
+def parse_cursor(value: str | None) -> int | None:
+    """The 'before' page cursor: show entries with a seq lower than this."""
+    return parse_whole_number(value, "before")

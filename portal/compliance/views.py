@@ -17,7 +17,14 @@ from portal.actions import Action
 from portal.auditlog import verify_key
 from portal.auth import step_up
 from portal.compliance import bp, charts, exports, flags, integrity, search
-from portal.compliance.filters import FILTER_FIELDS, FilterError, filter_query_args, parse_cursor, parse_filter
+from portal.compliance.filters import (
+    FILTER_FIELDS,
+    FilterError,
+    filter_query_args,
+    parse_cursor,
+    parse_filter,
+    parse_whole_number,
+)
 from portal.exceptions import NotFound
 from portal.witnessing import status as witness_status
 from portal.witnessing import verify_with_witness
@@ -173,27 +180,27 @@ def verify_now():
 @login_required
 def api_inclusion_proof():
     """An entry's inclusion proof for an auditor to check offline (``python -m audit check-inclusion``)."""
-    index = _requested(Action.AUDIT_READ, lambda: _whole_number("index", required=True), proof="inclusion")
-    size = _requested(Action.AUDIT_READ, lambda: _whole_number("size"), proof="inclusion")
-    authorize(Action.AUDIT_READ, details={"proof": "inclusion", "index": index, "size": size})
-    return jsonify(integrity.inclusion_proof(index, size))
+    return jsonify(integrity.inclusion_proof(*_audited_proof_request("inclusion", "index", "size")))
 
 
 @bp.get("/api/proofs/consistency")
 @login_required
 def api_consistency_proof():
     """That the log of ``old`` entries is a prefix of the log of ``new`` (``python -m audit check-consistency``)."""
-    old = _requested(Action.AUDIT_READ, lambda: _whole_number("old", required=True), proof="consistency")
-    new = _requested(Action.AUDIT_READ, lambda: _whole_number("new"), proof="consistency")
-    authorize(Action.AUDIT_READ, details={"proof": "consistency", "old": old, "new": new})
-    return jsonify(integrity.consistency_proof(old, new))
+    return jsonify(integrity.consistency_proof(*_audited_proof_request("consistency", "old", "new")))
 
 
-def _whole_number(name: str, required: bool = False) -> int | None:
-    value = parse_cursor(request.args.get(name), name)
-    if value is None and required:
-        raise FilterError(f"'{name}' is required: a whole number.")
-    return value
+def _audited_proof_request(proof: str, required: str, optional: str) -> tuple[int, int | None]:
+    """The two whole numbers a proof is asked for with, the request audited (malformed ones as a 400)."""
+    def parse() -> tuple[int, int | None]:
+        first, second = (parse_whole_number(request.args.get(name), name) for name in (required, optional))
+        if first is None:
+            raise FilterError(f"'{required}' is required: a whole number.")
+        return first, second
+
+    first, second = _requested(Action.AUDIT_READ, parse, proof=proof)
+    authorize(Action.AUDIT_READ, details={"proof": proof, required: first, optional: second})
+    return first, second
 
 
 # --------------------------------------------------------------------------- exports
