@@ -67,7 +67,7 @@ class NpmOidcProvider:
         acr_values: list[str] | None = None,
         login_acr: str | None = None,
         clock_skew_seconds: float = 0,
-        startup_timeout: float = 20.0,
+        startup_timeout: float = 60.0,
     ) -> None:
         self.clients = clients
         self.accounts = accounts
@@ -128,7 +128,7 @@ class NpmOidcProvider:
         """Key ids in the JWKS file, newest first."""
         return [key["kid"] for key in json.loads(self.jwks_path.read_text())["keys"]]
 
-    def _start(self, *, rotate_keys: bool) -> None:
+    def _start(self, *, rotate_keys: bool, retried: bool = False) -> None:
         assert self._tmp is not None
         tmp = Path(self._tmp.name)
         config = {
@@ -161,6 +161,9 @@ class NpmOidcProvider:
         line = self._read_ready_line()
         if not line.startswith("ready "):
             self._stop()
+            if not retried:  # a start lost to a busy machine (its keys are generated at start): once more
+                self._start(rotate_keys=rotate_keys, retried=True)
+                return
             raise RuntimeError(f"oidc-provider did not start: {line!r}\n{self._stderr.read_text()}")
         self.issuer = line.split(" ", 1)[1].strip()
         self._port = int(self.issuer.rsplit(":", 1)[1])
