@@ -1,17 +1,14 @@
-"""Tamper-evident audit log: hash-chained events in an RFC 9162 Merkle tree, signed checkpoints,
-proofs, verification and exports.
+"""Tamper-evident audit log: events as the leaves of an RFC 9162 Merkle tree, signed C2SP tree
+checkpoints, proofs, a witness, verification and exports.
 
 Importable without Flask or the portal, so auditors can verify logs and exports on their
 own machines with `python -m audit verify`.
 """
-from audit.chain import (
-    GENESIS_HASH,
-    Checkpoint,
+from audit.entries import (
     Entry,
     SigningKey,
     VerifyKey,
     canonical_json,
-    compute_entry_hash,
     generate_signing_key_pem,
     load_signing_key,
     load_verify_key,
@@ -37,7 +34,6 @@ from audit.queries import AuditQueries, Page
 from audit.schema import (
     APPEND_ONLY_DDL,
     DROP_APPEND_ONLY_DDL,
-    audit_checkpoint,
     audit_entry,
     audit_tree_checkpoint,
     audit_tree_cosignature,
@@ -55,7 +51,6 @@ __all__ = [
     "APPEND_ONLY_DDL",
     "CSV_COLUMNS",
     "DROP_APPEND_ONLY_DDL",
-    "GENESIS_HASH",
     "KINDS",
     "OUTCOMES",
     "AuditEvent",
@@ -64,7 +59,6 @@ __all__ = [
     "AuditStore",
     "AuditWriteError",
     "CannotVerify",
-    "Checkpoint",
     "Entry",
     "ExportDigest",
     "ExportManifest",
@@ -81,13 +75,11 @@ __all__ = [
     "TreeError",
     "VerifyKey",
     "VerifyReport",
-    "audit_checkpoint",
     "audit_entry",
     "audit_tree_checkpoint",
     "audit_tree_cosignature",
     "audit_tree_node",
     "canonical_json",
-    "compute_entry_hash",
     "create_tables",
     "csv_cell",
     "csv_cell_value",

@@ -13,6 +13,7 @@ as Certificate Transparency's JSON API and C2SP checkpoints write them.
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import importlib.metadata
 import json
@@ -25,7 +26,7 @@ import sqlalchemy as sa
 from tqdm import tqdm
 
 from audit import merkle
-from audit.chain import SigningKey, VerifyKey, canonical_json, load_signing_key, load_verify_key
+from audit.entries import SigningKey, VerifyKey, canonical_json, load_signing_key, load_verify_key
 from audit.errors import TreeError
 from audit.export import ExportDigest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
 from audit.filters import AuditFilter
@@ -41,6 +42,7 @@ from audit.proofs import (
     prove_inclusion,
 )
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
+from audit.tree_checkpoints import TreeCheckpoint
 from audit.tree_verify import TreeHead, verify_tree
 from audit.verify import VerifyReport, verify_file, verify_store
 from audit.witness import WitnessStateError, run, write_witness_key
@@ -85,7 +87,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     source.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the portal database")
     check.add_argument("--public-key", metavar="PEM_FILE", help="trusted public key (PEM file or raw base64)")
     check.add_argument("--checkpoint-every", metavar="N", type=_positive_int, default=DEFAULT_CHECKPOINT_EVERY,
-                       help="the portal's PORTAL_AUDIT_CHECKPOINT_EVERY: a signed checkpoint must exist at every "
+                       help="the portal's PORTAL_AUDIT_CHECKPOINT_EVERY: a signed tree checkpoint must exist at every "
                             "multiple of N in a database, a store file or a full JSON Lines export "
                             f"(default: {DEFAULT_CHECKPOINT_EVERY})")
     check.add_argument("--witness-url", metavar="URL",
@@ -175,8 +177,17 @@ def _trusted_head(args: argparse.Namespace) -> TreeHead | None:
     return TreeHead(args.since_size, decode_hash(args.since_root, "--since-root"))
 
 
+def _verify_key(args: argparse.Namespace) -> VerifyKey | None:
+    """--public-key, else the Ed25519 key inside --log-key (the same key under the log's name)."""
+    if args.public_key:
+        return load_verify_key(args.public_key)
+    if args.log_key:
+        return VerifyKey.from_raw_b64(base64.b64encode(Verifier.from_vkey(args.log_key).public_key).decode("ascii"))
+    return None
+
+
 def _verify(args: argparse.Namespace) -> int:
-    key: VerifyKey | None = load_verify_key(args.public_key) if args.public_key else None
+    key = _verify_key(args)
     trusted = _trusted_head(args)
     if trusted is not None:
         store = SqlAuditStore(sa.create_engine(args.db), None)
@@ -188,6 +199,9 @@ def _verify(args: argparse.Namespace) -> int:
             raise ValueError("--manifest is for a CSV or FHIR NDJSON export file, not for --db")
         store = SqlAuditStore(sa.create_engine(args.db), None, checkpoint_every=args.checkpoint_every)
         witnessed = _witnessed(args, store, key) if args.witness_url else None
+        if key is None:
+            raise ValueError("verifying a database needs the log's key to check its signed tree checkpoints: "
+                             "--public-key or --log-key")
         with _progress_bar(store.count()) as bar:
             report = verify_store(store, key, bar.update)
         if witnessed is not None:
@@ -237,13 +251,18 @@ def _warn_self_asserted(report: VerifyReport) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    """Export the entries the newest signed tree checkpoint covers; its manifest names that checkpoint."""
     signing_key = load_signing_key(args.signing_key)
     store = SqlAuditStore(sa.create_engine(args.db), None)
-    audit_filter = AuditFilter(args.since, args.until, args.actor, args.patient, args.action, args.outcome)
+    checkpoints = store.tree_checkpoints()
+    newest = checkpoints[-1] if checkpoints else None
+    audit_filter = AuditFilter(args.since, args.until, args.actor, args.patient, args.action, args.outcome,
+                               through=newest.tree_size if newest else 0)
     entries = store.iter_entries(filter=audit_filter)
     digest = ExportDigest()
     if args.format == "jsonl":
-        chunks = export_jsonl(entries, signing_key, filter=audit_filter, checkpoints=store.iter_checkpoints())
+        chunks = export_jsonl(entries, signing_key, filter=audit_filter, checkpoints=checkpoints,
+                              contiguous=audit_filter.is_empty, checkpoint=newest)
     elif args.format == "csv":
         chunks = export_csv(entries, digest)
     else:
@@ -251,13 +270,15 @@ def _export(args: argparse.Namespace) -> int:
     with open(args.output, "w", encoding="utf-8", newline="") as handle:
         handle.writelines(chunks)
     if args.format != "jsonl":
-        _write_manifest(args, digest, signing_key, audit_filter)
+        _write_manifest(args, digest, signing_key, audit_filter, newest)
     print(f"exported to {args.output}")
     return EXIT_OK
 
 
-def _write_manifest(args: argparse.Namespace, digest: ExportDigest, key: SigningKey, audit_filter: AuditFilter) -> None:
-    manifest = export_manifest(args.format, digest, key, filter=audit_filter)
+def _write_manifest(args: argparse.Namespace, digest: ExportDigest, key: SigningKey, audit_filter: AuditFilter,
+                    checkpoint: TreeCheckpoint | None) -> None:
+    manifest = export_manifest(args.format, digest, key, filter=audit_filter, contiguous=audit_filter.is_empty,
+                               checkpoint=checkpoint)
     with open(f"{args.output}.manifest.json", "w", encoding="utf-8") as handle:
         json.dump(manifest.to_dict(), handle, indent=2, sort_keys=True)
         handle.write("\n")

@@ -2,20 +2,25 @@
 
 Exports are generators of str chunks, so a year of audit log streams through a Flask
 response in constant memory. Each export is covered by a signed manifest: format, count,
-SHA-256 over the exported entry hashes in order, creation time, filter, signer key id and
-public key. Together with the per-entry hashes every export carries, the manifest lets an
-auditor detect edited, dropped, added or reordered rows.
+SHA-256 over the exported entries' Merkle leaf hashes in order, creation time, filter, the
+signed tree checkpoint (size and root) the entries are leaves of, signer key id and public key.
+Together with the leaf hash every exported entry carries, the manifest lets an auditor detect
+edited, dropped, added or reordered rows, and ask for an inclusion proof of any row against the
+named checkpoint.
 
-JSONL exports embed everything: a header line announcing the export, the entries (plus
-the store's checkpoints when the export is the contiguous chain) and the manifest as the
-last line. CSV and FHIR have no room for it, so the caller ships `export_manifest(...)`
-as a sidecar file or response header.
+JSONL exports embed everything: a header line announcing the export, the entries (seq and
+event: the leaf data; plus the store's signed tree checkpoints when the export is the whole log
+from seq 1, so `verify_file` rebuilds the tree and checks it against them) and the manifest as
+the last line. CSV and FHIR have no room for it, so the caller ships `export_manifest(...)` as a
+sidecar file or response header.
 
 Long because the three formats are one contract: each writer sits beside the reader the verifier uses
 to turn its rows back into entries, so a change to a format changes both in one place.
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import hashlib
 import io
@@ -25,26 +30,28 @@ from datetime import datetime
 from itertools import combinations
 from typing import Any
 
-from audit.chain import Checkpoint, Entry, SigningKey, VerifyKey, canonical_json, parse_json
+from audit.entries import Entry, SigningKey, VerifyKey, canonical_json, parse_json
 from audit.events import AuditEvent, format_time, parse_time, utcnow
 from audit.filters import AuditFilter
+from audit.tree_checkpoints import TreeCheckpoint
 
 CHUNK_SIZE = 64 * 1024
 
 CSV_COLUMNS: tuple[str, ...] = (
     "seq", "time", "actor_id", "actor_role", "action", "outcome", "patient_id", "resource_type",
     "resource_id", "reason", "source_ip", "user_agent", "request_id", "session_hash", "details",
-    "prev_hash", "entry_hash",
+    "leaf_hash",
 )
 """CSV header, in order. `time` is ISO-8601 UTC with 'Z'; `details` is canonical JSON; empty
-cells are None. With these values an entry's hash can be recomputed from its row."""
+cells are None; `leaf_hash` is the entry's RFC 9162 leaf hash in base64. With these values an
+entry's leaf hash can be recomputed from its row."""
 NULLABLE_CSV_COLUMNS: tuple[str, ...] = (
     "actor_id", "actor_role", "patient_id", "resource_type", "resource_id", "reason", "source_ip", "user_agent",
     "request_id", "session_hash",
 )
 
 PORTAL_SYSTEM = "urn:patient-portal"
-EXTENSION_BASE = "https://patient-portal.example/fhir/StructureDefinition/audit-chain"
+EXTENSION_BASE = "https://patient-portal.example/fhir/StructureDefinition/audit-entry"
 FHIR_OUTCOMES = {"allowed": "0", "denied": "4", "error": "8"}
 _VERB_CODES = {
     "C": {"create", "upload", "send", "register", "grant", "invite"},
@@ -56,18 +63,19 @@ _AUTH_PREFIXES = ("signin", "signout", "login", "logout", "session", "mfa")
 
 
 class ExportDigest:
-    """Count and SHA-256 over the entry hashes of an export, accumulated while it streams."""
+    """Count and SHA-256 over the leaf hashes of an export's entries, accumulated while it streams."""
 
     def __init__(self) -> None:
         self.count = 0
         self.first_seq = 0
         self._sha = hashlib.sha256()
 
-    def add(self, entry: Entry) -> None:
+    def add(self, entry: Entry, leaf: bytes | None = None) -> None:
+        """Count one entry; `leaf` is its leaf hash when the caller already has it."""
         if self.count == 0:
             self.first_seq = entry.seq
         self.count += 1
-        self._sha.update(entry.entry_hash.encode("ascii"))
+        self._sha.update(entry.leaf_hash() if leaf is None else leaf)
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
@@ -92,6 +100,8 @@ class ExportManifest:
     filter: str
     contiguous: bool
     first_seq: int
+    tree_size: int
+    tree_root: str
     key_id: str
     public_key: str
     signature: str = field(default="", compare=False)
@@ -122,10 +132,13 @@ def export_manifest(
     filter: AuditFilter | None = None,
     contiguous: bool | None = None,
     created: datetime | None = None,
+    checkpoint: TreeCheckpoint | None = None,
 ) -> ExportManifest:
     """Sign a manifest for an export, from the digest filled while streaming or from the entries.
 
-    `contiguous` (default: no filter) tells the verifier it may also check chain links.
+    `contiguous` (default: no filter) tells the verifier the export is the whole log from seq 1, so it
+    rebuilds the tree. `checkpoint` is the signed tree checkpoint whose tree holds every exported entry
+    (named by size and base64 root; none: size 0 and an empty root).
     """
     digest = source if isinstance(source, ExportDigest) else ExportDigest.of(source)
     unsigned = ExportManifest(
@@ -136,6 +149,8 @@ def export_manifest(
         filter=(filter or AuditFilter()).describe(),
         contiguous=_is_contiguous(filter, contiguous),
         first_seq=digest.first_seq,
+        tree_size=checkpoint.tree_size if checkpoint else 0,
+        tree_root=base64.b64encode(checkpoint.root_hash).decode("ascii") if checkpoint else "",
         key_id=signing_key.key_id,
         public_key=signing_key.public_raw_b64(),
     )
@@ -177,25 +192,28 @@ def export_jsonl(
     signing_key: SigningKey,
     *,
     filter: AuditFilter | None = None,
-    checkpoints: Iterable[Checkpoint] = (),
+    checkpoints: Iterable[TreeCheckpoint] = (),
     contiguous: bool | None = None,
+    checkpoint: TreeCheckpoint | None = None,
 ) -> Iterator[str]:
-    """Self-verifying JSONL: export header, entries, then the signed manifest as the last line.
+    """Self-verifying JSONL: export header, entries, then the signed manifest (naming `checkpoint`) last.
 
-    For a contiguous export, pass the store's checkpoints: those whose count falls inside
-    the exported range are interleaved after their entry, so `verify_file` can check them.
+    For a contiguous export, pass the store's tree checkpoints (in the order they were written): those
+    whose size falls inside the exported range follow the entry that completes their tree, so
+    `verify_file` can rebuild the tree and check them.
     """
     contiguous = _is_contiguous(filter, contiguous)
     return _chunked(_jsonl_lines(entries, signing_key, filter, iter(checkpoints) if contiguous else iter(()),
-                                 contiguous))
+                                 contiguous, checkpoint))
 
 
 def _jsonl_lines(
     entries: Iterable[Entry],
     signing_key: SigningKey,
     filter: AuditFilter | None,
-    checkpoints: Iterator[Checkpoint],
+    checkpoints: Iterator[TreeCheckpoint],
     contiguous: bool,
+    checkpoint: TreeCheckpoint | None,
 ) -> Iterator[str]:
     yield _json_line({
         "type": "export",
@@ -207,13 +225,16 @@ def _jsonl_lines(
     })
     digest = ExportDigest()
     pending = next(checkpoints, None)
-    for entry in _counted(entries, digest):
-        yield _json_line(entry.to_record())
-        while pending is not None and pending.count <= entry.seq:
-            if pending.count == entry.seq:
-                yield _json_line(pending.to_record())
+    for entry in entries:
+        record = entry.to_record()
+        digest.add(entry, base64.b64decode(record["leaf_hash"]))
+        yield _json_line(record)
+        while pending is not None and pending.tree_size <= entry.seq:
+            if pending.tree_size == entry.seq:
+                yield _json_line(checkpoint_record(pending))
             pending = next(checkpoints, None)
-    manifest = export_manifest("jsonl", digest, signing_key, filter=filter, contiguous=contiguous)
+    manifest = export_manifest("jsonl", digest, signing_key, filter=filter, contiguous=contiguous,
+                               checkpoint=checkpoint)
     yield _json_line(manifest.to_dict())
 
 
@@ -234,11 +255,31 @@ def csv_cell_value(cell: str) -> str:
     return cell[1:] if cell.startswith("'") else cell
 
 
+def checkpoint_record(checkpoint: TreeCheckpoint) -> dict[str, Any]:
+    """A signed tree checkpoint as a JSONL record (file store and JSONL exports); `created` is not signed."""
+    return {"type": "checkpoint", "created": format_time(checkpoint.created), "note": checkpoint.note}
+
+
+def leaf_hash_text(leaf: bytes) -> str:
+    return base64.b64encode(leaf).decode("ascii")
+
+
+def parse_leaf_hash(text: Any) -> bytes | None:
+    """A leaf hash as exports write it (base64 of 32 bytes); None when it is anything else."""
+    if not isinstance(text, str):
+        return None
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if len(raw) == 32 else None
+
+
 def entry_from_csv_row(row: Mapping[str, str]) -> Entry:
     """The entry a ``csv_row`` was written from: the inverse that re-hashing a CSV export needs.
 
     The CSV writes None and "" alike as an empty cell, so each empty cell of a text column is
-    read as None unless reading some of them as "" is what gives the row's own entry_hash
+    read as None unless reading some of them as "" is what gives the row's own leaf_hash
     (e.g. the empty role list of a user without portal roles). Raises ValueError (or KeyError)
     when the row cannot stand for any entry.
     """
@@ -250,12 +291,12 @@ def entry_from_csv_row(row: Mapping[str, str]) -> Entry:
     event = {**values, "action": row["action"], "outcome": row["outcome"], "time": row["time"],
              "details": _json_object(row["details"])}
     empty = [column for column in NULLABLE_CSV_COLUMNS if values[column] is None]
+    claimed = parse_leaf_hash(row["leaf_hash"])
     first = None
     for count in range(len(empty) + 1):
         for blanks in combinations(empty, count):
-            entry = Entry(seq, AuditEvent.from_dict({**event, **dict.fromkeys(blanks, "")}), row["prev_hash"],
-                          row["entry_hash"])
-            if entry.hash_ok():
+            entry = Entry(seq, AuditEvent.from_dict({**event, **dict.fromkeys(blanks, "")}))
+            if entry.leaf_hash() == claimed:
                 return entry
             first = first or entry
     return first
@@ -276,7 +317,7 @@ def csv_row(entry: Entry) -> dict[str, str]:
     """
     values = entry.event.to_dict()
     values["details"] = canonical_json(values["details"]).decode("utf-8")
-    values.update(seq=entry.seq, prev_hash=entry.prev_hash, entry_hash=entry.entry_hash)
+    values.update(seq=entry.seq, leaf_hash=leaf_hash_text(entry.leaf_hash()))
     row = {column: "" if values[column] is None else str(values[column]) for column in CSV_COLUMNS}
     return {column: csv_cell(text) if column in FREE_TEXT_COLUMNS else text for column, text in row.items()}
 
@@ -342,29 +383,28 @@ def _fhir_entities(entry: Entry) -> list[dict[str, Any]]:
         })
     if event.resource_type is not None and event.resource_id is not None:
         entities.append({"what": {"reference": f"{event.resource_type}/{event.resource_id}"}})
-    context = [("seq", entry.seq), ("prev_hash", entry.prev_hash), ("entry_hash", entry.entry_hash)]
+    context = [("seq", entry.seq), ("leaf_hash", leaf_hash_text(entry.leaf_hash()))]
     context += [(name, getattr(event, name)) for name in ("request_id", "session_hash", "user_agent", "reason")]
     context += sorted(event.details.items())
     entities.append({
         "what": {"identifier": {"system": f"{PORTAL_SYSTEM}:audit-entry", "value": str(entry.seq)}},
-        "description": "audit chain entry",
+        "description": "audit log entry",
         "detail": [_detail(name, value) for name, value in context if value is not None],
     })
     return entities
 
 
 def fhir_audit_event(entry: Entry, observer: str = "patient-portal") -> dict[str, Any]:
-    """A FHIR R4 AuditEvent resource (as JSON dict) for one entry; chain hashes ride along as
-    extensions and as details of the audit-entry entity, and the hashed event itself (canonical
-    JSON, extension #event) so a verifier can recompute the entry's hash from the resource."""
+    """A FHIR R4 AuditEvent resource (as JSON dict) for one entry; its seq and Merkle leaf hash ride along
+    as extensions and as details of the audit-entry entity, and the hashed event itself (canonical
+    JSON, extension #event) so a verifier can recompute the entry's leaf hash from the resource."""
     event = entry.event
     resource: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "id": f"audit-{entry.seq}",
         "extension": [
             {"url": f"{EXTENSION_BASE}#seq", "valueInteger": entry.seq},
-            {"url": f"{EXTENSION_BASE}#prev_hash", "valueString": entry.prev_hash},
-            {"url": f"{EXTENSION_BASE}#entry_hash", "valueString": entry.entry_hash},
+            {"url": f"{EXTENSION_BASE}#leaf_hash", "valueString": leaf_hash_text(entry.leaf_hash())},
             {"url": f"{EXTENSION_BASE}#event", "valueString": canonical_json(event.to_dict()).decode("utf-8")},
         ],
         "type": _fhir_type(event.action),
@@ -381,24 +421,24 @@ def fhir_audit_event(entry: Entry, observer: str = "patient-portal") -> dict[str
     return resource
 
 
-def entry_from_fhir(resource: Mapping[str, Any]) -> tuple[Entry, str]:
-    """The entry a ``fhir_audit_event`` resource was made from, and its observer.
+def entry_from_fhir(resource: Mapping[str, Any]) -> tuple[Entry, bytes | None, str]:
+    """The entry a ``fhir_audit_event`` resource was made from, the leaf hash it claims, and its observer.
 
-    Read from the chain extensions; the rest of the resource is derived from them, so a
+    Read from the extensions; the rest of the resource is derived from them, so a
     verifier compares ``fhir_audit_event(entry, observer)`` with the resource. Raises
     ValueError, KeyError or TypeError when the resource is not one of ours.
     """
     if resource.get("resourceType") != "AuditEvent":
         raise ValueError("not a FHIR AuditEvent")
-    chain = {item["url"].removeprefix(f"{EXTENSION_BASE}#"): item for item in resource["extension"]}
-    if "event" not in chain:
+    extensions = {item["url"].removeprefix(f"{EXTENSION_BASE}#"): item for item in resource["extension"]}
+    if "event" not in extensions:
         raise ValueError(f"no {EXTENSION_BASE}#event extension")
-    seq = chain["seq"]["valueInteger"]
+    seq = extensions["seq"]["valueInteger"]
     if not isinstance(seq, int) or isinstance(seq, bool):
         raise ValueError("seq must be an integer")
-    event = AuditEvent.from_dict(_json_object(chain["event"]["valueString"]))
-    entry = Entry(seq, event, str(chain["prev_hash"]["valueString"]), str(chain["entry_hash"]["valueString"]))
-    return entry, str(resource["source"]["observer"]["display"])
+    event = AuditEvent.from_dict(_json_object(extensions["event"]["valueString"]))
+    claimed = parse_leaf_hash(extensions["leaf_hash"]["valueString"]) if "leaf_hash" in extensions else None
+    return Entry(seq, event), claimed, str(resource["source"]["observer"]["display"])
 
 
 def export_fhir_ndjson(

@@ -31,7 +31,7 @@ class AuditFilter:
 
     @property
     def is_empty(self) -> bool:
-        """True when the filter selects a prefix of the log, which makes an export a contiguous chain segment."""
+        """True when the filter selects a prefix of the log, which makes an export the whole log from seq 1 (contiguous)."""
         return all(getattr(self, f.name) is None for f in fields(self) if f.name != "through")
 
     def matches(self, event: AuditEvent, seq: int | None = None) -> bool:

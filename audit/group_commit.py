@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Iterable
 
-from audit.chain import Entry
+from audit.entries import Entry
 from audit.errors import AuditWriteError
 from audit.events import AuditEvent
 from audit.store import AuditStore

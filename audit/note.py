@@ -10,7 +10,7 @@
 
 Parsing is strict and every refusal is a `NoteError` saying what is wrong. Following the spec,
 signatures by keys the caller did not name are ignored, and a signature by a named key that fails
-to verify rejects the whole note. Ed25519 itself is `cryptography`'s, through audit.chain's keys.
+to verify rejects the whole note. Ed25519 itself is `cryptography`'s, through audit.entries' keys.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from audit.chain import SigningKey, VerifyKey
+from audit.entries import SigningKey, VerifyKey
 
 ALG_ED25519 = 0x01
 ALG_COSIGNATURE_V1 = 0x04
@@ -181,7 +181,7 @@ def cosignature_timestamp(signature: Signature) -> int:
 
 
 class NoteSigner:
-    """Signs note text with audit.chain's Ed25519 key, as `name` (type 0x01, or 0x04 for a cosigner)."""
+    """Signs note text with audit.entries' Ed25519 key, as `name` (type 0x01, or 0x04 for a cosigner)."""
 
     def __init__(self, name: str, key: SigningKey, algorithm: int = ALG_ED25519) -> None:
         self.verifier = Verifier(name, algorithm, key.verify_key.raw)

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from audit.chain import canonical_json, parse_json
+from audit.entries import canonical_json, parse_json
 from audit.errors import TreeError
 from audit.merkle import HASH_SIZE, ProofError, leaf_hash, verify_consistency, verify_inclusion
 from audit.store import AuditStore

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from audit.chain import Entry
+from audit.entries import Entry
 from audit.errors import MalformedEntryError
 from audit.events import AuditEvent
 from audit.filters import AuditFilter
@@ -35,7 +35,7 @@ def entry_from_row(row: sa.Row) -> Entry:
         event = AuditEvent(details=json.loads(row.details), **values)
     except (ValueError, TypeError) as exc:
         raise MalformedEntryError(row.seq, f"unreadable audit row: {exc}") from None
-    return Entry(row.seq, event, row.prev_hash, row.entry_hash)
+    return Entry(row.seq, event)
 
 
 def filter_clauses(filter: AuditFilter | None) -> list[sa.ColumnElement[bool]]:

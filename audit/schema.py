@@ -57,25 +57,11 @@ audit_entry = sa.Table(
     sa.Column("request_id", sa.Text()),
     sa.Column("session_hash", sa.Text()),
     sa.Column("details", sa.Text(), nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("entry_hash", sa.String(64), nullable=False, unique=True),
     sa.Index("ix_audit_entry_time", "time"),
     sa.Index("ix_audit_entry_actor_id", "actor_id"),
     sa.Index("ix_audit_entry_patient_id", "patient_id"),
     sa.Index("ix_audit_entry_action", "action"),
     sa.Index("ix_audit_entry_outcome", "outcome"),
-)
-
-audit_checkpoint = sa.Table(
-    "audit_checkpoint",
-    metadata,
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("count", sa.BigInteger(), nullable=False),
-    sa.Column("head_hash", sa.String(64), nullable=False),
-    sa.Column("created", UtcDateTime(), nullable=False),
-    sa.Column("key_id", sa.String(16), nullable=False),
-    sa.Column("signature", sa.Text(), nullable=False),
-    sa.Column("public_key", sa.Text()),
 )
 
 audit_tree_node = sa.Table(
@@ -117,7 +103,7 @@ audit_tree_cosignature = sa.Table(
     sa.Index("ix_audit_tree_cosignature_tree_size", "tree_size"),
 )
 
-AUDIT_TABLES = (audit_entry.name, audit_checkpoint.name, audit_tree_node.name, audit_tree_checkpoint.name,
+AUDIT_TABLES = (audit_entry.name, audit_tree_node.name, audit_tree_checkpoint.name,
                 audit_tree_cosignature.name)
 
 # No '%' anywhere: DB-API drivers would read it as a parameter placeholder.
@@ -186,7 +172,7 @@ def install_append_only_guard(connection: sa.Connection, tables: Sequence[str] =
 
     The hashes detect tampering after the fact; the triggers stop accidental or casual edits
     from happening at all. Idempotent; a migration names the tables that exist at its revision:
-    `install_append_only_guard(op.get_bind(), ("audit_entry", "audit_checkpoint"))`.
+    `install_append_only_guard(op.get_bind(), ("audit_tree_node",))`.
     """
     _run(connection, {"postgresql": _postgres_guard(tables), "sqlite": _sqlite_guard(tables)})
 

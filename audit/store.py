@@ -1,15 +1,16 @@
 """Append-only audit stores: a SQL store for the portal and a JSONL file store.
 
 Both serialise appends (one writer extends the log at a time, across threads and
-processes), so no entry is lost or duplicated and every entry links to its true
-predecessor. Every write failure surfaces as AuditWriteError so callers can fail closed.
+processes), so no entry is lost or duplicated and seqs stay consecutive from 1. Every write
+failure surfaces as AuditWriteError so callers can fail closed.
 
-Each entry is at once a link of the hash chain (prev_hash, entry_hash: kept during the move to
-the Merkle tree, to be removed by a later step) and a leaf of the RFC 9162 Merkle tree
-(audit/merkle.py), whose stored hashes the SQL store writes in the same transaction as the
-entries (audit/tree.py). Both stores answer tree_size, root, inclusion_proof and
-consistency_proof; the SQL store also signs C2SP tree checkpoints and keeps witness cosignatures
-(audit/tree_checkpoints.py).
+Each entry is a leaf of the RFC 9162 Merkle tree (audit/merkle.py); the SQL store writes the
+tree's hashes in the same transaction as the entries (audit/tree.py). In that transaction both
+stores sign a C2SP tree checkpoint (audit/tree_checkpoints.py) of the tree at every multiple of
+`checkpoint_every` entries, the rule verifiers hold them to (a log whose checkpoints were deleted
+could otherwise be rewritten and re-hashed), and on demand; the SQL store also signs one when the
+newest is older than `checkpoint_seconds`, and keeps witness cosignatures. Both stores answer
+tree_size, root, inclusion_proof and consistency_proof.
 
 Long because the interface and its two implementations belong together: each store's locking,
 retry and tail-reading code is specific to it, and the tree's storage is already apart (tree.py).
@@ -29,13 +30,14 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from audit import merkle, tree, tree_checkpoints
-from audit.chain import GENESIS_HASH, Checkpoint, Entry, SigningKey, canonical_json, parse_json
+from audit.entries import Entry, SigningKey, canonical_json, parse_json
 from audit.errors import AuditWriteError, MalformedEntryError, TreeError
-from audit.events import AuditEvent
+from audit.events import AuditEvent, parse_time
+from audit.export import checkpoint_record
 from audit.filters import AuditFilter
 from audit.note import NoteSigner, key_name_ok
 from audit.queries import EVENT_COLUMNS, AuditQueries, entry_from_row, filter_clauses
-from audit.schema import audit_checkpoint, audit_entry, audit_tree_node
+from audit.schema import audit_entry
 from audit.tree_checkpoints import TreeCheckpoint, TreeCosignature
 
 # pg_advisory_xact_lock key shared by every portal process: ASCII "AUDIT".
@@ -43,11 +45,11 @@ ADVISORY_LOCK_KEY = 0x4155444954
 DEFAULT_CHECKPOINT_EVERY = 100
 DEFAULT_LOCK_TIMEOUT_SECONDS = 5.0
 DEFAULT_TREE_CHECKPOINT_SECONDS = 60.0
+DEFAULT_ORIGIN = "localhost/audit"
 WRITE_ATTEMPTS = 8
 PAGE_SIZE = 1000
 
 T = TypeVar("T")
-
 
 
 class AuditStore(ABC):
@@ -56,11 +58,15 @@ class AuditStore(ABC):
     keeps_tree = True
     """False for a store that derives its tree from the entries on every read: then nothing to verify apart."""
 
-    def __init__(self, signing_key: SigningKey | None, checkpoint_every: int) -> None:
+    def __init__(self, signing_key: SigningKey | None, checkpoint_every: int, origin: str | None) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
+        origin = DEFAULT_ORIGIN if origin is None else origin
+        if not key_name_ok(origin):
+            raise ValueError(f"the log origin {origin!r} is not a note key name (no spaces, no '+')")
         self.signing_key = signing_key
         self.checkpoint_every = checkpoint_every
+        self.origin = origin
 
     def append(self, event: AuditEvent) -> Entry:
         return self.append_many([event])[0]
@@ -74,16 +80,16 @@ class AuditStore(ABC):
         """Stream entries with seq > after_seq in seq order, optionally filtered."""
 
     @abstractmethod
-    def head(self) -> tuple[int, str]:
-        """(seq, entry_hash) of the newest entry; (0, GENESIS_HASH) when empty."""
+    def head_seq(self) -> int:
+        """The seq of the newest entry; 0 when empty."""
 
     @abstractmethod
-    def checkpoint(self) -> Checkpoint:
-        """Sign and store a checkpoint of the current head now."""
+    def sign_tree_checkpoint(self) -> TreeCheckpoint:
+        """Sign and keep a checkpoint of the whole tree now (on demand)."""
 
     @abstractmethod
-    def iter_checkpoints(self) -> Iterator[Checkpoint]:
-        """Stream checkpoints in the order they were written."""
+    def tree_checkpoints(self) -> list[TreeCheckpoint]:
+        """Every signed tree checkpoint, in the order they were written (one per checkpoint_every entries: few)."""
 
     @abstractmethod
     def count(self) -> int:
@@ -91,7 +97,7 @@ class AuditStore(ABC):
 
     def count_through(self, seq: int) -> int:
         """Number of entries stored with a seq of at most ``seq``: exactly ``seq`` in an intact log, so a
-        verifier learns of rows outside the chain (a seq below 1) that walking from seq 1 never meets."""
+        verifier learns of rows outside the tree (a seq below 1) that walking from seq 1 never meets."""
         return sum(1 for entry in self.iter_entries() if entry.seq <= seq)
 
     @abstractmethod
@@ -144,45 +150,21 @@ class AuditStore(ABC):
             raise AuditWriteError("this audit store was opened without a signing key and is read-only")
         return self.signing_key
 
-    def _extend(self, head: tuple[int, str], events: list[AuditEvent]) -> tuple[list[Entry], list[Checkpoint]]:
-        """Chain events onto head, signing a checkpoint at every multiple of checkpoint_every."""
-        seq, prev_hash = head
-        entries, checkpoints = [], []
-        for event in events:
-            seq += 1
-            entry = Entry.create(seq, prev_hash, event)
-            entries.append(entry)
-            prev_hash = entry.entry_hash
-            if seq % self.checkpoint_every == 0:
-                checkpoints.append(Checkpoint.sign(seq, prev_hash, self._key()))
-        return entries, checkpoints
+    def tree_signer(self) -> NoteSigner:
+        """The log's note signer: the audit key under the key name `origin`."""
+        return NoteSigner(self.origin, self._key())
+
+    def due_checkpoints(self, old_size: int, new_size: int) -> range:
+        """The tree sizes in (old_size, new_size] that must get a signed checkpoint: the multiples of checkpoint_every."""
+        every = self.checkpoint_every
+        return range((old_size // every + 1) * every, new_size + 1, every)
 
 
 def entry_to_row(entry: Entry) -> dict[str, Any]:
     """Column values of an audit_entry row; details stored as canonical JSON text."""
     row = {name: getattr(entry.event, name) for name in EVENT_COLUMNS}
-    row.update(
-        seq=entry.seq,
-        details=canonical_json(dict(entry.event.details)).decode("utf-8"),
-        prev_hash=entry.prev_hash,
-        entry_hash=entry.entry_hash,
-    )
+    row.update(seq=entry.seq, details=canonical_json(dict(entry.event.details)).decode("utf-8"))
     return row
-
-
-def _checkpoint_row(checkpoint: Checkpoint) -> dict[str, Any]:
-    return {
-        "count": checkpoint.count,
-        "head_hash": checkpoint.head_hash,
-        "created": checkpoint.created,
-        "key_id": checkpoint.key_id,
-        "signature": checkpoint.signature,
-        "public_key": checkpoint.public_key,
-    }
-
-
-def _row_checkpoint(row: sa.Row) -> Checkpoint:
-    return Checkpoint(row.count, row.head_hash, row.created, row.key_id, row.signature, row.public_key)
 
 
 def _milliseconds_until(deadline: float) -> int:
@@ -202,17 +184,19 @@ class SqlAuditStore(AuditStore, AuditQueries):
     """Audit log in the portal's database (tables from audit.schema).
 
     Each append is one short transaction: take a serialising lock (pg_advisory_xact_lock
-    on PostgreSQL, BEGIN IMMEDIATE on SQLite), read the head, insert seq+1.., commit.
-    The primary key on seq backs this up: a writer that somehow raced loses with a unique
-    violation and retries on the new head instead of forking the chain.
+    on PostgreSQL, BEGIN IMMEDIATE on SQLite), read the head, insert seq+1.. and the tree hashes they
+    complete, sign the checkpoints due, commit. The primary keys on seq and on the tree's nodes back
+    this up: a writer that somehow raced loses with a unique violation and retries on the new head
+    instead of forking the log.
 
     A write waits at most `lock_timeout` seconds in all for its locks (this process's, then
     the database's, retries included) and then fails with AuditWriteError: a lock held by a
     stuck writer must not hang every request that needs an audit entry.
 
-    With an `origin` (the note key name of the log, e.g. "portal.example/audit"), an append also
-    signs a tree checkpoint (audit/tree_checkpoints.py) in its transaction when the newest one is
-    older than `checkpoint_seconds`; `sign_tree_checkpoint()` signs one on demand.
+    Tree checkpoints (audit/tree_checkpoints.py) are signed under the key name `origin` (the log's
+    note key name, e.g. "portal.example/audit"), in the append transaction at every multiple of
+    `checkpoint_every` and when the newest one is older than `checkpoint_seconds`;
+    `sign_tree_checkpoint()` signs one on demand.
     """
 
     def __init__(
@@ -225,28 +209,19 @@ class SqlAuditStore(AuditStore, AuditQueries):
         checkpoint_seconds: float = DEFAULT_TREE_CHECKPOINT_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(signing_key, checkpoint_every)
+        super().__init__(signing_key, checkpoint_every, origin)
         if not lock_timeout > 0:
             raise ValueError("lock_timeout must be a positive number of seconds")
-        if origin is not None and not key_name_ok(origin):
-            raise ValueError(f"the log origin {origin!r} is not a note key name (no spaces, no '+')")
         if not checkpoint_seconds > 0:
             raise ValueError("checkpoint_seconds must be a positive number of seconds")
         self.engine = engine
         self.lock_timeout = lock_timeout
-        self.origin = origin
         self.checkpoint_seconds = checkpoint_seconds
         self.clock = clock  # POSIX seconds: when a tree checkpoint is due, and its created time
         self._lock = threading.Lock()
         # clock() before which no tree checkpoint is due: read from the newest committed one, so
         # most appends skip the query; a checkpoint this process signs does not move it (it may roll back).
         self._tree_checkpoint_due_at = 0.0
-
-    def tree_signer(self) -> NoteSigner:
-        """The log's note signer: the audit key under the key name `origin`."""
-        if self.origin is None:
-            raise AuditWriteError("this audit store has no log origin, so it signs no tree checkpoints")
-        return NoteSigner(self.origin, self._key())
 
     def sign_tree_checkpoint(self) -> TreeCheckpoint:
         """Sign and keep a checkpoint of the whole tree now (on demand)."""
@@ -289,7 +264,7 @@ class SqlAuditStore(AuditStore, AuditQueries):
         return datetime.fromtimestamp(self.clock(), timezone.utc)
 
     def _tree_checkpoint_due(self, conn: sa.Connection) -> bool:
-        if self.origin is None or self.clock() < self._tree_checkpoint_due_at:
+        if self.clock() < self._tree_checkpoint_due_at:
             return False
         newest = tree_checkpoints.latest(conn)
         if newest is not None:
@@ -306,39 +281,31 @@ class SqlAuditStore(AuditStore, AuditQueries):
         self._key()
         return self._write(lambda conn: self._append_locked(conn, events))
 
-    def checkpoint(self) -> Checkpoint:
-        self._key()
-        return self._write(self._checkpoint_locked)
-
     def probe_append(self) -> None:
-        """Insert an entry and a checkpoint under the append lock, then roll back: the same locks,
-        triggers and privileges as a real append, and nothing kept."""
+        """Insert an entry, its leaf and a signed checkpoint under the append lock, then roll back: the same
+        locks, triggers and privileges as a real append, and nothing kept."""
         self._key()
         self._write(self._rehearse_locked, keep=False)
 
     def _rehearse_locked(self, conn: sa.Connection) -> None:
-        seq, head_hash = self._read_head(conn)
-        entry = Entry.create(seq + 1, head_hash, AuditEvent(action="audit.probe", outcome="allowed"))
+        size = self._read_head(conn)
+        entry = Entry(size + 1, AuditEvent(action="audit.probe", outcome="allowed"))
         conn.execute(audit_entry.insert(), entry_to_row(entry))
-        conn.execute(audit_tree_node.insert(), {"level": 0, "idx": seq, "hash": entry.leaf_hash()})
-        conn.execute(audit_checkpoint.insert(), _checkpoint_row(Checkpoint.sign(entry.seq, entry.entry_hash, self._key())))
+        tree.extend(conn, size, [entry])
+        tree_checkpoints.sign(conn, self.tree_signer(), self._now())
 
     def _append_locked(self, conn: sa.Connection, events: list[AuditEvent]) -> list[Entry]:
-        head = self._read_head(conn)
-        entries, checkpoints = self._extend(head, events)
+        size = self._read_head(conn)
+        entries = [Entry(seq, event) for seq, event in enumerate(events, start=size + 1)]
         conn.execute(audit_entry.insert(), [entry_to_row(entry) for entry in entries])
-        tree.extend(conn, head[0], entries)
-        for checkpoint in checkpoints:
-            conn.execute(audit_checkpoint.insert(), _checkpoint_row(checkpoint))
-        if self._tree_checkpoint_due(conn):
-            tree_checkpoints.sign(conn, self.tree_signer(), self._now())
+        new_size = tree.extend(conn, size, entries)
+        signer = self.tree_signer()
+        due = self.due_checkpoints(size, new_size)
+        for checkpoint_size in due:
+            tree_checkpoints.sign(conn, signer, self._now(), checkpoint_size)
+        if new_size not in due and self._tree_checkpoint_due(conn):
+            tree_checkpoints.sign(conn, signer, self._now())
         return entries
-
-    def _checkpoint_locked(self, conn: sa.Connection) -> Checkpoint:
-        count, head_hash = self._read_head(conn)
-        checkpoint = Checkpoint.sign(count, head_hash, self._key())
-        conn.execute(audit_checkpoint.insert(), _checkpoint_row(checkpoint))
-        return checkpoint
 
     def _write(self, work: Callable[[sa.Connection], T], keep: bool = True) -> T:
         """Run work(conn) in a locked transaction, retrying contention until the lock deadline;
@@ -399,13 +366,10 @@ class SqlAuditStore(AuditStore, AuditQueries):
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     @staticmethod
-    def _read_head(conn: sa.Connection) -> tuple[int, str]:
-        row = conn.execute(
-            sa.select(audit_entry.c.seq, audit_entry.c.entry_hash).order_by(audit_entry.c.seq.desc()).limit(1)
-        ).first()
-        return (row.seq, row.entry_hash) if row else (0, GENESIS_HASH)
+    def _read_head(conn: sa.Connection) -> int:
+        return conn.execute(sa.select(sa.func.max(audit_entry.c.seq))).scalar_one() or 0
 
-    def head(self) -> tuple[int, str]:
+    def head_seq(self) -> int:
         with self.engine.connect() as conn:
             return self._read_head(conn)
 
@@ -417,6 +381,7 @@ class SqlAuditStore(AuditStore, AuditQueries):
         with self.engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(audit_entry)
                                 .where(audit_entry.c.seq <= seq)).scalar_one()
+
     def tree_size(self) -> int:
         with self.engine.connect() as conn:
             return tree.stored_size(conn)
@@ -437,18 +402,6 @@ class SqlAuditStore(AuditStore, AuditQueries):
             if len(rows) < PAGE_SIZE:
                 return
             last = rows[-1].seq
-
-    def iter_checkpoints(self) -> Iterator[Checkpoint]:
-        query = sa.select(audit_checkpoint).order_by(audit_checkpoint.c.id).limit(PAGE_SIZE)
-        last = 0
-        while True:
-            with self.engine.connect() as conn:
-                rows = conn.execute(query.where(audit_checkpoint.c.id > last)).all()
-            for row in rows:
-                yield _row_checkpoint(row)
-            if len(rows) < PAGE_SIZE:
-                return
-            last = rows[-1].id
 
 
 def read_jsonl_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, bytes]]:
@@ -495,9 +448,14 @@ def _jsonl_line(record: dict[str, Any]) -> bytes:
 class JsonlAuditStore(AuditStore):
     """Audit log in a JSON Lines file: for deployments without a database and for tests.
 
-    Writers take an exclusive flock, read the head from the file's tail and append all
-    their lines with a single write, so several processes can share one file.
+    Entry lines ({"type": "entry", seq, event, leaf_hash}) and, after the entry that completes each
+    multiple of `checkpoint_every`, a checkpoint line ({"type": "checkpoint", created, note}: the
+    signed C2SP tree checkpoint). Writers take an exclusive flock and append all their lines with a
+    single write, so several processes can share one file. The tree's frontier is kept between
+    appends while the file ends where this store last wrote; otherwise it is re-read from the file.
     """
+
+    keeps_tree = False
 
     def __init__(
         self,
@@ -505,11 +463,13 @@ class JsonlAuditStore(AuditStore):
         signing_key: SigningKey | None,
         checkpoint_every: int = DEFAULT_CHECKPOINT_EVERY,
         fsync: bool = True,
+        origin: str | None = None,
     ) -> None:
-        super().__init__(signing_key, checkpoint_every)
+        super().__init__(signing_key, checkpoint_every, origin)
         self.path = os.fspath(path)
         self.fsync = fsync
         self._lock = threading.Lock()
+        self._tail: tuple[int, int, list[bytes]] | None = None  # (file size, tree size, frontier) after our write
 
     @contextmanager
     def _locked(self, mode: int) -> Iterator[int]:
@@ -524,69 +484,91 @@ class JsonlAuditStore(AuditStore):
         events = list(events)
         if not events:
             return []
-        self._key()
+        signer = self.tree_signer()
         try:
             with self._lock, self._locked(fcntl.LOCK_EX) as fd:
-                entries, checkpoints = self._extend(_tail_head(fd), events)
-                self._write(fd, _interleave(entries, checkpoints))
+                size, frontier = self._frontier(fd)
+                records, entries = [], []
+                for seq, event in enumerate(events, start=size + 1):
+                    entries.append(Entry(seq, event))
+                    records.append(entries[-1].to_record())
+                    size, frontier = merkle.append_leaves(frontier, size, [entries[-1].leaf_hash()], _discard)
+                    if seq % self.checkpoint_every == 0:
+                        records.append(_checkpoint_record(signer, seq, merkle.fold(frontier)))
+                self._tail = (self._write(fd, records), size, frontier)
         except (OSError, ValueError) as exc:
             raise AuditWriteError(f"audit event not recorded: {exc}") from exc
         return entries
 
     def probe_append(self) -> None:
-        """Open the file for appending under the writers' lock and read its head; writes nothing."""
-        self._key()
+        """Open the file for appending under the writers' lock and read its tree; writes nothing."""
+        self.tree_signer()
         try:
             with self._lock, self._locked(fcntl.LOCK_EX) as fd:
-                _tail_head(fd)
+                self._frontier(fd)
         except (OSError, ValueError) as exc:
             raise AuditWriteError(f"the audit log cannot be appended to: {exc}") from exc
 
-    def checkpoint(self) -> Checkpoint:
-        key = self._key()
+    def sign_tree_checkpoint(self) -> TreeCheckpoint:
+        signer = self.tree_signer()
         try:
             with self._lock, self._locked(fcntl.LOCK_EX) as fd:
-                checkpoint = Checkpoint.sign(*_tail_head(fd), key)
-                self._write(fd, [checkpoint.to_record()])
+                size, frontier = self._frontier(fd)
+                record = _checkpoint_record(signer, size, merkle.fold(frontier))
+                self._tail = (self._write(fd, [record]), size, frontier)
         except (OSError, ValueError) as exc:
             raise AuditWriteError(f"checkpoint not recorded: {exc}") from exc
-        return checkpoint
+        return record_checkpoint(0, record)
 
-    def _write(self, fd: int, records: list[dict[str, Any]]) -> None:
+    def _frontier(self, fd: int) -> tuple[int, list[bytes]]:
+        """(tree size, frontier) of the file as it is now; refuses a file that ends in a torn line."""
+        end = os.fstat(fd).st_size
+        if end and os.pread(fd, 1, end - 1) != b"\n":
+            raise AuditWriteError("the audit log ends with an incomplete line; verify it before appending")
+        if self._tail is not None and self._tail[0] == end:
+            return self._tail[1], list(self._tail[2])
+        size, frontier = 0, []
+        with open(os.dup(fd), "rb") as handle:  # the locked file itself: a second open() would wait for our lock
+            records = (parse_jsonl_line(number, line) for number, line in enumerate(handle, start=1))
+            entries = [Entry.from_record(record) for record in records if record["type"] == "entry"]
+        for entry in entries:
+            if entry.seq != size + 1:
+                raise AuditWriteError(f"the audit log has seq {entry.seq} where {size + 1} belongs; verify it")
+            size, frontier = merkle.append_leaves(frontier, size, [entry.leaf_hash()], _discard)
+        return size, frontier
+
+    def _write(self, fd: int, records: list[dict[str, Any]]) -> int:
         data = b"".join(_jsonl_line(record) for record in records)
         if os.write(fd, data) != len(data):
             raise AuditWriteError("short write to the audit log")
         if self.fsync:
             os.fsync(fd)
+        return os.fstat(fd).st_size
 
-    def head(self) -> tuple[int, str]:
-        if not os.path.exists(self.path):
-            return 0, GENESIS_HASH
-        with self._locked(fcntl.LOCK_SH) as fd:
-            return _tail_head(fd)
+    def head_seq(self) -> int:
+        last = 0
+        for entry in self.iter_entries():
+            last = entry.seq
+        return last
 
     def count(self) -> int:
-        """Entries are only ever appended with consecutive seqs, so the head seq is the count."""
-        return self.head()[0]
+        return sum(1 for _ in self._records("entry"))
 
-    def _records(self, kind: str) -> Iterator[dict[str, Any]]:
+    def _records(self, kind: str) -> Iterator[tuple[int, dict[str, Any]]]:
         if not os.path.exists(self.path):
             return
-        for _, record in read_jsonl(self.path):
+        for number, record in read_jsonl(self.path):
             if record["type"] == kind:
-                yield record
+                yield number, record
 
     def iter_entries(self, after_seq: int = 0, filter: AuditFilter | None = None) -> Iterator[Entry]:
-        for record in self._records("entry"):
+        for _, record in self._records("entry"):
             entry = Entry.from_record(record)
             if entry.seq > after_seq and (filter is None or filter.matches(entry.event, entry.seq)):
                 yield entry
 
-    def iter_checkpoints(self) -> Iterator[Checkpoint]:
-        for record in self._records("checkpoint"):
-            yield Checkpoint.from_record(record)
-
-    keeps_tree = False
+    def tree_checkpoints(self) -> list[TreeCheckpoint]:
+        return [record_checkpoint(number, record) for number, record in self._records("checkpoint")]
 
     def tree_size(self) -> int:
         return self.count()
@@ -607,33 +589,20 @@ class JsonlAuditStore(AuditStore):
         return hashes
 
 
-def _interleave(entries: list[Entry], checkpoints: list[Checkpoint]) -> list[dict[str, Any]]:
-    """Records in file order: each checkpoint right after the entry it signs."""
-    by_count = {checkpoint.count: checkpoint for checkpoint in checkpoints}
-    records = []
-    for entry in entries:
-        records.append(entry.to_record())
-        if entry.seq in by_count:
-            records.append(by_count[entry.seq].to_record())
-    return records
+def _discard(address: merkle.Address, digest: bytes) -> None:
+    """An append_leaves `store` for a tree kept only as its frontier."""
 
 
-def _tail_head(fd: int) -> tuple[int, str]:
-    """Find the last entry by reading backwards from the end, so appends stay O(1) in file size."""
-    position = os.fstat(fd).st_size
-    if position == 0:
-        return 0, GENESIS_HASH
-    if os.pread(fd, 1, position - 1) != b"\n":
-        raise AuditWriteError("the audit log ends with an incomplete line; verify it before appending")
-    partial = b""
-    while position > 0:
-        step = min(65536, position)
-        position -= step
-        lines = (os.pread(fd, step, position) + partial).split(b"\n")
-        partial = lines.pop(0) if position > 0 else b""
-        for line in reversed(lines):
-            if line.strip():
-                record = parse_json(line)
-                if record.get("type") == "entry":
-                    return record["seq"], record["entry_hash"]
-    return 0, GENESIS_HASH
+def _checkpoint_record(signer: NoteSigner, size: int, root: bytes) -> dict[str, Any]:
+    note = tree_checkpoints.sign_note(signer, size, root)
+    return checkpoint_record(TreeCheckpoint(0, size, root, datetime.now(timezone.utc), note))
+
+
+def record_checkpoint(number: int, record: dict[str, Any]) -> TreeCheckpoint:
+    """A JSONL checkpoint record read back; `id` is its line number. Raises ValueError (NoteError) when it is
+    not a checkpoint; its signature is not checked here."""
+    note = record.get("note")
+    if not isinstance(note, str):
+        raise ValueError("a checkpoint record needs its signed note")
+    body = tree_checkpoints.note_body(note)
+    return TreeCheckpoint(number, body.size, body.root_hash, parse_time(str(record.get("created"))), note)

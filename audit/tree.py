@@ -7,21 +7,26 @@ rows. Tiles (the same hashes grouped by 256) would mean rewriting partial tiles 
 append-only triggers forbid. A tile server can still be laid over this table later: it holds
 exactly the hashes tlog-tiles serves.
 
-Leaf i is the entry with seq i + 1 (Entry.leaf_data()); seqs are consecutive from 1.
+Leaf i is the entry with seq i + 1 (Entry.leaf_data()); seqs are consecutive from 1. Full
+verification reads the entries here as rows, page by page with their stored leaves (`leaf_pages`),
+and each page's stored interior hashes in one query (`interior_hashes`): no entry objects.
 """
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
-from audit.chain import Entry
-from audit.errors import TreeError
-from audit.merkle import Address, append_leaves, subtree_addresses
-from audit.queries import entry_from_row
-from audit.schema import audit_entry, audit_tree_node
+from audit.entries import Entry, leaf_data
+from audit.errors import MalformedEntryError, TreeError
+from audit.events import AuditEvent, format_time
+from audit.merkle import Address, append_leaves, leaf_hash, subtree_addresses
+from audit.queries import EVENT_COLUMNS, entry_from_row
+from audit.schema import audit_entry, audit_tree_checkpoint, audit_tree_node
 
 BACKFILL_PAGE = 5000
 IN_LIST_LIMIT = 64
@@ -120,3 +125,85 @@ def build_tree(conn: sa.Connection, page: int = BACKFILL_PAGE) -> int:
         if not rows:
             return size
         size = extend(conn, size, [entry_from_row(row) for row in rows])
+
+
+# --------------------------------------------------------------------------- reading for full verification
+
+_entries = audit_entry.c
+_LEAN_COLUMNS = (_entries.seq, sa.type_coerce(_entries.time, sa.String()).label("time"),
+                 *(_entries[name] for name in EVENT_COLUMNS if name != "time"), _entries.details)
+_EVENT_NAMES = tuple(name for name in EVENT_COLUMNS if name != "time")
+
+
+def snapshot(conn: sa.Connection) -> tuple[int, int, int]:
+    """(newest seq, tree size, newest checkpoint id) in one statement, so one snapshot of the log."""
+    row = conn.execute(sa.select(
+        sa.select(sa.func.max(_entries.seq)).scalar_subquery(),
+        sa.select(sa.func.max(_nodes.idx)).where(_nodes.level == 0).scalar_subquery(),
+        sa.select(sa.func.max(audit_tree_checkpoint.c.id)).scalar_subquery(),
+    )).one()
+    return row[0] or 0, 0 if row[1] is None else row[1] + 1, row[2] or 0
+
+
+def _event_time(value: Any) -> str:
+    """The event's `time` as AuditEvent.to_dict() spells it, from what the driver returned (SQLite's text of
+    a naive UTC time, or PostgreSQL's aware datetime), without building the datetime when the text is standard."""
+    if isinstance(value, str):
+        if len(value) == 26 and value[10] == " " and value[19] == ".":
+            return f"{value[:10]}T{value[11:]}Z"
+        value = datetime.fromisoformat(value)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return format_time(value)
+
+
+def _row_event(row: Sequence[Any]) -> dict[str, Any]:
+    """The event of a row of `_LEAN_COLUMNS` as AuditEvent.to_dict() gives it."""
+    try:
+        event = dict(zip(_EVENT_NAMES, row[2:-1], strict=True))
+        event["time"] = _event_time(row[1])
+        event["details"] = json.loads(row[-1])
+    except (ValueError, TypeError) as exc:
+        raise MalformedEntryError(row[0], f"unreadable audit row: {exc}") from None
+    return event
+
+
+def row_leaf_data(row: Sequence[Any]) -> bytes:
+    """The leaf data of a row of `_LEAN_COLUMNS`: canonical JSON of {seq, event}, as Entry.leaf_data()."""
+    return leaf_data(row[0], _row_event(row))
+
+
+def row_entry(row: Sequence[Any]) -> Entry:
+    """The entry of a row of `_LEAN_COLUMNS` (MalformedEntryError when it cannot be one)."""
+    try:
+        return Entry(row[0], AuditEvent.from_dict(_row_event(row)))
+    except (ValueError, TypeError) as exc:
+        raise MalformedEntryError(row[0], f"unreadable audit row: {exc}") from None
+
+
+def leaf_pages(engine: sa.Engine, through: int, page: int = BACKFILL_PAGE
+               ) -> Iterator[list[tuple[int, bytes, bytes | None, Sequence[Any]]]]:
+    """(seq, leaf hash of the row, stored leaf hash or None, row) of every entry up to seq `through`, in pages
+    read by seq range, each with its stored leaves in the same short transaction; rows, not entries."""
+    query = sa.select(*_LEAN_COLUMNS).order_by(_entries.seq).limit(page)
+    leaves = sa.select(_nodes.idx, _nodes.hash).where(_nodes.level == 0)
+    last = 0
+    while last < through:
+        with engine.connect() as conn:
+            rows = conn.execute(query.where(_entries.seq > last, _entries.seq <= through)).all()
+            if not rows:
+                return
+            stored = dict(conn.execute(leaves.where(_nodes.idx.between(rows[0][0] - 1, rows[-1][0] - 1))).all())
+        yield [(row[0], leaf_hash(row_leaf_data(row)), stored.get(row[0] - 1), row) for row in rows]
+        last = rows[-1][0]
+
+
+def interior_hashes(engine: sa.Engine, start: int, end: int) -> dict[Address, bytes]:
+    """The stored hashes above the leaves that leaves start..end-1 complete (levels 1 and up), in one query."""
+    ranges = [(level, start >> level, (end >> level) - 1) for level in range(1, end.bit_length() + 1)]
+    clauses = [(_nodes.level == level) & _nodes.idx.between(low, high) for level, low, high in ranges if low <= high]
+    if not clauses:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(sa.or_(*clauses))).all()
+        return {(level, index): bytes(digest) for level, index, digest in rows}

@@ -2,8 +2,10 @@
 
 A tree checkpoint is a C2SP tlog-checkpoint (origin, tree size, base64 RFC 9162 root) signed as a
 C2SP signed note with the log's Ed25519 audit key under the key name `origin` (audit/note.py). The
-store signs one in the append transaction when the newest is older than its `checkpoint_seconds`,
-and on demand; every one is kept. A witness's cosignature is kept beside it, as the note carrying
+store signs one in the append transaction at every multiple of its `checkpoint_every` entries and
+when the newest is older than its `checkpoint_seconds`, and on demand; every one is kept. The first
+checkpoint of a log migrated from the old hash chain carries the chain's last head as an extension
+line (`CHAIN_HEAD_EXTENSION`, see migration 0007). A witness's cosignature is kept beside it, as the note carrying
 both signatures. These functions run inside the caller's connection or transaction.
 """
 from __future__ import annotations
@@ -15,9 +17,11 @@ import sqlalchemy as sa
 
 from audit import merkle, tree
 from audit.note import Checkpoint as NoteCheckpoint
-from audit.note import NoteSigner
+from audit.note import Note, NoteSigner
 from audit.schema import audit_tree_checkpoint, audit_tree_cosignature
 
+CHAIN_HEAD_EXTENSION = "audit-chain-head"
+"""Extension line `audit-chain-head <entries> <hex SHA-256 head hash>`: the retired hash chain's head."""
 _checkpoints = audit_tree_checkpoint.c
 _cosignatures = audit_tree_cosignature.c
 
@@ -53,11 +57,23 @@ def _cosignature(row: sa.Row) -> TreeCosignature:
     return TreeCosignature(row.id, row.tree_size, bytes(row.root_hash), row.witness, row.cosigned_at, row.note)
 
 
-def sign(conn: sa.Connection, signer: NoteSigner, now: datetime | None = None) -> TreeCheckpoint:
-    """Sign and insert a checkpoint of the tree as stored in this transaction (under the append lock)."""
-    size = tree.stored_size(conn)
+def sign_note(signer: NoteSigner, size: int, root: bytes, extensions: tuple[str, ...] = ()) -> str:
+    """The signed C2SP checkpoint note of the tree of `size` leaves with `root`, under the log's origin."""
+    return NoteCheckpoint(signer.name, size, root, extensions).sign(signer)
+
+
+def note_body(note: str) -> NoteCheckpoint:
+    """The checkpoint a note states, read without checking its signatures (NoteError when it is none)."""
+    return NoteCheckpoint.parse(Note.parse(note).text)
+
+
+def sign(conn: sa.Connection, signer: NoteSigner, now: datetime | None = None, size: int | None = None,
+         extensions: tuple[str, ...] = ()) -> TreeCheckpoint:
+    """Sign and insert a checkpoint of the tree as stored in this transaction (under the append lock), of its
+    first `size` leaves (default: all)."""
+    size = tree.stored_size(conn) if size is None else size
     root = merkle.root(size, lambda addresses: tree.read_hashes(conn, addresses))
-    note = NoteCheckpoint(signer.name, size, root).sign(signer)
+    note = sign_note(signer, size, root, extensions)
     created = now or datetime.now(timezone.utc)
     row = {"tree_size": size, "root_hash": root, "created": created, "note": note}
     identifier = conn.execute(audit_tree_checkpoint.insert().returning(_checkpoints.id), row).scalar_one()

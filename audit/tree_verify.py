@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from audit.chain import Entry
+from audit.entries import Entry
 from audit.errors import MalformedEntryError, Problem, TreeError
 from audit.merkle import Address, ProofError, append_leaves, fold, subtree_addresses, verify_consistency
 from audit.store import AuditStore
@@ -90,7 +90,7 @@ class TreeChecker:
             self.problem = Problem(exc.position, "malformed", exc.message)
 
     def _open(self) -> None:
-        head_seq = self.store.head()[0]
+        head_seq = self.store.head_seq()
         self.size = self.store.tree_size()  # read after the head: appends commit entries and hashes together
         if self.size < self.start:
             raise _Found(self.size + 1, "truncated", f"the tree has {self.size} leaves, fewer than the trusted {self.start}")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import IO, Any
 
-from audit.chain import SigningKey
+from audit.entries import SigningKey
 from audit.merkle import EMPTY_ROOT, ProofError, verify_consistency
 from audit.note import (
     ALG_COSIGNATURE_V1,

@@ -102,7 +102,7 @@ def _root_of_entries(store: AuditStore, size: int) -> tuple[int, bytes]:
 def check_against_witness(store: AuditStore, witnessed: Checkpoint) -> Problem | None:
     """The first way the log disagrees with the checkpoint its witness cosigned, or None."""
     size, root = witnessed.size, witnessed.root_hash
-    held = min(store.head()[0], store.tree_size())
+    held = min(store.head_seq(), store.tree_size())
     if held < size:
         return Problem(held, "truncated", f"truncated: the witness cosigned {size} entries, the log holds {held}")
     try:

@@ -31,7 +31,7 @@ from audit import (  # noqa: E402
     metadata,
     verify_store,
 )
-from audit.chain import canonical_json  # noqa: E402
+from audit.entries import canonical_json  # noqa: E402
 from audit.store import entry_to_row  # noqa: E402
 from audit.tree_verify import verify_tree  # noqa: E402
 

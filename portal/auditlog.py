@@ -22,11 +22,12 @@ def verify_key() -> VerifyKey:
 
 
 def verify_log(progress: Progress | None = None, observe: Callable[[Entry], Any] | None = None) -> VerifyReport:
-    """Verify the whole chain and its checkpoints against the portal's own public key, with a
-    checkpoint required at every multiple of PORTAL_AUDIT_CHECKPOINT_EVERY up to the head.
+    """Verify the whole log (its entries re-derived into the Merkle tree, the stored tree and every signed
+    tree checkpoint) against the portal's own public key, with a tree checkpoint required at every multiple
+    of PORTAL_AUDIT_CHECKPOINT_EVERY up to the head.
 
     The checkpoints are those that exist when verification starts, all of them: each was signed
-    under the append lock, so an intact log reaches its count, and one cut short is reported as
+    under the append lock, so an intact log reaches its size, and one cut short is reported as
     truncated. (Filtering them by the current head would hide exactly that: a deleted tail lowers
     the head.) ``observe`` sees each entry as it is handed to the verifier; trust what it saw
     only if the report is ok.

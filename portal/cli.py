@@ -32,7 +32,9 @@ def init_app(app: Flask) -> None:
 @click.command("init-db")
 def init_db() -> None:
     """Migrate the database to the newest schema (Alembic upgrade head)."""
-    upgrade(services.settings().database_url)
+    settings = services.settings()
+    upgrade(settings.database_url, audit_signing_key=services.audit_signing_key(),
+            audit_log_origin=settings.audit_log_origin)
     click.echo("database migrated to head")
 
 
@@ -87,9 +89,10 @@ def _print_status(status: dict) -> None:
 
 @click.command("audit-verify")
 def audit_verify() -> None:
-    """Verify the audit log's hash chain and signed checkpoints (one is required at every multiple of
-    PORTAL_AUDIT_CHECKPOINT_EVERY), then, with PORTAL_AUDIT_WITNESS_URL, that the log still holds the tree
-    its witness last cosigned. Exit 1 on any problem, 2 when the witness cannot be asked."""
+    """Verify the audit log in full: its entries re-derived into the Merkle tree, the stored tree, every signed
+    tree checkpoint (one is required at every multiple of PORTAL_AUDIT_CHECKPOINT_EVERY), then, with
+    PORTAL_AUDIT_WITNESS_URL, that the log still holds the tree its witness last cosigned. Exit 1 on any
+    problem, 2 when the witness cannot be asked."""
     report = run_verification(actor_role="operator", progress=True)
     click.echo(report.summary())
     sys.exit(1 if not report.ok else 2 if report.witness_error else 0)

@@ -9,7 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit import AuditFilter, ExportDigest, ExportManifest, export_csv, export_fhir_ndjson, export_jsonl, export_manifest
+from audit import (
+    AuditFilter,
+    ExportDigest,
+    ExportManifest,
+    TreeCheckpoint,
+    export_csv,
+    export_fhir_ndjson,
+    export_jsonl,
+    export_manifest,
+)
 from portal import services
 from portal.access import record
 from portal.actions import Action
@@ -24,11 +33,13 @@ EXPORT_FORMATS: dict[str, tuple[str, str]] = {  # format -> (mimetype, file exte
 
 @dataclass(frozen=True)
 class PreparedExport:
-    """An export ready to stream: its exact entry set (bounded by seq), count and signed manifest."""
+    """An export ready to stream: its exact entry set (bounded by seq), count and signed manifest, and the
+    signed tree checkpoint whose tree holds every entry of it (the manifest names it)."""
 
     fmt: str
     filter: AuditFilter
     manifest: ExportManifest
+    checkpoint: TreeCheckpoint
 
     @property
     def count(self) -> int:
@@ -59,7 +70,7 @@ class PreparedExport:
         entries = store.iter_entries(filter=self.filter)
         if self.fmt == "jsonl":
             return export_jsonl(entries, services.audit_signing_key(), filter=self.filter,
-                                checkpoints=store.iter_checkpoints())
+                                checkpoints=store.tree_checkpoints(), checkpoint=self.checkpoint)
         if self.fmt == "csv":
             return export_csv(entries)
         return export_fhir_ndjson(entries)
@@ -72,15 +83,18 @@ def check_format(fmt: str | None) -> str:
 
 
 def prepare_export(filter: AuditFilter, fmt: str) -> PreparedExport:
-    """Fix the entry set (seq <= the current head unless the filter already says), count it and
-    sign its manifest in one read pass; the export streams the same set in a second pass."""
+    """Sign a tree checkpoint of the log now, fix the entry set (seq <= its size unless the filter already
+    says less), count it and sign its manifest, naming that checkpoint, in one read pass; the export streams
+    the same set in a second pass."""
     fmt = check_format(fmt)
     store = services.audit_store()
-    head = store.head()[0]
-    through = head if filter.through is None else min(filter.through, head)
-    filter = dataclasses.replace(filter, through=through)  # never beyond today's head: body == manifest
+    checkpoint = store.sign_tree_checkpoint()
+    size = checkpoint.tree_size
+    through = size if filter.through is None else min(filter.through, size)
+    filter = dataclasses.replace(filter, through=through)  # never beyond the checkpoint: body == manifest
     digest = ExportDigest.of(store.iter_entries(filter=filter))
-    return PreparedExport(fmt, filter, export_manifest(fmt, digest, services.audit_signing_key(), filter=filter))
+    manifest = export_manifest(fmt, digest, services.audit_signing_key(), filter=filter, checkpoint=checkpoint)
+    return PreparedExport(fmt, filter, manifest, checkpoint)
 
 
 def export_to_file(filter: AuditFilter, fmt: str, output_path: Path | str, actor_role: str | None = None) -> int:

@@ -1,10 +1,11 @@
 """Searching the audit log page by page, newest first, and one entry in detail."""
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
-from audit import AuditFilter
+from audit import AuditFilter, Entry, TreeError
 from portal import services
 from portal.compliance.events import EventRow, event_rows
 from portal.compliance.flags import BreakGlassFlag, break_glass_grant, grant_flag
@@ -40,13 +41,14 @@ def search_details(filter: AuditFilter, page: SearchPage | None = None, before: 
 
 
 def head_seq() -> int:
-    return services.audit_store().head()[0]
+    return services.audit_store().head_seq()
 
 
 @dataclass(frozen=True)
 class EventDetail:
     row: EventRow
-    hash_ok: bool
+    leaf_hash: str  # base64, as proofs and exports spell it
+    leaf_ok: bool  # the Merkle tree's stored leaf is this entry's
     break_glass: BreakGlassFlag | None
 
 
@@ -56,4 +58,13 @@ def event_detail(seq: int) -> EventDetail | None:
         return None
     grant_id = entry.event.details.get("break_glass")
     grant = break_glass_grant(str(grant_id)) if grant_id else None
-    return EventDetail(event_rows([entry])[0], entry.hash_ok(), grant_flag(grant) if grant is not None else None)
+    leaf = entry.leaf_hash()
+    return EventDetail(event_rows([entry])[0], base64.b64encode(leaf).decode("ascii"), _in_tree(entry, leaf),
+                       grant_flag(grant) if grant is not None else None)
+
+
+def _in_tree(entry: Entry, leaf: bytes) -> bool:
+    try:
+        return services.audit_store().leaf_hash(entry.seq - 1) == leaf
+    except (ValueError, TreeError):  # beyond the tree, or its leaf is missing
+        return False

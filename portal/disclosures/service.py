@@ -1,7 +1,7 @@
 """The accounting of disclosures of one chart (in the manner of HIPAA, 45 CFR 164.528), from the audit log.
 
 A report lists every allowed audit entry about the patient over whole UTC days, by anyone but the
-patient's own accounts. It is issued only after the whole hash chain verifies and every listed
+patient's own accounts. It is issued only after the whole audit log verifies and every listed
 entry is found, with the same hash, in the verified chain. Views run ``verified_log`` through
 ``portal.access.authorized`` (decide, work, audit with the line count), then ``report``: only that
 step decrypts PHI (the patient's name and MRN, break-glass reasons), so the issue is audited first.
@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from audit import GENESIS_HASH, Entry, MalformedEntryError, csv_cell
+from audit import Entry, MalformedEntryError, csv_cell
 from portal import services
 from portal.actions import Action, Section
 from portal.auditlog import verify_log
@@ -231,9 +231,10 @@ def verified_log(patient_id: str, period: DateRange) -> VerifiedLog:
         problem = report.problem
         raise UnverifiedLog(problem.kind, problem.position, problem.message)
     for entry in entries:  # the content read for the report is exactly what was verified
-        if not entry.hash_ok() or witness.hashes.get(entry.seq) != entry.entry_hash:
-            raise UnverifiedLog("not_in_chain", entry.seq, f"seq {entry.seq} is not part of the verified chain")
-    return VerifiedLog(patient_id, period, entries, *witness.head, report.entries_checked)
+        if witness.hashes.get(entry.seq) != entry.leaf_hash():
+            raise UnverifiedLog("not_in_chain", entry.seq, f"seq {entry.seq} is not part of the verified log")
+    head_hash = report.tree.root.hex() if report.tree is not None else ""  # the verified tree's root
+    return VerifiedLog(patient_id, period, entries, witness.head, head_hash, report.entries_checked)
 
 
 class _Witness:
@@ -241,13 +242,13 @@ class _Witness:
 
     def __init__(self, wanted: set[int]):
         self.wanted = wanted
-        self.hashes: dict[int, str] = {}
-        self.head: tuple[int, str] = (0, GENESIS_HASH)
+        self.hashes: dict[int, bytes] = {}
+        self.head = 0
 
     def __call__(self, entry: Entry) -> None:
         if entry.seq in self.wanted:
-            self.hashes[entry.seq] = entry.entry_hash
-        self.head = (entry.seq, entry.entry_hash)
+            self.hashes[entry.seq] = entry.leaf_hash()
+        self.head = entry.seq
 
 
 def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:

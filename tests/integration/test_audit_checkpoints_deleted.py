@@ -1,11 +1,12 @@
-"""Deleting the signed checkpoints must not leave a bare chain that anyone can rewrite (issue 12, item 1).
+"""Deleting the signed checkpoints must not leave a bare log that anyone can rewrite (issue 12, item 1).
 
-As found: with 270 entries, a database superuser deleted every row of audit_checkpoint (on PostgreSQL
-after `SET session_replication_role = replica`, which switches the append-only triggers off for that
-session), removed a break-glass access from the log and re-hashed the chain. `flask audit-verify`,
-`python -m audit verify --db` and the console's "Verify now" all said "OK: chain intact", and the
-access vanished from the patient's accounting of disclosures. Every verifier now requires a signed
-checkpoint at every multiple of PORTAL_AUDIT_CHECKPOINT_EVERY (100 here) up to the head.
+As found (then with a hash chain): with 270 entries, a database superuser deleted every signed checkpoint
+(on PostgreSQL after `SET session_replication_role = replica`, which switches the append-only triggers off
+for that session), removed a break-glass access from the log and re-hashed it. `flask audit-verify`,
+`python -m audit verify --db` and the console's "Verify now" all said it was intact, and the access vanished
+from the patient's accounting of disclosures. Every verifier requires a signed tree checkpoint at every
+multiple of PORTAL_AUDIT_CHECKPOINT_EVERY (100 here) up to the head; the same attack on the Merkle tree
+(tree checkpoints deleted, entries removed and renumbered, the tree rebuilt) fails them all.
 """
 from __future__ import annotations
 
@@ -20,11 +21,10 @@ import pytest
 import sqlalchemy as sa
 
 from audit import (
-    GENESIS_HASH,
     Entry,
     SqlAuditStore,
-    audit_checkpoint,
     audit_entry,
+    audit_tree_checkpoint,
     audit_tree_node,
     install_append_only_guard,
     load_signing_key,
@@ -90,14 +90,13 @@ def superuser_tampering(database_url: str) -> Iterator[sa.Connection]:
 
 
 def _remove_and_rehash(conn: sa.Connection, unwanted: Callable[[Entry], bool]) -> int:
-    """Drop the unwanted entries, renumber and re-hash the rest into a chain that links from genesis
-    and a Merkle tree over them (an attacker who knows the schema rebuilds both)."""
+    """Drop the unwanted entries, renumber the rest and rebuild the Merkle tree over them (an attacker who
+    knows the schema does that)."""
     entries = [entry_from_row(row) for row in conn.execute(sa.select(audit_entry).order_by(audit_entry.c.seq))]
-    kept, prev_hash = [], GENESIS_HASH
+    kept = []
     for entry in entries:
         if not unwanted(entry):
-            kept.append(Entry.create(len(kept) + 1, prev_hash, entry.event))
-            prev_hash = kept[-1].entry_hash
+            kept.append(Entry(len(kept) + 1, entry.event))
     conn.execute(audit_entry.delete())
     conn.execute(audit_entry.insert(), [entry_to_row(entry) for entry in kept])
     conn.execute(audit_tree_node.delete())
@@ -161,9 +160,9 @@ def _assert_every_verifier_fails(portal, people, public_key: Path) -> None:
 
 def _assert_every_verifier_passes(portal, people, public_key: Path) -> list[dict]:
     flask = _flask_audit_verify(portal)
-    assert flask.returncode == 0 and flask.stdout.startswith("OK: chain intact"), flask.stdout + flask.stderr
+    assert flask.returncode == 0 and flask.stdout.startswith("OK: log intact"), flask.stdout + flask.stderr
     cli = _cli_verify(portal, public_key)
-    assert cli.returncode == 0 and cli.stdout.startswith("OK: chain intact"), cli.stdout + cli.stderr
+    assert cli.returncode == 0 and cli.stdout.startswith("OK: log intact"), cli.stdout + cli.stderr
     assert 'data-integrity="ok"' in _console_verify_now(portal, people["cora"])
     report = _disclosures(portal, people["alice"])
     assert report.status_code == 200, report.text
@@ -174,20 +173,20 @@ def _assert_every_verifier_passes(portal, people, public_key: Path) -> list[dict
 
 
 def test_deleted_checkpoints_then_a_removed_break_glass_access_fail_every_verifier(portal, people, tmp_path):
-    """The attack end to end: the checkpoints deleted, then the break-glass entries removed and the chain re-hashed."""
+    """The attack end to end: the checkpoints deleted, then the break-glass entries removed and the log re-hashed."""
     public_key = _public_key(portal, people["cora"], tmp_path)
     lines = _assert_every_verifier_passes(portal, people, public_key)
     assert any(line["break_glass"] and line["purpose"] == REASON for line in lines)
 
     url = portal.env["PORTAL_DATABASE_URL"]
     with superuser_tampering(url) as conn:
-        assert conn.execute(audit_checkpoint.delete()).rowcount >= ENTRIES // 100
+        assert conn.execute(audit_tree_checkpoint.delete()).rowcount >= ENTRIES // 100
     _assert_every_verifier_fails(portal, people, public_key)
 
     with superuser_tampering(url) as conn:
-        conn.execute(audit_checkpoint.delete())  # again: the verifications above appended and signed more
+        conn.execute(audit_tree_checkpoint.delete())  # again: the verifications above appended and signed more
         assert _remove_and_rehash(conn, _is_break_glass_on_alice) >= 2  # the grant and the reads under it
-    # What the attacker achieved: a chain whose hashes and links all hold, with no trace of the emergency access.
+    # What the attacker achieved: a log whose tree holds exactly its entries, with no trace of the emergency access.
     engine = sa.create_engine(url)
     try:
         store = SqlAuditStore(engine, None, checkpoint_every=10**9)  # as if no checkpoint were ever required

@@ -55,7 +55,7 @@ def sqlite_with_log(sqlite_url, key_files) -> str:
 def test_verify_database(db_with_log, key_files):
     result = _cli("verify", "--db", db_with_log, "--public-key", str(key_files[1]), "--checkpoint-every", "40")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("OK: chain intact (120 entries, 3 signatures; Merkle tree of 120 entries, root ")
+    assert result.stdout.startswith("OK: log intact (120 entries, 3 signatures; Merkle tree of 120 entries, root ")
     other = SigningKey.generate().public_raw_b64()
     assert _cli("verify", "--db", db_with_log, "--public-key", other, "--checkpoint-every", "40").returncode == 1
 

@@ -1,8 +1,8 @@
 """SqlAuditStore on real SQLite and PostgreSQL: append-only guard, filters, and tamper detection."""
 from __future__ import annotations
 
+import base64
 import json
-import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,20 +15,22 @@ from audit import (
     AuditEvent,
     AuditFilter,
     AuditWriteError,
-    Checkpoint,
     Entry,
     SigningKey,
     SqlAuditStore,
-    audit_checkpoint,
     audit_entry,
+    audit_tree_checkpoint,
     audit_tree_node,
     create_tables,
     install_append_only_guard,
     remove_append_only_guard,
     verify_store,
 )
+from audit.note import NoteSigner
 from audit.schema import AUDIT_TABLES
-from audit.store import ADVISORY_LOCK_KEY, entry_to_row
+from audit.store import ADVISORY_LOCK_KEY, DEFAULT_ORIGIN, entry_to_row
+from audit.tree import build_tree
+from audit.tree_checkpoints import sign_note
 
 KEY = SigningKey.generate()
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -77,14 +79,15 @@ def _row(conn: sa.Connection, seq: int) -> sa.Row:
     return conn.execute(sa.select(audit_entry).where(audit_entry.c.seq == seq)).one()
 
 
-def test_appends_chain_checkpoint_and_verify(store):
-    assert store.count() == 250 and store.head()[0] == 250
-    assert [c.count for c in store.iter_checkpoints()] == [100, 200]
+def test_appends_sign_tree_checkpoints_and_verify(store):
+    assert store.count() == store.tree_size() == 250 and store.head_seq() == 250
+    assert {100, 200} <= {c.tree_size for c in store.tree_checkpoints()}  # and the first append's, by time
     entry = store.append(_event(250))
-    assert entry.seq == 251 and entry.prev_hash != entry.entry_hash
-    assert store.checkpoint().count == 251
+    assert entry.seq == 251 and store.leaf_hash(250) == entry.leaf_hash()
+    assert store.sign_tree_checkpoint().tree_size == 251
     report = verify_store(store, KEY.verify_key)
-    assert report.ok and report.entries_checked == 251 and report.checkpoints_checked == 3
+    assert report.ok and report.entries_checked == 251 and report.checkpoints_checked == len(store.tree_checkpoints())
+    assert (report.tree.size, report.tree.root) == (251, store.root())
 
 
 def test_filters_run_in_sql(store):
@@ -100,8 +103,8 @@ def test_filters_run_in_sql(store):
 GUARDED_STATEMENTS = (
     "UPDATE audit_entry SET actor_id = 'x' WHERE seq = 3",
     "DELETE FROM audit_entry WHERE seq = 250",
-    "UPDATE audit_checkpoint SET count = 1",
-    "DELETE FROM audit_checkpoint",
+    "UPDATE audit_tree_checkpoint SET tree_size = 1",
+    "DELETE FROM audit_tree_checkpoint",
     "UPDATE audit_tree_node SET hash = hash WHERE level = 0",
     "DELETE FROM audit_tree_node WHERE level = 1",
 )
@@ -110,7 +113,7 @@ GUARDED_STATEMENTS = (
 def test_append_only_guard_rejects_changes(engine, store):
     statements = GUARDED_STATEMENTS
     if engine.dialect.name == "postgresql":
-        statements += ("TRUNCATE audit_entry", "TRUNCATE audit_checkpoint", "TRUNCATE audit_tree_node")
+        statements += ("TRUNCATE audit_entry", "TRUNCATE audit_tree_checkpoint", "TRUNCATE audit_tree_node")
     for statement in statements:
         with pytest.raises(sa.exc.DatabaseError, match="append-only"):
             with engine.begin() as conn:
@@ -122,18 +125,33 @@ def _edit(conn: sa.Connection, store: SqlAuditStore) -> None:
     conn.execute(audit_entry.update().where(audit_entry.c.seq == 57).values(patient_id="p-other"))
 
 
-def _edit_and_rehash(conn: sa.Connection, store: SqlAuditStore) -> None:
-    original = Entry(**_row_entry_fields(conn, 57))
-    event = AuditEvent.from_dict({**original.event.to_dict(), "outcome": "allowed", "actor_id": "nobody"})
-    rewritten = Entry.create(57, original.prev_hash, event)
+def _edit_and_rehash_its_leaf(conn: sa.Connection, store: SqlAuditStore) -> None:
+    """The entry and its stored leaf rewritten; the nodes above the leaf no longer match."""
+    original = _row_entry(conn, 57)
+    rewritten = Entry(57, AuditEvent.from_dict({**original.event.to_dict(), "outcome": "allowed", "actor_id": "nobody"}))
     conn.execute(audit_entry.update().where(audit_entry.c.seq == 57).values(entry_to_row(rewritten)))
+    conn.execute(audit_tree_node.update().where(audit_tree_node.c.level == 0, audit_tree_node.c.idx == 56)
+                 .values(hash=rewritten.leaf_hash()))
 
 
-def _row_entry_fields(conn: sa.Connection, seq: int) -> dict:
+def _edit_and_rebuild_the_tree(conn: sa.Connection, store: SqlAuditStore) -> None:
+    """The entry rewritten and the whole tree rebuilt over it: only the signed checkpoints remember the old root."""
+    original = _row_entry(conn, 57)
+    rewritten = Entry(57, AuditEvent.from_dict({**original.event.to_dict(), "outcome": "allowed", "actor_id": "nobody"}))
+    conn.execute(audit_entry.update().where(audit_entry.c.seq == 57).values(entry_to_row(rewritten)))
+    _rebuild_tree(conn)
+
+
+def _rebuild_tree(conn: sa.Connection) -> None:
+    conn.execute(audit_tree_node.delete())
+    build_tree(conn)
+
+
+def _row_entry(conn: sa.Connection, seq: int) -> Entry:
     row = _row(conn, seq)._asdict()
     event = AuditEvent(**{name: row[name] for name in AuditEvent.__dataclass_fields__ if name != "details"},
                        details=json.loads(row["details"]))
-    return {"seq": seq, "event": event, "prev_hash": row["prev_hash"], "entry_hash": row["entry_hash"]}
+    return Entry(seq, event)
 
 
 def _delete(conn: sa.Connection, store: SqlAuditStore) -> None:
@@ -142,7 +160,7 @@ def _delete(conn: sa.Connection, store: SqlAuditStore) -> None:
 
 def _insert_forged(conn: sa.Connection, store: SqlAuditStore) -> None:
     event = AuditEvent(action="chart.read", outcome="allowed", actor_id="mallory", patient_id="p1")
-    conn.execute(audit_entry.insert().values(entry_to_row(Entry.create(251, secrets.token_hex(32), event))))
+    conn.execute(audit_entry.insert().values(entry_to_row(Entry(251, event))))
 
 
 def _swap(conn: sa.Connection, store: SqlAuditStore) -> None:
@@ -155,39 +173,45 @@ def _truncate(conn: sa.Connection, store: SqlAuditStore) -> None:
     conn.execute(audit_entry.delete().where(audit_entry.c.seq > 150))
 
 
+def _checkpoint_200(conn: sa.Connection) -> sa.Row:
+    return conn.execute(sa.select(audit_tree_checkpoint).where(audit_tree_checkpoint.c.tree_size == 200)).one()
+
+
 def _forge_checkpoint(conn: sa.Connection, store: SqlAuditStore) -> None:
-    forged = Checkpoint.sign(200, "f" * 64, SigningKey.generate())
-    conn.execute(audit_checkpoint.update().where(audit_checkpoint.c.count == 200)
-                 .values(signature=forged.signature, public_key=forged.public_key))
+    mallory = NoteSigner(DEFAULT_ORIGIN, SigningKey.generate())
+    conn.execute(audit_tree_checkpoint.update().where(audit_tree_checkpoint.c.tree_size == 200)
+                 .values(note=sign_note(mallory, 200, bytes(_checkpoint_200(conn).root_hash))))
 
 
 def _move_checkpoint(conn: sa.Connection, store: SqlAuditStore) -> None:
-    conn.execute(audit_checkpoint.update().where(audit_checkpoint.c.count == 200).values(head_hash="f" * 64))
+    """The signed note's root replaced by another (and the row's copy of it): the signature no longer covers it."""
+    row = _checkpoint_200(conn)
+    root, other = (base64.b64encode(digest).decode() for digest in (bytes(row.root_hash), b"\xff" * 32))
+    conn.execute(audit_tree_checkpoint.update().where(audit_tree_checkpoint.c.tree_size == 200)
+                 .values(note=row.note.replace(root, other), root_hash=b"\xff" * 32))
 
 
 def _delete_checkpoints(conn: sa.Connection, store: SqlAuditStore) -> None:
-    conn.execute(audit_checkpoint.delete())
+    conn.execute(audit_tree_checkpoint.delete())
 
 
 def _delete_one_checkpoint(conn: sa.Connection, store: SqlAuditStore) -> None:
-    conn.execute(audit_checkpoint.delete().where(audit_checkpoint.c.count == 200))
+    conn.execute(audit_tree_checkpoint.delete().where(audit_tree_checkpoint.c.tree_size == 200))
 
 
 def _delete_checkpoints_then_remove_and_rehash(conn: sa.Connection, store: SqlAuditStore) -> None:
-    """With the checkpoints gone, seq 57 is removed and every later entry renumbered and re-hashed."""
-    conn.execute(audit_checkpoint.delete())
-    later = [Entry(**_row_entry_fields(conn, seq)) for seq in range(58, 251)]
+    """With the checkpoints gone, seq 57 is removed, every later entry renumbered and the tree rebuilt."""
+    conn.execute(audit_tree_checkpoint.delete())
+    later = [_row_entry(conn, seq) for seq in range(58, 251)]
     conn.execute(audit_entry.delete().where(audit_entry.c.seq >= 57))
-    prev_hash = _row(conn, 56).entry_hash
-    for seq, entry in enumerate(later, 57):
-        rewritten = Entry.create(seq, prev_hash, entry.event)
-        conn.execute(audit_entry.insert().values(entry_to_row(rewritten)))
-        prev_hash = rewritten.entry_hash
+    conn.execute(audit_entry.insert(), [entry_to_row(Entry(seq, entry.event)) for seq, entry in enumerate(later, 57)])
+    _rebuild_tree(conn)
 
 
 TAMPERING = (
     (_edit, "edited", 57),
-    (_edit_and_rehash, "edited", 57),
+    (_edit_and_rehash_its_leaf, "tree_mismatch", 57),
+    (_edit_and_rebuild_the_tree, "checkpoint_mismatch", 100),
     (_delete, "deleted", 57),
     (_insert_forged, "inserted", 251),
     (_swap, "reordered", 57),
@@ -203,7 +227,7 @@ TAMPERING = (
 def _fresh_store(engine: sa.Engine) -> SqlAuditStore:
     with tampering(engine) as conn:
         conn.execute(audit_entry.delete())
-        conn.execute(audit_checkpoint.delete())
+        conn.execute(audit_tree_checkpoint.delete())
         conn.execute(audit_tree_node.delete())
     store = SqlAuditStore(engine, KEY, checkpoint_every=100)
     for start in range(0, 250, 50):
@@ -228,11 +252,10 @@ def test_tampering_is_detected_classified_and_located(engine):
 def test_a_row_slipped_in_below_seq_1_fails_verification(engine, store):
     """A walk from seq 1 never meets it, yet searches and reports would show it: the count gives it away."""
     with tampering(engine) as conn:
-        forged = {**dict(_row(conn, 7)._mapping), "seq": 0, "entry_hash": "f" * 64}
-        conn.execute(audit_entry.insert(), forged)
+        conn.execute(audit_entry.insert(), {**dict(_row(conn, 7)._mapping), "seq": 0})
     report = verify_store(store, KEY.verify_key)
     assert not report.ok and report.problem.kind == "inserted"
-    assert "1 rows outside the chain" in report.problem.message
+    assert "1 rows outside the tree" in report.problem.message
 
 
 def test_writes_fail_closed(engine):
@@ -269,31 +292,31 @@ def _run_ddl(engine: sa.Engine, statements: dict[str, tuple[str, ...]], table: s
 
 def test_an_append_whose_tree_hashes_cannot_be_written_keeps_none_of_its_entries(engine, store):
     """The entries and the Merkle hashes they complete commit in one transaction, or neither does."""
-    head, size, root = store.head(), store.tree_size(), store.root()
+    head, size, root = store.head_seq(), store.tree_size(), store.root()
     _run_ddl(engine, REFUSE_INSERTS, "audit_tree_node")
     try:
         with pytest.raises(AuditWriteError, match="inserts refused"):
             store.append_many(_event(i) for i in range(250, 260))
     finally:
         _run_ddl(engine, ALLOW_INSERTS, "audit_tree_node")
-    assert (store.head(), store.count(), store.tree_size(), store.root()) == (head, 250, size, root)
+    assert (store.head_seq(), store.count(), store.tree_size(), store.root()) == (head, 250, size, root)
     store.append_many(_event(i) for i in range(250, 260))
     assert store.count() == store.tree_size() == 260 and verify_store(store, KEY.verify_key).ok
 
 
-@pytest.mark.parametrize("table", ["audit_entry", "audit_checkpoint", "audit_tree_node"])
+@pytest.mark.parametrize("table", ["audit_entry", "audit_tree_checkpoint", "audit_tree_node"])
 def test_the_write_probe_fails_like_an_append_and_keeps_nothing(engine, store, table):
-    head, checkpoints = store.head(), list(store.iter_checkpoints())
+    head, checkpoints = store.head_seq(), store.tree_checkpoints()
     store.probe_append()
-    assert store.head() == head and list(store.iter_checkpoints()) == checkpoints
+    assert store.head_seq() == head and store.tree_checkpoints() == checkpoints
     _run_ddl(engine, REFUSE_INSERTS, table)
     try:
         with pytest.raises(AuditWriteError, match="inserts refused"):
-            store.probe_append()  # a checkpoint is inserted only every 100th append: the probe tries both tables
+            store.probe_append()  # a checkpoint is signed only every 100th entry: the probe tries every table
     finally:
         _run_ddl(engine, ALLOW_INSERTS, table)
     store.probe_append()
-    assert store.head() == head and verify_store(store, KEY.verify_key).ok
+    assert store.head_seq() == head and verify_store(store, KEY.verify_key).ok
 
 
 @contextmanager

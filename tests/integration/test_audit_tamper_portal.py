@@ -24,7 +24,7 @@ def test_deleting_the_tail_of_the_log_is_reported_as_truncation(tmp_path):
     engine = sa.create_engine(env["PORTAL_DATABASE_URL"])
     with engine.begin() as conn:
         remove_append_only_guard(conn)  # an attacker with database access can do this too
-        last_signed = conn.execute(sa.text("SELECT max(count) FROM audit_checkpoint")).scalar_one()
+        last_signed = conn.execute(sa.text("SELECT max(tree_size) FROM audit_tree_checkpoint")).scalar_one()
         conn.execute(sa.text("DELETE FROM audit_entry WHERE seq > :keep"), {"keep": last_signed - 3})
         conn.execute(audit_tree_node.delete())  # and the Merkle tree, rebuilt over what is left
         build_tree(conn)

@@ -1,5 +1,6 @@
 """The audit log's Merkle tree in a real database (SQLite and PostgreSQL): written with the entries,
-built by the migration for an existing log, and proved from the command line."""
+built by the migrations for an existing log (and the old hash chain retired into it), and proved from
+the command line."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,6 @@ import pytest
 import sqlalchemy as sa
 
 from audit import (
-    GENESIS_HASH,
     KINDS,
     AuditEvent,
     AuditWriteError,
@@ -22,8 +22,8 @@ from audit import (
     JsonlAuditStore,
     SigningKey,
     SqlAuditStore,
-    audit_checkpoint,
     audit_entry,
+    audit_tree_checkpoint,
     audit_tree_node,
     create_tables,
     install_append_only_guard,
@@ -32,10 +32,12 @@ from audit import (
 )
 from audit import tree as tree_module
 from audit.merkle import consistency_proof, leaf_hash, tree_hash, verify_consistency, verify_inclusion
-from audit.store import entry_to_row
+from audit.note import NoteSigner, open_checkpoint
 from audit.tree import build_tree
+from audit.tree_checkpoints import CHAIN_HEAD_EXTENSION
 from audit.tree_verify import TreeHead, verify_tree
 from portal.migrate import upgrade
+from tests.support.legacy_chain import chain_hash, insert_chain, legacy_entry
 from tests.support.portal_server import ROOT
 
 KEY = SigningKey.generate()
@@ -114,22 +116,22 @@ def test_a_file_store_proves_exactly_what_the_database_store_proves(engine, tmp_
     assert jsonl.consistency_proof(6, 14) == sql.consistency_proof(6, 14)
 
 
+ORIGIN = "portal.example/audit"
+
+
 def _insert_chain(engine: sa.Engine, count: int) -> list[Entry]:
-    """Entries as the portal wrote them before the tree existed: a hash chain and nothing else."""
-    entries, prev_hash = [], GENESIS_HASH
-    for seq in range(1, count + 1):
-        entries.append(Entry.create(seq, prev_hash, _event(seq)))
-        prev_hash = entries[-1].entry_hash
+    """Entries as the portal wrote them before the tree existed: a hash chain, checkpoints every 100, nothing else."""
+    events = [_event(seq) for seq in range(1, count + 1)]
     with engine.begin() as conn:
-        conn.execute(audit_entry.insert(), [entry_to_row(entry) for entry in entries])
-    return entries
+        insert_chain(conn, events, KEY)
+    return [Entry(seq, event) for seq, event in enumerate(events, start=1)]
 
 
 def test_the_migration_builds_the_tree_of_an_existing_log_in_order(engine, database_url):
     upgrade(database_url, "0004")
     entries = _insert_chain(engine, 1234)
-    upgrade(database_url, "head")
-    store = SqlAuditStore(engine, KEY)
+    upgrade(database_url, "head", audit_signing_key=KEY, audit_log_origin=ORIGIN)
+    store = SqlAuditStore(engine, KEY, origin=ORIGIN)
     assert store.tree_size() == 1234
     assert store.root() == tree_hash([leaf_hash(entry.leaf_data()) for entry in entries])
     store.append_many(_event(i) for i in range(1234, 1300))  # and the log grows on from there
@@ -147,7 +149,59 @@ def test_the_migration_refuses_a_log_with_a_gap(engine, database_url):
         conn.execute(audit_entry.delete().where(audit_entry.c.seq == 7))
         install_append_only_guard(conn, ("audit_entry", "audit_checkpoint"))
     with pytest.raises(Exception, match="seq 8 cannot be leaf 6"):
-        upgrade(database_url, "head")
+        upgrade(database_url, "head", audit_signing_key=KEY, audit_log_origin=ORIGIN)
+
+
+def _columns(engine: sa.Engine, table: str) -> set[str]:
+    return {column["name"] for column in sa.inspect(engine).get_columns(table)}
+
+
+def test_the_chain_is_imported_into_the_tree_its_heads_signed_into_tree_checkpoints_and_dropped(engine, database_url):
+    """A log at revision 0006 whose tree lags its chain (entries appended by a version that kept only the chain)."""
+    upgrade(database_url, "0006")
+    events = [_event(seq) for seq in range(1, 251)]
+    with engine.begin() as conn:
+        head_hash = insert_chain(conn, events[:120], KEY)
+        assert build_tree(conn) == 120
+        head_hash = insert_chain(conn, events[120:], KEY, head=(120, head_hash))
+    upgrade(database_url, "head", audit_signing_key=KEY, audit_log_origin=ORIGIN)
+
+    assert "audit_checkpoint" not in sa.inspect(engine).get_table_names()
+    assert not {"prev_hash", "entry_hash"} & _columns(engine, "audit_entry")
+    store = SqlAuditStore(engine, KEY, origin=ORIGIN, checkpoint_every=100)
+    leaves = [Entry(seq, event).leaf_hash() for seq, event in enumerate(events, start=1)]
+    assert (store.tree_size(), store.root()) == (250, tree_hash(leaves))
+    signer = NoteSigner(ORIGIN, KEY)
+    signed = {}
+    for checkpoint in store.tree_checkpoints():
+        body, _ = open_checkpoint(checkpoint.note, [signer.verifier], origin=ORIGIN)
+        assert body.root_hash == tree_hash(leaves[:body.size])
+        signed[body.size] = body.extensions
+    prev, heads = "0" * 64, {}
+    for seq, event in enumerate(events, start=1):
+        prev = heads[seq] = chain_hash(seq, prev, event)
+    assert heads[250] == head_hash
+    assert signed == {size: (f"{CHAIN_HEAD_EXTENSION} {size} {heads[size]}",) for size in (100, 200, 250)}
+    assert verify_store(store, KEY.verify_key).ok  # the tree checkpoints stand where the chain's did
+    store.append_many(_event(seq) for seq in range(251, 340))
+    report = verify_store(store, KEY.verify_key)
+    assert report.ok and report.entries_checked == 339
+    with engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
+        conn.execute(audit_entry.update().values(reason="x"))  # the guard survived the table's rebuild
+
+
+def test_the_migration_refuses_to_retire_a_chain_that_does_not_verify(engine, database_url):
+    upgrade(database_url, "0006")
+    with engine.begin() as conn:
+        insert_chain(conn, [_event(seq) for seq in range(1, 40)], KEY)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # a superuser's triggers off
+        else:
+            remove_append_only_guard(conn, ("audit_entry",))
+        conn.execute(legacy_entry.update().where(legacy_entry.c.seq == 17).values(reason="rewritten"))
+    with pytest.raises(Exception, match="audit entry 17 does not match its chain hash"):
+        upgrade(database_url, "head", audit_signing_key=KEY, audit_log_origin=ORIGIN)
+    assert {"prev_hash", "entry_hash"} <= _columns(engine, "audit_entry")  # nothing was dropped
 
 
 def _audit_cli(*args: str) -> subprocess.CompletedProcess:
@@ -301,7 +355,7 @@ def test_full_verification_re_derives_every_stored_hash_and_locates_what_was_cha
 
 def _reset(engine: sa.Engine, store: SqlAuditStore) -> None:
     with _attacker(engine) as conn:
-        for table in (audit_tree_node, audit_entry, audit_checkpoint):
+        for table in (audit_tree_node, audit_entry, audit_tree_checkpoint):
             conn.execute(table.delete())
     for start in range(0, 3000, 500):
         store.append_many(_event(i) for i in range(start, start + 500))

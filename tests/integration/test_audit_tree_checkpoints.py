@@ -23,7 +23,9 @@ from audit import (
     remove_append_only_guard,
 )
 from audit.note import ALG_COSIGNATURE_V1, Note, NoteError, NoteSigner, Verifier, open_checkpoint
+from audit.store import DEFAULT_ORIGIN
 from audit.tree import build_tree
+from audit.tree_checkpoints import note_body
 from audit.witness_client import add_checkpoint
 from tests.support.portal_server import ROOT
 from tests.support.witness_process import WitnessProcess
@@ -100,10 +102,12 @@ def test_every_checkpoint_is_kept_on_demand_ones_included(engine):
     assert [Note.parse(c.note).text.split("\n")[1] for c in store.tree_checkpoints()] == ["1", "3", "3", "4"]
 
 
-def test_a_store_without_an_origin_signs_no_tree_checkpoints(engine):
+def test_a_store_without_an_origin_signs_under_the_default_one(engine):
+    """Signed tree checkpoints are the log's only integrity structure: every store signs them."""
     store = SqlAuditStore(engine, KEY)
     _append(store, 3)
-    assert store.tree_checkpoints() == []
+    checkpoints = store.tree_checkpoints()
+    assert checkpoints and all(note_body(checkpoint.note).origin == DEFAULT_ORIGIN for checkpoint in checkpoints)
 
 
 def test_checkpoints_and_cosignatures_cannot_be_changed_or_deleted(engine):

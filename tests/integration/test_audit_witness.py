@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from audit.chain import SigningKey
+from audit.entries import SigningKey
 from audit.note import Checkpoint, NoteSigner, open_note
 from audit.witness import SIZE_CONTENT_TYPE, origin_hash
 from audit.witness_client import (

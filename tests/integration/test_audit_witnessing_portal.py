@@ -18,7 +18,6 @@ import requests
 import sqlalchemy as sa
 
 from audit import (
-    audit_checkpoint,
     audit_entry,
     audit_tree_checkpoint,
     audit_tree_cosignature,
@@ -131,7 +130,6 @@ def _cli_verify(portal: PortalServer, witness: WitnessProcess) -> subprocess.Com
 def _delete_tail(conn: sa.Connection, keep: int) -> None:
     """What an owner of the database does to forget the newest entries: every trace of them, gone."""
     conn.execute(audit_entry.delete().where(audit_entry.c.seq > keep))
-    conn.execute(audit_checkpoint.delete().where(audit_checkpoint.c.count > keep))
     conn.execute(audit_tree_checkpoint.delete().where(audit_tree_checkpoint.c.tree_size > keep))
     conn.execute(audit_tree_cosignature.delete().where(audit_tree_cosignature.c.tree_size > keep))
     conn.execute(audit_tree_node.delete())
@@ -171,7 +169,7 @@ def test_emptied_audit_tables_are_caught_by_the_witness(database_url, tmp_path):
         assert _witnessed_everything(portal) >= 40
         portal.stop()
         with superuser_tampering(portal.env["PORTAL_DATABASE_URL"]) as conn:
-            for table in (audit_entry, audit_checkpoint, audit_tree_node, audit_tree_checkpoint, audit_tree_cosignature):
+            for table in (audit_entry, audit_tree_node, audit_tree_checkpoint, audit_tree_cosignature):
                 conn.execute(table.delete())
         _assert_verifiers_report_truncation(portal, witness, _remembered(portal, witness), 0)
 

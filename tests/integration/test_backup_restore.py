@@ -3,7 +3,7 @@
 A seeded portal is used (a note written, charts read, signed checkpoints issued) and dumped with pg_dump
 while it serves. The dump is restored into a new database, migrated, and served by a new portal with the
 same keyring and audit signing key: charts decrypt, the note is there, `flask --app portal audit-verify`
-finds the hash chain and its signatures intact, and the chain goes on. The dump holds no key and no PHI
+finds the log, its Merkle tree and its signed checkpoints intact, and the log goes on. The dump holds no key and no PHI
 in the clear. The same restored database served with another keyring fails loudly and serves nothing:
 not ready (/readyz 503, keyring "failed"), every read that would decrypt answers 500 `undecryptable`
 without a value, and the log names the table, column and row at ERROR.
@@ -70,7 +70,7 @@ def _audit_head(url: str) -> tuple[int, int]:
     engine = sa.create_engine(url)
     with engine.connect() as conn:
         entries = conn.execute(sa.text("SELECT count(*) FROM audit_entry")).scalar_one()
-        checkpoints = conn.execute(sa.text("SELECT count(*) FROM audit_checkpoint")).scalar_one()
+        checkpoints = conn.execute(sa.text("SELECT count(*) FROM audit_tree_checkpoint")).scalar_one()
     engine.dispose()
     return entries, checkpoints
 
@@ -122,7 +122,7 @@ def test_a_dump_restores_into_a_portal_that_reads_charts_and_verifies_its_audit_
         assert notes.status_code == 200 and NOTE["text"] in [note["text"] for note in notes.json()["notes"]]
         chart = sign_in(portal.url, "alice").get(portal.url + "/api/v1/me/chart", timeout=10)
         assert chart.status_code == 200 and chart.json()["demographics"]["family_name"] == "Moreau"
-    # The restored log goes on: the reads above were appended to the same chain, which still verifies.
+    # The restored log goes on: the reads above were appended to the same log, which still verifies.
     assert _audit_head(restored_url)[0] > entries_backed_up
     verified = _audit_verify(restored)
     assert verified.returncode == 0 and "intact" in verified.stdout, verified.stdout + verified.stderr

@@ -414,7 +414,7 @@ def _flask(portal, *args: str) -> subprocess.CompletedProcess:
 def test_cli_verify_and_export(portal, cora, tmp_path):
     verified = _flask(portal, "audit-verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.startswith("OK: chain intact")
+    assert verified.stdout.startswith("OK: log intact")
 
     output = tmp_path / "audit.csv"
     exported = _flask(portal, "audit-export", "--format", "csv", "--output", str(output), "--patient", ALICE)

@@ -91,7 +91,7 @@ def test_migrations_run_as_the_owner_and_workers_as_a_role_that_owns_nothing(clu
         assert "append-only" in _refused(app, "UPDATE audit_entry SET reason = 'edited'")
         assert "append-only" in _refused(app, "DELETE FROM audit_entry")
         assert "must be owner" in _refused(app, "ALTER TABLE audit_entry DISABLE TRIGGER ALL")
-        assert "must be owner" in _refused(app, "DROP TABLE audit_checkpoint")
+        assert "must be owner" in _refused(app, "DROP TABLE audit_tree_checkpoint")
         assert "permission denied" in _refused(app, "TRUNCATE audit_entry")
         assert "permission denied" in _refused(app, "CREATE TABLE shadow (id int)")
         assert "permission denied" in _refused(app, "SET session_replication_role = replica")

@@ -8,7 +8,7 @@ nothing commits:
 - the request session (``portal.db.db_session``) joins it with ``join_transaction_mode="create_savepoint"``,
   so the portal's own commits and rollbacks become RELEASE / ROLLBACK TO SAVEPOINT;
 - the audit store's engine is swapped for ``SavepointEngine`` over the same connection: its append
-  transaction (serialising lock, head read, insert, commit) runs in a savepoint too. The chain is
+  transaction (serialising lock, head read, insert, commit) runs in a savepoint too. The log and its tree are
   therefore exactly as a real append leaves it, and rolled back with everything else.
   One difference from production, where the audit store has its own connection: an audit entry appended
   inside a request session's savepoint goes when that session rolls back. Sessions that wrote nothing

@@ -5,7 +5,7 @@ are tested against it, and a test can fork or roll it back at will.
 """
 from __future__ import annotations
 
-from audit.chain import SigningKey
+from audit.entries import SigningKey
 from audit.merkle import Address, append_leaves, consistency_proof, fold, leaf_hash, subtree_addresses
 from audit.note import Checkpoint, NoteSigner, Verifier
 

@@ -1,6 +1,7 @@
 """Tampering with JSONL store files and JSONL exports is detected, classified and located."""
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from pathlib import Path
@@ -8,11 +9,9 @@ from pathlib import Path
 import pytest
 
 from audit import (
-    GENESIS_HASH,
     AuditEvent,
     AuditFilter,
     AuditWriteError,
-    Checkpoint,
     Entry,
     JsonlAuditStore,
     SigningKey,
@@ -20,6 +19,10 @@ from audit import (
     verify,
     verify_file,
 )
+from audit.merkle import tree_hash
+from audit.note import NoteSigner
+from audit.store import DEFAULT_ORIGIN
+from audit.tree_checkpoints import note_body, sign_note
 
 KEY = SigningKey.generate()
 
@@ -39,7 +42,9 @@ def store(tmp_path) -> JsonlAuditStore:
 @pytest.fixture
 def export(store, tmp_path):
     path = tmp_path / "export.jsonl"
-    path.write_text("".join(export_jsonl(store.iter_entries(), KEY, checkpoints=store.iter_checkpoints())))
+    newest = store.sign_tree_checkpoint()  # the manifest names a checkpoint of the whole exported tree
+    path.write_text("".join(export_jsonl(store.iter_entries(), KEY, checkpoints=store.tree_checkpoints(),
+                                         checkpoint=newest)))
     return path
 
 
@@ -60,9 +65,19 @@ def _dump(record: dict) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
 
 
-def _forged_line(seq: int, prev_hash: str) -> str:
-    forged = Entry.create(seq, prev_hash, AuditEvent(action="chart.read", outcome="allowed", actor_id="mallory"))
-    return _dump(forged.to_record())
+def _forged_line(seq: int, leaf_hash_ok: bool) -> str:
+    record = Entry(seq, AuditEvent(action="chart.read", outcome="allowed", actor_id="mallory")).to_record()
+    return _dump(record if leaf_hash_ok else {**record, "leaf_hash": base64.b64encode(secrets.token_bytes(32)).decode()})
+
+
+def _checkpoint_size(line: str) -> int | None:
+    """The tree size a checkpoint line signs (None for other lines)."""
+    record = json.loads(line)
+    return note_body(record["note"]).size if record["type"] == "checkpoint" else None
+
+
+def _checkpoint_line(lines: list[str], size: int) -> int:
+    return next(n for n, line in enumerate(lines, 1) if _checkpoint_size(line) == size)
 
 
 def _assert_problem(path, kind: str, position: int) -> None:
@@ -73,9 +88,9 @@ def _assert_problem(path, kind: str, position: int) -> None:
 
 def test_store_file_and_export_verify_clean(store, export):
     store_report = verify_file(store.path, KEY.verify_key)
-    assert store_report.ok and store_report.entries_checked == 250 and store_report.checkpoints_checked == 2
+    assert store_report.ok and store_report.entries_checked == 250 and store_report.checkpoints_checked == 3
     export_report = verify_file(export, KEY.verify_key)
-    assert export_report.ok and export_report.mode == "export" and export_report.checkpoints_checked == 3
+    assert export_report.ok and export_report.mode == "export" and export_report.checkpoints_checked == 4
     assert verify_file(export).self_asserted_key
 
 
@@ -94,13 +109,15 @@ def test_edited_field(log_file):
     _assert_problem(log_file, "edited", _line_of(lines, 57))
 
 
-def test_edited_field_with_recomputed_hash_blames_the_edited_entry(log_file):
+def test_edited_field_with_recomputed_leaf_hash_is_caught_by_the_next_signed_checkpoint(log_file):
+    """A leaf does not link to its neighbour as a chain link did: the tree's root at the next signed checkpoint
+    is what no longer matches."""
     lines = _lines(log_file)
     record = _record(lines, 57)
     event = AuditEvent.from_dict({**record["event"], "outcome": "denied"})
-    lines[_line_of(lines, 57) - 1] = _dump(Entry.create(57, record["prev_hash"], event).to_record())
+    lines[_line_of(lines, 57) - 1] = _dump(Entry(57, event).to_record())
     log_file.write_text("".join(lines))
-    _assert_problem(log_file, "edited", _line_of(lines, 57))
+    _assert_problem(log_file, "checkpoint_mismatch", _checkpoint_line(lines, 100))
 
 
 def test_deleted_entry(log_file):
@@ -111,12 +128,11 @@ def test_deleted_entry(log_file):
     _assert_problem(log_file, "deleted", position)
 
 
-@pytest.mark.parametrize("linked", [True, False], ids=["linked-to-predecessor", "unlinked"])
-def test_inserted_forged_entry_with_valid_self_hash(log_file, linked):
+@pytest.mark.parametrize("leaf_hash_ok", [True, False], ids=["valid-leaf-hash", "wrong-leaf-hash"])
+def test_inserted_forged_entry(log_file, leaf_hash_ok):
     lines = _lines(log_file)
     position = _line_of(lines, 58)
-    prev_hash = _record(lines, 57)["entry_hash"] if linked else secrets.token_hex(32)
-    lines.insert(position - 1, _forged_line(58, prev_hash))
+    lines.insert(position - 1, _forged_line(58, leaf_hash_ok))
     log_file.write_text("".join(lines))
     _assert_problem(log_file, "inserted", position)
 
@@ -129,21 +145,25 @@ def test_swapped_entries(log_file):
     _assert_problem(log_file, "reordered", first)
 
 
+def _mallorys_note(size: int, root: bytes) -> str:
+    """A checkpoint under the log's own origin, signed by a key that is not the log's."""
+    return sign_note(NoteSigner(DEFAULT_ORIGIN, SigningKey.generate()), size, root)
+
+
 def test_forged_checkpoint(log_file):
     lines = _lines(log_file)
-    position = next(n for n, line in enumerate(lines, 1) if '"count":200' in line and "checkpoint" in line)
+    position = _checkpoint_line(lines, 200)
     record = json.loads(lines[position - 1])
-    mallory = SigningKey.generate()
-    forged = Checkpoint.sign(200, record["head_hash"], mallory)
-    lines[position - 1] = _dump({**forged.to_record(), "key_id": KEY.key_id})
+    lines[position - 1] = _dump({**record, "note": _mallorys_note(200, note_body(record["note"]).root_hash)})
     log_file.write_text("".join(lines))
     _assert_problem(log_file, "bad_checkpoint_signature", position)
 
 
 def test_checkpoint_signed_by_another_key_fails_only_with_the_trusted_key(store):
-    mallory = SigningKey.generate()
+    root = tree_hash([entry.leaf_hash() for entry in store.iter_entries()])
     with open(store.path, "a") as handle:
-        handle.write(_dump(Checkpoint.sign(250, store.head()[1], mallory).to_record()))
+        handle.write(_dump({"type": "checkpoint", "created": "2024-01-01T00:00:00.000000Z",
+                            "note": _mallorys_note(250, root)}))
     report = verify_file(store.path, KEY.verify_key)
     assert report.problem.kind == "bad_checkpoint_signature"
 
@@ -165,7 +185,7 @@ def test_truncated_export_without_manifest(export):
 def test_truncated_store_with_surviving_checkpoint(store):
     path = Path(store.path)
     lines = _lines(path)
-    checkpoint_200 = next(line for line in lines if '"count":200' in line)
+    checkpoint_200 = lines[_checkpoint_line(lines, 200) - 1]
     kept = lines[:_line_of(lines, 150)]
     path.write_text("".join(kept + [checkpoint_200]))
     _assert_problem(path, "truncated", len(kept) + 1)
@@ -212,9 +232,9 @@ def test_store_filters_and_checkpoints(store):
     assert store.count() == 250
     assert [e.seq for e in store.iter_entries(after_seq=245)] == [246, 247, 248, 249, 250]
     assert all(e.event.actor_id == "u2" for e in store.iter_entries(filter=AuditFilter(actor_id="u2")))
-    checkpoint = store.checkpoint()
-    assert (checkpoint.count, checkpoint.head_hash) == store.head()
-    assert [c.count for c in store.iter_checkpoints()] == [100, 200, 250]
+    checkpoint = store.sign_tree_checkpoint()
+    assert (checkpoint.tree_size, checkpoint.root_hash) == (250, store.root())
+    assert [c.tree_size for c in store.tree_checkpoints()] == [100, 200, 250]
     report = verify_file(store.path, KEY.verify_key)  # an extra, on-demand checkpoint is welcome
     assert report.ok and report.checkpoints_checked == 3
 
@@ -225,7 +245,7 @@ def test_store_filters_and_checkpoints(store):
 def _without_checkpoints(path, counts: set[int] | None = None) -> list[str]:
     """The file's lines minus its checkpoint lines (those of `counts` only, when given)."""
     kept = [line for line in _lines(path)
-            if '"type":"checkpoint"' not in line or (counts is not None and json.loads(line)["count"] not in counts)]
+            if _checkpoint_size(line) is None or (counts is not None and _checkpoint_size(line) not in counts)]
     path.write_text("".join(kept))
     return kept
 
@@ -244,15 +264,13 @@ def test_deleting_one_checkpoint_is_reported(log_file):
     _assert_problem(log_file, "checkpoint_missing", _line_of(lines, 200))
 
 
-def test_a_deleted_checkpoint_then_a_rewritten_chain_is_still_caught(store):
-    """The attack the rule exists for: with the checkpoints gone, entries are removed and the chain re-hashed."""
+def test_deleted_checkpoints_then_a_rewritten_log_is_still_caught(store):
+    """The attack the rule exists for: with the checkpoints gone, entries are removed and the rest renumbered
+    and re-hashed."""
     path = Path(store.path)
     survivors = [Entry.from_record(json.loads(line)) for line in _lines(path) if '"type":"entry"' in line]
     survivors = [entry for entry in survivors if entry.event.patient_id != "p3"]
-    rewritten, prev_hash = [], GENESIS_HASH
-    for seq, entry in enumerate(survivors, 1):
-        rewritten.append(Entry.create(seq, prev_hash, entry.event))
-        prev_hash = rewritten[-1].entry_hash
+    rewritten = [Entry(seq, entry.event) for seq, entry in enumerate(survivors, 1)]
     path.write_text("".join(_dump(entry.to_record()) for entry in rewritten))
     _assert_problem(path, "checkpoint_missing", 100)  # line 100 holds seq 100: there are no other lines
 
@@ -266,7 +284,7 @@ def test_the_interval_is_the_writers(store):
 def test_entries_after_the_head_read_are_not_yet_due(store):
     """A live log: entries appended after the checkpoints were read may still be getting theirs."""
     entries = list(store.iter_entries())
-    first_checkpoint = list(store.iter_checkpoints())[:1]  # read when the head was 199
+    first_checkpoint = store.tree_checkpoints()[:1]  # read when the head was 199
     assert verify(entries, first_checkpoint, KEY.verify_key, required_through=199).ok
     report = verify(entries, first_checkpoint, KEY.verify_key, required_through=250)
     assert report.problem.message == "checkpoint missing at seq 200"

@@ -12,7 +12,7 @@ import hashlib
 
 import pytest
 
-from audit.chain import SigningKey
+from audit.entries import SigningKey
 from audit.note import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from audit.chain import canonical_json
+from audit.entries import canonical_json
 from audit.merkle import ProofError, append_leaves, consistency_proof, fold, inclusion_proof, leaf_hash, subtree_addresses
 from audit.proofs import (
     check_consistency,

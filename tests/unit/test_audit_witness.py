@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from audit.chain import SigningKey
+from audit.entries import SigningKey
 from audit.merkle import EMPTY_ROOT
 from audit.note import ALG_COSIGNATURE_V1, Checkpoint, NoteError, NoteSigner, Signature, open_note
 from audit.witness import (

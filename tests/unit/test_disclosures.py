@@ -7,8 +7,10 @@ from datetime import date, datetime, timezone
 
 import pytest
 
-from audit import GENESIS_HASH, AuditEvent, Entry, Problem, VerifyReport
+from audit import AuditEvent, Entry, Problem, VerifyReport
 from audit.export import csv_cell
+from audit.merkle import tree_hash
+from audit.tree_verify import TreeHead
 from portal.disclosures import service
 from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import (
@@ -112,12 +114,12 @@ def test_the_pdf_escapes_typed_text_and_has_the_table():
 
 
 def _chain(count: int) -> list[Entry]:
-    entries, prev = [], GENESIS_HASH
-    for seq in range(1, count + 1):
-        entry = Entry.create(seq, prev, AuditEvent(action="chart.read", outcome="allowed", patient_id="p1"))
-        entries.append(entry)
-        prev = entry.entry_hash
-    return entries
+    return [Entry(seq, AuditEvent(action="chart.read", outcome="allowed", patient_id="p1"))
+            for seq in range(1, count + 1)]
+
+
+def _root(chain: list[Entry]) -> bytes:
+    return tree_hash([entry.leaf_hash() for entry in chain])
 
 
 def _verified_with(monkeypatch, listed, chain, ok=True):
@@ -125,8 +127,9 @@ def _verified_with(monkeypatch, listed, chain, ok=True):
     def fake_verify_log(observe):
         for entry in chain:
             observe(entry)
-        problem = None if ok else Problem(2, "edited", "seq 2: content does not match its entry_hash")
-        return VerifyReport(ok=ok, entries_checked=len(chain), checkpoints_checked=0, problem=problem)
+        problem = None if ok else Problem(2, "edited", "seq 2: content does not match its leaf hash")
+        return VerifyReport(ok=ok, entries_checked=len(chain), checkpoints_checked=0, problem=problem,
+                            tree=TreeHead(len(chain), _root(chain)))
 
     monkeypatch.setattr(service, "_disclosed_entries", lambda patient_id, period: listed)
     monkeypatch.setattr(service, "verify_log", fake_verify_log)
@@ -136,7 +139,7 @@ def _verified_with(monkeypatch, listed, chain, ok=True):
 def test_a_verified_report_carries_the_head_of_the_verified_chain(monkeypatch):
     chain = _chain(4)
     verified = _verified_with(monkeypatch, [chain[1], chain[2]], chain)
-    assert (verified.count, verified.head_seq, verified.head_hash) == (2, 4, chain[3].entry_hash)
+    assert (verified.count, verified.head_seq, verified.head_hash) == (2, 4, _root(chain).hex())
 
 
 def test_a_failed_verification_refuses_the_report(monkeypatch):
@@ -149,9 +152,8 @@ def test_a_failed_verification_refuses_the_report(monkeypatch):
 def test_a_listed_entry_must_be_the_one_in_the_verified_chain(monkeypatch):
     chain = _chain(3)
     edited = dataclasses.replace(chain[1].event, reason="quality audit")
-    forged = dataclasses.replace(chain[1], event=edited)  # content no longer matches its hash
-    twin = Entry.create(2, chain[0].entry_hash, edited)  # self-consistent, but not the verified seq 2
-    for listed in ([forged], [twin], [dataclasses.replace(chain[2], seq=9)]):
+    forged = dataclasses.replace(chain[1], event=edited)  # not the content the verified seq 2 had
+    for listed in ([forged], [dataclasses.replace(chain[2], seq=9)]):
         with pytest.raises(UnverifiedLog) as refused:
             _verified_with(monkeypatch, listed, chain)
         assert refused.value.kind == "not_in_chain"

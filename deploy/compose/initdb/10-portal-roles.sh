@@ -29,7 +29,7 @@ REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO portal_app;
 
 -- Every table and sequence the owner creates, now and in later migrations, is usable by the workers.
--- UPDATE and DELETE on the audit tables (audit_entry, audit_checkpoint, audit_tree_node, audit_tree_checkpoint,
+-- UPDATE and DELETE on the audit tables (audit_entry, audit_tree_node, audit_tree_checkpoint,
 -- audit_tree_cosignature) are refused by their triggers, which only the
 -- owner (or a superuser) can drop or disable; TRUNCATE is never granted.
 ALTER DEFAULT PRIVILEGES FOR ROLE portal_owner IN SCHEMA public

@@ -1,10 +1,8 @@
-"""The hash chain and its signed checkpoints (and each entry's Merkle leaf, see audit/merkle.py).
+"""Audit entries, their canonical bytes (each entry's Merkle leaf, see audit/merkle.py) and the Ed25519 keys.
 
-Each entry hashes its own sequence number, its predecessor's hash and its event, so editing,
-removing, inserting or reordering entries breaks the chain. A chain alone cannot reveal a
-truncated tail, so checkpoints sign (count, head hash) with an Ed25519 key held by the
-portal: a checkpoint proves that the log once had at least `count` entries ending in
-`head_hash`.
+An entry is a sequence number and an event; its leaf hash is SHA-256(0x00 ‖ canonical JSON of
+{seq, event}). What binds the entries together is the RFC 9162 tree over the leaves and the signed
+C2SP tree checkpoints of it (audit/tree_checkpoints.py), signed with the key defined here.
 """
 from __future__ import annotations
 
@@ -14,17 +12,14 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from audit.events import AuditEvent, format_time, parse_time, utcnow
+from audit.events import AuditEvent
 from audit.merkle import leaf_hash as merkle_leaf_hash
-
-GENESIS_HASH = "0" * 64
 
 
 def parse_json(data: str | bytes) -> Any:
@@ -43,11 +38,6 @@ def canonical_json(value: Any) -> bytes:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def compute_entry_hash(seq: int, prev_hash: str, event: dict[str, Any]) -> str:
-    """SHA-256 over canonical {seq, prev_hash, event}; `event` is AuditEvent.to_dict() output."""
-    return sha256_hex(canonical_json({"seq": seq, "prev_hash": prev_hash, "event": event}))
 
 
 def key_fingerprint(raw_public_key: bytes) -> str:
@@ -181,108 +171,34 @@ def generate_signing_key_pem() -> bytes:
 
 @dataclass(frozen=True)
 class Entry:
-    """One link of the chain: the event plus the hashes that tie it to its predecessor."""
+    """One audit entry: its sequence number and its event, leaf seq - 1 of the Merkle tree (audit/merkle.py)."""
 
     seq: int
     event: AuditEvent
-    prev_hash: str
-    entry_hash: str
 
-    @classmethod
-    def create(cls, seq: int, prev_hash: str, event: AuditEvent) -> Entry:
-        return cls(seq, event, prev_hash, compute_entry_hash(seq, prev_hash, event.to_dict()))
+    def leaf_data(self, seq: int | None = None) -> bytes:
+        """What this entry is in the Merkle tree: canonical JSON of {seq, event} (with another seq: what it
+        would be there, which tells a moved entry from an edited one)."""
+        return leaf_data(self.seq if seq is None else seq, self.event.to_dict())
 
-    def recompute_hash(self, seq: int | None = None) -> str:
-        return compute_entry_hash(self.seq if seq is None else seq, self.prev_hash, self.event.to_dict())
-
-    def hash_ok(self) -> bool:
-        return self.recompute_hash() == self.entry_hash
-
-    def leaf_data(self) -> bytes:
-        """What this entry is in the Merkle tree (audit/merkle.py), at leaf index seq - 1.
-
-        Canonical JSON of {seq, event}: the chain fields prev_hash and entry_hash are left out,
-        so the tree does not depend on the chain, which it is meant to replace.
-        """
-        return canonical_json({"seq": self.seq, "event": self.event.to_dict()})
-
-    def leaf_hash(self) -> bytes:
-        return merkle_leaf_hash(self.leaf_data())
+    def leaf_hash(self, seq: int | None = None) -> bytes:
+        return merkle_leaf_hash(self.leaf_data(seq))
 
     def to_record(self) -> dict[str, Any]:
-        """The JSONL form, shared by the file store and JSONL exports."""
-        return {
-            "type": "entry",
-            "seq": self.seq,
-            "prev_hash": self.prev_hash,
-            "entry_hash": self.entry_hash,
-            "event": self.event.to_dict(),
-        }
+        """The JSONL form, shared by the file store and JSONL exports: the leaf data, plus its leaf hash
+        (base64), which lets a verifier point at an edited line; the signed tree checkpoints are what bind."""
+        return {"type": "entry", "seq": self.seq, "event": self.event.to_dict(),
+                "leaf_hash": base64.b64encode(self.leaf_hash()).decode("ascii")}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> Entry:
         seq = record["seq"]
         if not isinstance(seq, int) or isinstance(seq, bool):
             raise ValueError("seq must be an integer")
-        prev_hash, entry_hash = record["prev_hash"], record["entry_hash"]
-        if not isinstance(prev_hash, str) or not isinstance(entry_hash, str):
-            raise ValueError("hashes must be strings")
-        return cls(seq, AuditEvent.from_dict(record["event"]), prev_hash, entry_hash)
+        return cls(seq, AuditEvent.from_dict(record["event"]))
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """A signed statement that the log had `count` entries ending in `head_hash` at `created`.
+def leaf_data(seq: int, event: dict[str, Any]) -> bytes:
+    """Canonical JSON of {seq, event}, `event` being AuditEvent.to_dict() output: the bytes a leaf hashes."""
+    return canonical_json({"seq": seq, "event": event})
 
-    `public_key` (raw base64) travels with the checkpoint so a verifier without the portal's
-    key can still check it, but such a check is only self-asserted: the key is not signed.
-    """
-
-    count: int
-    head_hash: str
-    created: datetime
-    key_id: str
-    signature: str
-    public_key: str | None = None
-
-    @staticmethod
-    def payload(count: int, head_hash: str, created: datetime, key_id: str) -> bytes:
-        return canonical_json(
-            {"count": count, "head_hash": head_hash, "created": format_time(created), "key_id": key_id}
-        )
-
-    @classmethod
-    def sign(cls, count: int, head_hash: str, key: SigningKey, created: datetime | None = None) -> Checkpoint:
-        created = created or utcnow()
-        signature = key.sign(cls.payload(count, head_hash, created, key.key_id))
-        return cls(count, head_hash, created, key.key_id, signature, key.public_raw_b64())
-
-    def signature_ok(self, key: VerifyKey) -> bool:
-        if self.key_id != key.key_id:
-            return False
-        return key.verify(self.payload(self.count, self.head_hash, self.created, self.key_id), self.signature)
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "type": "checkpoint",
-            "count": self.count,
-            "head_hash": self.head_hash,
-            "created": format_time(self.created),
-            "key_id": self.key_id,
-            "signature": self.signature,
-            "public_key": self.public_key,
-        }
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> Checkpoint:
-        count = record["count"]
-        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-            raise ValueError("checkpoint count must be a non-negative integer")
-        return cls(
-            count,
-            str(record["head_hash"]),
-            parse_time(record["created"]),
-            str(record["key_id"]),
-            str(record["signature"]),
-            record.get("public_key"),
-        )

@@ -1,4 +1,4 @@
-"""Events, canonical hashing, keys and checkpoints: the pieces every store and verifier builds on."""
+"""Events, canonical leaf hashing, keys and signed tree checkpoints: the pieces every store and verifier builds on."""
 from __future__ import annotations
 
 import base64
@@ -9,10 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from audit import (
-    GENESIS_HASH,
     AuditEvent,
     AuditFilter,
-    Checkpoint,
     Entry,
     SigningKey,
     canonical_json,
@@ -21,6 +19,8 @@ from audit import (
     load_verify_key,
     storable,
 )
+from audit.note import NoteError, NoteSigner, open_checkpoint
+from audit.tree_checkpoints import CHAIN_HEAD_EXTENSION, sign_note
 
 WHEN = datetime(2024, 3, 1, 12, 30, 5, 123456, tzinfo=timezone.utc)
 
@@ -68,16 +68,16 @@ def test_event_round_trips_and_normalises_time_to_utc():
         AuditEvent.from_dict({**data, "diagnosis": "x"})
 
 
-def test_entry_hash_is_sha256_of_canonical_seq_prev_event():
+def test_leaf_hash_is_the_rfc9162_leaf_of_canonical_seq_and_event():
     event = AuditEvent(action="signin.failure", outcome="denied", time=WHEN)
-    entry = Entry.create(1, GENESIS_HASH, event)
-    expected = hashlib.sha256(
-        json.dumps({"seq": 1, "prev_hash": GENESIS_HASH, "event": event.to_dict()},
-                   sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
-    assert entry.entry_hash == expected
+    entry = Entry(1, event)
+    data = json.dumps({"seq": 1, "event": event.to_dict()}, sort_keys=True, separators=(",", ":")).encode()
+    assert entry.leaf_data() == data
+    assert entry.leaf_hash() == hashlib.sha256(b"\x00" + data).digest()
+    assert entry.leaf_hash(2) != entry.leaf_hash()  # the seq is hashed: a moved entry is another leaf
     assert canonical_json({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
-    assert Entry.from_record(json.loads(canonical_json(entry.to_record()))) == entry
+    record = json.loads(canonical_json(entry.to_record()))
+    assert Entry.from_record(record) == entry and base64.b64decode(record["leaf_hash"]) == entry.leaf_hash()
 
 
 def test_keys_load_from_pem_raw_base64_and_files(tmp_path):
@@ -95,17 +95,20 @@ def test_keys_load_from_pem_raw_base64_and_files(tmp_path):
         load_signing_key("not a key")
 
 
-def test_checkpoint_signature_covers_count_head_and_time():
+def test_a_tree_checkpoint_signature_covers_size_root_and_extension_lines():
     key = SigningKey.generate()
-    checkpoint = Checkpoint.sign(5, "a" * 64, key, created=WHEN)
-    assert checkpoint.signature_ok(key.verify_key)
-    for forged in (
-        Checkpoint(6, checkpoint.head_hash, WHEN, key.key_id, checkpoint.signature),
-        Checkpoint(5, "b" * 64, WHEN, key.key_id, checkpoint.signature),
-        Checkpoint(5, checkpoint.head_hash, WHEN + timedelta(seconds=1), key.key_id, checkpoint.signature),
-    ):
-        assert not forged.signature_ok(key.verify_key)
-    assert not checkpoint.signature_ok(SigningKey.generate().verify_key)
+    signer = NoteSigner("portal.example/audit", key)
+    chain_head = f"{CHAIN_HEAD_EXTENSION} 5 {'a' * 64}"
+    note = sign_note(signer, 5, b"\x01" * 32, (chain_head,))
+    checkpoint, _ = open_checkpoint(note, [signer.verifier], origin="portal.example/audit")
+    assert (checkpoint.size, checkpoint.root_hash, checkpoint.extensions) == (5, b"\x01" * 32, (chain_head,))
+    root_line = base64.b64encode(b"\x01" * 32).decode()
+    for forged in (note.replace("\n5\n", "\n6\n"), note.replace(root_line, base64.b64encode(b"\x02" * 32).decode()),
+                   note.replace(" 5 aaaa", " 5 baaa")):
+        with pytest.raises(NoteError):
+            open_checkpoint(forged, [signer.verifier])
+    with pytest.raises(NoteError):
+        open_checkpoint(note, [NoteSigner("portal.example/audit", SigningKey.generate()).verifier])
 
 
 def test_filter_matches_and_describes():
