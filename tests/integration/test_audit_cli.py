@@ -1,6 +1,7 @@
 """`python -m audit` as an auditor runs it: exit 0 when intact, 1 on tampering, 2 on usage/IO errors."""
 from __future__ import annotations
 
+import base64
 import csv
 import importlib.metadata
 import json
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from audit import CSV_COLUMNS, AuditEvent, SigningKey, SqlAuditStore, create_tables
+from audit import CSV_COLUMNS, AuditEvent, Entry, SigningKey, SqlAuditStore, create_tables
+from audit.merkle import verify_inclusion
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -88,6 +90,30 @@ def test_jsonl_export_verifies_and_an_edit_fails(sqlite_with_log, key_files, tmp
     assert tampered.stdout.startswith("FAILED: edited at position 11")
 
 
+def test_a_jsonl_export_is_rebuilt_into_the_tree_its_signed_checkpoints_and_manifest_name(sqlite_with_log, key_files,
+                                                                                          tmp_path):
+    """An entry rewritten with its leaf hash recomputed agrees with itself; the tree rebuilt from the export no
+    longer has the root the next signed checkpoint states."""
+    out = tmp_path / "export.jsonl"
+    assert _cli("export", "--db", sqlite_with_log, "--format", "jsonl", "--signing-key", str(key_files[0]),
+                "-o", str(out)).returncode == 0
+    lines = out.read_text().splitlines(keepends=True)
+    engine = sa.create_engine(sqlite_with_log)
+    store = SqlAuditStore(engine, None)
+    manifest = json.loads(lines[-1])
+    assert (manifest["tree_size"], manifest["tree_root"]) == (120, base64.b64encode(store.root()).decode())
+    engine.dispose()
+    position = next(n for n, line in enumerate(lines) if '"seq":50,' in line)
+    record = json.loads(lines[position])
+    rewritten = Entry(50, AuditEvent.from_dict({**record["event"], "actor_id": "nobody"}))
+    lines[position] = json.dumps(rewritten.to_record(), sort_keys=True, separators=(",", ":")) + "\n"
+    out.write_text("".join(lines))
+    result = _cli("verify", str(out), "--public-key", str(key_files[1]), "--checkpoint-every", "40")
+    checkpoint_80 = next(n for n, line in enumerate(lines, 1) if '"type":"checkpoint"' in line and "\\n80\\n" in line)
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"FAILED: checkpoint_mismatch at position {checkpoint_80}: tree checkpoint of size 80")
+
+
 def test_a_line_nested_past_what_the_parser_reads_is_reported_malformed_not_a_crash(sqlite_with_log, key_files,
                                                                                      tmp_path):
     out = tmp_path / "export.jsonl"
@@ -112,11 +138,12 @@ def test_a_full_jsonl_export_without_its_checkpoints_fails(sqlite_with_log, key_
     assert "checkpoint missing at seq 40" in result.stdout
 
 
-def test_filtered_csv_and_fhir_exports_write_signed_manifests(sqlite_url, key_files, tmp_path):
+def test_filtered_csv_and_fhir_exports_write_signed_manifests_naming_the_tree_their_rows_are_proved_in(
+        sqlite_url, key_files, tmp_path):
     engine = sa.create_engine(sqlite_url)
     create_tables(engine)
-    SqlAuditStore(engine, SigningKey.from_pem(key_files[0].read_bytes())).append_many(
-        AuditEvent(action="chart.read", outcome="allowed", actor_id=f"u{i % 2}") for i in range(10))
+    store = SqlAuditStore(engine, SigningKey.from_pem(key_files[0].read_bytes()))
+    store.append_many(AuditEvent(action="chart.read", outcome="allowed", actor_id=f"u{i % 2}") for i in range(10))
     for fmt in ("csv", "fhir"):
         out = tmp_path / f"export.{fmt}"
         result = _cli("export", "--db", sqlite_url, "--format", fmt, "--actor", "u1", "--since", "2000-01-01",
@@ -125,7 +152,13 @@ def test_filtered_csv_and_fhir_exports_write_signed_manifests(sqlite_url, key_fi
         manifest = json.loads(Path(f"{out}.manifest.json").read_text())
         assert (manifest["format"], manifest["count"], manifest["contiguous"]) == (fmt, 5, False)
         assert "actor_id=u1" in manifest["filter"]
-    assert len(list(csv.DictReader((tmp_path / "export.csv").open()))) == 5
+        assert (manifest["tree_size"], manifest["tree_root"]) == (10, base64.b64encode(store.root()).decode())
+    rows = list(csv.DictReader((tmp_path / "export.csv").open()))
+    assert len(rows) == 5
+    for row in rows:  # each row is a leaf of the tree the manifest names: an auditor asks for its inclusion proof
+        index = int(row["seq"]) - 1
+        verify_inclusion(index, 10, base64.b64decode(row["leaf_hash"]), store.inclusion_proof(index, 10), store.root())
+    engine.dispose()
 
 
 def test_usage_and_io_errors_exit_2(tmp_path):
