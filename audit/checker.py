@@ -20,18 +20,26 @@ in constant memory:
   and re-hashing a rewritten log is caught.
 
 The first problem, by position, is reported (a Problem with a kind from KINDS); nothing is raised
-for bad input.
+for bad input. A page of items with nothing to report is taken whole (the common case, and the one
+full verification's speed depends on); from the first page that has something, items are checked one
+by one with a look-ahead that tells an edit from a move, a gap from a reordering.
+
+Long because the pass is one piece: the entry checks, the tree's growth and the checkpoints it reaches
+decide together which problem comes first, and splitting them would split that decision.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
+from itertools import chain
 from typing import Any, NamedTuple
 
 from audit.entries import Entry, VerifyKey
 from audit.errors import MalformedEntryError, Problem, TreeError
-from audit.merkle import EMPTY_ROOT, Address, node_hash
+from audit.merkle import EMPTY_ROOT, NODE_PREFIX, node_hash
 from audit.note import ALG_ED25519, NoteError, Verifier, open_note
+from audit.note import Checkpoint as NoteCheckpoint
 from audit.tree_checkpoints import note_body
 
 KINDS = frozenset({
@@ -72,9 +80,10 @@ class SignedCheckpoint:
 class StoredTree:
     """The stored hashes the derived tree is compared with (the SQL store's node table)."""
 
-    def __init__(self, size: int, read: Callable[[int, int], dict[Address, bytes]]) -> None:
+    def __init__(self, size: int, read: Callable[[int, int], list[tuple[int, int, bytes]]]) -> None:
         self.size = size  # leaves stored
-        self.read = read  # read(first_leaf, end_leaf): stored interior hashes covering those leaves
+        self.read = read  # read(start, end): (level, index, hash) of the stored nodes above leaves start..end-1
+        # that those leaves complete (levels 1 and up), ordered by level, then index
 
 
 @dataclass
@@ -94,7 +103,7 @@ class _Checkpoints:
 
     def __init__(self, checkpoints: Sequence[SignedCheckpoint], key: VerifyKey | None,
                  required_every: int | None, required_through: int | None, seq_positions: bool) -> None:
-        self._all = sorted(checkpoints, key=self._size)
+        self._all = sorted(((self._size(checkpoint), checkpoint) for checkpoint in checkpoints), key=lambda pair: pair[0])
         self._next = 0
         self.key = key
         self.required_every = required_every
@@ -104,7 +113,7 @@ class _Checkpoints:
         self._verifier: Verifier | None = None
         self._signed_sizes: set[int] = set()
         self.failed_at: int | None = None  # size of a checkpoint that failed: the rule below is not applied beyond
-        self.sizes = {self._size(checkpoint) for checkpoint in self._all}
+        self.sizes = {size for size, _ in self._all}
 
     @staticmethod
     def _size(checkpoint: SignedCheckpoint) -> int:
@@ -115,11 +124,11 @@ class _Checkpoints:
         except NoteError:
             return 0  # unreadable: checked (and refused) first thing
 
-    def _open(self, checkpoint: SignedCheckpoint) -> int:
-        """Verify one checkpoint's signature; its size."""
+    def _open(self, size: int, checkpoint: SignedCheckpoint) -> NoteCheckpoint:
+        """Verify the signature of one checkpoint (of `size` as far as it was read); what it states."""
         position = checkpoint.position
         try:
-            body = note_body(checkpoint.note)
+            body = note_body(checkpoint.note) if self._verifier is None else None  # the origin names the key
         except NoteError as exc:
             raise Found(position, "bad_checkpoint_signature", f"unreadable tree checkpoint: {exc}") from None
         if self.key is None:
@@ -127,24 +136,24 @@ class _Checkpoints:
         if self._verifier is None:
             self._verifier = Verifier(body.origin, ALG_ED25519, self.key.raw)
         try:
-            open_note(checkpoint.note, [self._verifier])
+            body = NoteCheckpoint.parse(open_note(checkpoint.note, [self._verifier]).text)
         except NoteError as exc:
             raise Found(position, "bad_checkpoint_signature",
-                        f"tree checkpoint of size {body.size} is not signed by the log's key as "
+                        f"tree checkpoint of size {size} is not signed by the log's key as "
                         f"{self._verifier.name}: {exc}") from None
         if (checkpoint.size, checkpoint.root) not in ((None, None), (body.size, body.root_hash)):
             raise Found(position, "checkpoint_mismatch",
                         f"tree checkpoint of size {body.size}: the stored size and root differ from its signed note")
         self.checked += 1
-        return body.size
+        return body
 
     def reached(self, size: int, root_at: Callable[[int], bytes | None]) -> None:
         """Check every checkpoint of a size up to `size` (the tree just grew to it), then the required ones."""
-        while self._next < len(self._all) and self._size(self._all[self._next]) <= size:
-            checkpoint = self._all[self._next]
-            self.failed_at = self._size(checkpoint)
-            checkpoint_size = self._open(checkpoint)
-            if note_body(checkpoint.note).root_hash != root_at(checkpoint_size):
+        while self._next < len(self._all) and self._all[self._next][0] <= size:
+            self.failed_at, checkpoint = self._all[self._next]
+            body = self._open(self.failed_at, checkpoint)
+            checkpoint_size = body.size
+            if body.root_hash != root_at(checkpoint_size):
                 raise Found(checkpoint.position, "checkpoint_mismatch",
                             f"tree checkpoint of size {checkpoint_size} signs a different root than the tree of the "
                             f"first {checkpoint_size} entries (rewritten, reordered or forked)")
@@ -166,10 +175,10 @@ class _Checkpoints:
 
     def finish(self, last_seq: int, end_position: int) -> None:
         if self._next < len(self._all):
-            checkpoint = self._all[self._next]
+            size, checkpoint = self._all[self._next]
             raise Found(end_position, "truncated",
                         f"log ends at seq {last_seq} but a tree checkpoint (position {checkpoint.position}) "
-                        f"signed {self._size(checkpoint)} entries")
+                        f"signed {size} entries")
 
 
 @dataclass
@@ -188,32 +197,66 @@ class Pass:
     progress: Callable[[int], Any] | None = None
     _stack: list[bytes] = field(default_factory=list)
     _size: int = 0
+    _count: int = 0
     _prev: Leaf | None = None
 
-    def run(self, items: Iterable[Leaf]) -> Outcome:
+    def run(self, pages: Iterable[list[Leaf]]) -> Outcome:
+        """Check the items, given in pages (lists) in log order. A page without anything to report is taken whole;
+        from the first page that has something, items are checked one by one with a look-ahead, which names it."""
         cursor = _Checkpoints(self.checkpoints, self.key, self.required_every, self.required_through,
                               self.seq_positions)
-        count, problem = 0, None
-        stream = _Peekable(items)
+        self._count, problem = 0, None
+        pages = iter(pages)
         try:
             cursor.reached(0, lambda size: EMPTY_ROOT)
-            while True:
-                batch, problem = self._batch(stream)
-                count += len(batch)
-                if self.tree and batch:
-                    problem = _first(problem, self._grow(batch, cursor))
-                if self.progress is not None:
-                    self.progress(len(batch))
-                if problem is not None or stream.peek() is None:
+            while problem is None:
+                page, problem = _pull(pages)
+                if page is None:
                     break
-            if problem is None:
-                problem = _first(stream.error(), None)
+                if not self._clean(page):
+                    problem = self._one_by_one(_Peekable(chain(page, chain.from_iterable(pages))), cursor)
+                    break
+                problem = self._take(page, cursor)
             if problem is None and self.tree:
                 problem = self._finish(cursor)
         except Found as found:
             problem = _first(problem, found.problem)
-        return Outcome(problem, count, cursor.checked, cursor.key.key_id if cursor.key else None, self._size,
+        return Outcome(problem, self._count, cursor.checked, cursor.key.key_id if cursor.key else None, self._size,
                        self._root())
+
+    def _clean(self, page: list[Leaf]) -> bool:
+        """Seqs in order (consecutive, for a tree) and every claimed leaf hash the derived one: nothing to report."""
+        last = self._prev.seq if self._prev is not None else 0
+        stored, tree = self.stored is not None, self.tree
+        for item in page:
+            if item.seq != last + 1 if tree else item.seq <= last:
+                return False
+            claimed = item.claimed
+            if (claimed is None and stored) or (claimed is not None and claimed != item.leaf):
+                return False
+            last = item.seq
+        return True
+
+    def _take(self, batch: list[Leaf], cursor: _Checkpoints, problem: Problem | None = None) -> Problem | None:
+        """Accept checked items: observed, counted, grown into the tree."""
+        if self.observe is not None:
+            for item in batch:
+                self.observe(item)
+        if batch:
+            self._prev = batch[-1]
+            self._count += len(batch)
+            if self.tree:
+                problem = _first(problem, self._grow(batch, cursor))
+        if self.progress is not None:
+            self.progress(len(batch))
+        return problem
+
+    def _one_by_one(self, stream: _Peekable, cursor: _Checkpoints) -> Problem | None:
+        while True:
+            batch, problem = self._batch(stream)
+            problem = self._take(batch, cursor, problem)
+            if problem is not None or stream.peek() is None:
+                return problem or stream.error()
 
     def _root(self) -> bytes:
         result = self._stack[-1] if self._stack else EMPTY_ROOT
@@ -226,19 +269,16 @@ class Pass:
         batch: list[Leaf] = []
         try:
             while len(batch) < BATCH and (item := stream.pop()) is not None:
-                self._check(item, stream)
-                if self.observe is not None:
-                    self.observe(item)
+                self._check(item, stream, batch[-1] if batch else self._prev)
                 batch.append(item)
-                self._prev = item
         except Found as found:
             return batch, found.problem
         except MalformedEntryError as exc:
             return batch, Problem(exc.position, "malformed", exc.message)
         return batch, None
 
-    def _check(self, item: Leaf, stream: _Peekable) -> None:
-        prev, seq, position = self._prev, item.seq, item.position
+    def _check(self, item: Leaf, stream: _Peekable, prev: Leaf | None) -> None:
+        seq, position = item.seq, item.position
         following = stream.peek()
         if following is not None and following.seq == seq:
             raise Found(position, "inserted",
@@ -257,11 +297,11 @@ class Pass:
         if item.claimed is None and self.stored is not None:
             raise Found(position, "inserted", f"entry {seq} has no leaf in the tree")
         if item.claimed is not None and item.claimed != item.leaf:
-            self._mismatch(item, following)
+            self._mismatch(item, prev, following)
 
-    def _mismatch(self, item: Leaf, following: Leaf | None) -> None:
+    def _mismatch(self, item: Leaf, prev: Leaf | None, following: Leaf | None) -> None:
         entry = self.entry_of(item.source)
-        neighbours = {other.seq: other.claimed for other in (self._prev, following) if other is not None}
+        neighbours = {other.seq: other.claimed for other in (prev, following) if other is not None}
         for moved in (item.seq + 1, item.seq - 1):
             if moved >= 1 and entry.leaf_hash(moved) in (item.claimed, neighbours.get(moved)):
                 raise Found(item.position, "reordered", f"entry stored at seq {item.seq} was written as seq {moved}")
@@ -271,16 +311,14 @@ class Pass:
         """Add the batch's leaves to the tree; compare the stored nodes they complete; check checkpoints."""
         start, stack, sizes = self._size, self._stack, cursor.sizes
         roots: dict[int, bytes] = {}
-        derived: dict[Address, bytes] = {}
-        keep = self.stored is not None
+        derived: list[list[bytes]] = [[] for _ in range((start + len(batch)).bit_length() + 1)]  # per level
         size = start
         for item in batch:
             digest, index, level = item.leaf, size, 0
             while index & 1:
-                digest = node_hash(stack.pop(), digest)
+                digest = sha256(NODE_PREFIX + stack.pop() + digest).digest()  # node_hash, inlined: it runs n times
                 level, index = level + 1, index >> 1
-                if keep:
-                    derived[(level, index)] = digest
+                derived[level].append(digest)
             stack.append(digest)
             size += 1
             if size in sizes:
@@ -299,13 +337,19 @@ class Pass:
             problems.append(found.problem)
         return _first(*problems)
 
-    def _compare(self, start: int, end: int, derived: dict[Address, bytes]) -> Problem | None:
-        if self.stored is None or not derived:
+    def _compare(self, start: int, end: int, derived: list[list[bytes]]) -> Problem | None:
+        """The stored nodes the batch completes against the derived ones: the node hashes the batch completed
+        at each level are those of consecutive indexes from start >> level, so both sides line up in order."""
+        if self.stored is None:
             return None
-        stored = self.stored.read(start, end)
-        wrong = [address for address, digest in derived.items() if stored.get(address) != digest]
-        if not wrong:
-            return None
+        rows = self.stored.read(start, end)
+        if [row[2] for row in rows] == list(chain.from_iterable(derived)):
+            return None  # the same hashes in the same (level, index) order: the ranges read hold no others
+        expected = [(level, (start >> level) + n, digest) for level, digests in enumerate(derived)
+                    for n, digest in enumerate(digests)]
+        stored = {(level, index): digest for level, index, digest in rows}
+        wrong = [(level, index) for level, index, digest in expected if stored.get((level, index)) != digest]
+        wrong += [address for address in stored if address not in {(level, index) for level, index, _ in expected}]
         level, index = min(wrong)
         first = index << level
         if (level, index) not in stored:
@@ -324,6 +368,43 @@ class Pass:
             return Problem(last + 1, "truncated", f"the tree has {self.stored.size} leaves but the log ends at entry "
                                                   f"{last}")
         return None
+
+
+_SOURCE_ERRORS = (MalformedEntryError, Found, TreeError)
+
+
+def _problem_of(exc: Exception) -> Problem:
+    """What a source's error (one of _SOURCE_ERRORS) reports."""
+    if isinstance(exc, MalformedEntryError):
+        return Problem(exc.position, "malformed", exc.message)
+    if isinstance(exc, Found):
+        return exc.problem
+    return Problem(0, "tree_mismatch", str(exc))
+
+
+def _pull(pages: Iterator[list[Leaf]]) -> tuple[list[Leaf] | None, Problem | None]:
+    """The next page, or (None, the problem a source raised) or (None, None) at the end."""
+    try:
+        return next(pages, None), None
+    except _SOURCE_ERRORS as exc:
+        return None, _problem_of(exc)
+
+
+def pages_of(items: Iterable[Leaf], size: int = BATCH) -> Iterator[list[Leaf]]:
+    """Items in pages; what a source raises comes after the page of the items before it."""
+    page: list[Leaf] = []
+    try:
+        for item in items:
+            page.append(item)
+            if len(page) == size:
+                yield page
+                page = []
+    except _SOURCE_ERRORS:
+        if page:
+            yield page
+        raise
+    if page:
+        yield page
 
 
 def _first(*problems: Problem | None) -> Problem | None:
@@ -346,12 +427,8 @@ class _Peekable:
                 self._next = next(self._items)
             except StopIteration:
                 pass
-            except MalformedEntryError as exc:
-                self._error = Problem(exc.position, "malformed", exc.message)
-            except Found as found:
-                self._error = found.problem
-            except TreeError as exc:
-                self._error = Problem(0, "tree_mismatch", str(exc))
+            except _SOURCE_ERRORS as exc:
+                self._error = _problem_of(exc)
         return self._next
 
     def pop(self) -> Leaf | None:

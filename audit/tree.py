@@ -17,6 +17,7 @@ import functools
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timezone
+from hashlib import sha256
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from audit.entries import Entry, leaf_data
 from audit.errors import MalformedEntryError, TreeError
 from audit.events import AuditEvent, format_time
-from audit.merkle import Address, append_leaves, leaf_hash, subtree_addresses
+from audit.merkle import LEAF_PREFIX, Address, append_leaves, leaf_hash, subtree_addresses
 from audit.queries import EVENT_COLUMNS, entry_from_row
 from audit.schema import audit_entry, audit_tree_checkpoint, audit_tree_node
 
@@ -130,9 +131,25 @@ def build_tree(conn: sa.Connection, page: int = BACKFILL_PAGE) -> int:
 # --------------------------------------------------------------------------- reading for full verification
 
 _entries = audit_entry.c
-_LEAN_COLUMNS = (_entries.seq, sa.type_coerce(_entries.time, sa.String()).label("time"),
-                 *(_entries[name] for name in EVENT_COLUMNS if name != "time"), _entries.details)
-_EVENT_NAMES = tuple(name for name in EVENT_COLUMNS if name != "time")
+_EVENT_NAMES = tuple(sorted((*EVENT_COLUMNS, "details")))  # canonical JSON's key order
+
+
+@functools.lru_cache(maxsize=4)
+def _lean_query(dialect: str) -> sa.Select:
+    """seq and the event's columns in canonical key order, `time` as text: SQLite's stored text of the naive UTC
+    time, and PostgreSQL's timestamptz written in that same shape (a driver's datetime objects cost more than
+    the hashing)."""
+    if dialect == "postgresql":
+        time = sa.func.to_char(sa.func.timezone("UTC", _entries.time), sa.literal("YYYY-MM-DD HH24:MI:SS.US"))
+    else:
+        time = sa.type_coerce(_entries.time, sa.String())
+    columns = (time.label("time") if name == "time" else _entries[name] for name in _EVENT_NAMES)
+    return sa.select(_entries.seq, *columns).order_by(_entries.seq)
+# The leaf data of a row, {"event": {...}, "seq": n}, with every key in canonical order; %s are JSON texts
+# (the details column is stored as canonical JSON), the time is "%s" inside quotes (ISO digits only).
+_LEAF_TEMPLATE = ('{"event":{' + ",".join(f'"{name}":' + ('"%s"' if name == "time" else "%s") for name in _EVENT_NAMES)
+                  + '},"seq":%d}')
+_json_text = json.encoder.encode_basestring  # what canonical_json writes for a str (ensure_ascii=False)
 
 
 def snapshot(conn: sa.Connection) -> tuple[int, int, int]:
@@ -158,23 +175,47 @@ def _event_time(value: Any) -> str:
 
 
 def _row_event(row: Sequence[Any]) -> dict[str, Any]:
-    """The event of a row of `_LEAN_COLUMNS` as AuditEvent.to_dict() gives it."""
+    """The event of a row of `_lean_query` as AuditEvent.to_dict() gives it."""
     try:
-        event = dict(zip(_EVENT_NAMES, row[2:-1], strict=True))
-        event["time"] = _event_time(row[1])
-        event["details"] = json.loads(row[-1])
+        event = dict(zip(_EVENT_NAMES, row[1:], strict=True))
+        event["time"] = _event_time(event["time"])
+        event["details"] = json.loads(event["details"])
     except (ValueError, TypeError) as exc:
         raise MalformedEntryError(row[0], f"unreadable audit row: {exc}") from None
     return event
 
 
 def row_leaf_data(row: Sequence[Any]) -> bytes:
-    """The leaf data of a row of `_LEAN_COLUMNS`: canonical JSON of {seq, event}, as Entry.leaf_data()."""
+    """The leaf data of a row of `_lean_query`: canonical JSON of {seq, event}, as Entry.leaf_data()."""
     return leaf_data(row[0], _row_event(row))
 
 
+def _quick_leaf_hash(row: Sequence[Any]) -> bytes | None:
+    """The leaf hash of a row written as the store writes rows, without parsing its details or building a
+    datetime (None when it is not): equal to the exact one whenever it equals the stored leaf, since equal
+    bytes mean equal values; for anything else `row_leaf_data` decides. Spelled out column by column
+    because it runs once per entry of the log."""
+    (seq, action, actor_id, actor_role, details, outcome, patient_id, reason, request_id, resource_id, resource_type,
+     session_hash, source_ip, time, user_agent) = row
+    q = _json_text
+    if type(time) is str and len(time) == 26 and time[10] == " ":  # _event_time's common case, inlined
+        time = f"{time[:10]}T{time[11:]}Z"
+    try:
+        text = _LEAF_TEMPLATE % (
+            q(action), "null" if actor_id is None else q(actor_id), "null" if actor_role is None else q(actor_role),
+            details, q(outcome), "null" if patient_id is None else q(patient_id),
+            "null" if reason is None else q(reason), "null" if request_id is None else q(request_id),
+            "null" if resource_id is None else q(resource_id), "null" if resource_type is None else q(resource_type),
+            "null" if session_hash is None else q(session_hash), "null" if source_ip is None else q(source_ip),
+            time if type(time) is str and time[-1] == "Z" else _event_time(time),
+            "null" if user_agent is None else q(user_agent), seq)
+        return sha256(LEAF_PREFIX + text.encode("utf-8")).digest()  # leaf_hash(), inlined
+    except (ValueError, TypeError, AttributeError):
+        return None
+
+
 def row_entry(row: Sequence[Any]) -> Entry:
-    """The entry of a row of `_LEAN_COLUMNS` (MalformedEntryError when it cannot be one)."""
+    """The entry of a row of `_lean_query` (MalformedEntryError when it cannot be one)."""
     try:
         return Entry(row[0], AuditEvent.from_dict(_row_event(row)))
     except (ValueError, TypeError) as exc:
@@ -182,28 +223,61 @@ def row_entry(row: Sequence[Any]) -> Entry:
 
 
 def leaf_pages(engine: sa.Engine, through: int, page: int = BACKFILL_PAGE
-               ) -> Iterator[list[tuple[int, bytes, bytes | None, Sequence[Any]]]]:
-    """(seq, leaf hash of the row, stored leaf hash or None, row) of every entry up to seq `through`, in pages
-    read by seq range, each with its stored leaves in the same short transaction; rows, not entries."""
-    query = sa.select(*_LEAN_COLUMNS).order_by(_entries.seq).limit(page)
+               ) -> Iterator[list[tuple[int, int, bytes, bytes | None, Sequence[Any]]]]:
+    """(seq, seq, leaf hash of the row, stored leaf hash or None, row) of every entry up to seq `through`, in pages
+    read by seq range, each with its stored leaves in the same short transaction; rows, not entries. A row
+    that cannot be read raises MalformedEntryError after the page of the rows before it."""
+    query = _lean_query(engine.dialect.name).limit(page)
     leaves = sa.select(_nodes.idx, _nodes.hash).where(_nodes.level == 0)
     last = 0
     while last < through:
         with engine.connect() as conn:
-            rows = conn.execute(query.where(_entries.seq > last, _entries.seq <= through)).all()
+            rows = _driver_rows(conn, query.where(_entries.seq > last, _entries.seq <= through))
             if not rows:
                 return
-            stored = dict(conn.execute(leaves.where(_nodes.idx.between(rows[0][0] - 1, rows[-1][0] - 1))).all())
-        yield [(row[0], leaf_hash(row_leaf_data(row)), stored.get(row[0] - 1), row) for row in rows]
+            stored = {index: _bytes(digest) for index, digest in
+                      _driver_rows(conn, leaves.where(_nodes.idx.between(rows[0][0] - 1, rows[-1][0] - 1)))}
+        items = []
+        try:
+            for row in rows:
+                claimed = stored.get(row[0] - 1)
+                leaf = _quick_leaf_hash(row)
+                items.append((row[0], row[0], leaf if leaf == claimed else leaf_hash(row_leaf_data(row)), claimed, row))
+        except MalformedEntryError:
+            yield items
+            raise
+        yield items
         last = rows[-1][0]
 
 
-def interior_hashes(engine: sa.Engine, start: int, end: int) -> dict[Address, bytes]:
-    """The stored hashes above the leaves that leaves start..end-1 complete (levels 1 and up), in one query."""
+def interior_hashes(engine: sa.Engine, start: int, end: int) -> list[tuple[int, int, bytes]]:
+    """(level, index, hash) of the stored nodes above the leaves that leaves start..end-1 complete (levels 1 and
+    up), ordered by level and index, in one query."""
     ranges = [(level, start >> level, (end >> level) - 1) for level in range(1, end.bit_length() + 1)]
     clauses = [(_nodes.level == level) & _nodes.idx.between(low, high) for level, low, high in ranges if low <= high]
     if not clauses:
-        return {}
+        return []
+    query = sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(sa.or_(*clauses)).order_by(_nodes.level, _nodes.idx)
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(_nodes.level, _nodes.idx, _nodes.hash).where(sa.or_(*clauses))).all()
-        return {(level, index): bytes(digest) for level, index, digest in rows}
+        rows = _driver_rows(conn, query)
+    return rows if engine.dialect.name == "sqlite" else [(level, index, _bytes(digest)) for level, index, digest in rows]
+
+
+def _driver_rows(conn: sa.Connection, query: sa.Select) -> list[tuple[Any, ...]]:
+    """The rows of `query` as the database driver returns them: plain tuples, no result processing (full
+    verification reads every row of the log, and building SQLAlchemy rows cost more than hashing them)."""
+    compiled = query.compile(dialect=conn.dialect)
+    parameters: Any = compiled.params
+    if compiled.positional:
+        parameters = tuple(parameters[name] for name in compiled.positiontup)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(str(compiled), parameters)
+        return cursor.fetchall()
+    finally:
+        cursor.close()
+
+
+def _bytes(value: bytes | memoryview) -> bytes:
+    return value if type(value) is bytes else bytes(value)  # psycopg2 returns memoryview for bytea
+

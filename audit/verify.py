@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from audit import tree
-from audit.checker import KINDS, Found, Leaf, Pass, SignedCheckpoint, StoredTree
+from audit.checker import KINDS, Found, Leaf, Pass, SignedCheckpoint, StoredTree, pages_of
 from audit.entries import Entry, VerifyKey, parse_json
 from audit.errors import CannotVerify, MalformedEntryError, Problem
 from audit.export import (
@@ -93,8 +93,9 @@ class VerifyReport:
         return f"FAILED: {problem.kind} at position {problem.position}: {problem.message} (checked {checked})"
 
 
-def _report(run: Pass, items: Iterable[Leaf], mode: str = "log", self_asserted: bool = False) -> VerifyReport:
-    outcome = run.run(items)
+def _report(run: Pass, items: Iterable[Leaf], mode: str = "log", self_asserted: bool = False,
+            pages: Iterable[list[Leaf]] | None = None) -> VerifyReport:
+    outcome = run.run(pages_of(items) if pages is None else pages)
     return VerifyReport(ok=outcome.problem is None, entries_checked=outcome.entries,
                         checkpoints_checked=outcome.checkpoints, problem=outcome.problem, key_id=outcome.key_id,
                         self_asserted_key=self_asserted, mode=mode,
@@ -159,7 +160,7 @@ def verify_store(
     run = Pass(tree.row_entry, _signed(checkpoints, by_size=True), verify_key,
                required_every=store.checkpoint_every, required_through=head, stored=stored, progress=progress,
                observe=None if observe is None else lambda item: observe(tree.row_entry(item.source)))
-    report = _report(run, _row_leaves(store, through))
+    report = _report(run, (), pages=_row_pages(store, through))
     counted = store.count_through(through)
     if report.ok and counted != through:
         report.ok = False
@@ -168,10 +169,12 @@ def verify_store(
     return report
 
 
-def _row_leaves(store: SqlAuditStore, through: int) -> Iterator[Leaf]:
+def _row_pages(store: SqlAuditStore, through: int) -> Iterator[list[Leaf]]:
+    """Each row as a Leaf positioned at its seq; built with tuple.__new__, which skips the Python-level
+    constructor of a named tuple (one per entry of the log)."""
+    new = tuple.__new__
     for page in tree.leaf_pages(store.engine, through):
-        for seq, leaf, claimed, row in page:
-            yield Leaf(seq, seq, leaf, claimed, row)
+        yield [new(Leaf, item) for item in page]
 
 
 def _verify_other_store(store: AuditStore, verify_key: VerifyKey | None, progress: Progress | None,

@@ -26,6 +26,7 @@ from audit import (
     remove_append_only_guard,
     verify_store,
 )
+from audit import tree as tree_module
 from audit.note import NoteSigner
 from audit.schema import AUDIT_TABLES
 from audit.store import ADVISORY_LOCK_KEY, DEFAULT_ORIGIN, entry_to_row
@@ -357,3 +358,21 @@ def test_an_append_waits_a_bounded_time_for_its_lock_then_fails_closed(engine):
             store.probe_append()
     assert len(failures) == 2 and store.count() == 0
     assert store.append(_event(1)).seq == 1
+
+
+def test_full_verification_s_quick_leaf_is_the_exact_leaf_of_every_row_the_store_writes(engine):
+    """Verification hashes rows as text, without parsing details or building datetimes; for every row the store
+    writes (nulls, quotes, backslashes, non-ASCII, escaped control characters, zero microseconds) that must
+    give the entry's own leaf hash, or each row would take the slow exact path."""
+    store = SqlAuditStore(engine, KEY)
+    events = [
+        AuditEvent.create(action="chart.read", outcome="allowed", actor_id='dr "quoted"', actor_role="clinician",
+                          patient_id="p\\1", reason="café \u2014 ok", user_agent="a\x00b\tc", source_ip="10.0.0.1",
+                          request_id="r-1", session_hash="s" * 64, resource_type="Observation", resource_id="o-1",
+                          details={"results": 3, "note": 'say "hi"', "flag": True}, time=START),
+        AuditEvent(action="signin.failure", outcome="denied", time=START + timedelta(seconds=1)),
+    ]
+    entries = store.append_many(events)
+    items = [item for page in tree_module.leaf_pages(engine, 2) for item in page]
+    assert [tree_module._quick_leaf_hash(item[4]) for item in items] == [entry.leaf_hash() for entry in entries]
+    assert [tree_module.row_entry(item[4]) for item in items] == entries
