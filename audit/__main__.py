@@ -21,6 +21,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from tqdm import tqdm
@@ -73,6 +74,23 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+VERIFY_OPTIONS: dict[str, dict[str, Any]] = {
+    "--witness-url": {"metavar": "URL", "help": "with --db: also fetch this witness's latest cosigned checkpoint of "
+                      "the log and require the database to hold that tree (detects a deleted tail or emptied tables)"},
+    "--witness-key": {"metavar": "VKEY", "help": "the witness's verifier key (name+keyid+base64)"},
+    "--log-key": {"metavar": "VKEY", "help": "the log's note verifier key (Integrity page, `flask audit-log-key`), "
+                  "which also checks the tree checkpoints without --public-key; default: --public-key under the origin "
+                  "of the database's newest tree checkpoint"},
+    "--since-size": {"metavar": "N", "type": _positive_int, "help": "with --db and --since-root: verify the Merkle "
+                     "tree incrementally from this trusted tree head (a verified checkpoint's size and base64 root): "
+                     "only entries after N are hashed"},
+    "--since-root": {"metavar": "BASE64", "help": "the trusted root of the tree of --since-size entries"},
+    "--manifest": {"metavar": "FILE", "help": "signed manifest of a CSV or FHIR NDJSON export (default: "
+                   "FILE.manifest.json beside it; the JSON from the console, or the value of its X-Audit-Manifest "
+                   "header)"},
+}
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,20 +108,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
                        help="the portal's PORTAL_AUDIT_CHECKPOINT_EVERY: a signed tree checkpoint must exist at every "
                             "multiple of N in a database, a store file or a full JSON Lines export "
                             f"(default: {DEFAULT_CHECKPOINT_EVERY})")
-    check.add_argument("--witness-url", metavar="URL",
-                       help="with --db: also fetch this witness's latest cosigned checkpoint of the log and require "
-                            "the database to hold that tree (detects a deleted tail or emptied tables)")
-    check.add_argument("--witness-key", metavar="VKEY", help="the witness's verifier key (name+keyid+base64)")
-    check.add_argument("--log-key", metavar="VKEY",
-                       help="the log's note verifier key (Integrity page, `flask audit-log-key`); default: "
-                            "--public-key under the origin of the database's newest tree checkpoint")
-    check.add_argument("--since-size", metavar="N", type=_positive_int,
-                       help="with --db and --since-root: verify the Merkle tree incrementally from this trusted tree "
-                            "head (a verified checkpoint's size and base64 root): only entries after N are hashed")
-    check.add_argument("--since-root", metavar="BASE64", help="the trusted root of the tree of --since-size entries")
-    check.add_argument("--manifest", metavar="FILE",
-                       help="signed manifest of a CSV or FHIR NDJSON export (default: FILE.manifest.json beside it; "
-                            "the JSON from the console, or the value of its X-Audit-Manifest header)")
+    for flag, options in VERIFY_OPTIONS.items():
+        check.add_argument(flag, **options)
 
     export = commands.add_parser("export", help="export (part of) the database audit log")
     export.add_argument("--db", metavar="URL", required=True)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from audit.events import AuditEvent
 from audit.merkle import leaf_hash as merkle_leaf_hash
 
+T = TypeVar("T")
 
 def parse_json(data: str | bytes) -> Any:
     """``json.loads``, with nesting too deep for the parser reported as the ValueError any other
@@ -55,10 +56,7 @@ class VerifyKey:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> VerifyKey:
-        key = serialization.load_pem_public_key(pem)
-        if not isinstance(key, Ed25519PublicKey):
-            raise ValueError("the public key is not an Ed25519 key")
-        return cls(key)
+        return cls(_ed25519(serialization.load_pem_public_key(pem), Ed25519PublicKey, "public key"))
 
     @classmethod
     def from_raw_b64(cls, text: str) -> VerifyKey:
@@ -93,10 +91,7 @@ class SigningKey:
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:
-        key = serialization.load_pem_private_key(pem, password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError("the signing key is not an Ed25519 private key")
-        return cls(key)
+        return cls(_ed25519(serialization.load_pem_private_key(pem, password=None), Ed25519PrivateKey, "signing key"))
 
     @classmethod
     def from_raw_b64(cls, text: str) -> SigningKey:
@@ -125,6 +120,13 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return f"SigningKey(key_id={self.key_id!r})"
+
+
+def _ed25519(key: Any, kind: type[T], what: str) -> T:
+    """`key` as loaded from PEM, refused unless it is an Ed25519 key of the expected kind."""
+    if not isinstance(key, kind):
+        raise ValueError(f"the {what} is not an Ed25519 key")
+    return key
 
 
 def _b64_32_bytes(text: str, what: str) -> bytes:

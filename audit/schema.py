@@ -75,14 +75,19 @@ audit_tree_node = sa.Table(
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
 )
 
+def _tree_head_columns() -> tuple[sa.Column, ...]:
+    """An id, and the tree (size and RFC 9162 root) a signed note is about: fresh columns for each table."""
+    return (sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+            sa.Column("tree_size", sa.BigInteger(), nullable=False),
+            sa.Column("root_hash", sa.LargeBinary(32), nullable=False))
+
+
 audit_tree_checkpoint = sa.Table(
     "audit_tree_checkpoint",
     metadata,
     # A C2SP tlog-checkpoint of the tree, signed as a C2SP signed note (audit/tree_checkpoints.py):
     # `note` is the whole signed note text, tree_size and root_hash repeat its body for queries.
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("tree_size", sa.BigInteger(), nullable=False),
-    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    *_tree_head_columns(),
     sa.Column("created", UtcDateTime(), nullable=False),
     sa.Column("note", sa.Text(), nullable=False),
     sa.Index("ix_audit_tree_checkpoint_tree_size", "tree_size"),
@@ -94,9 +99,7 @@ audit_tree_cosignature = sa.Table(
     # A witness's cosignature of a tree checkpoint, kept as the note carrying both the log's signature
     # and the witness's. A table of its own because the audit tables are append-only: a checkpoint row
     # is never updated to add its cosignature.
-    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
-    sa.Column("tree_size", sa.BigInteger(), nullable=False),
-    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    *_tree_head_columns(),
     sa.Column("witness", sa.Text(), nullable=False),
     sa.Column("cosigned_at", UtcDateTime(), nullable=False),
     sa.Column("note", sa.Text(), nullable=False),
