@@ -209,9 +209,11 @@ def _verify(args: argparse.Namespace) -> int:
             raise ValueError("verifying a database needs the log's key to check its signed tree checkpoints: "
                              "--public-key or --log-key")
         with _progress_bar(store.count()) as bar:
-            report = verify_store(store, key, bar.update)
+            sizes = (witnessed.checkpoint.size,) if witnessed is not None else ()
+            report = verify_store(store, key, bar.update, roots_at=sizes)
         if witnessed is not None:
-            problem = check_against_witness(store, witnessed.checkpoint)
+            problem = check_against_witness(store, witnessed.checkpoint, report.roots.get(witnessed.checkpoint.size)
+                                            if report.ok else None)
             if problem is not None:
                 report = dataclasses.replace(report, ok=False, problem=problem)
             elif report.ok:

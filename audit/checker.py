@@ -195,6 +195,8 @@ class Pass:
     stored: StoredTree | None = None
     observe: Callable[[Leaf], Any] | None = None
     progress: Callable[[int], Any] | None = None
+    roots_at: frozenset[int] = frozenset()  # sizes whose roots to keep in `roots` (e.g. a witness's checkpoint's)
+    roots: dict[int, bytes] = field(default_factory=dict)
     _stack: list[bytes] = field(default_factory=list)
     _size: int = 0
     _count: int = 0
@@ -309,7 +311,7 @@ class Pass:
 
     def _grow(self, batch: list[Leaf], cursor: _Checkpoints) -> Problem | None:
         """Add the batch's leaves to the tree; compare the stored nodes they complete; check checkpoints."""
-        start, stack, sizes = self._size, self._stack, cursor.sizes
+        start, stack, sizes = self._size, self._stack, cursor.sizes | self.roots_at
         roots: dict[int, bytes] = {}
         derived: list[list[bytes]] = [[] for _ in range((start + len(batch)).bit_length() + 1)]  # per level
         size = start
@@ -325,6 +327,7 @@ class Pass:
                 self._size = size
                 roots[size] = self._root()
         self._size = size
+        self.roots.update((wanted, roots[wanted]) for wanted in self.roots_at if wanted in roots)
         positions = {item.seq: item.position for item in batch}
         problems = [self._compare(start, size, derived)]
         try:

@@ -33,7 +33,7 @@ import binascii
 import csv
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class VerifyReport:
     self_asserted_key: bool = False
     mode: str = "log"
     tree: TreeHead | None = None  # the Merkle tree head re-derived from the entries (trust it only when ok)
+    roots: dict[int, bytes] = field(default_factory=dict)  # re-derived roots at the sizes asked for (roots_at)
 
     def summary(self) -> str:
         """The one-line result the CLI prints."""
@@ -99,7 +100,7 @@ def _report(run: Pass, items: Iterable[Leaf], mode: str = "log", self_asserted: 
     return VerifyReport(ok=outcome.problem is None, entries_checked=outcome.entries,
                         checkpoints_checked=outcome.checkpoints, problem=outcome.problem, key_id=outcome.key_id,
                         self_asserted_key=self_asserted, mode=mode,
-                        tree=TreeHead(outcome.size, outcome.root) if run.tree else None)
+                        tree=TreeHead(outcome.size, outcome.root) if run.tree else None, roots=run.roots)
 
 
 def _entry(entry: Entry) -> Entry:
@@ -142,13 +143,16 @@ def verify_store(
     verify_key: VerifyKey | None,
     progress: Progress | None = None,
     observe: Callable[[Entry], Any] | None = None,
+    roots_at: Iterable[int] = (),
 ) -> VerifyReport:
     """Verify everything in a store, which may be growing meanwhile: the module docstring's checks.
 
     The head, the tree size and the newest checkpoint are read in one snapshot; the entries up to that
     head stream, and exactly the checkpoints up to that one are checked (those signed meanwhile are left
     for the next run), so a log cut short is reported as truncated. ``observe`` sees each entry as it is
-    handed to the verifier; trust what it saw only if the report is ok.
+    handed to the verifier; trust what it saw only if the report is ok. The report keeps the roots of the
+    re-derived tree at the sizes in ``roots_at`` (what a witness's checkpoint is compared with, without a
+    second pass over the log).
     """
     if not isinstance(store, SqlAuditStore):
         return _verify_other_store(store, verify_key, progress, observe)
@@ -159,7 +163,8 @@ def verify_store(
     stored = StoredTree(size, lambda start, end: tree.interior_hashes(store.engine, start, end))
     run = Pass(tree.row_entry, _signed(checkpoints, by_size=True), verify_key,
                required_every=store.checkpoint_every, required_through=head, stored=stored, progress=progress,
-               observe=None if observe is None else lambda item: observe(tree.row_entry(item.source)))
+               observe=None if observe is None else lambda item: observe(tree.row_entry(item.source)),
+               roots_at=frozenset(roots_at))
     report = _report(run, (), pages=_row_pages(store, through))
     counted = store.count_through(through)
     if report.ok and counted != through:

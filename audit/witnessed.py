@@ -99,14 +99,17 @@ def _root_of_entries(store: AuditStore, size: int) -> tuple[int, bytes]:
     return count, merkle.fold(frontier)
 
 
-def check_against_witness(store: AuditStore, witnessed: Checkpoint) -> Problem | None:
-    """The first way the log disagrees with the checkpoint its witness cosigned, or None."""
+def check_against_witness(store: AuditStore, witnessed: Checkpoint,
+                          entries_root: bytes | None = None) -> Problem | None:
+    """The first way the log disagrees with the checkpoint its witness cosigned, or None. `entries_root`: the
+    root of the first `witnessed.size` entries when a verified full pass has derived it (VerifyReport.roots),
+    so they are not read again."""
     size, root = witnessed.size, witnessed.root_hash
     held = min(store.head_seq(), store.tree_size())
     if held < size:
         return Problem(held, "truncated", f"truncated: the witness cosigned {size} entries, the log holds {held}")
     try:
-        count, entries_root = _root_of_entries(store, size)
+        count, entries_root = (size, entries_root) if entries_root is not None else _root_of_entries(store, size)
     except TreeError as exc:
         return Problem(size, "deleted", f"the entries up to the witnessed size {size} are not in order: {exc}")
     if count < size:

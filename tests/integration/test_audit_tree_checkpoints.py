@@ -21,12 +21,15 @@ from audit import (
     audit_tree_node,
     create_tables,
     remove_append_only_guard,
+    verify_store,
 )
 from audit.note import ALG_COSIGNATURE_V1, Note, NoteError, NoteSigner, Verifier, open_checkpoint
+from audit.note import Checkpoint as NoteCheckpoint
 from audit.store import DEFAULT_ORIGIN
 from audit.tree import build_tree
 from audit.tree_checkpoints import note_body
 from audit.witness_client import add_checkpoint
+from audit.witnessed import check_against_witness
 from tests.support.portal_server import ROOT
 from tests.support.witness_process import WitnessProcess
 
@@ -162,3 +165,25 @@ def test_the_cli_checks_a_database_against_its_witness_and_refuses_unusable_witn
     unreachable = _audit_verify(*args)
     assert unreachable.returncode == 2 and "cannot check against the witness" in unreachable.stderr, unreachable
     engine.dispose()
+
+
+def test_the_witness_check_takes_the_root_from_the_verified_pass_and_catches_a_rebuilt_log(engine):
+    """Checkpoints deleted, an entry rewritten and the tree rebuilt: the log verifies on its own (no checkpoint is
+    required yet), but the root of the entries the pass derived at the witnessed size is not the one cosigned."""
+    store = _store(engine, Clock())
+    _append(store, 9)
+    cosigned = NoteCheckpoint(ORIGIN, 9, store.root())
+    intact = verify_store(store, KEY.verify_key, roots_at=(9,))
+    assert intact.ok and intact.roots == {9: cosigned.root_hash}
+    assert check_against_witness(store, cosigned, intact.roots[9]) is None
+    with engine.begin() as conn:
+        remove_append_only_guard(conn)
+        conn.execute(audit_tree_checkpoint.delete())
+        conn.execute(audit_entry.update().where(audit_entry.c.seq == 3).values(reason="rewritten"))
+        conn.execute(audit_tree_node.delete())
+        build_tree(conn)
+    rebuilt = verify_store(SqlAuditStore(engine, None, checkpoint_every=1000), KEY.verify_key, roots_at=(9,))
+    assert rebuilt.ok
+    for entries_root in (rebuilt.roots[9], None):  # from the pass, or read again
+        problem = check_against_witness(store, cosigned, entries_root)
+        assert (problem.kind, problem.position) == ("checkpoint_mismatch", 9) and "rewritten" in problem.message
