@@ -27,6 +27,7 @@ from audit import (
     audit_tree_node,
     create_tables,
     install_append_only_guard,
+    load_signing_key,
     remove_append_only_guard,
     verify_store,
 )
@@ -34,11 +35,11 @@ from audit import tree as tree_module
 from audit.merkle import consistency_proof, leaf_hash, tree_hash, verify_consistency, verify_inclusion
 from audit.note import NoteSigner, open_checkpoint
 from audit.tree import build_tree
-from audit.tree_checkpoints import CHAIN_HEAD_EXTENSION
+from audit.tree_checkpoints import CHAIN_HEAD_EXTENSION, note_body
 from audit.tree_verify import TreeHead, verify_tree
 from portal.migrate import upgrade
 from tests.support.legacy_chain import chain_hash, insert_chain, legacy_entry
-from tests.support.portal_server import ROOT
+from tests.support.portal_server import ROOT, flask_command, portal_env
 
 KEY = SigningKey.generate()
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
@@ -420,3 +421,18 @@ def test_the_append_s_frontier_lookup_searches_the_primary_key_instead_of_scanni
     assert any("SEARCH audit_tree_node USING INDEX" in detail for detail in details), details
     assert not any(detail.startswith("SCAN") for detail in details), details
     engine.dispose()
+
+
+def test_flask_init_db_retires_the_chain_with_the_portal_s_own_key_and_origin(engine, database_url, tmp_path):
+    upgrade(database_url, "0006")
+    env = portal_env(tmp_path, database_url, port=5000)
+    key = load_signing_key(env["PORTAL_AUDIT_SIGNING_KEY"])
+    events = [_event(seq) for seq in range(1, 151)]
+    with engine.begin() as conn:
+        head_hash = insert_chain(conn, events, key)
+    assert "migrated" in flask_command(env, "init-db")
+    store = SqlAuditStore(engine, key, checkpoint_every=100)
+    bodies = [note_body(checkpoint.note) for checkpoint in store.tree_checkpoints()]
+    assert {body.origin for body in bodies} == {"127.0.0.1/audit"}
+    assert [(body.size, body.extensions) for body in bodies][-1] == (150, (f"{CHAIN_HEAD_EXTENSION} 150 {head_hash}",))
+    assert verify_store(store, key.verify_key).ok
