@@ -150,6 +150,7 @@ class Settings:
     external_url: str = _setting("PORTAL_EXTERNAL_URL", "", _as_url)
     keyring: str = _setting("PORTAL_KEYRING", "", secret=True)
     audit_signing_key: str = _setting("PORTAL_AUDIT_SIGNING_KEY", "", secret=True)
+    # A signed tree checkpoint of exactly each multiple of this many entries, which every verifier requires.
     audit_checkpoint_every: int = _setting("PORTAL_AUDIT_CHECKPOINT_EVERY", 100, _as_positive_int)
     # A signed tree checkpoint (C2SP signed note) at least this often while the log grows.
     audit_checkpoint_seconds: float = _setting("PORTAL_AUDIT_CHECKPOINT_SECONDS", 60, _as_positive_number)
