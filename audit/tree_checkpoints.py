@@ -69,6 +69,13 @@ def latest(conn: sa.Connection) -> TreeCheckpoint | None:
     return _checkpoint(row) if row else None
 
 
+def of_size(conn: sa.Connection, tree_size: int) -> TreeCheckpoint | None:
+    """The first checkpoint signed of the tree of `tree_size` entries."""
+    row = conn.execute(sa.select(audit_tree_checkpoint).where(_checkpoints.tree_size == tree_size)
+                       .order_by(_checkpoints.id).limit(1)).first()
+    return _checkpoint(row) if row else None
+
+
 def all_checkpoints(conn: sa.Connection) -> list[TreeCheckpoint]:
     return [_checkpoint(row) for row in conn.execute(sa.select(audit_tree_checkpoint).order_by(_checkpoints.id))]
 

@@ -70,6 +70,7 @@ class Submitter:
         self.witness_size: int | None = None  # what the witness said it last cosigned (a 409's body)
         self.failures = 0  # consecutive failed rounds
         self.last_error: str | None = None
+        self.last_round: Round | None = None
 
     def _checkpoint_to_submit(self, sign_now: bool) -> TreeCheckpoint | None:
         """The newest checkpoint, after signing one for a tail no checkpoint covers yet (an idle log's
@@ -95,6 +96,7 @@ class Submitter:
         else:
             self.failures, self.last_error = 0, None
         WITNESS_LAG.set(self.store.unwitnessed_seconds(self.witness.key()))
+        self.last_round = outcome
         return outcome
 
     def _submit(self, sign_now: bool) -> Round:
