@@ -2,7 +2,8 @@
 signed tree checkpoint (cosigned by the log's witnesses), checked offline with the public keys alone.
 
 A report document (the JSON accounting of disclosures, or the proof file beside its CSV and PDF) is
-any JSON object with `lines` (each naming its entry's `seq` and `time`) and a `proof`:
+a JSON object naming its patient (`patient.id`), with `lines` (each naming its entry's `seq` and `time`,
+one line per entry) and a `proof`:
 
     {"format": "audit-report-proof/1",
      "checkpoint": "<C2SP signed note: the log's signature and the witnesses' cosignatures>",
@@ -16,14 +17,18 @@ other entry about the patient (verifying the log as a whole, `python -m audit ve
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterable, Sequence
+from csv import DictReader
+from csv import Error as CsvError
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from audit.chain import Entry, canonical_json
+from audit.export import csv_cell
 from audit.merkle import ProofError, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
-from audit.note import Checkpoint, Note, NoteError, Verifier
+from audit.note import ALG_COSIGNATURE_V1, Checkpoint, Note, NoteError, Verifier
 from audit.proofs import b64, decode_hash
 from audit.store import AuditStore
 
@@ -135,10 +140,13 @@ class ReportCheck:
     witness_keys: tuple[str, ...]
     keys_pinned: bool
     csv_checked: bool
+    witnesses_pinned: bool = False
 
     def summary(self) -> str:
         witnesses = (f"cosigned by {len(self.witness_keys)} witness(es): " + ", ".join(
             key.split("+")[0] for key in self.witness_keys)) if self.witness_keys else "not cosigned by any witness"
+        if self.witness_keys and not self.witnesses_pinned:
+            witnesses += " (keys named by the report itself, not pinned)"
         text = (f"OK: all {self.lines} lines are entries of the audit log {self.log_key.split('+')[0]}, in its "
                 f"tree of {self.tree_size} entries with root {b64(self.root_hash)}, signed by the log and {witnesses}")
         return text + ("; the CSV matches the report's digest" if self.csv_checked else "")
@@ -166,14 +174,56 @@ def check_report(document: Any, log_key: str | None = None, witness_keys: Iterab
     if pinned_log and _text(proof.get("log_key"), "proof.log_key") != log.vkey():
         raise ProofError("the report names another log key than the one pinned")
     body = _signed_body(_text(proof.get("checkpoint"), "proof.checkpoint"), log, witnesses)
-    if proof.get("tree_size") != body.size or decode_hash(proof.get("root_hash"), "proof.root_hash") != body.root_hash:
+    size, root = proof.get("tree_size"), decode_hash(proof.get("root_hash"), "proof.root_hash")
+    if not _whole(size) or size != body.size or root != body.root_hash:
         raise ProofError("proof.tree_size and proof.root_hash are not those of the signed checkpoint")
-    _check_entries(document, lines, _entry_documents(proof), body)
+    _check_entries(_patient_id(document), lines, _entry_documents(proof), body)
+    if "count" in document and (not _whole(document["count"]) or document["count"] != len(lines)):
+        raise ProofError(f"the report's count {document['count']!r} is not its number of lines ({len(lines)})")
     csv_checked = csv is not None
     if csv is not None and hashlib.sha256(csv).hexdigest() != document.get("digest"):
         raise ProofError("the CSV does not match the report's digest: it is not this report's CSV, or it was changed")
+    if csv is not None:
+        _check_csv(csv, lines)
     return ReportCheck(len(lines), body.size, body.root_hash, log.vkey(), tuple(w.vkey() for w in witnesses),
-                       pinned_log, csv_checked)
+                       pinned_log, csv_checked, bool(pinned_witnesses))
+
+
+def _check_csv(csv: bytes, lines: list[dict[str, Any]]) -> None:
+    """The CSV must show the report's lines, row for row: its digest alone is the report's own claim."""
+    try:
+        rows = list(DictReader(io.StringIO(csv.decode("utf-8"), newline="")))
+    except (UnicodeDecodeError, CsvError) as exc:
+        raise ValueError(f"the CSV cannot be read: {exc}") from None
+    for number, line in enumerate(lines, 1):
+        row = rows[number - 1] if number <= len(rows) else {}
+        if [row.get(column) for column in CSV_COLUMNS] != csv_row_of_line(line):
+            raise ProofError(f"the CSV's row {number} is not the report's line {number} (audit entry {line['seq']})")
+    if len(rows) != len(lines):
+        raise ProofError(f"the CSV has {len(rows)} rows, the report {len(lines)} lines")
+
+
+CSV_COLUMNS = ("time_utc", "who", "role", "what", "purpose", "break_glass", "audit_seq")
+
+
+def csv_row_of_line(line: dict[str, Any]) -> list[Any]:
+    """A report line as its CSV download writes it (in CSV_COLUMNS order, free text spreadsheet-safe)."""
+    texts = [line.get(name) for name in ("who", "role", "what", "purpose")]
+    return [line.get("time"), *(csv_cell(text) if isinstance(text, str) else text for text in texts),
+            "yes" if line.get("break_glass") is True else "no", str(line["seq"])]
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _patient_id(document: dict[str, Any]) -> str:
+    """The patient the report is about: every proven entry must be about them."""
+    patient = document.get("patient")
+    patient_id = patient.get("id") if isinstance(patient, dict) else None
+    if not isinstance(patient_id, str) or not patient_id:
+        raise ValueError("the report names no patient: patient.id must be a non-empty string")
+    return patient_id
 
 
 def _text(value: Any, what: str) -> str:
@@ -193,8 +243,12 @@ def _witnesses(proof: dict[str, Any], pinned: tuple[str, ...]) -> list[Verifier]
     named = proof.get("witness_keys")
     if not isinstance(named, list):
         raise ValueError("proof.witness_keys must be a list of verifier keys")
-    keys = pinned or tuple(named)
-    return [_verifier(key, "a witness key") for key in keys]
+    witnesses = [_verifier(key, "a witness key") for key in pinned or tuple(named)]
+    for witness in witnesses:  # else the log's own key, or any plain key the log holds, could pose as its witness
+        if witness.algorithm != ALG_COSIGNATURE_V1:
+            refusal = ValueError if pinned else ProofError
+            raise refusal(f"witness key {witness.key()} is not a witness's cosignature/v1 key (type 0x04)")
+    return witnesses
 
 
 def _entry_documents(proof: dict[str, Any]) -> list[dict[str, Any]]:
@@ -206,20 +260,20 @@ def _entry_documents(proof: dict[str, Any]) -> list[dict[str, Any]]:
     return entries
 
 
-def _check_entries(document: dict[str, Any], lines: list[Any], entries: list[dict[str, Any]],
-                   body: Checkpoint) -> None:
-    patient = document.get("patient")
-    patient_id = patient.get("id") if isinstance(patient, dict) else None
+def _check_entries(patient_id: str, lines: list[Any], entries: list[dict[str, Any]], body: Checkpoint) -> None:
     by_seq: dict[int, dict[str, Any]] = {}
     for position, item in enumerate(entries):
         event = _proven_event(item, position, body)
-        if patient_id is not None and event.get("patient_id") != patient_id:
+        if event.get("patient_id") != patient_id:
             raise ProofError(f"entry seq {item['leaf_index'] + 1} is about another patient than the report's")
         by_seq[item["leaf_index"] + 1] = event
     if len(by_seq) != len(entries) or len(lines) != len(entries):
         raise ProofError(f"the report has {len(lines)} lines but {len(by_seq)} distinct proven entries")
+    named: dict[int, int] = {}
     for number, line in enumerate(lines, 1):
-        _check_line(number, line, by_seq)
+        seq = _check_line(number, line, by_seq)
+        if named.setdefault(seq, number) != number:  # two lines on one entry would leave another without a line
+            raise ProofError(f"line {number} names audit entry {seq}, as line {named[seq]} does")
 
 
 def _proven_event(item: dict[str, Any], position: int, body: Checkpoint) -> dict[str, Any]:
@@ -227,8 +281,11 @@ def _proven_event(item: dict[str, Any], position: int, body: Checkpoint) -> dict
     index, entry = item.get("leaf_index"), item.get("entry")
     if not isinstance(index, int) or isinstance(index, bool) or not isinstance(entry, dict):
         raise ValueError(f"proof.entries[{position}] needs a whole leaf_index and an entry object")
-    if entry.get("seq") != index + 1 or not isinstance(entry.get("event"), dict):
-        raise ProofError(f"proof.entries[{position}]: the entry's seq is not leaf_index + 1, or it has no event")
+    if not _whole(entry.get("seq")) or entry["seq"] != index + 1:
+        raise ProofError(f"proof.entries[{position}]: the entry's seq {entry.get('seq')!r} is not leaf_index + 1 "
+                         f"({index + 1})")
+    if not isinstance(entry.get("event"), dict):
+        raise ProofError(f"proof.entries[{position}] (entry seq {index + 1}) has no event object")
     path = item.get("inclusion_path")
     if not isinstance(path, list):
         raise ValueError(f"proof.entries[{position}].inclusion_path must be a list")
@@ -240,14 +297,17 @@ def _proven_event(item: dict[str, Any], position: int, body: Checkpoint) -> dict
     return entry["event"]
 
 
-def _check_line(number: int, line: Any, by_seq: dict[int, dict[str, Any]]) -> None:
-    if not isinstance(line, dict):
-        raise ValueError(f"line {number} is not an object")
-    event = by_seq.get(line.get("seq"))  # type: ignore[arg-type]
+def _check_line(number: int, line: Any, by_seq: dict[int, dict[str, Any]]) -> int:
+    """The seq of the proven entry the line shows."""
+    if not isinstance(line, dict) or not _whole(line.get("seq")):
+        raise ValueError(f"line {number} is not an object with a whole-number seq")
+    seq = line["seq"]
+    event = by_seq.get(seq)
     if event is None:
-        raise ProofError(f"line {number} (audit entry {line.get('seq')!r}) has no proven entry")
+        raise ProofError(f"line {number} (audit entry {seq}) has no proven entry")
     if line.get("time") != _line_time(event.get("time")):
         raise ProofError(f"line {number}: its time {line.get('time')!r} is not its audit entry's")
+    return seq
 
 
 def _line_time(value: Any) -> str | None:

@@ -22,9 +22,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from audit import Entry, MalformedEntryError, SqlAuditStore, TreeCheckpoint, TreeCosignature, TreeError, csv_cell
+from audit import Entry, MalformedEntryError, SqlAuditStore, TreeCheckpoint, TreeCosignature, TreeError
 from audit.note import Verifier
-from audit.report import EntryNotProven, ReportProof, check_extends, prove_entries
+from audit.report import CSV_COLUMNS, EntryNotProven, ReportProof, check_extends, csv_row_of_line, prove_entries
 from portal import services, witnessing
 from portal.actions import Action, Section
 from portal.db import db_session
@@ -35,7 +35,7 @@ from portal.policy import OWN_ACCESS_REASONS
 
 ACCOUNTING_YEARS = 6  # the accounting period a patient may ask for
 EARLIEST = date(1900, 1, 1)
-CSV_HEADER = ("time_utc", "who", "role", "what", "purpose", "break_glass", "audit_seq")
+CSV_HEADER = CSV_COLUMNS  # `python -m audit verify-report --csv` checks each row against the report's lines
 # Accesses to a part of the chart name that part: "Read chart — results".
 SECTIONED_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE, Action.CHART_EXPORT, Action.FHIR_READ,
                                Action.FHIR_SEARCH})
@@ -147,8 +147,7 @@ class DisclosureLine:
         return self.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def csv_row(self) -> list[str]:
-        return [self.time_text, *(csv_cell(text) for text in (self.who, self.role, self.what, self.purpose)),
-                "yes" if self.break_glass else "no", str(self.seq)]
+        return csv_row_of_line(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time_text, "who": self.who, "role": self.role, "what": self.what,

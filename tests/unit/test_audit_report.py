@@ -3,7 +3,9 @@ signed, cosigned checkpoint, checked offline with the public keys alone, and any
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
+import io
 import json
 import subprocess
 import sys
@@ -23,7 +25,7 @@ from audit import (
     remove_append_only_guard,
 )
 from audit.note import ALG_COSIGNATURE_V1, Note, NoteSigner
-from audit.report import FORMAT, check_extends, check_report, prove_entries
+from audit.report import CSV_COLUMNS, FORMAT, check_extends, check_report, csv_row_of_line, prove_entries
 from audit.tree import build_tree
 from tests.support.portal_server import ROOT
 
@@ -32,11 +34,32 @@ KEY = SigningKey.generate()
 WITNESS = NoteSigner("witness.example/w1", SigningKey.generate(), ALG_COSIGNATURE_V1)
 START = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
 PATIENT = "patient-7"
-CSV = b"time_utc,who\r\n"
+
+
+def _line(seq: int, moment: datetime) -> dict:
+    return {"seq": seq, "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"), "who": "Dr. X", "role": "Clinician",
+            "what": "Read chart", "purpose": "=care team", "break_glass": False}
+
+
+def _csv(lines: list[dict]) -> bytes:
+    """The report's CSV download, as the portal writes it."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_row_of_line(line) for line in lines)
+    return buffer.getvalue().encode("utf-8")
+
+
+CSV = _csv([_line(i + 1, START + timedelta(minutes=i)) for i in range(0, 50, 7)])  # the store fixture's lines
 
 
 @pytest.fixture
 def store(tmp_path) -> SqlAuditStore:
+    return make_store(tmp_path)
+
+
+def make_store(tmp_path) -> SqlAuditStore:
+    """50 entries, every 7th (seq 1, 8, ..., 50) about PATIENT."""
     engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
     create_tables(engine)
     store = SqlAuditStore(engine, KEY, origin=ORIGIN)
@@ -56,8 +79,7 @@ def _report(store: SqlAuditStore) -> dict:
     checkpoint = store.sign_tree_checkpoint()
     entries = store.accesses_to(PATIENT)
     proof = prove_entries(store, entries, _cosigned(checkpoint.note), store.tree_signer().verifier, [WITNESS.verifier])
-    lines = [{"seq": entry.seq, "time": entry.event.time.strftime("%Y-%m-%dT%H:%M:%SZ"), "who": "Dr. X"}
-             for entry in entries]
+    lines = [_line(entry.seq, entry.event.time) for entry in entries]
     return {"patient": {"id": PATIENT}, "digest": hashlib.sha256(CSV).hexdigest(), "lines": lines,
             "proof": proof.to_json()}
 
