@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from csv import DictReader
 from csv import Error as CsvError
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 from audit.chain import Entry, canonical_json
@@ -178,6 +178,7 @@ def check_report(document: Any, log_key: str | None = None, witness_keys: Iterab
     if not _whole(size) or size != body.size or root != body.root_hash:
         raise ProofError("proof.tree_size and proof.root_hash are not those of the signed checkpoint")
     _check_entries(_patient_id(document), lines, _entry_documents(proof), body)
+    _check_period(document, lines)
     if "count" in document and (not _whole(document["count"]) or document["count"] != len(lines)):
         raise ProofError(f"the report's count {document['count']!r} is not its number of lines ({len(lines)})")
     csv_checked = csv is not None
@@ -211,6 +212,19 @@ def csv_row_of_line(line: dict[str, Any]) -> list[Any]:
     texts = [line.get(name) for name in ("who", "role", "what", "purpose")]
     return [line.get("time"), *(csv_cell(text) if isinstance(text, str) else text for text in texts),
             "yes" if line.get("break_glass") is True else "no", str(line["seq"])]
+
+
+def _check_period(document: dict[str, Any], lines: list[dict[str, Any]]) -> None:
+    """Every line (its time already that of its proven entry) within the whole UTC days the report names."""
+    if document.get("start") is None and document.get("end") is None:
+        return
+    try:
+        first, last = (date.fromisoformat(_text(document.get(end), end)).isoformat() for end in ("start", "end"))
+    except ValueError:
+        raise ValueError("the report's start and end must be dates written YYYY-MM-DD") from None
+    for number, line in enumerate(lines, 1):
+        if not first <= line["time"][:10] <= last:
+            raise ProofError(f"line {number} ({line['time']}) is outside the report's period {first}..{last}")
 
 
 def _whole(value: Any) -> bool:
@@ -266,6 +280,9 @@ def _check_entries(patient_id: str, lines: list[Any], entries: list[dict[str, An
         event = _proven_event(item, position, body)
         if event.get("patient_id") != patient_id:
             raise ProofError(f"entry seq {item['leaf_index'] + 1} is about another patient than the report's")
+        if event.get("outcome") != "allowed":
+            raise ProofError(f"entry seq {item['leaf_index'] + 1} is a refused access ({event.get('outcome')!r}), "
+                             "not a disclosure")
         by_seq[item["leaf_index"] + 1] = event
     if len(by_seq) != len(entries) or len(lines) != len(entries):
         raise ProofError(f"the report has {len(lines)} lines but {len(by_seq)} distinct proven entries")

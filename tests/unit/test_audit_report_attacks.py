@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from audit import ProofError
+from audit import AuditEvent, ProofError
 from audit.note import Note, NoteSigner
 from audit.report import check_report, prove_entries
 from tests.unit.test_audit_report import (
@@ -196,3 +196,27 @@ def test_a_directory_or_a_missing_file_is_exit_2(tmp_path):
     for args in ([str(tmp_path)], [str(tmp_path / "missing.json")]):
         checked = _verify_report(*args)
         assert checked.returncode == 2 and checked.stderr.startswith("error: "), checked.stderr
+
+
+def test_a_refused_access_of_the_patient_cannot_be_listed_as_a_disclosure(store):
+    """A proven entry of the patient whose outcome is "denied" is no disclosure: the portal lists allowed ones."""
+    denied = store.append(AuditEvent(action="chart.read", outcome="denied", patient_id=PATIENT))
+    report = _report(store)
+    checkpoint = report["proof"]["checkpoint"]
+    report["proof"]["entries"].append(
+        prove_entries(store, [denied], checkpoint, store.tree_signer().verifier, [WITNESS.verifier]).entries[0])
+    report["lines"].append(_line(denied.seq, denied.event.time))
+    with pytest.raises(ProofError, match=f"entry seq {denied.seq} is a refused access"):
+        _pinned(report, store, csv=None)
+
+
+def test_lines_outside_the_reports_period_are_refused(store):
+    report = _report(store)  # the fixture's entries are all on 2026-03-01
+    report.update(start="2026-03-02", end="2026-03-31")
+    with pytest.raises(ProofError, match=r"line 1 \(2026-03-01T09:30:00Z\) is outside the report's period"):
+        _pinned(report, store)
+    report.update(start="2026-03-01", end="2026-03-01")
+    assert _pinned(report, store).lines == 8
+    report.update(start="March")
+    with pytest.raises(ValueError, match="start and end must be dates"):
+        _pinned(report, store)
