@@ -167,7 +167,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     report.add_argument("--witness-key", metavar="VKEY", action="append", default=[],
                         help="a witness verifier key whose cosignature is required (repeatable); default: the "
                              "witnesses the report names")
-    report.add_argument("--csv", metavar="FILE", help="the report's CSV download, to check against its digest and, row by row, its lines")
+    report.add_argument("--csv", metavar="FILE",
+                        help="the report's CSV download, to check against its digest and, row by row, its lines")
     for command in commands.choices.values():
         command.epilog = EXIT_STATUS_HELP
     return parser
