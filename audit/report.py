@@ -8,7 +8,11 @@ one line per entry) and a `proof`:
     {"format": "audit-report-proof/1",
      "checkpoint": "<C2SP signed note: the log's signature and the witnesses' cosignatures>",
      "log_key": "<the log's note verifier key>", "witness_keys": ["<witness verifier key>", ...],
-     "entries": [{"leaf_index": i, "entry": {"seq": i + 1, "event": {...}}, "inclusion_path": ["<base64>", ...]}]}
+     "entries": [{"leaf_index": i, "entry": {"seq": i + 1, "event": {...}}, "inclusion_path": ["<base64>", ...]}],
+     "report_signature": "<the log's signed note over the SHA-256 of the whole report without this member>"}
+
+The report signature binds what the entries cannot: the words of each line (names, roles, purposes),
+which the portal renders from data the log does not hold.
 
 Proving costs O(lines x log n) hash reads: nothing else of the log is read. What a proof shows is
 that every line's entry is in the log the keys vouch for, unchanged; not that the log holds no
@@ -28,7 +32,7 @@ from typing import Any
 from audit.chain import Entry, canonical_json
 from audit.export import csv_cell
 from audit.merkle import ProofError, inclusion_proof, leaf_hash, verify_consistency, verify_inclusion
-from audit.note import ALG_COSIGNATURE_V1, Checkpoint, Note, NoteError, Verifier
+from audit.note import ALG_COSIGNATURE_V1, Checkpoint, Note, NoteError, NoteSigner, Verifier, sign_note
 from audit.proofs import b64, decode_hash
 from audit.store import AuditStore
 
@@ -106,6 +110,34 @@ def check_extends(store: AuditStore, older: str | None, older_size: int, newer: 
                          f"(the entries under it were changed): {exc}") from None
 
 
+def report_statement(document: dict[str, Any], origin: str) -> str:
+    """The note text the log signs to vouch for a whole report, its lines' words included: two lines (the
+    report kind and the SHA-256 of the report's canonical JSON without this signature), so it can never
+    parse as a checkpoint (origin, size, root)."""
+    unsigned = {**document, "proof": {k: v for k, v in document.get("proof", {}).items() if k != "report_signature"}}
+    return f"{origin} disclosure report\n{hashlib.sha256(canonical_json(unsigned)).hexdigest()}\n"
+
+
+def sign_report(document: dict[str, Any], signer: NoteSigner) -> dict[str, Any]:
+    """The report with `proof.report_signature`: the log's signed note over `report_statement`."""
+    signature = sign_note(report_statement(document, signer.name), signer)
+    return {**document, "proof": {**document["proof"], "report_signature": signature}}
+
+
+def _check_report_signature(document: dict[str, Any], proof: dict[str, Any], log: Verifier) -> None:
+    """The log signed this very report: its lines' words (who, role, what, purpose) are bound to it."""
+    try:
+        note = Note.parse(_text(proof.get("report_signature"), "proof.report_signature"))
+    except NoteError as exc:
+        raise ValueError(f"proof.report_signature cannot be read: {exc}") from None
+    try:
+        note.verify([log])
+    except NoteError as exc:
+        raise ProofError(f"the report's signature does not verify with the log key: {exc}") from None
+    if note.text != report_statement(document, log.name):
+        raise ProofError("the report was changed after the log signed it (its lines, period, patient or proofs)")
+
+
 def _entry_record(entry: Entry) -> dict[str, Any]:
     return {"seq": entry.seq, "event": entry.event.to_dict()}
 
@@ -177,7 +209,10 @@ def check_report(document: Any, log_key: str | None = None, witness_keys: Iterab
     size, root = proof.get("tree_size"), decode_hash(proof.get("root_hash"), "proof.root_hash")
     if not _whole(size) or size != body.size or root != body.root_hash:
         raise ProofError("proof.tree_size and proof.root_hash are not those of the signed checkpoint")
-    _check_entries(_patient_id(document), lines, _entry_documents(proof), body)
+    patient_id, entries = _patient_id(document), _entry_documents(proof)
+    _check_line_shapes(lines)
+    _check_report_signature(document, proof, log)
+    _check_entries(patient_id, lines, entries, body)
     _check_period(document, lines)
     if "count" in document and (not _whole(document["count"]) or document["count"] != len(lines)):
         raise ProofError(f"the report's count {document['count']!r} is not its number of lines ({len(lines)})")
@@ -265,25 +300,52 @@ def _witnesses(proof: dict[str, Any], pinned: tuple[str, ...]) -> list[Verifier]
     return witnesses
 
 
-def _entry_documents(proof: dict[str, Any]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class _ProvenEntry:
+    """One member of proof.entries, read but not yet checked."""
+
+    position: int
+    index: int
+    entry: dict[str, Any]
+    path: list[bytes]
+
+
+def _entry_documents(proof: dict[str, Any]) -> list[_ProvenEntry]:
+    """proof.entries, each of the right shape (else ValueError: the file is unusable, not tampered)."""
     entries = proof.get("entries")
     if not isinstance(entries, list) or not all(isinstance(item, dict) for item in entries):
         raise ValueError("proof.entries must be a list of objects")
     if len(entries) > MAX_REPORT_ENTRIES:
         raise ValueError(f"the report has more than {MAX_REPORT_ENTRIES} entries")
-    return entries
+    return [_entry_document(position, item) for position, item in enumerate(entries)]
 
 
-def _check_entries(patient_id: str, lines: list[Any], entries: list[dict[str, Any]], body: Checkpoint) -> None:
+def _entry_document(position: int, item: dict[str, Any]) -> _ProvenEntry:
+    index, entry, path = item.get("leaf_index"), item.get("entry"), item.get("inclusion_path")
+    if not _whole(index) or not isinstance(entry, dict):
+        raise ValueError(f"proof.entries[{position}] needs a whole leaf_index and an entry object")
+    if not isinstance(path, list):
+        raise ValueError(f"proof.entries[{position}].inclusion_path must be a list")
+    hashes = [decode_hash(value, f"proof.entries[{position}].inclusion_path") for value in path]
+    return _ProvenEntry(position, index, entry, hashes)
+
+
+def _check_line_shapes(lines: list[Any]) -> None:
+    for number, line in enumerate(lines, 1):
+        if not isinstance(line, dict) or not _whole(line.get("seq")):
+            raise ValueError(f"line {number} is not an object with a whole-number seq")
+
+
+def _check_entries(patient_id: str, lines: list[Any], entries: list[_ProvenEntry], body: Checkpoint) -> None:
     by_seq: dict[int, dict[str, Any]] = {}
-    for position, item in enumerate(entries):
-        event = _proven_event(item, position, body)
+    for item in entries:
+        event = _proven_event(item, body)
         if event.get("patient_id") != patient_id:
-            raise ProofError(f"entry seq {item['leaf_index'] + 1} is about another patient than the report's")
+            raise ProofError(f"entry seq {item.index + 1} is about another patient than the report's")
         if event.get("outcome") != "allowed":
-            raise ProofError(f"entry seq {item['leaf_index'] + 1} is a refused access ({event.get('outcome')!r}), "
+            raise ProofError(f"entry seq {item.index + 1} is a refused access ({event.get('outcome')!r}), "
                              "not a disclosure")
-        by_seq[item["leaf_index"] + 1] = event
+        by_seq[item.index + 1] = event
     if len(by_seq) != len(entries) or len(lines) != len(entries):
         raise ProofError(f"the report has {len(lines)} lines but {len(by_seq)} distinct proven entries")
     named: dict[int, int] = {}
@@ -293,31 +355,23 @@ def _check_entries(patient_id: str, lines: list[Any], entries: list[dict[str, An
             raise ProofError(f"line {number} names audit entry {seq}, as line {named[seq]} does")
 
 
-def _proven_event(item: dict[str, Any], position: int, body: Checkpoint) -> dict[str, Any]:
+def _proven_event(item: _ProvenEntry, body: Checkpoint) -> dict[str, Any]:
     """The event of one proven entry, after its inclusion proof verified against the checkpoint."""
-    index, entry = item.get("leaf_index"), item.get("entry")
-    if not isinstance(index, int) or isinstance(index, bool) or not isinstance(entry, dict):
-        raise ValueError(f"proof.entries[{position}] needs a whole leaf_index and an entry object")
+    position, index, entry = item.position, item.index, item.entry
     if not _whole(entry.get("seq")) or entry["seq"] != index + 1:
         raise ProofError(f"proof.entries[{position}]: the entry's seq {entry.get('seq')!r} is not leaf_index + 1 "
                          f"({index + 1})")
     if not isinstance(entry.get("event"), dict):
         raise ProofError(f"proof.entries[{position}] (entry seq {index + 1}) has no event object")
-    path = item.get("inclusion_path")
-    if not isinstance(path, list):
-        raise ValueError(f"proof.entries[{position}].inclusion_path must be a list")
-    hashes = [decode_hash(value, f"proof.entries[{position}].inclusion_path") for value in path]
     try:
-        verify_inclusion(index, body.size, leaf_hash(canonical_json(entry)), hashes, body.root_hash)
+        verify_inclusion(index, body.size, leaf_hash(canonical_json(entry)), item.path, body.root_hash)
     except ProofError as exc:
         raise ProofError(f"entry seq {index + 1} is not in the signed tree (changed, or a forged proof): {exc}") from None
     return entry["event"]
 
 
-def _check_line(number: int, line: Any, by_seq: dict[int, dict[str, Any]]) -> int:
+def _check_line(number: int, line: dict[str, Any], by_seq: dict[int, dict[str, Any]]) -> int:
     """The seq of the proven entry the line shows."""
-    if not isinstance(line, dict) or not _whole(line.get("seq")):
-        raise ValueError(f"line {number} is not an object with a whole-number seq")
     seq = line["seq"]
     event = by_seq.get(seq)
     if event is None:

@@ -70,7 +70,7 @@ class Submitter:
         self.witness_size: int | None = None  # what the witness said it last cosigned (a 409's body)
         self.failures = 0  # consecutive failed rounds
         self.last_error: str | None = None
-        self.last_round: Round | None = None
+        self.refusal: Round | None = None  # the witness refused the log: kept until it cosigns again
 
     def _checkpoint_to_submit(self, sign_now: bool) -> TreeCheckpoint | None:
         """The newest checkpoint, after signing one for a tail no checkpoint covers yet (an idle log's
@@ -96,7 +96,8 @@ class Submitter:
         else:
             self.failures, self.last_error = 0, None
         WITNESS_LAG.set(self.store.unwitnessed_seconds(self.witness.key()))
-        self.last_round = outcome
+        if outcome.truncated or outcome.refused:
+            self.refusal = outcome
         return outcome
 
     def _submit(self, sign_now: bool) -> Round:
@@ -119,7 +120,7 @@ class Submitter:
                 continue
             self.store.record_cosignature(checkpoint.tree_size, checkpoint.root_hash, self.witness.key(),
                                           datetime.fromtimestamp(cosigned.timestamp, timezone.utc), cosigned.note)
-            self.witness_size = checkpoint.tree_size
+            self.witness_size, self.refusal = checkpoint.tree_size, None
             return Round(cosigned=checkpoint.tree_size)
         raise WitnessError(f"the witness keeps reporting another size ({old})")
 

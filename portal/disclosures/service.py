@@ -24,7 +24,15 @@ import sqlalchemy as sa
 
 from audit import Entry, MalformedEntryError, SqlAuditStore, TreeCheckpoint, TreeCosignature, TreeError
 from audit.note import Verifier
-from audit.report import CSV_COLUMNS, EntryNotProven, ReportProof, check_extends, csv_row_of_line, prove_entries
+from audit.report import (
+    CSV_COLUMNS,
+    EntryNotProven,
+    ReportProof,
+    check_extends,
+    csv_row_of_line,
+    prove_entries,
+    sign_report,
+)
 from portal import services, witnessing
 from portal.actions import Action, Section
 from portal.db import db_session
@@ -227,6 +235,11 @@ class DisclosureReport:
         }
 
 
+def signed_json(report: DisclosureReport) -> dict[str, Any]:
+    """The report as JSON, signed by the log's key so its lines' words are bound to it (audit.report)."""
+    return sign_report(report.to_json(), services.audit_store().tree_signer())
+
+
 def proven_log(patient_id: str, period: DateRange) -> ProvenLog:
     """The report's entries in the tree of the newest checkpoint, each with its checked inclusion proof.
 
@@ -258,22 +271,20 @@ def proven_log(patient_id: str, period: DateRange) -> ProvenLog:
 def _newest_checkpoint(store: SqlAuditStore) -> tuple[TreeCheckpoint | TreeCosignature, list[Verifier]]:
     """The checkpoint of the whole log as it is now, with the witnesses that cosigned it.
 
-    With a witness the newest checkpoint is submitted at once. A witness that refuses it (the log is
-    smaller than, or inconsistent with, what it cosigned) stops the report; one that does not answer
-    does not: the report is issued against the log's own signature and says it is not witnessed (the log
-    is local, and a report must not wait on a witness).
+    With a witness the newest checkpoint is submitted at once and, once cosigned, is the report's (entries
+    appended meanwhile are read no further than its size). A witness that has refused the log (smaller
+    than, or inconsistent with, what it cosigned) stops every report until it cosigns again, even while it
+    then stops answering. One that does not answer does not stop reports: they are issued against the
+    log's own signature and say they are not witnessed (the log is local; a report must not wait on it).
     """
     witness = witnessing.submitter()
     if witness is not None:
-        if not witness.failures:  # while it is failing, the background rounds retry with back-off
-            witness.submit(sign_now=True)
-        last = witness.last_round
-        if last is not None and (last.truncated or last.refused):  # the log went back on what was witnessed
-            raise UnverifiedLog("witness_refused", store.tree_size(), last.error or "the witness refused")
-        newest = store.latest_tree_checkpoint()
+        outcome = witness.submit(sign_now=True) if not witness.failures else None  # failing: rounds back off
+        if witness.refusal is not None:
+            raise UnverifiedLog("witness_refused", store.tree_size(), witness.refusal.error or "the witness refused")
         cosigned = store.latest_cosignature(witness.witness.key())
-        if newest is not None and cosigned is not None and cosigned.tree_size == newest.tree_size \
-                and store.tree_size() == newest.tree_size:
+        if outcome is not None and outcome.cosigned is not None and cosigned is not None \
+                and cosigned.tree_size >= outcome.cosigned:
             return cosigned, [witness.witness]
     newest = store.latest_tree_checkpoint()
     if newest is None or newest.tree_size < store.tree_size():

@@ -79,7 +79,7 @@ def compliance():
 @per_person
 def api_report(patient_id: str):
     patient_id = parse_id(patient_id)
-    return jsonify(_issued(patient_id, _period(), "json").to_json())
+    return jsonify(service.signed_json(_issued(patient_id, _period(), "json")))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -129,7 +129,7 @@ def _respond(report: DisclosureReport, fmt: str, template: str, query: dict[str,
     if fmt == "pdf":
         return _download(report, report_pdf(report), "application/pdf", "pdf")
     if fmt == "json":  # the proof file beside the CSV and PDF: `python -m audit verify-report` checks it
-        body = json.dumps(report.to_json(), ensure_ascii=False, indent=1).encode("utf-8")
+        body = json.dumps(service.signed_json(report), ensure_ascii=False, indent=1).encode("utf-8")
         return _download(report, body, "application/json", "json")
     return render_template(template, report=report, error=None, form=form or query, query=query, today=_today())
 

@@ -316,7 +316,7 @@ def test_the_proof_download_verifies_offline_with_the_published_log_key(portal, 
     report["proof"]["entries"][0]["entry"]["event"]["reason"] = "quality audit"
     proof_file.write_text(json.dumps(report))
     edited = _verify_report(proof_file, "--log-key", log_key)
-    assert edited.returncode == 1 and "is not in the signed tree" in edited.stderr, edited.stderr
+    assert edited.returncode == 1 and "changed after the log signed it" in edited.stderr, edited.stderr
 
 
 # --------------------------------------------------------------------------- a tampered log (last: it edits the log)

@@ -25,7 +25,7 @@ from audit import (
     remove_append_only_guard,
 )
 from audit.note import ALG_COSIGNATURE_V1, Note, NoteSigner
-from audit.report import CSV_COLUMNS, FORMAT, check_extends, check_report, csv_row_of_line, prove_entries
+from audit.report import CSV_COLUMNS, FORMAT, check_extends, check_report, csv_row_of_line, prove_entries, sign_report
 from audit.tree import build_tree
 from tests.support.portal_server import ROOT
 
@@ -80,13 +80,14 @@ def _report(store: SqlAuditStore) -> dict:
     entries = store.accesses_to(PATIENT)
     proof = prove_entries(store, entries, _cosigned(checkpoint.note), store.tree_signer().verifier, [WITNESS.verifier])
     lines = [_line(entry.seq, entry.event.time) for entry in entries]
-    return {"patient": {"id": PATIENT}, "digest": hashlib.sha256(CSV).hexdigest(), "lines": lines,
-            "proof": proof.to_json()}
+    return sign_report({"patient": {"id": PATIENT}, "digest": hashlib.sha256(CSV).hexdigest(), "lines": lines,
+                        "proof": proof.to_json()}, store.tree_signer())
 
 
 def _pinned(report: dict, store: SqlAuditStore, **changes) -> dict:
+    """Check a report as the log itself signed it, changes included: the proofs must catch what its key can sign."""
     keys = {"log_key": store.tree_signer().vkey(), "witness_keys": [WITNESS.vkey()], "csv": CSV}
-    return check_report(report, **{**keys, **changes})
+    return check_report(sign_report(report, store.tree_signer()), **{**keys, **changes})
 
 
 def test_a_report_checks_offline_with_the_pinned_keys_and_its_csv(store):
@@ -204,7 +205,10 @@ def test_the_cli_exits_0_for_a_report_1_for_a_changed_one_and_2_for_an_unreadabl
     _edit_event(report, actor_id="dr-nobody")
     path.write_text(json.dumps(report))
     changed = _verify_report(str(path), *pins)
-    assert changed.returncode == 1 and "tampered: entry seq 1 is not in the signed tree" in changed.stderr
+    assert changed.returncode == 1 and "tampered: the report was changed after the log signed it" in changed.stderr
+    path.write_text(json.dumps(sign_report(report, store.tree_signer())))  # even the log's key cannot vouch for it
+    resigned = _verify_report(str(path), *pins)
+    assert resigned.returncode == 1 and "tampered: entry seq 1 is not in the signed tree" in resigned.stderr
 
     path.write_text("{not json")
     unreadable = _verify_report(str(path), *pins)

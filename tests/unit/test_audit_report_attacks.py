@@ -153,12 +153,12 @@ def test_the_portals_csv_of_the_lines_passes(store):
 
 
 def test_a_lines_text_rewritten_is_refused(store):
-    """Only seq and time of a line are compared with its entry: "what" and "purpose" (from the entry's action and
-    reason) can be rewritten, and verify-report still says every line is an entry of the log."""
+    """Only seq and time of a line can be compared with its entry: "what" and "purpose" are the portal's words. The
+    log's signature over the whole report binds them: rewriting them after issue is refused."""
     report = _report(store)
     report["lines"][0].update(what="Printed a leaflet", purpose="patient asked")
-    with pytest.raises(ProofError):
-        _pinned(report, store, csv=None)
+    with pytest.raises(ProofError, match="changed after the log signed it"):
+        check_report(report, store.tree_signer().vkey(), [WITNESS.vkey()])
 
 
 UNHASHABLE_SEQS = {"a list": [1], "an object": {"a": 1}}
