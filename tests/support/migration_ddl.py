@@ -80,11 +80,26 @@ def _recorded() -> Iterator[list[tuple[str, object]]]:
 
 def _rendered(sent: list[tuple[str, object]]) -> str:
     lines = []
-    for statement, parameters in sent:
+    for statement, parameters in _indexes_sorted(sent):
         lines.append(_canonical(statement) + ";")
         if parameters:
             lines.append(f"-- parameters: {dict(parameters) if isinstance(parameters, Mapping) else parameters!r}")
     return "\n".join(lines)
+
+
+def _indexes_sorted(sent: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """Each run of CREATE INDEX statements in name order: SQLite's batch mode recreates a copied table's
+    indexes in set order, and the order of independent indexes changes nothing."""
+    out: list[tuple[str, object]] = []
+    run: list[tuple[str, object]] = []
+    for item in [*sent, ("", None)]:
+        if item[0].lstrip().startswith("CREATE INDEX"):
+            run.append(item)
+            continue
+        out += sorted(run, key=lambda created: created[0])
+        out.append(item)
+        run = []
+    return out[:-1]
 
 
 def _canonical(statement: str) -> str:
