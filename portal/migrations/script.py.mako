@@ -2,7 +2,7 @@
 from alembic import op
 import sqlalchemy as sa
 ${imports if imports else ""}
-# Columns, foreign keys and index steps: portal.migration_kit (identifier, string, text, timestamp, cascade, ...).
+# Columns and foreign keys: portal.migration_kit.columns; index and column steps: portal.migration_kit.steps.
 # Once this revision ships, freeze what it sends: see tests/support/migration_ddl.py.
 
 revision = ${repr(up_revision)}

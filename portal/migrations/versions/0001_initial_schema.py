@@ -3,17 +3,8 @@ import sqlalchemy as sa
 from alembic import op
 
 from audit.schema import install_append_only_guard, remove_append_only_guard
-from portal.migration_kit import (
-    big_integer,
-    cascade,
-    create_indexes,
-    drop_indexes,
-    identifier,
-    set_null,
-    string,
-    text,
-    timestamp,
-)
+from portal.migration_kit.columns import big_integer, cascade, identifier, set_null, string, text, timestamp
+from portal.migration_kit.steps import create_indexes, drop_indexes
 
 revision = '0001'
 down_revision = None

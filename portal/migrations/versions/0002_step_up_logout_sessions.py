@@ -2,17 +2,8 @@
 import sqlalchemy as sa
 from alembic import op
 
-from portal.migration_kit import (
-    add_columns,
-    cascade,
-    create_indexes,
-    drop_columns,
-    drop_indexes,
-    identifier,
-    string,
-    text,
-    timestamp,
-)
+from portal.migration_kit.columns import cascade, identifier, string, text, timestamp
+from portal.migration_kit.steps import add_columns, create_indexes, drop_columns, drop_indexes
 
 revision = '0002'
 down_revision = '0001'

@@ -1,9 +1,6 @@
 """who linked a patient account to its chart: the sign-in claim or an administrator"""
-from portal.migration_kit import (
-    add_columns,
-    drop_columns,
-    string,
-)
+from portal.migration_kit.columns import string
+from portal.migration_kit.steps import add_columns, drop_columns
 
 revision = '0003'
 down_revision = '0002'

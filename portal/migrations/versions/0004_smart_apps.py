@@ -2,19 +2,8 @@
 import sqlalchemy as sa
 from alembic import op
 
-from portal.migration_kit import (
-    add_columns,
-    boolean,
-    cascade,
-    create_indexes,
-    drop_columns,
-    identifier,
-    integer,
-    set_null,
-    string,
-    text,
-    timestamp,
-)
+from portal.migration_kit.columns import boolean, cascade, identifier, integer, set_null, string, text, timestamp
+from portal.migration_kit.steps import add_columns, create_indexes, drop_columns
 
 revision = '0004'
 down_revision = '0003'
