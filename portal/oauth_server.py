@@ -3,6 +3,7 @@ SMART server, fhir/): PKCE with S256 required of every client, and ID tokens sig
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from authlib.oauth2.rfc6749 import ClientMixin, InvalidRequestError
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -37,23 +38,23 @@ class RequiredS256(CodeChallenge):
 
 
 class RS256OpenIDCode(OpenIDCode):
-    """An ID token signed RS256 with ``signing_key``, named in its header, for an hour; a subclass answers
-    Authlib's nonce and user-info questions."""
+    """An ID token signed RS256 with the key ``signing_key()`` returns, named in its header, for an hour, from the
+    issuer ``issuer()`` returns (asked at issue time: the SMART server's follows the request's address); a
+    subclass answers Authlib's nonce and user-info questions."""
 
-    def __init__(self, signing_key: RSAKey, issuer: str) -> None:
+    def __init__(self, signing_key: Callable[[], RSAKey], issuer: Callable[[], str]) -> None:
         super().__init__(require_nonce=False)
-        self.signing_key = signing_key
-        self.issuer = issuer
+        self._signing_key, self._issuer = signing_key, issuer
 
     def resolve_client_private_key(self, client: ClientMixin) -> RSAKey:
-        return self.signing_key
+        return self._signing_key()
 
     def get_client_algorithm(self, client: ClientMixin) -> str:
         return "RS256"
 
     def get_encode_header(self, client: ClientMixin) -> dict:
-        return {"alg": "RS256", "kid": self.signing_key.kid}
+        return {"alg": "RS256", "kid": self._signing_key().kid}
 
     def get_client_claims(self, client: ClientMixin) -> dict:
         issued = int(time.time())
-        return {"iss": self.issuer, "aud": client.get_client_id(), "iat": issued, "exp": issued + ID_TOKEN_SECONDS}
+        return {"iss": self._issuer(), "aud": client.get_client_id(), "iat": issued, "exp": issued + ID_TOKEN_SECONDS}

@@ -108,7 +108,7 @@ class DevOpenIDCode(RS256OpenIDCode):
     """Adds the RS256 ID token, with the portal's role and patient claims, to the code grant."""
 
     def __init__(self, server: DevAuthorizationServer):
-        super().__init__(server.key, server.issuer)
+        super().__init__(lambda: server.key, lambda: server.issuer)
         self.server = server
 
     def exists_nonce(self, nonce: str, request) -> bool:

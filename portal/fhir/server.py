@@ -325,7 +325,7 @@ class SmartOpenIDCode(RS256OpenIDCode):
     """The ID token of ``openid``: RS256 with the key the JWKS publishes; ``fhirUser`` names the Patient."""
 
     def __init__(self, settings: Settings):
-        super().__init__(settings.signing_key, settings.fhir_base)
+        super().__init__(lambda: settings.signing_key, lambda: settings.fhir_base)
         self.settings = settings
 
     def exists_nonce(self, nonce: str, request) -> bool:
