@@ -20,6 +20,14 @@ def _grow(store, count: int) -> None:
     store.append_many([AuditEvent(action="chart.read", outcome="allowed", actor_id=f"u{i}") for i in range(count)])
 
 
+def _verified_once():
+    """The store after 20 entries and one passing verification, and that verification's event details."""
+    store = services.audit_store()
+    _grow(store, 20)
+    run_verification(actor_role="operator")
+    return store, dict(store.latest(VERIFICATIONS, 1)[0].event.details)
+
+
 def test_a_run_after_a_passing_run_is_incremental_from_the_checkpoint_it_recorded(app):
     with app.app_context():
         _grow(services.audit_store(), 20)
@@ -36,10 +44,7 @@ def test_a_run_after_a_passing_run_is_incremental_from_the_checkpoint_it_recorde
 
 def test_a_replayed_record_after_a_failed_verification_makes_the_run_full(app):
     with app.app_context():
-        store = services.audit_store()
-        _grow(store, 20)
-        run_verification(actor_role="operator")
-        genuine = dict(store.latest(VERIFICATIONS, 1)[0].event.details)
+        store, genuine = _verified_once()
         _append_verify_event(store, {"ok": False, "mode": "full", "problem": "edited", "position": 3})
         assert plan().fallback == "the last verification failed"
         _append_verify_event(store, genuine)  # the old record, signature and all, as the newest event
@@ -48,10 +53,7 @@ def test_a_replayed_record_after_a_failed_verification_makes_the_run_full(app):
 
 def test_a_record_without_a_valid_signature_makes_the_run_full(app):
     with app.app_context():
-        store = services.audit_store()
-        _grow(store, 20)
-        run_verification(actor_role="operator")
-        genuine = dict(store.latest(VERIFICATIONS, 1)[0].event.details)
+        store, genuine = _verified_once()
         _append_verify_event(store, {**genuine, "verified_size": genuine["verified_size"] + 1})
         assert plan().fallback.startswith("the last verification's record of its checkpoint cannot be used: "
                                           f"invalid signature for key {store.origin}/verified+")
