@@ -102,3 +102,16 @@ def first_unwitnessed(conn: sa.Connection, witnessed_size: int) -> TreeCheckpoin
     row = conn.execute(sa.select(audit_tree_checkpoint).where(_checkpoints.tree_size > witnessed_size)
                        .order_by(_checkpoints.id).limit(1)).first()
     return _checkpoint(row) if row else None
+
+
+def since(conn: sa.Connection, checkpoint_id: int) -> list[TreeCheckpoint]:
+    """The checkpoint `checkpoint_id` (if it is still there) and every one signed after it, oldest first."""
+    query = sa.select(audit_tree_checkpoint).where(_checkpoints.id >= checkpoint_id).order_by(_checkpoints.id)
+    return [_checkpoint(row) for row in conn.execute(query)]
+
+
+def latest_within(conn: sa.Connection, size: int) -> TreeCheckpoint | None:
+    """The newest checkpoint of a tree of at most `size` leaves."""
+    row = conn.execute(sa.select(audit_tree_checkpoint).where(_checkpoints.tree_size <= size)
+                       .order_by(_checkpoints.id.desc()).limit(1)).first()
+    return _checkpoint(row) if row else None

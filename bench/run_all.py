@@ -107,6 +107,12 @@ def audit_rows(out: str) -> list[tuple[str, str, str]]:
     if incremental:
         rows.append((f"Merkle tree verification, incremental: {incremental.group(2)} new entries on top of "
                      f"{incremental.group(3)}", f"{incremental.group(1)} ms", "-"))
+    growth = re.finditer(r"(\d+) entries\s+full\s+([\d.]+) ms\s+incremental \((\d+) new\)\s+([\d.]+) ms\s+"
+                         r"\(([\d.]+)x full, ([\d.]+)x the (\d+)-entry", out)
+    for size, full, new, ms, ratio, growth_ratio, smallest in (match.groups() for match in growth):
+        rows.append((f"Incremental verification of {new} new entries on a log of {int(size):,} (ratio: to a full "
+                     f"verification of that log, {float(full):.0f} ms; {growth_ratio}x the {int(smallest):,}-entry log's)",
+                     f"{ms} ms", ratio))
     memory = re.search(r"export memory\s+peak (\d+) KiB for (\d+) entries, (\d+) KiB for (\d+)\s+\(([\d.]+)x", out)
     if memory:
         rows.append((f"Export peak memory, {memory.group(2)} entries (baseline)", f"{memory.group(1)} KiB", "1.00"))
