@@ -11,17 +11,23 @@ has no baseline and its latencies are reported as measured. The whole run takes 
 
     .venv/bin/python bench/run_all.py [--output docs/PERFORMANCE.md] [--redis redis://127.0.0.1:6379/0]
                                       [--postgres postgresql+psycopg2://postgres@127.0.0.1:5432/postgres]
+                                      [--only audit,disclosures]
+
+Each benchmark's output is kept in instance/bench-results/; `--only` re-runs the named ones and
+rebuilds the document with the others' last outputs (say so when you commit such a document).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +49,39 @@ def run(name: str, args: list[str], timeout: float) -> tuple[str, float, int]:
     print(output.rstrip(), flush=True)
     print(f"== {name} took {elapsed:.0f} s, exit {code}", flush=True)
     return output, elapsed, code
+
+
+BENCHMARKS: dict[str, tuple[str, Callable[[argparse.Namespace], list[str]], float]] = {
+    "http": ("bench_http", lambda a: ["bench/bench_http.py", "--seconds", "6", "--rounds", "2",
+                                      "--postgres", a.postgres], 600),
+    "writers": ("bench_audit_writers", lambda a: ["bench/bench_audit_writers.py", "--seconds", "4",
+                                                  "--postgres", a.postgres], 300),
+    "records": ("bench_records", lambda a: ["bench/bench_records.py", "--seconds", "2"], 300),
+    "audit": ("bench_audit", lambda a: ["bench/bench_audit.py", "--events", "3000"], 600),
+    "disclosures": ("bench_disclosures", lambda a: ["bench/bench_disclosures.py", "--sizes",
+                                                    "10000,100000,1000000"], 900),
+    "messaging": ("bench_messaging", lambda a: ["bench/bench_messaging.py", "--seconds", "3", "--clients", "50,200",
+                                                "--redis", a.redis], 420),
+    "fhir": ("bench_fhir", lambda a: ["bench/bench_fhir.py", "--seconds", "6", "--rounds", "2",
+                                      "--postgres", a.postgres], 300),
+    "soak": ("soak", lambda a: ["bench/soak.py", "--seconds", "20", "--clients", "100", "--rate", "25",
+                                "--redis", a.soak_redis], 300),
+}
+
+
+def run_or_load(key: str, args: argparse.Namespace, again: bool) -> tuple[str, float, int]:
+    """Run one benchmark and keep its output in --saved, or read the output its last run kept there."""
+    saved = Path(args.saved) / f"{key}.json"
+    if not again:
+        if not saved.exists():
+            raise SystemExit(f"no saved output of {key} in {args.saved}: run it too (--only) or run them all")
+        output, elapsed, code = json.loads(saved.read_text())
+        return output, elapsed, code
+    name, arguments, timeout = BENCHMARKS[key]
+    result = run(name, arguments(args), timeout)
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(list(result)))
+    return result
 
 
 def machine() -> dict[str, str]:
@@ -226,31 +265,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", default=os.environ.get("PORTAL_TEST_POSTGRES_URL",
                                                              "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
                         help="a PostgreSQL server for bench_fhir's scratch database")
+    parser.add_argument("--only", help="comma-separated benchmarks to run again (of: " + ", ".join(BENCHMARKS) +
+                                       "); the others' outputs are read from --saved, as their last run left them")
+    parser.add_argument("--saved", default=str(ROOT / "instance" / "bench-results"),
+                        help="where each benchmark's last output is kept")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    results = {
-        "http": run("bench_http", ["bench/bench_http.py", "--seconds", "6", "--rounds", "2",
-                                   "--postgres", args.postgres], 600),
-        "writers": run("bench_audit_writers", ["bench/bench_audit_writers.py", "--seconds", "4",
-                                               "--postgres", args.postgres], 300),
-        "records": run("bench_records", ["bench/bench_records.py", "--seconds", "2"], 300),
-        "audit": run("bench_audit", ["bench/bench_audit.py", "--events", "3000"], 300),
-        "disclosures": run("bench_disclosures", ["bench/bench_disclosures.py", "--sizes", "10000,100000,1000000"], 900),
-        "messaging": run("bench_messaging", ["bench/bench_messaging.py", "--seconds", "3", "--clients", "50,200",
-                                             "--redis", args.redis], 420),
-        "fhir": run("bench_fhir", ["bench/bench_fhir.py", "--seconds", "6", "--rounds", "2",
-                                   "--postgres", args.postgres], 300),
-        "soak": run("soak", ["bench/soak.py", "--seconds", "20", "--clients", "100", "--rate", "25",
-                             "--redis", args.soak_redis], 300),
-    }
+    chosen = set(args.only.split(",")) if args.only else set(BENCHMARKS)
+    unknown = chosen - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    results = {key: run_or_load(key, args, key in chosen) for key in BENCHMARKS}
     total = time.monotonic() - started
     info = machine()
     soak_out = results["soak"][0]
     parts = [
         "# Performance",
         "",
-        f"Generated by `make bench` (`bench/run_all.py`) on {info['Date (UTC)']} UTC in {total / 60:.1f} minutes. "
-        "Do not edit by hand: re-run `make bench`.",
+        f"Generated by `make bench` (`bench/run_all.py`) on {info['Date (UTC)']} UTC in {total / 60:.1f} minutes"
+        + (f" (re-running only {args.only}; the other sections are the outputs their last run saved)"
+           if args.only else "") + ". Do not edit by hand: re-run `make bench`.",
         "",
         "Every figure is a ratio against a baseline measured **in the same run on the same machine** "
         "(ratio = portal / baseline; for throughput higher is better, for latency lower is better). "
