@@ -1,6 +1,6 @@
 """Command line for auditors and operators: `python -m audit verify|export|keygen|witness|witness-keygen|log-key`,
-and the Merkle tree's `prove-inclusion|prove-consistency` (from the database) and
-`check-inclusion|check-consistency` (offline).
+the Merkle tree's `prove-inclusion|prove-consistency` (from the database) and
+`check-inclusion|check-consistency` (offline), and `verify-report` (a report with its proofs, offline).
 
 Exit status: 0 when everything verified (or the export/key/proof was written), 1 when tampering
 was found, 2 for usage, I/O or database errors and for a file it cannot check (a format it
@@ -9,6 +9,9 @@ does not know, a CSV or FHIR NDJSON export without its manifest).
 Proofs are printed as JSON in RFC 9162 form (§4.12, §4.13 field names: tree_size, leaf_index,
 inclusion_path; tree_size_1, tree_size_2, consistency_path) with every hash in standard base64,
 as Certificate Transparency's JSON API and C2SP checkpoints write them.
+
+Long because it is the one command line of the package: each command is a short function over the
+modules that do the work, and their options and exit statuses are documented together here.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from audit.proofs import (
     prove_consistency,
     prove_inclusion,
 )
+from audit.report import check_report
 from audit.store import DEFAULT_CHECKPOINT_EVERY, SqlAuditStore
 from audit.tree_checkpoints import TreeCheckpoint
 from audit.tree_verify import TreeHead, verify_tree
@@ -165,6 +169,17 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     check_con.add_argument("file", help="the JSON prove-consistency printed")
     check_con.add_argument("--old", metavar="SIZE:BASE64", help="the trusted old tree head")
     check_con.add_argument("--new", metavar="SIZE:BASE64", help="the trusted new tree head")
+
+    report = commands.add_parser("verify-report", help="check a report that carries its proofs (the accounting of "
+                                                       "disclosures as JSON) offline, with the public keys alone")
+    report.add_argument("file", help="the report's JSON (its proof file, or the API's answer)")
+    report.add_argument("--log-key", metavar="VKEY", help="the log's note verifier key to pin (the Integrity page, "
+                                                          "`flask audit-log-key`); default: the key the report names")
+    report.add_argument("--witness-key", metavar="VKEY", action="append", default=[],
+                        help="a witness verifier key whose cosignature is required (repeatable); default: the "
+                             "witnesses the report names")
+    report.add_argument("--csv", metavar="FILE",
+                        help="the report's CSV download, to check against its digest and, row by row, its lines")
     for command in commands.choices.values():
         command.epilog = EXIT_STATUS_HELP
     return parser
@@ -351,6 +366,21 @@ def _check_inclusion(args: argparse.Namespace) -> int:
     return _checked(args, lambda document: check_inclusion(document, tree), [tree])
 
 
+def _verify_report(args: argparse.Namespace) -> int:
+    with open(args.file, encoding="utf-8") as handle:
+        document = load_document(handle.read())
+    csv = None
+    if args.csv is not None:
+        with open(args.csv, "rb") as handle:
+            csv = handle.read()
+    checked = check_report(document, args.log_key, args.witness_key, csv)
+    print(checked.summary())
+    if args.log_key is None or not args.witness_key:
+        print("warning: keys were taken from the report itself; pin the log's key (--log-key) and the witness's "
+              "(--witness-key), published by the clinic, to make this a proof", file=sys.stderr)
+    return EXIT_OK
+
+
 def _check_consistency(args: argparse.Namespace) -> int:
     old, new = _pinned(args.old, "--old"), _pinned(args.new, "--new")
     return _checked(args, lambda document: check_consistency(document, old, new), [old, new])
@@ -359,7 +389,7 @@ def _check_consistency(args: argparse.Namespace) -> int:
 COMMANDS = {"verify": _verify, "export": _export, "keygen": _keygen, "prove-inclusion": _prove_inclusion,
             "prove-consistency": _prove_consistency, "check-inclusion": _check_inclusion,
             "check-consistency": _check_consistency, "witness": _witness, "witness-keygen": _witness_keygen,
-            "log-key": _log_key}
+            "log-key": _log_key, "verify-report": _verify_report}
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "python -m audit") -> int:

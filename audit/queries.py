@@ -139,13 +139,13 @@ class AuditQueries:
 
     def accesses_to(self, patient_id: str, *, not_reasons: Iterable[str] = (), since: datetime | None = None,
                     until: datetime | None = None, actions: Iterable[str] = (), newest_first: bool = False,
-                    limit: int | None = None) -> list[Entry]:
-        """Allowed entries about one patient, in seq order (or newest first), optionally within a time range
-        and with one of the action prefixes, leaving out those whose recorded reason is one of
+                    limit: int | None = None, through: int | None = None) -> list[Entry]:
+        """Allowed entries about one patient, in seq order (or newest first), optionally within a time range,
+        up to seq ``through`` and with one of the action prefixes, leaving out those whose recorded reason is one of
         ``not_reasons`` (the decisions that let the patients themselves in). What counts is decided by the
         entries alone: they are signed into the log, unlike any table an attacker could edit."""
         clauses = [_columns.patient_id == patient_id, _columns.outcome == "allowed",
-                   *filter_clauses(AuditFilter(since=since, until=until))]
+                   *filter_clauses(AuditFilter(since=since, until=until, through=through))]
         not_reasons, actions = list(not_reasons), tuple(actions)
         if not_reasons:
             clauses.append(sa.or_(_columns.reason.is_(None), _columns.reason.not_in(not_reasons)))

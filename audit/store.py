@@ -232,6 +232,11 @@ class SqlAuditStore(AuditStore, AuditQueries):
         with self.engine.connect() as conn:
             return tree_checkpoints.latest(conn)
 
+    def tree_checkpoint_of_size(self, tree_size: int) -> TreeCheckpoint | None:
+        """The checkpoint signed of the tree of `tree_size` entries, if one was."""
+        with self.engine.connect() as conn:
+            return tree_checkpoints.of_size(conn, tree_size)
+
     def tree_checkpoints(self) -> list[TreeCheckpoint]:
         """Every signed tree checkpoint, oldest first."""
         with self.engine.connect() as conn:

@@ -85,6 +85,13 @@ def latest(conn: sa.Connection) -> TreeCheckpoint | None:
     return _checkpoint(row) if row else None
 
 
+def of_size(conn: sa.Connection, tree_size: int) -> TreeCheckpoint | None:
+    """The first checkpoint signed of the tree of `tree_size` entries."""
+    row = conn.execute(sa.select(audit_tree_checkpoint).where(_checkpoints.tree_size == tree_size)
+                       .order_by(_checkpoints.id).limit(1)).first()
+    return _checkpoint(row) if row else None
+
+
 def all_checkpoints(conn: sa.Connection) -> list[TreeCheckpoint]:
     return [_checkpoint(row) for row in conn.execute(sa.select(audit_tree_checkpoint).order_by(_checkpoints.id))]
 
@@ -110,4 +117,17 @@ def first_unwitnessed(conn: sa.Connection, witnessed_size: int) -> TreeCheckpoin
     """The oldest checkpoint of a tree larger than `witnessed_size`: how long the log has outgrown its witness."""
     row = conn.execute(sa.select(audit_tree_checkpoint).where(_checkpoints.tree_size > witnessed_size)
                        .order_by(_checkpoints.id).limit(1)).first()
+    return _checkpoint(row) if row else None
+
+
+def since(conn: sa.Connection, checkpoint_id: int) -> list[TreeCheckpoint]:
+    """The checkpoint `checkpoint_id` (if it is still there) and every one signed after it, oldest first."""
+    query = sa.select(audit_tree_checkpoint).where(_checkpoints.id >= checkpoint_id).order_by(_checkpoints.id)
+    return [_checkpoint(row) for row in conn.execute(query)]
+
+
+def latest_within(conn: sa.Connection, size: int) -> TreeCheckpoint | None:
+    """The newest checkpoint of a tree of at most `size` leaves."""
+    row = conn.execute(sa.select(audit_tree_checkpoint).where(_checkpoints.tree_size <= size)
+                       .order_by(_checkpoints.id.desc()).limit(1)).first()
     return _checkpoint(row) if row else None

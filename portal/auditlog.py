@@ -32,10 +32,15 @@ def verify_log(progress: Progress | None = None, observe: Callable[[Entry], Any]
     the head.) ``observe`` sees each entry as it is handed to the verifier; trust what it saw
     only if the report is ok.
     """
+    return verify_store(services.audit_store(), verify_key(), cooperative(progress), observe)
 
-    def every_thousand(count: int) -> None:
+
+def cooperative(progress: Progress | None = None) -> Progress:
+    """A verifier's progress callback that also yields to the worker's other green threads."""
+
+    def every_page(count: int) -> None:
         socketio.sleep(0)  # hashing a long log must not stall every other request of this worker
         if progress is not None:
             progress(count)
 
-    return verify_store(services.audit_store(), verify_key(), every_thousand, observe)
+    return every_page

@@ -88,12 +88,15 @@ def _print_status(status: dict) -> None:
 
 
 @click.command("audit-verify")
-def audit_verify() -> None:
-    """Verify the audit log in full: its entries re-derived into the Merkle tree, the stored tree, every signed
-    tree checkpoint (one is required at every multiple of PORTAL_AUDIT_CHECKPOINT_EVERY), then, with
-    PORTAL_AUDIT_WITNESS_URL, that the log still holds the tree its witness last cosigned. Exit 1 on any
-    problem, 2 when the witness cannot be asked."""
-    report = run_verification(actor_role="operator", progress=True)
+@click.option("--full", is_flag=True, help="Re-derive everything from the first entry, not only what is new.")
+def audit_verify(full: bool) -> None:
+    """Verify what the audit log gained since the last verified checkpoint (the signatures of the checkpoints
+    signed since, the consistency proof from it to the newest, the new entries' hashes and tree nodes); with
+    --full, or when there is no trusted record of one, the whole log re-derived into its Merkle tree
+    and every signed tree checkpoint (one is required at every multiple of PORTAL_AUDIT_CHECKPOINT_EVERY).
+    Then, with PORTAL_AUDIT_WITNESS_URL, that the log still holds the tree its witness last cosigned. Exit 1 on
+    any problem, 2 when the witness cannot be asked."""
+    report = run_verification(actor_role="operator", progress=True, full=full)
     click.echo(report.summary())
     sys.exit(1 if not report.ok else 2 if report.witness_error else 0)
 

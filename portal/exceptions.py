@@ -6,6 +6,10 @@ handlers turn them into ``{code, message}`` refusals. This module imports nothin
 """
 from __future__ import annotations
 
+from typing import TypeVar
+
+T = TypeVar("T")
+
 # What a refusal says when it must not tell whether the record exists.
 NO_SUCH_RECORD = "There is no such record."
 
@@ -66,3 +70,10 @@ class AuditUnavailable(PortalError):
     def __init__(self) -> None:
         super().__init__("audit_unavailable", "The audit log cannot be written right now, so records are not "
                                               "being served. Try again shortly.")
+
+
+def found(value: T | None, message: str = NO_SUCH_RECORD) -> T:
+    """``value``, or NotFound saying ``message`` when there is none (a row ``get`` did not find)."""
+    if value is None:
+        raise NotFound("not_found", message)
+    return value

@@ -9,26 +9,25 @@ requests keep being served and audited meanwhile; the failure counter, the lag g
 page and, past PORTAL_AUDIT_WITNESS_MAX_LAG_SECONDS, /readyz tell operators.
 `flask --app portal audit-witness` runs one round.
 
-`verify_with_witness` adds to the hash-chain verification the check that catches a lost tail:
-the log must still hold the tree the witness last cosigned (audit/witnessed.py).
+`ask_witness` gives verification (portal/compliance/verification.py) the check that catches a lost tail:
+the log must still hold the tree the witness last cosigned (audit/witnessed.py, audit/incremental.py).
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from flask import Flask, current_app
 
-from audit import SqlAuditStore, TreeCheckpoint, VerifyReport
-from audit.note import Verifier
+from audit import Problem, SqlAuditStore, TreeCheckpoint
+from audit.note import Checkpoint, Verifier
 from audit.witness_client import Cosigned, WitnessConflict, WitnessError, WitnessRefused, add_checkpoint
-from audit.witnessed import check_against_witness, fetch_witnessed
+from audit.witnessed import fetch_witnessed
 from portal import services
-from portal.auditlog import verify_log
 from portal.extensions import socketio
 from portal.observability import WITNESS_FAILURES, WITNESS_LAG
 
@@ -70,6 +69,7 @@ class Submitter:
         self.witness_size: int | None = None  # what the witness said it last cosigned (a 409's body)
         self.failures = 0  # consecutive failed rounds
         self.last_error: str | None = None
+        self.refusal: Round | None = None  # the witness refused the log: kept until it cosigns again
 
     def _checkpoint_to_submit(self, sign_now: bool) -> TreeCheckpoint | None:
         """The newest checkpoint, after signing one for a tail no checkpoint covers yet (an idle log's
@@ -95,6 +95,8 @@ class Submitter:
         else:
             self.failures, self.last_error = 0, None
         WITNESS_LAG.set(self.store.unwitnessed_seconds(self.witness.key()))
+        if outcome.truncated or outcome.refused:
+            self.refusal = outcome
         return outcome
 
     def _submit(self, sign_now: bool) -> Round:
@@ -117,7 +119,7 @@ class Submitter:
                 continue
             self.store.record_cosignature(checkpoint.tree_size, checkpoint.root_hash, self.witness.key(),
                                           datetime.fromtimestamp(cosigned.timestamp, timezone.utc), cosigned.note)
-            self.witness_size = checkpoint.tree_size
+            self.witness_size, self.refusal = checkpoint.tree_size, None
             return Round(cosigned=checkpoint.tree_size)
         raise WitnessError(f"the witness keeps reporting another size ({old})")
 
@@ -196,55 +198,47 @@ def status() -> WitnessStatus:
                          running.last_error if running else None)
 
 
-@dataclass
-class WitnessedReport(VerifyReport):
-    """A verification that also compared the log with the witness's latest cosigned checkpoint."""
+@dataclass(frozen=True)
+class WitnessVerdict:
+    """What a verification learnt from the witness: its latest cosigned size, or why it could not ask, and the
+    first way the log disagrees with that checkpoint."""
 
+    configured: bool = True
     witnessed_size: int | None = None
-    witness_error: str | None = None
-    witness_configured: bool = True
+    error: str | None = None
+    problem: Problem | None = None
 
-    def summary(self) -> str:
-        if not self.witness_configured:
-            return super().summary() + "\nwitness: none configured (a lost tail cannot be detected)"
-        if self.witness_error is not None:
-            return super().summary() + f"\nwitness: {self.witness_error}: a lost tail cannot be ruled out"
+    def summary(self, ok: bool) -> str | None:
+        """The CLI's witness line (None after a failed verification the witness has nothing to add to)."""
+        if not self.configured:
+            return "witness: none configured (a lost tail cannot be detected)"
+        if self.error is not None:
+            return f"witness: {self.error}: a lost tail cannot be ruled out"
         if self.witnessed_size is None:
-            return super().summary() + "\nwitness: it has cosigned no checkpoint of this log yet"
-        if self.ok:
-            return super().summary() + f"\nwitness: the log holds the {self.witnessed_size} entries it cosigned"
-        return super().summary()
+            return "witness: it has cosigned no checkpoint of this log yet"
+        return f"witness: the log holds the {self.witnessed_size} entries it cosigned" if ok else None
+
+    def details(self) -> dict[str, Any]:
+        """What the audit.verify event records of the witness check."""
+        if not self.configured:
+            return {"witness": "none"}
+        if self.error is not None:
+            return {"witness": "unreachable", "witness_error": self.error[:256]}
+        return {"witness": "checked", "witnessed_size": self.witnessed_size}
 
 
-def witness_check(report: VerifyReport) -> WitnessedReport:
-    """`report` with the witness's verdict added (a problem it finds replaces an OK)."""
+def ask_witness(check: Callable[[Checkpoint], Problem | None]) -> WitnessVerdict:
+    """Fetch the witness's latest cosigned checkpoint of the log (both signatures checked) and `check` the log
+    against it: audit.witnessed.check_against_witness after a full run, audit.incremental.check_witnessed
+    after an incremental one."""
     settings = services.settings()
-    base = {spec.name: getattr(report, spec.name) for spec in fields(report) if spec.init}
     if not settings.audit_witness_url:
-        return WitnessedReport(**base, witness_configured=False)
+        return WitnessVerdict(configured=False)
     log_key = services.audit_store().tree_signer().verifier
     try:
         witnessed = fetch_witnessed(settings.audit_witness_url, log_key, Verifier.from_vkey(settings.audit_witness_key))
     except WitnessError as exc:
-        return WitnessedReport(**base, witness_error=str(exc))
+        return WitnessVerdict(error=str(exc))
     if witnessed is None:
-        return WitnessedReport(**base)
-    problem = check_against_witness(services.audit_store(), witnessed.checkpoint)
-    checked = WitnessedReport(**base, witnessed_size=witnessed.checkpoint.size)
-    if problem is not None:
-        return replace(checked, ok=False, problem=problem)
-    return checked
-
-
-def verify_with_witness(progress: Callable[[int], Any] | None = None) -> WitnessedReport:
-    """The whole chain (portal.auditlog.verify_log), then the witness's memory of the log's size and root."""
-    return witness_check(verify_log(progress))
-
-
-def witness_details(report: WitnessedReport) -> dict[str, Any]:
-    """What the audit.verify event records of the witness check."""
-    if not report.witness_configured:
-        return {"witness": "none"}
-    if report.witness_error is not None:
-        return {"witness": "unreachable", "witness_error": report.witness_error[:256]}
-    return {"witness": "checked", "witnessed_size": report.witnessed_size}
+        return WitnessVerdict()
+    return WitnessVerdict(witnessed_size=witnessed.checkpoint.size, problem=check(witnessed.checkpoint))

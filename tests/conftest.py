@@ -87,6 +87,15 @@ def _drop_database(url: str) -> None:
 
 
 @pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL server of this test's own (a fault test stops it, a role test reconfigures it), removed afterwards."""
+    server = PrivatePostgres()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
 def sqlite_url(tmp_path) -> str:
     return f"sqlite:///{tmp_path / 'portal.db'}"
 

@@ -13,7 +13,7 @@ from portal.actions import Action
 from portal.auth.sessions import end_sessions, live_sessions
 from portal.crypto import active_keyring, rotate, rotation_status
 from portal.db import db_session
-from portal.exceptions import InvalidInput, NotFound
+from portal.exceptions import InvalidInput, NotFound, found
 from portal.extensions import socketio
 from portal.models import LINKED_BY_ADMIN, CareTeam, CareTeamMember, CareTeamPatient, Patient, User
 from portal.people import account_reference, patient_by_mrn
@@ -42,10 +42,7 @@ def create_team(name: str) -> CareTeam:
 
 
 def get_team(team_id: str) -> CareTeam:
-    team = db_session.get(CareTeam, team_id)
-    if team is None:
-        raise NotFound("not_found", "There is no such team.")
-    return team
+    return found(db_session.get(CareTeam, team_id), "There is no such team.")
 
 
 def add_clinician(team: CareTeam, user_id: str) -> User:
@@ -59,9 +56,7 @@ def add_clinician(team: CareTeam, user_id: str) -> User:
 
 
 def remove_clinician(team: CareTeam, user_id: str) -> None:
-    member = db_session.get(CareTeamMember, (team.id, user_id))
-    if member is None:
-        raise NotFound("not_found", "That clinician is not on this team.")
+    member = found(db_session.get(CareTeamMember, (team.id, user_id)), "That clinician is not on this team.")
     db_session.delete(member)
     db_session.commit()
 

@@ -1,4 +1,4 @@
-"""Integrity: verifying the log on demand, recording the result, and showing the last one."""
+"""Integrity: verifying the log on demand (verification.py), recording the result, and showing the last one."""
 from __future__ import annotations
 
 import sys
@@ -9,39 +9,28 @@ from typing import Any
 
 from tqdm import tqdm
 
-from audit import AuditFilter, ProofError, TreeCheckpoint, TreeError, VerifyReport
+from audit import ProofError, TreeCheckpoint, TreeError
 from audit.proofs import prove_consistency, prove_inclusion
 from portal import services
 from portal.access import record
 from portal.actions import Action
+from portal.compliance.verification import VERIFICATIONS, Verification, plan, verify
 from portal.exceptions import Conflict, InvalidInput
 from portal.people import display_names
-from portal.witnessing import WitnessedReport, verify_with_witness, witness_details
 
 
-def verification_details(report: VerifyReport) -> dict[str, Any]:
-    """The result as the audit.verify event records it."""
-    details: dict[str, Any] = {"ok": report.ok, "entries": report.entries_checked,
-                               "checkpoints": report.checkpoints_checked, "key_id": report.key_id}
-    if isinstance(report, WitnessedReport):
-        details.update(witness_details(report))
-    if report.problem is not None:
-        details.update(problem=report.problem.kind, position=report.problem.position,
-                       message=report.problem.message[:256])
-    return details
-
-
-def run_verification(actor_role: str | None = None, progress: bool = False) -> WitnessedReport:
-    """Verify the log, and against its witness when one is configured; record the result as an
-    audit.verify event (for the CLI)."""
+def run_verification(actor_role: str | None = None, progress: bool = False, full: bool = False) -> Verification:
+    """Verify the log (incrementally unless `full` or no usable record; see verification.py) and record the
+    result as an audit.verify event (for the CLI)."""
+    run = plan(full)
     if progress:
-        with tqdm(total=services.audit_store().count(), unit="entries", file=sys.stderr, delay=1.0,
-                  disable=None, leave=False) as bar:
-            report = verify_with_witness(bar.update)
+        with tqdm(total=run.entries_to_hash(), unit="entries", file=sys.stderr, delay=1.0, disable=None,
+                  leave=False) as bar:
+            report = verify(run, bar.update)
     else:
-        report = verify_with_witness()
+        report = verify(run)
     record(Action.AUDIT_VERIFY, "allowed", actor_role=actor_role, reason="audit log verification",
-           details=verification_details(report))
+           details=report.details())
     return report
 
 
@@ -57,18 +46,23 @@ class LastVerification:
     problem: str | None
     position: int | None
     message: str | None
+    mode: str  # "full" or "incremental" ("full" for events written before incremental runs)
+    since_size: int | None  # incremental: the verified checkpoint's size it started after
+    fallback: str | None  # full: why
+    tree_size: int | None
 
 
 def last_verification() -> LastVerification | None:
     """The newest audit.verify result, read back from the audit log itself."""
-    found = services.audit_store().latest(AuditFilter(action=Action.AUDIT_VERIFY, outcome="allowed"), 1)
+    found = services.audit_store().latest(VERIFICATIONS, 1)
     if not found:
         return None
     event, details = found[0].event, found[0].event.details
     return LastVerification(
         found[0].seq, event.time, display_names([event.actor_id]).get(event.actor_id or ""),
         event.actor_role, details.get("ok") is True, details.get("entries"), details.get("checkpoints"),
-        details.get("problem"), details.get("position"), details.get("message"),
+        details.get("problem"), details.get("position"), details.get("message"), details.get("mode") or "full",
+        details.get("since_size"), details.get("fallback"), details.get("tree_size"),
     )
 
 

@@ -16,7 +16,7 @@ from portal.access import authorize, authorized
 from portal.actions import Action
 from portal.auditlog import verify_key
 from portal.auth import step_up
-from portal.compliance import bp, charts, exports, flags, integrity, search
+from portal.compliance import bp, charts, exports, flags, integrity, search, verification
 from portal.compliance.filters import (
     FILTER_FIELDS,
     FilterError,
@@ -27,7 +27,6 @@ from portal.compliance.filters import (
 )
 from portal.exceptions import NotFound
 from portal.witnessing import status as witness_status
-from portal.witnessing import verify_with_witness
 
 T = TypeVar("T")
 
@@ -171,7 +170,10 @@ def public_key():
 @bp.post("/integrity/verify")
 @login_required
 def verify_now():
-    report = authorized(Action.AUDIT_VERIFY, verify_with_witness, integrity.verification_details)
+    """Incremental from the last verified checkpoint, or ``mode=full`` (the page's "Full verification")."""
+    full = request.form.get("mode") == "full"
+    report = authorized(Action.AUDIT_VERIFY, lambda: verification.verify(verification.plan(full)),
+                        lambda result: result.details())
     flash("Verification finished: " + report.summary(), "success" if report.ok and not report.witness_error else "error")
     return redirect(url_for("compliance.integrity"))
 

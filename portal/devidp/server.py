@@ -13,9 +13,7 @@ from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProte
 from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
-from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import UserInfo, UserInfoEndpoint
-from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc.jwk import KeySet, RSAKey
 
@@ -28,8 +26,7 @@ from portal.devidp.store import (
     MemoryStore,
 )
 from portal.devidp.users import DemoUser, user_by_subject
-
-ID_TOKEN_LIFETIME_SECONDS = 3600
+from portal.oauth_server import RequiredS256, RS256OpenIDCode
 
 
 def user_claims(user: DemoUser) -> UserInfo:
@@ -107,47 +104,15 @@ class DevAuthorizationCodeGrant(AuthorizationCodeGrant):
         return user_by_subject(authorization_code.subject)
 
 
-class S256CodeChallenge(CodeChallenge):
-    """PKCE required on every authorization request, and only with S256.
-
-    Authlib's ``required=True`` only insists for public clients; the portal is confidential, but
-    production providers increasingly demand PKCE from everyone, so the development one does too.
-    """
-
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
-
-    def validate_code_challenge(self, grant, redirect_uri: str) -> None:
-        data = grant.request.payload.data
-        if not data.get("code_challenge"):
-            raise InvalidRequestError("PKCE is required: send 'code_challenge'.")
-        if data.get("code_challenge_method") != "S256":
-            raise InvalidRequestError("Only 'code_challenge_method=S256' is accepted.")
-        super().validate_code_challenge(grant, redirect_uri)
-
-
-class DevOpenIDCode(OpenIDCode):
+class DevOpenIDCode(RS256OpenIDCode):
     """Adds the RS256 ID token, with the portal's role and patient claims, to the code grant."""
 
     def __init__(self, server: DevAuthorizationServer):
-        super().__init__(require_nonce=False)
+        super().__init__(lambda: server.key, lambda: server.issuer)
         self.server = server
 
     def exists_nonce(self, nonce: str, request) -> bool:
         return self.server.store.nonce_in_use(request.payload.client_id, nonce)
-
-    def resolve_client_private_key(self, client: DevClient) -> RSAKey:
-        return self.server.key
-
-    def get_client_algorithm(self, client: DevClient) -> str:
-        return "RS256"
-
-    def get_encode_header(self, client: DevClient) -> dict:
-        return {"alg": "RS256", "kid": self.server.key.kid}
-
-    def get_client_claims(self, client: DevClient) -> dict:
-        now = int(time.time())
-        return {"iss": self.server.issuer, "aud": client.client_id, "iat": now,
-                "exp": now + ID_TOKEN_LIFETIME_SECONDS}
 
     def generate_user_info(self, user: DemoUser, scope: str) -> UserInfo:
         return user_claims(user)
@@ -203,7 +168,7 @@ class DevEndSessionEndpoint(EndSessionEndpoint):
 def build_server(client: DevClient, key: RSAKey, issuer: str) -> DevAuthorizationServer:
     """Assemble the server with the code grant, PKCE, OpenID, userinfo and end-session support."""
     server = DevAuthorizationServer(client, MemoryStore(), key, issuer)
-    server.register_grant(DevAuthorizationCodeGrant, [S256CodeChallenge(required=True), DevOpenIDCode(server)])
+    server.register_grant(DevAuthorizationCodeGrant, [RequiredS256(required=True), DevOpenIDCode(server)])
     protector = ResourceProtector()
     protector.register_token_validator(DevBearerTokenValidator(server.store))
     server.register_endpoint(DevUserInfoEndpoint(server, resource_protector=protector))

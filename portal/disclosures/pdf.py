@@ -38,7 +38,9 @@ def _header(report: DisclosureReport, styles) -> list:
         ("Period", f"{report.period.start.isoformat()} to {report.period.end.isoformat()} (whole days, UTC)"),
         ("Generated", report.generated_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Accesses listed", str(report.count)),
-        ("Audit log verified through entry", f"{report.head_seq} (hash {report.head_hash})"),
+        ("Proven against the audit log's signed checkpoint",
+         f"{report.proof.tree_size} entries, root {report.root_text}, "
+         + (f"cosigned by {', '.join(report.witnesses)}" if report.witnesses else "not yet cosigned by a witness")),
         ("Report digest (SHA-256 of the CSV)", report.digest),
     )
     return [_text("Accounting of disclosures", styles["Title"]),

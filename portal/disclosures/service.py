@@ -1,13 +1,16 @@
 """The accounting of disclosures of one chart (in the manner of HIPAA, 45 CFR 164.528), from the audit log.
 
 A report lists every allowed audit entry about the patient over whole UTC days, by anyone but the
-patient's own accounts. It is issued only after the whole audit log verifies and every listed
-entry is found, with the same hash, in the verified chain. Views run ``verified_log`` through
+patient's own accounts, in the tree of the log's newest signed (and witnessed) checkpoint. It is
+issued only once every listed entry is proven, by its inclusion proof, to be in that tree unchanged
+(audit/report.py); the proofs travel with the JSON report, so anyone can check it offline with the
+log's and the witness's public keys. Views run ``proven_log`` through
 ``portal.access.authorized`` (decide, work, audit with the line count), then ``report``: only that
 step decrypts PHI (the patient's name and MRN, break-glass reasons), so the issue is audited first.
 """
 from __future__ import annotations
 
+import base64
 import csv
 import hashlib
 import io
@@ -19,10 +22,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from audit import Entry, MalformedEntryError, csv_cell
-from portal import services
+from audit import Entry, MalformedEntryError, SqlAuditStore, TreeCheckpoint, TreeCosignature, TreeError
+from audit.note import Verifier
+from audit.report import (
+    CSV_COLUMNS,
+    EntryNotProven,
+    ReportProof,
+    check_extends,
+    csv_row_of_line,
+    prove_entries,
+    sign_report,
+)
+from portal import services, witnessing
 from portal.actions import Action, Section
-from portal.auditlog import verify_log
 from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, NotFound
 from portal.models import BreakGlass, Patient
@@ -31,7 +43,7 @@ from portal.policy import OWN_ACCESS_REASONS
 
 ACCOUNTING_YEARS = 6  # the accounting period a patient may ask for
 EARLIEST = date(1900, 1, 1)
-CSV_HEADER = ("time_utc", "who", "role", "what", "purpose", "break_glass", "audit_seq")
+CSV_HEADER = CSV_COLUMNS  # `python -m audit verify-report --csv` checks each row against the report's lines
 # Accesses to a part of the chart name that part: "Read chart — results".
 SECTIONED_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE, Action.CHART_EXPORT, Action.FHIR_READ,
                                Action.FHIR_SEARCH})
@@ -46,7 +58,7 @@ class DateRangeError(InvalidInput):
 
 
 class UnverifiedLog(Conflict):
-    """The audit log failed verification, or an entry of the report is not part of the verified chain."""
+    """An entry of the report is not proven to be in the signed tree: the log or its tree was changed."""
 
     def __init__(self, kind: str, position: int, problem: str):
         super().__init__("audit_log_unverified", UNVERIFIED)
@@ -143,8 +155,7 @@ class DisclosureLine:
         return self.time.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def csv_row(self) -> list[str]:
-        return [self.time_text, *(csv_cell(text) for text in (self.who, self.role, self.what, self.purpose)),
-                "yes" if self.break_glass else "no", str(self.seq)]
+        return csv_row_of_line(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         return {"seq": self.seq, "time": self.time_text, "who": self.who, "role": self.role, "what": self.what,
@@ -163,15 +174,13 @@ def csv_text(lines: Iterable[DisclosureLine]) -> str:
 
 
 @dataclass(frozen=True)
-class VerifiedLog:
-    """The report's audit entries (identifiers only), after the chain that holds them verified."""
+class ProvenLog:
+    """The report's audit entries (identifiers only), each proven to be in one signed tree checkpoint."""
 
     patient_id: str
     period: DateRange
     entries: tuple[Entry, ...]
-    head_seq: int
-    head_hash: str
-    entries_checked: int
+    proof: ReportProof
 
     @property
     def count(self) -> int:
@@ -185,9 +194,7 @@ class DisclosureReport:
     mrn: str
     period: DateRange
     generated_at: datetime
-    head_seq: int
-    head_hash: str
-    entries_checked: int
+    proof: ReportProof
     lines: tuple[DisclosureLine, ...]
 
     @cached_property
@@ -204,62 +211,96 @@ class DisclosureReport:
         return hashlib.sha256(self.csv.encode("utf-8")).hexdigest()
 
     @property
+    def root_text(self) -> str:
+        return base64.b64encode(self.proof.root_hash).decode("ascii")
+
+    @property
+    def witnesses(self) -> list[str]:
+        """The names of the witnesses that cosigned the checkpoint the lines are proven against."""
+        return [key.split("+")[0] for key in self.proof.witness_keys]
+
+    @property
     def filename_stem(self) -> str:
         return f"disclosures-{self.patient_id}-{self.period.start.isoformat()}-{self.period.end.isoformat()}"
 
     def to_json(self) -> dict[str, Any]:
+        """The report with its proof: what `python -m audit verify-report` checks offline."""
         return {
             "patient": {"id": self.patient_id, "name": self.patient_name, "mrn": self.mrn},
             "start": self.period.start.isoformat(), "end": self.period.end.isoformat(),
             "generated_at": self.generated_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "verification": {"head_seq": self.head_seq, "head_hash": self.head_hash,
-                             "entries_checked": self.entries_checked},
             "count": self.count, "digest": self.digest,
             "lines": [line.to_json() for line in self.lines],
+            "proof": self.proof.to_json(),
         }
 
 
-def verified_log(patient_id: str, period: DateRange) -> VerifiedLog:
-    """Read the report's entries, then verify the whole chain and find each entry in it."""
+def signed_json(report: DisclosureReport) -> dict[str, Any]:
+    """The report as JSON, signed by the log's key so its lines' words are bound to it (audit.report)."""
+    return sign_report(report.to_json(), services.audit_store().tree_signer())
+
+
+def proven_log(patient_id: str, period: DateRange) -> ProvenLog:
+    """The report's entries in the tree of the newest checkpoint, each with its checked inclusion proof.
+
+    The checkpoint is taken first (signed now if the log has grown since the newest one, and cosigned by
+    the witness when one is configured and answers), then the patient's entries up to its size are read,
+    so the report is exactly the patient's disclosures in the tree it names. That tree must extend the
+    checkpoint the log signed at the last multiple of PORTAL_AUDIT_CHECKPOINT_EVERY (so deleted checkpoints,
+    or entries rewritten under them, stop the report). Cost: O(lines x log n).
+    """
+    store = services.audit_store()
+    checkpoint, witnesses = _newest_checkpoint(store)
     try:
-        entries = tuple(_disclosed_entries(patient_id, period))
+        entries = tuple(_disclosed_entries(patient_id, period, checkpoint.tree_size))
     except MalformedEntryError as exc:
         raise UnverifiedLog("malformed", exc.position, exc.message) from None
-    witness = _Witness({entry.seq for entry in entries})
-    report = verify_log(observe=witness)
-    if not report.ok:
-        problem = report.problem
-        raise UnverifiedLog(problem.kind, problem.position, problem.message)
-    for entry in entries:  # the content read for the report is exactly what was verified
-        if witness.hashes.get(entry.seq) != entry.leaf_hash():
-            raise UnverifiedLog("not_in_chain", entry.seq, f"seq {entry.seq} is not part of the verified log")
-    head_hash = report.tree.root.hex() if report.tree is not None else ""  # the verified tree's root
-    return VerifiedLog(patient_id, period, entries, witness.head, head_hash, report.entries_checked)
+    log = store.tree_signer().verifier
+    anchor = checkpoint.tree_size // store.checkpoint_every * store.checkpoint_every
+    try:
+        anchored = store.tree_checkpoint_of_size(anchor) if anchor else None
+        check_extends(store, anchored.note if anchored else None, anchor, checkpoint.note, log)
+        proof = prove_entries(store, entries, checkpoint.note, log, witnesses)
+    except EntryNotProven as exc:
+        raise UnverifiedLog("not_in_tree", exc.seq, str(exc)) from None
+    except (TreeError, ValueError) as exc:  # a stored checkpoint that does not verify, or a tree missing hashes
+        raise UnverifiedLog("checkpoint", checkpoint.tree_size, str(exc)) from None
+    return ProvenLog(patient_id, period, entries, proof)
 
 
-class _Witness:
-    """Notes, while the verifier streams the log, the hashes of the wanted seqs and the last entry."""
+def _newest_checkpoint(store: SqlAuditStore) -> tuple[TreeCheckpoint | TreeCosignature, list[Verifier]]:
+    """The checkpoint of the whole log as it is now, with the witnesses that cosigned it.
 
-    def __init__(self, wanted: set[int]):
-        self.wanted = wanted
-        self.hashes: dict[int, bytes] = {}
-        self.head = 0
+    With a witness the newest checkpoint is submitted at once and, once cosigned, is the report's (entries
+    appended meanwhile are read no further than its size). A witness that has refused the log (smaller
+    than, or inconsistent with, what it cosigned) stops every report until it cosigns again, even while it
+    then stops answering. One that does not answer does not stop reports: they are issued against the
+    log's own signature and say they are not witnessed (the log is local; a report must not wait on it).
+    """
+    witness = witnessing.submitter()
+    if witness is not None:
+        outcome = witness.submit(sign_now=True) if not witness.failures else None  # failing: rounds back off
+        if witness.refusal is not None:
+            raise UnverifiedLog("witness_refused", store.tree_size(), witness.refusal.error or "the witness refused")
+        cosigned = store.latest_cosignature(witness.witness.key())
+        if outcome is not None and outcome.cosigned is not None and cosigned is not None \
+                and cosigned.tree_size >= outcome.cosigned:
+            return cosigned, [witness.witness]
+    newest = store.latest_tree_checkpoint()
+    if newest is None or newest.tree_size < store.tree_size():
+        newest = store.sign_tree_checkpoint()
+    return newest, []
 
-    def __call__(self, entry: Entry) -> None:
-        if entry.seq in self.wanted:
-            self.hashes[entry.seq] = entry.leaf_hash()
-        self.head = entry.seq
 
-
-def _disclosed_entries(patient_id: str, period: DateRange) -> list[Entry]:
+def _disclosed_entries(patient_id: str, period: DateRange, through: int) -> list[Entry]:
     """Every allowed access by anyone but the patient, or by an app the patient connected: the same rule as
     "Who viewed my chart", any action."""
     return services.audit_store().accesses_to(patient_id, not_reasons=OWN_ACCESS_REASONS, since=period.since,
-                                              until=period.until)
+                                              until=period.until, through=through)
 
 
-def report(verified: VerifiedLog) -> DisclosureReport:
-    """The report of a verified log: only now are the patient's name and the break-glass reasons decrypted."""
+def report(verified: ProvenLog) -> DisclosureReport:
+    """The report of a proven log: only now are the patient's name and the break-glass reasons decrypted."""
     patient = db_session.get(Patient, verified.patient_id)
     if patient is None:
         raise NotFound("not_found", "There is no such record.")
@@ -268,8 +309,7 @@ def report(verified: VerifiedLog) -> DisclosureReport:
     grants = _grants(str(event.details["break_glass"]) for event in events if event.details.get("break_glass"))
     return DisclosureReport(
         patient_id=patient.id, patient_name=patient.display_name, mrn=patient.mrn, period=verified.period,
-        generated_at=datetime.now(timezone.utc), head_seq=verified.head_seq, head_hash=verified.head_hash,
-        entries_checked=verified.entries_checked,
+        generated_at=datetime.now(timezone.utc), proof=verified.proof,
         lines=tuple(_line(entry, names, grants) for entry in verified.entries),
     )
 

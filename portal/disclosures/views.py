@@ -1,11 +1,13 @@
 """The accounting of disclosures as pages, CSV and PDF downloads and JSON. Thin: parse, authorize, call the service.
 
 The decision is checked before any work and a refusal is audited by ``authorize``; an issued report
-is audited (with its period, format and line count) after the audit log verified and before any PHI
-is decrypted. A log that fails verification is recorded as an error and no report is issued.
+is audited (with its period, format, line count and tree size) once every line's entry is proven to be
+in the signed tree, and before any PHI is decrypted. An entry that fails its proof is recorded as an
+error and no report is issued. ``format=json`` downloads the report with its proofs.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
 from typing import Any
@@ -29,8 +31,8 @@ from portal.validation import parse_id
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("html", "csv", "pdf")
-# Each report verifies the whole audit log: one bucket per person for all three ways of asking for one.
+FORMATS = ("html", "csv", "pdf", "json")
+# One bucket per person for all the ways of asking for a report (each may sign and witness a checkpoint).
 per_person = limiter.shared_limit(lambda: services.settings().report_rate_limit, scope="disclosures",
                                   key_func=lambda: f"user:{current_user.get_id()}")
 # --------------------------------------------------------------------------- pages
@@ -77,27 +79,28 @@ def compliance():
 @per_person
 def api_report(patient_id: str):
     patient_id = parse_id(patient_id)
-    return jsonify(_issued(patient_id, _period(), "json").to_json())
+    return jsonify(service.signed_json(_issued(patient_id, _period(), "json")))
 
 
 # --------------------------------------------------------------------------- helpers
 
 
 def _issued(patient_id: str, period: DateRange, fmt: str, **extra: str) -> DisclosureReport:
-    """Refuse (audited) before any work; audit the issue once the log verified, before PHI is decrypted."""
+    """Refuse (audited) before any work; audit the issue once every line is proven, before PHI is decrypted."""
     details: dict[str, Any] = {"range": period.describe(), "format": fmt, **extra}
     try:
-        verified = authorized(Action.CHART_DISCLOSURES, lambda: service.verified_log(patient_id, period),
-                              lambda log: {**details, "lines": log.count, "head_seq": log.head_seq},
-                              resource=ChartRef(patient_id, Section.DISCLOSURES), refused_details=details)
+        proven = authorized(Action.CHART_DISCLOSURES, lambda: service.proven_log(patient_id, period),
+                            lambda log: {**details, "lines": log.count, "tree_size": log.proof.tree_size,
+                                         "witnessed": bool(log.proof.witness_keys)},
+                            resource=ChartRef(patient_id, Section.DISCLOSURES), refused_details=details)
     except UnverifiedLog as exc:
-        record(Action.CHART_DISCLOSURES, "error", reason="audit log failed verification", patient_id=patient_id,
+        record(Action.CHART_DISCLOSURES, "error", reason="audit entry failed its proof", patient_id=patient_id,
                resource_type=Section.DISCLOSURES, resource_id=patient_id, details={**details, **exc.audit_details()})
-        log.error("disclosure report refused: the audit log failed verification",
+        log.error("disclosure report refused: an audit entry failed its inclusion proof",
                   extra={"error": f"{exc.kind} at entry {exc.position}"})
         exc.audited = True
         raise
-    return service.report(verified)  # PHI (name, MRN, break-glass reasons) is decrypted only now
+    return service.report(proven)  # PHI (name, MRN, break-glass reasons) is decrypted only now
 
 
 def _patient_by_mrn(mrn: str, period: DateRange, fmt: str) -> str:
@@ -125,14 +128,17 @@ def _respond(report: DisclosureReport, fmt: str, template: str, query: dict[str,
         return _download(report, report.csv.encode("utf-8"), "text/csv; charset=utf-8", "csv")
     if fmt == "pdf":
         return _download(report, report_pdf(report), "application/pdf", "pdf")
+    if fmt == "json":  # the proof file beside the CSV and PDF: `python -m audit verify-report` checks it
+        body = json.dumps(service.signed_json(report), ensure_ascii=False, indent=1).encode("utf-8")
+        return _download(report, body, "application/json", "json")
     return render_template(template, report=report, error=None, form=form or query, query=query, today=_today())
 
 
 def _download(report: DisclosureReport, body: bytes, content_type: str, extension: str) -> Response:
     return Response(body, content_type=content_type, headers={
         "Content-Disposition": f'attachment; filename="{report.filename_stem}.{extension}"',
-        "X-Audit-Head-Seq": str(report.head_seq),
-        "X-Audit-Head-Hash": report.head_hash,
+        "X-Audit-Tree-Size": str(report.proof.tree_size),
+        "X-Audit-Tree-Root": report.root_text,
         "X-Report-Digest": report.digest,
         "X-Report-Lines": str(report.count),
     })
@@ -145,7 +151,7 @@ def _period() -> DateRange:
 def _format() -> str:
     fmt = request.args.get("format") or "html"
     if fmt not in FORMATS:
-        raise InvalidInput("bad_format", "The format must be csv or pdf, or left out for the page.")
+        raise InvalidInput("bad_format", "The format must be csv, pdf or json, or left out for the page.")
     return fmt
 
 

@@ -153,6 +153,8 @@ def _csrf(exc: CSRFError):
 @bp.app_errorhandler(HTTPException)
 def _http(exc: HTTPException):
     message = exc.description if exc.code in {400, 413, 429} else TITLES.get(exc.code or 500, exc.name)
+    if exc.code == 429:  # a rate limit's refusal is an access attempt like any other
+        audit_refusal(LimitReached("rate_limited", message))
     return error_response(exc.code or 500, exc.name.lower().replace(" ", "_"), message)
 
 

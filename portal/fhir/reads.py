@@ -5,7 +5,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import joinedload, selectinload
 
 from portal.db import db_session
-from portal.exceptions import NotFound
+from portal.exceptions import found
 from portal.models import Patient, VisitNote
 from portal.records import fhir
 
@@ -30,15 +30,11 @@ def owner_of(resource_type: str, resource_id: str) -> str | None:
 def resource(resource_type: str, resource_id: str) -> dict:
     model, mapping = fhir.MAPPINGS[resource_type]
     options = (joinedload(VisitNote.author),) if model is VisitNote else ()
-    row = db_session.get(model, resource_id, options=options)
-    if row is None:
-        raise NotFound("not_found", f"There is no {resource_type}/{resource_id}.")
+    row = found(db_session.get(model, resource_id, options=options), f"There is no {resource_type}/{resource_id}.")
     return mapping(row)
 
 
 def chart_resources(patient_id: str, resource_type: str) -> list[dict]:
     """Every resource of one type in a chart, in the chart's order (newest first)."""
-    patient = db_session.get(Patient, patient_id, options=SECTION_LOADED[resource_type])
-    if patient is None:
-        raise NotFound("not_found", "There is no such record.")
+    patient = found(db_session.get(Patient, patient_id, options=SECTION_LOADED[resource_type]))
     return fhir.resources_of(patient, resource_type)

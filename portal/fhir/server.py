@@ -28,10 +28,8 @@ from authlib.oauth2.rfc6749 import ClientMixin, InvalidGrantError, InvalidReques
 from authlib.oauth2.rfc6749.grants import AuthorizationCodeGrant, RefreshTokenGrant
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
-from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from authlib.oidc.core import UserInfo
-from authlib.oidc.core.grants import OpenIDCode
 from flask import g, request
 from joserfc.jwk import RSAKey
 
@@ -40,12 +38,12 @@ from portal.actions import Action
 from portal.db import db_session
 from portal.fhir import service
 from portal.models import SmartApp, SmartAuthorizationCode, SmartGrant, SmartToken, User
+from portal.oauth_server import RequiredS256, RS256OpenIDCode
 from portal.request_fields import FHIR_BASE_PATH
 from portal.scopes import FHIR_USER, ScopeError, ScopeSet
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_METHODS = ("client_secret_basic", "client_secret_post")
-ID_TOKEN_SECONDS = 3600
 _DESCRIPTION_UNSAFE = re.compile(r'[^\x20-\x21\x23-\x5b\x5d-\x7e]')
 
 
@@ -306,26 +304,6 @@ class SmartRefreshGrant(RefreshTokenGrant):
         db_session.commit()
 
 
-class RequiredS256(CodeChallenge):
-    """PKCE on every authorization request, S256 only, and a verifier on every code exchange."""
-
-    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
-    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
-
-    def validate_code_challenge(self, grant, redirect_uri: str) -> None:
-        data = grant.request.payload.data
-        if not data.get("code_challenge"):
-            raise InvalidRequestError("PKCE is required: send code_challenge and code_challenge_method=S256.")
-        if data.get("code_challenge_method") != "S256":
-            raise InvalidRequestError("Only code_challenge_method=S256 is accepted.")
-        super().validate_code_challenge(grant, redirect_uri)
-
-    def validate_code_verifier(self, grant, result) -> None:
-        if not grant.request.form.get("code_verifier"):
-            raise InvalidRequestError("Missing 'code_verifier': PKCE is required of every client.")
-        super().validate_code_verifier(grant, result)
-
-
 class RequiredAudience:
     """SMART's ``aud``: the FHIR base URL the app means to call, so a token is never minted for another server."""
 
@@ -343,29 +321,15 @@ class RequiredAudience:
             raise InvalidRequestError(f"'aud' must be this server's FHIR base URL, {fhir_base}.")
 
 
-class SmartOpenIDCode(OpenIDCode):
+class SmartOpenIDCode(RS256OpenIDCode):
     """The ID token of ``openid``: RS256 with the key the JWKS publishes; ``fhirUser`` names the Patient."""
 
     def __init__(self, settings: Settings):
-        super().__init__(require_nonce=False)
+        super().__init__(lambda: settings.signing_key, lambda: settings.fhir_base)
         self.settings = settings
 
     def exists_nonce(self, nonce: str, request) -> bool:
         return service.nonce_used(request.payload.client_id, nonce)
-
-    def resolve_client_private_key(self, client: AppClient) -> RSAKey:
-        return self.settings.signing_key
-
-    def get_client_algorithm(self, client: AppClient) -> str:
-        return "RS256"
-
-    def get_encode_header(self, client: AppClient) -> dict:
-        return {"alg": "RS256", "kid": self.settings.signing_key.kid}
-
-    def get_client_claims(self, client: AppClient) -> dict:
-        issued = int(time.time())
-        return {"iss": self.settings.fhir_base, "aud": client.get_client_id(), "iat": issued,
-                "exp": issued + ID_TOKEN_SECONDS}
 
     def generate_user_info(self, user: Approval, scope: str) -> UserInfo:
         claims = UserInfo(sub=user.user.id)

@@ -7,6 +7,7 @@ the app. Every decision, token issued or refused, revocation and introspection i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
@@ -39,6 +40,12 @@ from portal.security import content_security_policy, policy_header
 from portal.validation import parse_id
 
 ENDPOINT_RATE_LIMIT = "300 per minute"  # per address: apps refresh, but nobody guesses codes at speed
+
+
+def app_endpoint(view: Callable) -> Callable:
+    """An endpoint apps post to server to server (token, revocation, introspection): no CSRF token, as client
+    authentication and PKCE are the proof, and ENDPOINT_RATE_LIMIT per address."""
+    return csrf.exempt(limiter.limit(ENDPOINT_RATE_LIMIT)(view))
 
 
 def app_details(app) -> dict[str, str]:
@@ -110,8 +117,7 @@ def _request_refused(error: OAuth2Error):
 
 
 @bp.post("/oauth/token")
-@csrf.exempt  # apps post here server to server: client authentication and PKCE are the proof
-@limiter.limit(ENDPOINT_RATE_LIMIT)
+@app_endpoint
 def token():
     response = smart_server().create_token_response()
     issued: Approval | None = g.get("smart_issued")
@@ -119,14 +125,13 @@ def token():
     if response.status_code == 200 and issued is not None:
         record_for_grant(Action.SMART_TOKEN, issued.grant, grant_type, scopes=issued.grant.scopes)
     else:
-        record(Action.SMART_TOKEN, "denied", reason=g.get("smart_refusal") or _oauth_error(response),
-               details={"client_id": _presented_client_id(), "grant_type": grant_type, "status": response.status_code})
+        _record_refusal(Action.SMART_TOKEN, response, g.get("smart_refusal"),
+                        grant_type=grant_type, status=response.status_code)
     return response
 
 
 @bp.post("/oauth/revoke")
-@csrf.exempt
-@limiter.limit(ENDPOINT_RATE_LIMIT)
+@app_endpoint
 def revoke():
     response = smart_server().create_endpoint_response("revocation")
     revoked = g.get("smart_revoked")
@@ -134,20 +139,17 @@ def revoke():
         record_for_grant(Action.SMART_TOKEN_REVOKED, revoked.row.grant, service.REVOKED_BY_APP,
                          token="refresh_token" if revoked.refresh else "access_token")
     elif response.status_code != 200:
-        record(Action.SMART_TOKEN_REVOKED, "denied", reason=_oauth_error(response),
-               details={"client_id": _presented_client_id()})
+        _record_refusal(Action.SMART_TOKEN_REVOKED, response)
     return response
 
 
 @bp.post("/oauth/introspect")
-@csrf.exempt
-@limiter.limit(ENDPOINT_RATE_LIMIT)
+@app_endpoint
 def introspect():
     response = smart_server().create_endpoint_response("introspection")
     known = g.get("smart_introspected")
     if response.status_code != 200:
-        record(Action.SMART_INTROSPECT, "denied", reason=_oauth_error(response),
-               details={"client_id": _presented_client_id()})
+        _record_refusal(Action.SMART_INTROSPECT, response)
     else:
         details = {"client_id": _presented_client_id(), "active": known is not None}
         record(Action.SMART_INTROSPECT, "allowed", reason="introspected",
@@ -158,6 +160,12 @@ def introspect():
 @bp.get("/oauth/jwks")
 def jwks():
     return jsonify(smart_server().public_jwks())
+
+
+def _record_refusal(action: Action, response: Response, reason: str | None = None, **details: object) -> None:
+    """An endpoint's refusal on record: why (``reason``, else the OAuth error it answered) and who claimed to ask."""
+    record(action, "denied", reason=reason or _oauth_error(response),
+           details={"client_id": _presented_client_id(), **details})
 
 
 def _oauth_error(response: Response) -> str:

@@ -53,8 +53,9 @@ def instant(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def _meta(resource_type: str) -> dict:
-    return {"profile": [PROFILES[resource_type]]}
+def _resource(resource_type: str, resource_id: str, **elements: object) -> dict:
+    """A resource of ``resource_type`` claiming its US Core profile, its elements in the order given."""
+    return {"resourceType": resource_type, "id": resource_id, "meta": {"profile": [PROFILES[resource_type]]}, **elements}
 
 
 def _coded(system: str, code: str, display: str | None = None) -> dict:
@@ -74,16 +75,13 @@ def patient_resource(patient: Patient) -> dict:
     telecom = [{"system": "phone", "value": patient.phone, "use": "home"}] if patient.phone else []
     if patient.email:
         telecom.append({"system": "email", "value": patient.email})
-    resource = {
-        "resourceType": "Patient",
-        "id": patient.id,
-        "meta": _meta("Patient"),
-        "identifier": [{"use": "usual", "type": _coded(TERMINOLOGY + "v2-0203", "MR", "Medical record number"),
-                        "system": MRN_SYSTEM, "value": patient.mrn}],
-        "name": [{"use": "official", "family": patient.family_name, "given": [patient.given_name]}],
-        "gender": GENDERS.get((patient.sex or "").lower(), "unknown"),
-        "birthDate": patient.birth_date.isoformat(),
-    }
+    resource = _resource("Patient", patient.id,
+        identifier=[{"use": "usual", "type": _coded(TERMINOLOGY + "v2-0203", "MR", "Medical record number"),
+                     "system": MRN_SYSTEM, "value": patient.mrn}],
+        name=[{"use": "official", "family": patient.family_name, "given": [patient.given_name]}],
+        gender=GENDERS.get((patient.sex or "").lower(), "unknown"),
+        birthDate=patient.birth_date.isoformat(),
+    )
     if telecom:
         resource["telecom"] = telecom
     if patient.address:
@@ -92,46 +90,42 @@ def patient_resource(patient: Patient) -> dict:
 
 
 def condition_resource(condition: Condition) -> dict:
-    resource = {
-        "resourceType": "Condition", "id": condition.id, "meta": _meta("Condition"),
-        "clinicalStatus": _coded(TERMINOLOGY + "condition-clinical",
-                                 "active" if condition.status == "active" else "resolved"),
-        "verificationStatus": _coded(TERMINOLOGY + "condition-ver-status", "confirmed"),
-        "category": [{"coding": [PROBLEM_CATEGORY]}],
-        "code": {"text": condition.text},
-        "subject": subject(condition.patient_id),
-        "recordedDate": instant(condition.recorded_at),
-    }
+    resource = _resource("Condition", condition.id,
+        clinicalStatus=_coded(TERMINOLOGY + "condition-clinical", "active" if condition.status == "active" else "resolved"),
+        verificationStatus=_coded(TERMINOLOGY + "condition-ver-status", "confirmed"),
+        category=[{"coding": [PROBLEM_CATEGORY]}],
+        code={"text": condition.text},
+        subject=subject(condition.patient_id),
+        recordedDate=instant(condition.recorded_at),
+    )
     if condition.onset:
         resource["onsetDateTime"] = condition.onset.isoformat()
     return resource
 
 
 def medication_request_resource(medication: Medication) -> dict:
-    resource = {
-        "resourceType": "MedicationRequest", "id": medication.id, "meta": _meta("MedicationRequest"),
-        "status": MEDICATION_STATUSES.get(medication.status, "unknown"),
-        "intent": "order",
-        "medicationCodeableConcept": {"text": medication.text},
-        "subject": subject(medication.patient_id),
-        "authoredOn": instant(medication.recorded_at),
+    resource = _resource("MedicationRequest", medication.id,
+        status=MEDICATION_STATUSES.get(medication.status, "unknown"),
+        intent="order",
+        medicationCodeableConcept={"text": medication.text},
+        subject=subject(medication.patient_id),
+        authoredOn=instant(medication.recorded_at),
         # Who prescribed it is not recorded: US Core asks for the reason it is absent.
-        "requester": _absent(),
-    }
+        requester=_absent(),
+    )
     if medication.dosage:
         resource["dosageInstruction"] = [{"text": medication.dosage}]
     return resource
 
 
 def allergy_resource(allergy: Allergy) -> dict:
-    resource = {
-        "resourceType": "AllergyIntolerance", "id": allergy.id, "meta": _meta("AllergyIntolerance"),
-        "clinicalStatus": _coded(TERMINOLOGY + "allergyintolerance-clinical", "active"),
-        "verificationStatus": _coded(TERMINOLOGY + "allergyintolerance-verification", "confirmed"),
-        "code": {"text": allergy.substance},
-        "patient": subject(allergy.patient_id),
-        "recordedDate": instant(allergy.recorded_at),
-    }
+    resource = _resource("AllergyIntolerance", allergy.id,
+        clinicalStatus=_coded(TERMINOLOGY + "allergyintolerance-clinical", "active"),
+        verificationStatus=_coded(TERMINOLOGY + "allergyintolerance-verification", "confirmed"),
+        code={"text": allergy.substance},
+        patient=subject(allergy.patient_id),
+        recordedDate=instant(allergy.recorded_at),
+    )
     if allergy.severity:
         resource["criticality"] = "high" if allergy.severity == "severe" else "low"
     if allergy.reaction:
@@ -146,11 +140,10 @@ def observation_resource(result: LabResult) -> dict:
     code: dict = {"text": result.name}
     if result.loinc_code:
         code["coding"] = [{"system": LOINC, "code": result.loinc_code}]
-    observation = {
-        "resourceType": "Observation", "id": result.id, "meta": _meta("Observation"), "status": "final",
-        "category": [{"coding": [LAB_CATEGORY]}], "code": code, "subject": subject(result.patient_id),
-        "effectiveDateTime": instant(result.observed_at),
-    }
+    observation = _resource("Observation", result.id, status="final",
+        category=[{"coding": [LAB_CATEGORY]}], code=code, subject=subject(result.patient_id),
+        effectiveDateTime=instant(result.observed_at),
+    )
     try:
         quantity: dict = {"value": float(result.value)}
     except ValueError:
@@ -169,18 +162,17 @@ def observation_resource(result: LabResult) -> dict:
 
 
 def document_reference_resource(note: VisitNote) -> dict:
-    return {
-        "resourceType": "DocumentReference", "id": note.id, "meta": _meta("DocumentReference"),
-        "status": "current",
-        "type": {"coding": [PROGRESS_NOTE], "text": "Visit note"},
-        "category": [{"coding": [NOTE_CATEGORY]}],
-        "subject": subject(note.patient_id),
-        "date": instant(note.created_at),
+    return _resource("DocumentReference", note.id,
+        status="current",
+        type={"coding": [PROGRESS_NOTE], "text": "Visit note"},
+        category=[{"coding": [NOTE_CATEGORY]}],
+        subject=subject(note.patient_id),
+        date=instant(note.created_at),
         **({"author": [{"display": note.author.display_name}]} if note.author and note.author.display_name else {}),
-        "description": note.title,
-        "content": [{"attachment": {"contentType": "text/plain; charset=utf-8", "title": note.title,
-                                    "data": _base64(note.text), "creation": instant(note.created_at)}}],
-    }
+        description=note.title,
+        content=[{"attachment": {"contentType": "text/plain; charset=utf-8", "title": note.title,
+                                 "data": _base64(note.text), "creation": instant(note.created_at)}}],
+    )
 
 
 #: Each FHIR type the portal serves: the model it comes from and its mapping.

@@ -13,7 +13,7 @@ from portal import services
 from portal.actions import APP_ACCESS_ACTIONS, Action, Section
 from portal.crypto import blind_index_terms
 from portal.db import db_session
-from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound
+from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound, found
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
 from portal.people import app_reader, display_names
 from portal.policy import OWN_ACCESS_REASONS
@@ -34,18 +34,12 @@ CHART_ACCESS_ACTIONS = ("chart.", "break_glass.", Action.PATIENT_SEARCH_HIT, *AP
 
 def read_chart(patient_id: str) -> ChartRecord:
     """The whole chart, to show it (pages, the JSON API, the FHIR download): plain decrypted values."""
-    chart = reading.read_chart(patient_id)
-    if chart is None:
-        raise NotFound("not_found", "There is no such record.")
-    return chart
+    return found(reading.read_chart(patient_id))
 
 
 def get_patient(patient_id: str) -> Patient:
     """The patient's ORM row, to write to the chart (a note, a break-glass grant)."""
-    patient = db_session.get(Patient, patient_id)
-    if patient is None:
-        raise NotFound("not_found", "There is no such record.")
-    return patient
+    return found(db_session.get(Patient, patient_id))
 
 
 def get_result(patient_id: str, result_id: str) -> LabResult:

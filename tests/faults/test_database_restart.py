@@ -8,17 +8,8 @@ import sqlalchemy as sa
 from audit import SqlAuditStore, load_signing_key, verify_store
 from tests.support.portal_server import running_portal, sign_in
 from tests.support.seed import ALICE
-from tests.support.services import PrivatePostgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-
-@pytest.fixture
-def private_postgres():
-    server = PrivatePostgres()
-    server.start()
-    yield server
-    server.remove()
 
 
 def test_postgres_restart_fails_cleanly_and_recovers(private_postgres, tmp_path):

@@ -25,6 +25,7 @@ from tests.faults.test_worker_killed import Timeline, catch_up
 from tests.support.chat import ChatClient, direct_chat_across_workers
 from tests.support.portal_server import PortalServer, another_worker, running_portal
 from tests.support.services import PrivateRedis
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 ACK_BUDGET = 3.0  # seconds: a send must be answered promptly even with the queue down
@@ -41,17 +42,6 @@ def private_redis(tmp_path):
 def readiness(url: str) -> tuple[int, dict]:
     response = requests.get(url + "/readyz", timeout=10)
     return response.status_code, response.json()["checks"]
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def timed_send(client: ChatClient, conversation_id: str, body: str) -> tuple[dict, float]:

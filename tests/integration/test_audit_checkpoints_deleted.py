@@ -121,9 +121,9 @@ def _public_key(portal, cora, tmp_path: Path) -> Path:
     return path
 
 
-def _flask_audit_verify(portal) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", "audit-verify"], env=portal.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+def _flask_audit_verify(portal, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", "audit-verify", *args], env=portal.env,
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def _cli_verify(portal, public_key: Path) -> subprocess.CompletedProcess:
@@ -131,11 +131,13 @@ def _cli_verify(portal, public_key: Path) -> subprocess.CompletedProcess:
                            "--public-key", str(public_key)], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def _console_verify_now(portal, cora) -> str:
-    """The Integrity page after "Verify now": the flashed result and the last verification."""
+def _console_verify_now(portal, cora, mode: str = "incremental") -> str:
+    """The Integrity page after "Verify now" (or "Full verification", mode="full"): the flashed result and the
+    last verification."""
     page = cora.get(f"{portal.url}/compliance/integrity", timeout=10).text
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.split("Verify now", 1)[1]).group(1)
-    result = cora.post(f"{portal.url}/compliance/integrity/verify", data={"csrf_token": token}, timeout=300)
+    result = cora.post(f"{portal.url}/compliance/integrity/verify", data={"csrf_token": token, "mode": mode},
+                       timeout=300)
     assert result.status_code == 200 and result.url.endswith("/compliance/integrity")
     return result.text
 
@@ -145,13 +147,14 @@ def _disclosures(portal, alice):
 
 
 def _assert_every_verifier_fails(portal, people, public_key: Path) -> None:
-    flask = _flask_audit_verify(portal)
+    """Full runs: the checkpoints deleted lie before the last verified one, which incremental runs trust."""
+    flask = _flask_audit_verify(portal, "--full")
     assert flask.returncode == 1, flask.stdout + flask.stderr
     assert flask.stdout.startswith(f"FAILED: checkpoint_missing at position 100: {MISSING}"), flask.stdout
     cli = _cli_verify(portal, public_key)
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert cli.stdout.startswith(f"FAILED: checkpoint_missing at position 100: {MISSING}"), cli.stdout
-    console = _console_verify_now(portal, people["cora"])
+    console = _console_verify_now(portal, people["cora"], "full")
     assert 'data-integrity="failed"' in console and MISSING in console
     refused = _disclosures(portal, people["alice"])
     assert refused.status_code == 409 and refused.json() == UNVERIFIED

@@ -153,6 +153,8 @@ def test_a_tail_deleted_with_its_checkpoints_is_caught_by_the_witness(database_u
         assert witnessed >= ENTRIES
         ok = _flask_audit_verify(portal)
         assert ok.returncode == 0 and f"the log holds the {witnessed} entries it cosigned" in ok.stdout, ok.stdout
+        alice = sign_in(portal.url, "alice")
+        _assert_report_is_witnessed(portal, witness, alice, tmp_path / "report.json")
         portal.stop()  # the attacker works on a quiet database
         with superuser_tampering(portal.env["PORTAL_DATABASE_URL"]) as conn:
             _delete_tail(conn, KEPT)
@@ -161,6 +163,23 @@ def test_a_tail_deleted_with_its_checkpoints_is_caught_by_the_witness(database_u
         portal.start()  # the console, too, after the portal has gone on appending over the cut
         page = _console_verify_now(portal, sign_in(portal.url, "cora"))
         assert 'data-integrity="failed"' in page and f"the witness cosigned {remembered} entries" in page
+        refused = sign_in(portal.url, "alice").get(f"{portal.url}/api/v1/patients/{ALICE}/disclosures", timeout=60)
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "audit_log_unverified", refused.text
+
+
+def _assert_report_is_witnessed(portal: PortalServer, witness: WitnessProcess, alice, path: Path) -> None:
+    """Alice's accounting of disclosures is proven against a checkpoint the witness cosigned, and checks offline
+    with the log's and the witness's keys alone."""
+    report = alice.get(f"{portal.url}/api/v1/patients/{ALICE}/disclosures", timeout=60)
+    assert report.status_code == 200, report.text
+    proof = report.json()["proof"]
+    assert proof["witness_keys"] == [witness.verifier.vkey()] and proof["tree_size"] >= ENTRIES
+    assert len(proof["entries"]) == report.json()["count"] >= 25
+    path.write_bytes(report.content)
+    checked = subprocess.run([sys.executable, "-m", "audit", "verify-report", str(path), "--log-key",
+                              _log_verifier(portal).vkey(), "--witness-key", witness.verifier.vkey()],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and "cosigned by 1 witness(es): witness.test/w1" in checked.stdout, checked.stderr
 
 
 def test_emptied_audit_tables_are_caught_by_the_witness(database_url, tmp_path):

@@ -24,20 +24,8 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from tests.conftest import POSTGRES_URL, REDIS_URL, _create_database, _drop_database, free_port, require_service
+from tests.support import npm_idp
 from tests.support.chat import ChatClient
-from tests.support.npm_idp import (
-    NpmOidcProvider,
-    audit_rows,
-    demo_accounts,
-    portal_client,
-    portal_oidc_env,
-    require_npm_idp,
-    sign_in_portal,
-    sign_in_with_requests,
-    sign_out_with_requests,
-    start_portals,
-    stop_portals,
-)
 from tests.support.portal_server import PortalServer, another_worker, csrf_token, portal_env, prepare_database
 
 pytestmark = [pytest.mark.oidc, pytest.mark.postgres]
@@ -49,7 +37,7 @@ EVENT = "http://schemas.openid.net/event/backchannel-logout"
 
 @dataclass
 class Stack:
-    idp: NpmOidcProvider
+    idp: npm_idp.NpmOidcProvider
     first: PortalServer
     second: PortalServer
     database_url: str
@@ -61,34 +49,34 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    require_npm_idp()
+    npm_idp.require_npm_idp()
     hint = "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test"
     require_service("PostgreSQL", POSTGRES_URL, hint)
     require_service("Redis", REDIS_URL, "PORTAL_TEST_REDIS_URL=redis://127.0.0.1:6379/0")
     tmp = tmp_path_factory.mktemp("backchannel")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    client = {**portal_client(CLIENT_ID, SECRET, url), "backchannel_logout_uri": f"{url}/auth/backchannel-logout",
+    client = {**npm_idp.portal_client(CLIENT_ID, SECRET, url), "backchannel_logout_uri": f"{url}/auth/backchannel-logout",
               "backchannel_logout_session_required": True}
     database_url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
     try:
-        with NpmOidcProvider([client], demo_accounts()) as idp:
-            env = portal_env(tmp, database_url, port, **portal_oidc_env(idp.issuer, CLIENT_ID, SECRET),
+        with npm_idp.NpmOidcProvider([client], npm_idp.demo_accounts()) as idp:
+            env = portal_env(tmp, database_url, port, **npm_idp.portal_oidc_env(idp.issuer, CLIENT_ID, SECRET),
                              PORTAL_MESSAGE_QUEUE=REDIS_URL)
             prepare_database(env, patients=4)
             first = PortalServer(env, port, tmp / "first.log")
             second = another_worker(first)
-            start_portals(first, second)
+            npm_idp.start_portals(first, second)
             try:
                 yield Stack(idp, first, second, database_url)
             finally:
-                stop_portals(first, second)
+                npm_idp.stop_portals(first, second)
     finally:
         _drop_database(database_url)
 
 
 def _signed_in(portal_url: str, login: str, session: requests.Session | None = None) -> requests.Session:
-    session, response = sign_in_portal(portal_url, login, session)
+    session, response = npm_idp.sign_in_portal(portal_url, login, session)
     assert response.status_code == 302, response.text[:300]
     return session
 
@@ -123,7 +111,7 @@ def test_signing_out_at_the_provider_ends_that_provider_sessions_portal_sessions
                ChatClient(stack.second.url, tab, origin=stack.first.url).connect(),
                ChatClient(stack.first.url, phone).connect()]
     try:
-        sign_out_with_requests(browser, f"{stack.idp.issuer}/session/end")
+        npm_idp.sign_out_with_requests(browser, f"{stack.idp.issuer}/session/end")
         for client in sockets[:2]:
             ended = client.wait_for("session_ended", timeout=1.0)
             assert ended[0]["reason"] == "provider_logout"
@@ -132,7 +120,7 @@ def test_signing_out_at_the_provider_ends_that_provider_sessions_portal_sessions
         assert _signed_in_state(tab, stack.second) == 401
         assert _signed_in_state(phone, stack.first) == 200 and sockets[2].sio.connected
         assert sockets[2].received("session_ended") == []
-        logged = audit_rows(stack.database_url, action="signout.backchannel", outcome="allowed")[-1]
+        logged = npm_idp.audit_rows(stack.database_url, action="signout.backchannel", outcome="allowed")[-1]
         assert json.loads(logged["details"]) == {"sessions": 2, "by": "sid"}
         page = browser.get(f"{stack.first.url}/chart", timeout=10)
         assert "/auth/signin" in page.url
@@ -206,7 +194,7 @@ def test_a_forged_or_malformed_logout_token_is_refused_and_ends_nothing(stack: S
     response = requests.post(stack.logout_url, data={"logout_token": make(stack)}, timeout=10)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request" and response.headers["Cache-Control"] == "no-store"
-    assert audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == code
+    assert npm_idp.audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == code
     assert _signed_in_state(session, stack.first) == 200
     time.sleep(0.2)
     assert client.sio.connected and client.received("session_ended") == []
@@ -222,7 +210,7 @@ def test_a_valid_logout_token_by_subject_works_once_and_a_replay_is_refused(stac
     again = _signed_in(stack.first.url, "demo-okafor")
     replayed = requests.post(stack.logout_url, data={"logout_token": token}, timeout=10)
     assert replayed.status_code == 400
-    assert audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == "logout_token_replayed"
+    assert npm_idp.audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == "logout_token_replayed"
     assert _signed_in_state(again, stack.first) == 200
 
 
@@ -250,7 +238,7 @@ def test_after_an_administrator_ends_a_users_sessions_the_providers_remembered_s
 
     # ... which works (auth_time counts whole seconds, so the sign-in must fall in a later second).
     time.sleep(1.02 - time.time() % 1)
-    back = sign_in_with_requests(laptop, asked.url, "demo-reyes")
+    back = npm_idp.sign_in_with_requests(laptop, asked.url, "demo-reyes")
     laptop.get(back.headers["Location"], timeout=15)
     assert _signed_in_state(laptop, stack.first) == 200
     assert _signed_in_state(laptop, stack.second) == 200

@@ -412,9 +412,12 @@ def _flask(portal, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_verify_and_export(portal, cora, tmp_path):
-    verified = _flask(portal, "audit-verify")
+    verified = _flask(portal, "audit-verify")  # the console verified the log before: only what is new since
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert verified.stdout.startswith("OK: log intact")
+    assert verified.stdout.startswith("OK: intact since checkpoint") and "mode: incremental" in verified.stdout
+    full = _flask(portal, "audit-verify", "--full")
+    assert full.returncode == 0 and full.stdout.startswith("OK: log intact"), full.stdout + full.stderr
+    assert "mode: full" in full.stdout
 
     output = tmp_path / "audit.csv"
     exported = _flask(portal, "audit-export", "--format", "csv", "--output", str(output), "--patient", ALICE)

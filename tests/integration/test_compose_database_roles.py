@@ -25,14 +25,6 @@ from tests.support.services import PrivatePostgres
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def cluster():
-    postgres = PrivatePostgres()
-    postgres.start()
-    yield postgres
-    postgres.remove()
-
-
 def _on_this_machine(url: str, port: int) -> str:
     """The URL the script wrote for the Compose host `db`, pointed at the private server."""
     return url.strip().replace("@db:5432/", f"@127.0.0.1:{port}/")
@@ -54,7 +46,8 @@ def _refused(engine: sa.Engine, statement: str) -> str:
 
 
 @pytest.mark.postgres
-def test_migrations_run_as_the_owner_and_workers_as_a_role_that_owns_nothing(cluster, tmp_path):
+def test_migrations_run_as_the_owner_and_workers_as_a_role_that_owns_nothing(private_postgres, tmp_path):
+    cluster = private_postgres
     secrets = tmp_path / "secrets"
     subprocess.run(["sh", str(ROOT / "deploy/compose/make-secrets.sh"), str(secrets)], check=True, capture_output=True)
     superuser = sa.create_engine(cluster.url, isolation_level="AUTOCOMMIT")

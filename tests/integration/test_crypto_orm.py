@@ -7,60 +7,30 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-import portal.crypto.keyring as keyring_module
 from portal.crypto import (
     DecryptionError,
-    Encrypted,
     EncryptionError,
     Keyring,
     KeyringError,
-    blind_index_column,
     blind_index_terms,
     check_stored_values,
     install_keyring,
-    normalise_identifier,
-    normalise_text,
-    register_encryption,
 )
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-register_encryption(Base)
-
-
-class Record(Base):
-    __tablename__ = "crypto_orm_record"
-
-    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
-    name: Mapped[str | None] = mapped_column(Encrypted(str))
-    mrn: Mapped[str | None] = mapped_column(Encrypted(str))
-    dob: Mapped[datetime.date | None] = mapped_column(Encrypted(datetime.date))
-    note: Mapped[str | None] = mapped_column(Encrypted(str), deferred=True)
-    clinic: Mapped[str | None] = mapped_column(sa.String(50))
-    name_bidx: Mapped[str | None] = blind_index_column("name", normalise_text)
-    mrn_bidx: Mapped[str | None] = blind_index_column("mrn", normalise_identifier)
+from tests.support.encrypted_chart import TABLE, Chart, chart_database, installed_keyring
 
 
 @pytest.fixture
 def keyring() -> Iterator[Keyring]:
-    previous = keyring_module._active
-    ring = Keyring.generate()
-    install_keyring(ring)
-    yield ring
-    keyring_module._active = previous
+    with installed_keyring() as ring:
+        yield ring
 
 
 @pytest.fixture
 def engine(database_url: str, keyring: Keyring) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(database_url)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
+    with chart_database(database_url) as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -70,7 +40,7 @@ def sessions(engine: sa.Engine) -> sessionmaker[Session]:
 
 def _add(sessions, **values) -> str:
     with sessions.begin() as session:
-        record = Record(**values)
+        record = Chart(**values)
         session.add(record)
         session.flush()
         return record.id
@@ -78,20 +48,20 @@ def _add(sessions, **values) -> str:
 
 def _raw(engine: sa.Engine, row_id: str) -> dict:
     with engine.connect() as conn:
-        query = sa.text("SELECT * FROM crypto_orm_record WHERE id = :id")
+        query = sa.text(f"SELECT * FROM {TABLE} WHERE id = :id")
         return dict(conn.execute(query, {"id": row_id}).mappings().one())
 
 
 def _set_raw(engine: sa.Engine, row_id: str, **values) -> None:
     assignments = ", ".join(f"{name} = :{name}" for name in values)
     with engine.begin() as conn:
-        conn.execute(sa.text(f"UPDATE crypto_orm_record SET {assignments} WHERE id = :id"), {"id": row_id, **values})
+        conn.execute(sa.text(f"UPDATE {TABLE} SET {assignments} WHERE id = :id"), {"id": row_id, **values})
 
 
 def test_round_trip_of_str_and_date(sessions):
     dob = datetime.date(1971, 6, 28)
     with sessions.begin() as session:
-        record = Record(name="Siobhán O'Brien", mrn="MRN-0042", dob=dob, note="allergic to penicillin")
+        record = Chart(name="Siobhán O'Brien", mrn="MRN-0042", dob=dob, note="allergic to penicillin")
         session.add(record)
         session.flush()
         row_id = record.id
@@ -99,7 +69,7 @@ def test_round_trip_of_str_and_date(sessions):
         assert record.name == "Siobhán O'Brien" and record.dob == dob  # plaintext after flush
         assert record not in session.dirty
     with sessions() as session:
-        loaded = session.get(Record, row_id)
+        loaded = session.get(Chart, row_id)
         assert (loaded.name, loaded.mrn, loaded.dob) == ("Siobhán O'Brien", "MRN-0042", dob)
         assert loaded.note == "allergic to penicillin"  # deferred column loads through refresh
 
@@ -108,7 +78,7 @@ def test_update_reseals_and_expiry_reloads_plaintext(sessions, engine):
     row_id = _add(sessions, name="Ann", mrn="A-1")
     before = _raw(engine, row_id)
     with sessions() as session:
-        record = session.get(Record, row_id)
+        record = session.get(Chart, row_id)
         record.name = "Anne"
         record.clinic = "north"
         session.commit()  # expires the instance
@@ -125,7 +95,7 @@ def test_none_stays_null(sessions, engine):
     raw = _raw(engine, row_id)
     assert raw["mrn"] is None and raw["mrn_bidx"] is None and raw["dob"] is None
     with sessions.begin() as session:
-        record = session.get(Record, row_id)
+        record = session.get(Chart, row_id)
         assert record.mrn is None
         record.name = None
     raw = _raw(engine, row_id)
@@ -145,9 +115,9 @@ def test_raw_row_contains_no_plaintext(sessions, engine):
 
 def _assert_decryption_fails(sessions, row_id: str, column: str) -> None:
     with sessions() as session, pytest.raises(DecryptionError) as excinfo:
-        session.get(Record, row_id)
+        session.get(Chart, row_id)
     message = str(excinfo.value)
-    assert f"crypto_orm_record.{column} for row {row_id}" in message
+    assert f"{TABLE}.{column} for row {row_id}" in message
     assert "Alpha" not in message and "Beta" not in message
 
 
@@ -184,30 +154,30 @@ def test_unknown_key_id_fails(sessions, engine, keyring):
     row_id = _add(sessions, name="Alpha")
     install_keyring(Keyring.generate().rotated().rotated())  # k1..k3, but a different k1
     with sessions() as session, pytest.raises(DecryptionError, match="authentication failed"):
-        session.get(Record, row_id)
+        session.get(Chart, row_id)
     install_keyring(Keyring("k9", {"k9": b"z" * 32}, "i1", {"i1": b"y" * 32}))
     with sessions() as session, pytest.raises(DecryptionError, match="unknown key id 'k1'"):
-        session.get(Record, row_id)
+        session.get(Chart, row_id)
 
 
 def test_plaintext_never_reaches_the_database_outside_the_orm_path(sessions, engine):
     with engine.begin() as conn, pytest.raises(sa.exc.StatementError) as excinfo:
-        conn.execute(sa.insert(Record).values(id="x", name="Plain Text"))
+        conn.execute(sa.insert(Chart).values(id="x", name="Plain Text"))
     assert isinstance(excinfo.value.orig, EncryptionError)
     with sessions() as session, pytest.raises(sa.exc.StatementError):
-        session.execute(sa.select(Record).where(Record.name == "Plain Text")).all()
+        session.execute(sa.select(Chart).where(Chart.name == "Plain Text")).all()
     _add(sessions, name="Alpha")
     with sessions() as session, pytest.raises(EncryptionError, match="envelope was assigned"):
-        envelope = session.execute(sa.select(Record.name)).scalar_one()  # a column query is not opened
-        session.add(Record(name=envelope))
+        envelope = session.execute(sa.select(Chart.name)).scalar_one()  # a column query is not opened
+        session.add(Chart(name=envelope))
         session.flush()
     with sessions() as session:
-        assert session.execute(sa.select(sa.func.count()).select_from(Record)).scalar_one() == 1
+        assert session.execute(sa.select(sa.func.count()).select_from(Chart)).scalar_one() == 1
 
 
 def test_wrong_python_type_is_refused(sessions):
     with sessions() as session, pytest.raises(EncryptionError, match="Encrypted\\(date\\) got a str"):
-        session.add(Record(dob="1980-01-01"))
+        session.add(Chart(dob="1980-01-01"))
         session.flush()
 
 
@@ -218,10 +188,10 @@ def test_blind_index_search_finds_exact_normalised_matches(sessions):
     brien_jr = _add(sessions, name="O'Brien Jr", mrn=None)
 
     def search(attr: str, value: str) -> list[str]:
-        terms = blind_index_terms(Record, attr, value)
-        column = getattr(Record, f"{attr}_bidx")
+        terms = blind_index_terms(Chart, attr, value)
+        column = getattr(Chart, f"{attr}_bidx")
         with sessions() as session:
-            return list(session.scalars(sa.select(Record.id).where(column.in_(terms))))
+            return list(session.scalars(sa.select(Chart.id).where(column.in_(terms))))
 
     assert search("name", "  o'brien ") == [obrien]
     assert search("name", "O\u2019BRIEN") == [obrien]
@@ -229,31 +199,31 @@ def test_blind_index_search_finds_exact_normalised_matches(sessions):
     assert search("mrn", "ab 1234 5") == [obrien]
     assert search("mrn", "AB12345") == [obrien]
     assert search("mrn", "AB-1234") == []
-    assert blind_index_terms(Record, "mrn", None) == []
+    assert blind_index_terms(Chart, "mrn", None) == []
 
 
 def test_blind_index_search_spans_index_key_rotation(sessions, keyring):
     row_id = _add(sessions, mrn="Q-1")
     install_keyring(keyring.rotated())
     new_id = _add(sessions, mrn="q1")
-    terms = blind_index_terms(Record, "mrn", "Q1")
+    terms = blind_index_terms(Chart, "mrn", "Q1")
     assert [t.split(":")[0] for t in terms] == ["i2", "i1"]
     with sessions() as session:
-        found = set(session.scalars(sa.select(Record.id).where(Record.mrn_bidx.in_(terms))))
+        found = set(session.scalars(sa.select(Chart.id).where(Chart.mrn_bidx.in_(terms))))
     assert found == {row_id, new_id}
 
 
 def test_the_keyring_probe_opens_stored_values_and_refuses_other_keys(engine, keyring):
     """What /readyz asks: does this keyring open what the database holds (and make its search terms)?"""
-    assert check_stored_values(engine, [Record]) == 0  # nothing stored yet: nothing to disagree with
+    assert check_stored_values(engine, [Chart]) == 0  # nothing stored yet: nothing to disagree with
     with Session(engine) as session:
-        session.add(Record(id="r-1", name="Moreau", mrn="RC-100001", clinic="north"))
+        session.add(Chart(id="r-1", name="Moreau", mrn="RC-100001", clinic="north"))
         session.commit()
-    assert check_stored_values(engine, [Record]) == 2
+    assert check_stored_values(engine, [Chart]) == 2
     with pytest.raises(DecryptionError) as wrong:
-        check_stored_values(engine, [Record], Keyring.generate())
-    assert (wrong.value.table, wrong.value.row_id) == ("crypto_orm_record", "r-1") and "Moreau" not in str(wrong.value)
+        check_stored_values(engine, [Chart], Keyring.generate())
+    assert (wrong.value.table, wrong.value.row_id) == (TABLE, "r-1") and "Moreau" not in str(wrong.value)
     other_index_key = json.loads(keyring.to_json())
     other_index_key["index_keys"] = json.loads(Keyring.generate().to_json())["index_keys"]
-    with pytest.raises(KeyringError, match="crypto_orm_record.(name|mrn)_bidx for row r-1"):
-        check_stored_values(engine, [Record], Keyring.from_dict(other_index_key))
+    with pytest.raises(KeyringError, match=f"{TABLE}.(name|mrn)_bidx for row r-1"):
+        check_stored_values(engine, [Chart], Keyring.from_dict(other_index_key))

@@ -9,60 +9,30 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-import portal.crypto.keyring as keyring_module
 from portal.crypto import (
-    Encrypted,
     Keyring,
-    blind_index_column,
     blind_index_terms,
     install_keyring,
-    normalise_identifier,
-    normalise_text,
-    register_encryption,
     rotate,
     rotation_status,
 )
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-register_encryption(Base)
-
-
-class Chart(Base):
-    __tablename__ = "crypto_rotation_chart"
-
-    id: Mapped[str] = mapped_column(sa.String(36), primary_key=True)
-    name: Mapped[str | None] = mapped_column(Encrypted(str))
-    mrn: Mapped[str | None] = mapped_column(Encrypted(str))
-    dob: Mapped[datetime.date | None] = mapped_column(Encrypted(datetime.date))
-    name_bidx: Mapped[str | None] = blind_index_column("name", normalise_text)
-    mrn_bidx: Mapped[str | None] = blind_index_column("mrn", normalise_identifier)
-
+from tests.support.encrypted_chart import Chart, chart_database, installed_keyring
 
 ROWS = 40
 
 
 @pytest.fixture
 def old_ring() -> Iterator[Keyring]:
-    previous = keyring_module._active
-    ring = Keyring.generate()
-    install_keyring(ring)
-    yield ring
-    keyring_module._active = previous
+    with installed_keyring() as ring:
+        yield ring
 
 
 @pytest.fixture
 def engine(database_url: str, old_ring: Keyring) -> Iterator[sa.Engine]:
-    args = {"timeout": 30} if database_url.startswith("sqlite") else {}
-    engine = sa.create_engine(database_url, connect_args=args)
-    Base.metadata.create_all(engine)
-    yield engine
-    engine.dispose()
+    with chart_database(database_url, **({"timeout": 30} if database_url.startswith("sqlite") else {})) as engine:
+        yield engine
 
 
 @pytest.fixture

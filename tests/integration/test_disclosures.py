@@ -10,7 +10,10 @@ import base64
 import csv
 import hashlib
 import io
+import json
 import re
+import subprocess
+import sys
 import zlib
 from datetime import datetime, timedelta, timezone
 from urllib.parse import urljoin
@@ -21,7 +24,7 @@ import sqlalchemy as sa
 from audit import install_append_only_guard, remove_append_only_guard
 from tests.support.database import writing
 from tests.support.npm_idp import audit_rows
-from tests.support.portal_server import DEMO_PASSWORDS, parse_form, sign_in
+from tests.support.portal_server import DEMO_PASSWORDS, ROOT, parse_form, sign_in
 from tests.support.seed import ALICE
 
 BREAK_GLASS_REASON = "Unconscious in the emergency department, allergies unknown"
@@ -104,7 +107,7 @@ def test_the_patients_report_lists_exactly_the_accesses_in_the_audit_log(portal,
     assert response.status_code == 200, response.text
     report = response.json()
     seqs = [line["seq"] for line in report["lines"]]
-    assert seqs == expected_seqs(portal, accesses["alice_id"], report["verification"]["head_seq"])
+    assert seqs == expected_seqs(portal, accesses["alice_id"], report["proof"]["tree_size"])
     assert report["count"] == len(seqs) and len(seqs) >= 8
     assert report["patient"] == {"id": ALICE, "name": "Alice Moreau", "mrn": "RC-100001"}
     today = _today()
@@ -130,13 +133,13 @@ def test_break_glass_lines_show_the_typed_reason(portal, sessions, accesses):
 def test_the_patient_page_shows_the_report_with_downloads(portal, sessions, accesses):
     page = sessions["alice"].get(portal.url + "/me/disclosures", timeout=30)
     assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
-    head_seq = int(re.search(r"data-head-seq>(\d+)<", page.text).group(1))
+    tree_size = int(re.search(r"data-tree-size>(\d+)<", page.text).group(1))
     page_seqs = [int(seq) for seq in re.findall(r'<tr class="[^"]*" data-seq="(\d+)"', page.text)]
-    assert page_seqs == expected_seqs(portal, accesses["alice_id"], head_seq)
+    assert page_seqs == expected_seqs(portal, accesses["alice_id"], tree_size)
     assert "Alice Moreau" in page.text and "RC-100001" in page.text and BREAK_GLASS_REASON in page.text
     assert 'scope="col"' in page.text and 'aria-labelledby="disclosures-caption"' in page.text
     assert "<script>" not in page.text and "style=" not in page.text
-    assert "format=csv" in page.text and "format=pdf" in page.text
+    assert "format=csv" in page.text and "format=pdf" in page.text and "format=json" in page.text
     access_log = sessions["alice"].get(portal.url + "/chart/access-log", timeout=10).text
     assert 'href="/me/disclosures"' in access_log
 
@@ -153,9 +156,9 @@ def test_csv_and_pdf_downloads_carry_the_same_lines_and_verification(portal, ses
     assert download.status_code == 200 and download.headers["Content-Type"] == "text/csv; charset=utf-8"
     assert download.headers["Content-Disposition"].startswith("attachment;")
     assert download.headers["X-Report-Digest"] == hashlib.sha256(download.content).hexdigest()
-    head_seq = int(download.headers["X-Audit-Head-Seq"])
+    tree_size = int(download.headers["X-Audit-Tree-Size"])
     rows = list(csv.DictReader(io.StringIO(download.content.decode("utf-8"))))
-    assert [int(row["audit_seq"]) for row in rows] == expected_seqs(portal, accesses["alice_id"], head_seq)
+    assert [int(row["audit_seq"]) for row in rows] == expected_seqs(portal, accesses["alice_id"], tree_size)
     assert int(download.headers["X-Report-Lines"]) == len(rows)
     reasons = {row["purpose"] for row in rows if row["break_glass"] == "yes"}
     assert reasons == {BREAK_GLASS_REASON}
@@ -185,14 +188,14 @@ def test_the_compliance_officer_finds_the_patient_by_mrn_and_sees_the_same_acces
     assert form.status_code == 200 and 'name="mrn"' in form.text and 'for="d-mrn"' in form.text
     page = cora.get(portal.url + "/compliance/disclosures", params={"mrn": "rc-100001"}, timeout=30)
     assert page.status_code == 200 and "Alice Moreau" in page.text and BREAK_GLASS_REASON in page.text
-    head_seq = int(re.search(r"data-head-seq>(\d+)<", page.text).group(1))
+    tree_size = int(re.search(r"data-tree-size>(\d+)<", page.text).group(1))
     page_seqs = [int(seq) for seq in re.findall(r'<tr class="[^"]*" data-seq="(\d+)"', page.text)]
-    assert page_seqs == expected_seqs(portal, accesses["alice_id"], head_seq)
+    assert page_seqs == expected_seqs(portal, accesses["alice_id"], tree_size)
     assert f"format=csv&amp;patient={ALICE}" in page.text or f"patient={ALICE}" in page.text
 
     report = _api(portal, cora).json()
     assert [line["seq"] for line in report["lines"]] == expected_seqs(portal, accesses["alice_id"],
-                                                                      report["verification"]["head_seq"])
+                                                                      report["proof"]["tree_size"])
     mine = {line["what"] for line in report["lines"] if line["who"] == "Cora Whitfield"}
     assert mine == {"Produced an accounting of disclosures", "Search result"}, \
         "an officer's lookup by MRN and earlier report are themselves disclosures"
@@ -281,7 +284,39 @@ def test_a_bad_period_is_a_400_with_a_clear_message(portal, sessions, accesses, 
 
 def test_an_unknown_format_is_a_400(portal, sessions, accesses):
     response = sessions["alice"].get(portal.url + "/me/disclosures", params={"format": "xlsx"}, timeout=10)
-    assert response.status_code == 400 and "csv or pdf" in response.text
+    assert response.status_code == 400 and "csv, pdf or json" in response.text
+
+
+def _verify_report(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audit", "verify-report", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_proof_download_verifies_offline_with_the_published_log_key(portal, sessions, accesses, tmp_path):
+    """A patient downloads the CSV and its proof file; anyone with the key the Integrity page publishes checks both
+    with `python -m audit verify-report`, no portal or database needed, and an edited copy is refused."""
+    alice = sessions["alice"]
+    csv_file, proof_file = tmp_path / "report.csv", tmp_path / "report.json"
+    csv_file.write_bytes(alice.get(portal.url + "/me/disclosures", params={"format": "csv"}, timeout=30).content)
+    proof = alice.get(portal.url + "/me/disclosures", params={"format": "json"}, timeout=30)
+    assert proof.status_code == 200 and proof.headers["Content-Type"] == "application/json"
+    assert proof.headers["Content-Disposition"].endswith('.json"')
+    proof_file.write_bytes(proof.content)
+    report = proof.json()
+    assert [item["entry"]["seq"] for item in report["proof"]["entries"]] == [line["seq"] for line in report["lines"]]
+    integrity = sessions["cora"].get(portal.url + "/compliance/integrity", timeout=10).text
+    log_key = re.search(r'data-testid="log-verifier-key">([^<]+)<', integrity).group(1)
+    assert report["proof"]["log_key"] == log_key
+
+    checked = _verify_report(proof_file, "--log-key", log_key, "--csv", csv_file)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith(f"OK: all {report['count']} lines are entries of the audit log")
+    assert "the CSV matches the report's digest" in checked.stdout
+
+    report["proof"]["entries"][0]["entry"]["event"]["reason"] = "quality audit"
+    proof_file.write_text(json.dumps(report))
+    edited = _verify_report(proof_file, "--log-key", log_key)
+    assert edited.returncode == 1 and "changed after the log signed it" in edited.stderr, edited.stderr
 
 
 # --------------------------------------------------------------------------- a tampered log (last: it edits the log)
@@ -311,7 +346,7 @@ def test_a_tampered_audit_log_stops_the_report(portal, sessions, accesses):
             assert "Moreau" not in response.text and "X-Report-Digest" not in response.headers
         assert len(disclosure_rows(portal, outcome="allowed")) == issued_before, "no report was issued"
         errors = disclosure_rows(portal, outcome="error")
-        assert len(errors) == 4 and all(row["reason"] == "audit log failed verification" for row in errors)
+        assert len(errors) == 4 and all(row["reason"] == "audit entry failed its proof" for row in errors)
         assert f'"position":{target["seq"]}' in errors[0]["details"].replace(" ", "")
     finally:
         _set_reason(url, target["seq"], target["reason"])
@@ -328,7 +363,7 @@ def test_editing_the_accounts_table_cannot_hide_an_access_from_the_patient(porta
     try:
         report = _api(portal, sessions["alice"]).json()
         assert any(line["break_glass"] and line["who"] == "Dr. Ana Reyes" for line in report["lines"]), report["lines"]
-        assert report["count"] == len(expected_seqs(portal, accesses["alice_id"], report["verification"]["head_seq"]))
+        assert report["count"] == len(expected_seqs(portal, accesses["alice_id"], report["proof"]["tree_size"]))
         assert "Dr. Ana Reyes" in sessions["alice"].get(portal.url + "/chart/access-log", timeout=10).text
     finally:
         with writing(portal.database) as conn:

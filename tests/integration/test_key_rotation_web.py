@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -30,6 +29,7 @@ from tests.support.portal_server import (
     sign_in_again,
 )
 from tests.support.seed import ALICE
+from tests.support.waiting import wait_until
 
 ROTATION_TIMEOUT = 30  # seconds for a handful of patients; generous for a loaded machine
 
@@ -89,17 +89,6 @@ def rotation_audit(deployment: Deployment, action: str) -> list[dict]:
     return rows
 
 
-def wait_for(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.25)
-
-
 def test_administrator_re_encrypts_after_signing_in_again(deployment: Deployment) -> None:
     url = deployment.url
     adam = sign_in(url, "adam")
@@ -124,10 +113,12 @@ def test_administrator_re_encrypts_after_signing_in_again(deployment: Deployment
     assert started.status_code == 200 and urlsplit(started.url).path == "/admin/keys"
     assert "Re-encryption started" in started.text
 
-    after = wait_for(lambda: (c := key_page(adam, url)[0])[deployment.old_key] == 0
-                     and c[deployment.old_index_key] == 0 and c, ROTATION_TIMEOUT, "the old keys' counts to reach 0")
+    after = wait_until(lambda: (c := key_page(adam, url)[0])[deployment.old_key] == 0
+                       and c[deployment.old_index_key] == 0 and c, ROTATION_TIMEOUT, "the old keys' counts to reach 0",
+                       interval=0.25)
     assert after[deployment.new_key] >= before[deployment.old_key]
-    done = wait_for(lambda: rotation_audit(deployment, "keys.rotated"), ROTATION_TIMEOUT, "the keys.rotated audit entry")
+    done = wait_until(lambda: rotation_audit(deployment, "keys.rotated"), ROTATION_TIMEOUT,
+                      "the keys.rotated audit entry", interval=0.25)
 
     [start] = rotation_audit(deployment, "keys.rotation_started")
     assert start["actor_id"] == adam_id and start["outcome"] == "allowed"

@@ -19,30 +19,14 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (
-    NpmOidcProvider,
-    assert_signin_refused,
-    audit_rows,
-    demo_accounts,
-    dev_portal,
-    portal_callback_url,
-    portal_client,
-    portal_oidc_env,
-    require_npm_idp,
-    sign_in_portal,
-    sign_in_with_requests,
-    sign_out_with_requests,
-    start_portals,
-    stop_portals,
-    table_count,
-)
+from tests.support import npm_idp
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database, sign_in
 from tests.support.seed import ALICE
 
 pytestmark = pytest.mark.oidc
 
 SECRET = secrets.token_urlsafe(32)
-ACCOUNTS = demo_accounts(
+ACCOUNTS = npm_idp.demo_accounts(
     demo_alice={"roles": ["patient", "superuser"]},           # unknown role values are ignored
     demo_chen={"roles": ["clinician", "ward-manager"]},
     demo_bob={"name": "Robert Lindqvist"},                    # the provider's name wins over the seed's
@@ -55,7 +39,7 @@ DEV_LOGINS = {"demo-alice": "alice", "demo-chen": "dr.chen", "demo-cora": "cora"
 
 @dataclass
 class Stack:
-    idp: NpmOidcProvider
+    idp: npm_idp.NpmOidcProvider
     rs256: PortalServer
     es256: PortalServer
     database_url: str
@@ -68,23 +52,23 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    require_npm_idp()
+    npm_idp.require_npm_idp()
     tmp = tmp_path_factory.mktemp("oidc-npm")
     ports = {"RS256": free_port(), "ES256": free_port()}
-    clients = [portal_client(f"portal-{alg.lower()}", SECRET, f"http://127.0.0.1:{port}", alg)
+    clients = [npm_idp.portal_client(f"portal-{alg.lower()}", SECRET, f"http://127.0.0.1:{port}", alg)
                for alg, port in ports.items()]
     database_url = f"sqlite:///{tmp / 'portal.db'}"
-    with NpmOidcProvider(clients, ACCOUNTS) as idp:
-        envs = {alg: portal_env(tmp, database_url, port, **portal_oidc_env(idp.issuer, f"portal-{alg.lower()}", SECRET))
+    with npm_idp.NpmOidcProvider(clients, ACCOUNTS) as idp:
+        envs = {alg: portal_env(tmp, database_url, port, **npm_idp.portal_oidc_env(idp.issuer, f"portal-{alg.lower()}", SECRET))
                 for alg, port in ports.items()}
         prepare_database(envs["RS256"])
         seeded_ids = _user_ids(database_url, idp.issuer)
         servers = {alg: PortalServer(envs[alg], port, tmp / f"portal-{alg}.log") for alg, port in ports.items()}
-        start_portals(*servers.values())
+        npm_idp.start_portals(*servers.values())
         try:
             yield Stack(idp, servers["RS256"], servers["ES256"], database_url, tmp, seeded_ids)
         finally:
-            stop_portals(*servers.values())
+            npm_idp.stop_portals(*servers.values())
 
 
 def _user_ids(database_url: str, issuer: str) -> dict[str, str]:
@@ -121,7 +105,7 @@ def _rid() -> str:
 def test_each_role_signs_in_and_lands_on_its_home_page(stack: Stack, subject: str, home: str, roles: list[str]) -> None:
     portal = stack.rs256
     rid = _rid()
-    session, callback = sign_in_portal(portal.url, subject, headers={"X-Request-ID": rid})
+    session, callback = npm_idp.sign_in_portal(portal.url, subject, headers={"X-Request-ID": rid})
     assert callback.status_code == 302, callback.text[:500]
     assert callback.headers["Location"] == "/"
 
@@ -139,12 +123,12 @@ def test_each_role_signs_in_and_lands_on_its_home_page(stack: Stack, subject: st
     assert rows[0]["roles"] == ",".join(roles)
     assert rows[0]["last_sign_in_at"] is not None
 
-    events = audit_rows(stack.database_url, request_id=rid)
+    events = npm_idp.audit_rows(stack.database_url, request_id=rid)
     assert [(e["action"], e["outcome"], e["actor_id"]) for e in events] == [("signin.success", "allowed", me["id"])]
 
 
 def test_patient_sees_their_own_chart(stack: Stack) -> None:
-    session, _ = sign_in_portal(stack.rs256.url, "demo-alice")
+    session, _ = npm_idp.sign_in_portal(stack.rs256.url, "demo-alice")
     chart = session.get(stack.rs256.url + "/chart", timeout=10)
     assert chart.status_code == 200
     assert "My chart · Alice Moreau" in chart.text
@@ -155,14 +139,14 @@ def test_patient_sees_their_own_chart(stack: Stack) -> None:
 
 
 def test_provider_claims_update_the_user(stack: Stack) -> None:
-    session, _ = sign_in_portal(stack.rs256.url, "demo-bob")
+    session, _ = npm_idp.sign_in_portal(stack.rs256.url, "demo-bob")
     me = session.get(stack.rs256.url + "/api/v1/me", timeout=10).json()
     assert me["name"] == "Robert Lindqvist"
     assert me["id"] == stack.seeded_ids["demo-bob"]
 
 
 def test_user_without_a_portal_role_sees_the_no_access_page(stack: Stack) -> None:
-    session, callback = sign_in_portal(stack.rs256.url, "demo-nora")
+    session, callback = npm_idp.sign_in_portal(stack.rs256.url, "demo-nora")
     assert callback.status_code == 302
     page = session.get(stack.rs256.url + "/", timeout=10)
     assert page.status_code == 403
@@ -175,7 +159,7 @@ def test_a_new_subject_gets_one_new_user_row(stack: Stack) -> None:
     assert _user_rows(stack.database_url, "npm-newcomer") == []
     ids = []
     for _ in range(2):
-        session, callback = sign_in_portal(stack.rs256.url, "npm-newcomer")
+        session, callback = npm_idp.sign_in_portal(stack.rs256.url, "npm-newcomer")
         assert callback.status_code == 302
         ids.append(session.get(stack.rs256.url + "/api/v1/me", timeout=10).json()["id"])
     rows = _user_rows(stack.database_url, "npm-newcomer")
@@ -184,7 +168,7 @@ def test_a_new_subject_gets_one_new_user_row(stack: Stack) -> None:
 
 
 def test_next_parameter_survives_sign_in(stack: Stack) -> None:
-    session, callback = portal_callback_url(stack.rs256.url, "demo-alice", next_path="/chart/access-log")
+    session, callback = npm_idp.portal_callback_url(stack.rs256.url, "demo-alice", next_path="/chart/access-log")
     response = session.get(callback, allow_redirects=False, timeout=10)
     assert response.status_code == 302
     assert response.headers["Location"] == "/chart/access-log"
@@ -195,7 +179,7 @@ def test_next_parameter_survives_sign_in(stack: Stack) -> None:
 def test_next_parameter_cannot_leave_the_portal(stack: Stack, next_path: str) -> None:
     """Browsers read "/\\host" and "/<tab>/host" as "//host": none of these may become the redirect."""
     session = requests.Session()
-    redirect = sign_in_with_requests(session, f"{stack.rs256.url}/auth/login?{urlencode({'next': next_path})}",
+    redirect = npm_idp.sign_in_with_requests(session, f"{stack.rs256.url}/auth/login?{urlencode({'next': next_path})}",
                                      "demo-alice")
     response = session.get(redirect.headers["Location"], allow_redirects=False, timeout=10)
     assert response.status_code == 302
@@ -207,7 +191,7 @@ def test_next_parameter_cannot_leave_the_portal(stack: Stack, next_path: str) ->
 @pytest.mark.parametrize("alg", ["RS256", "ES256"])
 def test_sign_out_ends_the_session_and_the_provider_session(stack: Stack, alg: str) -> None:
     portal = stack.portal(alg)
-    session, callback = sign_in_portal(portal.url, "demo-alice")
+    session, callback = npm_idp.sign_in_portal(portal.url, "demo-alice")
     assert callback.status_code == 302
     assert session.get(portal.url + "/chart", timeout=10).status_code == 200
     cookie = session.cookies.get("portal")
@@ -239,13 +223,13 @@ def test_sign_out_ends_the_session_and_the_provider_session(stack: Stack, alg: s
     assert chart.status_code == 302 and "/auth/signin" in chart.headers["Location"]
 
     # The provider accepts the hint and the registered post-logout URI and sends the browser back.
-    back = sign_out_with_requests(session, location)
+    back = npm_idp.sign_out_with_requests(session, location)
     assert back.is_redirect
     assert back.headers["Location"] == f"{portal.url}/?state={params['state']}"
 
 
 def test_es256_id_tokens_are_verified(stack: Stack) -> None:
-    session, callback = sign_in_portal(stack.es256.url, "demo-chen")
+    session, callback = npm_idp.sign_in_portal(stack.es256.url, "demo-chen")
     assert callback.status_code == 302
     assert session.get(stack.es256.url + "/", timeout=10).url == stack.es256.url + "/clinician"
 
@@ -261,34 +245,34 @@ def _with_query(url: str, **changes: str) -> str:
 
 def test_tampered_state_is_refused(stack: Stack) -> None:
     portal = stack.rs256
-    sessions_before = table_count(stack.database_url, "login_session")
-    session, callback = portal_callback_url(portal.url, "demo-alice")
+    sessions_before = npm_idp.table_count(stack.database_url, "login_session")
+    session, callback = npm_idp.portal_callback_url(portal.url, "demo-alice")
     rid = _rid()
     response = session.get(_with_query(callback, state="attacker-chosen-state"), headers={"X-Request-ID": rid},
                            allow_redirects=False, timeout=10)
-    assert_signin_refused(portal.url, stack.database_url, session, response, 400, "state_mismatch", rid)
-    assert table_count(stack.database_url, "login_session") == sessions_before
+    npm_idp.assert_signin_refused(portal.url, stack.database_url, session, response, 400, "state_mismatch", rid)
+    assert npm_idp.table_count(stack.database_url, "login_session") == sessions_before
     # The genuine callback cannot be used afterwards either: the failed attempt cleared the pending sign-in.
     rid = _rid()
     response = session.get(callback, headers={"X-Request-ID": rid}, allow_redirects=False, timeout=10)
-    assert_signin_refused(portal.url, stack.database_url, session, response, 400, "state_mismatch", rid)
+    npm_idp.assert_signin_refused(portal.url, stack.database_url, session, response, 400, "state_mismatch", rid)
 
 
 def test_callback_replayed_in_a_fresh_session_is_refused(stack: Stack) -> None:
     portal = stack.rs256
-    session, callback = portal_callback_url(portal.url, "demo-alice")
+    session, callback = npm_idp.portal_callback_url(portal.url, "demo-alice")
     assert session.get(callback, allow_redirects=False, timeout=10).status_code == 302
 
     thief = requests.Session()
     rid = _rid()
     response = thief.get(callback, headers={"X-Request-ID": rid}, allow_redirects=False, timeout=10)
-    assert_signin_refused(portal.url, stack.database_url, thief, response, 400, "state_mismatch", rid)
+    npm_idp.assert_signin_refused(portal.url, stack.database_url, thief, response, 400, "state_mismatch", rid)
 
 
 def test_reused_code_is_refused_by_the_provider(stack: Stack) -> None:
     """Even with a valid pending state of its own, an already redeemed code gets no tokens."""
     portal = stack.rs256
-    session, callback = portal_callback_url(portal.url, "demo-alice")
+    session, callback = npm_idp.portal_callback_url(portal.url, "demo-alice")
     assert session.get(callback, allow_redirects=False, timeout=10).status_code == 302
     code = parse_qs(urlsplit(callback).query)["code"][0]
 
@@ -299,7 +283,7 @@ def test_reused_code_is_refused_by_the_provider(stack: Stack) -> None:
     rid = _rid()
     response = attacker.get(_with_query(callback, code=code, state=fresh_state), headers={"X-Request-ID": rid},
                             allow_redirects=False, timeout=10)
-    assert_signin_refused(portal.url, stack.database_url, attacker, response, 400, "oauth_invalid_grant", rid)
+    npm_idp.assert_signin_refused(portal.url, stack.database_url, attacker, response, 400, "oauth_invalid_grant", rid)
 
 
 def test_provider_error_response_is_refused(stack: Stack) -> None:
@@ -308,43 +292,43 @@ def test_provider_error_response_is_refused(stack: Stack) -> None:
     rid = _rid()
     response = session.get(stack.rs256.url + "/auth/callback?error=access_denied&state=x",
                            headers={"X-Request-ID": rid}, allow_redirects=False, timeout=10)
-    assert_signin_refused(stack.rs256.url, stack.database_url, session, response, 400, "provider_error", rid)
+    npm_idp.assert_signin_refused(stack.rs256.url, stack.database_url, session, response, 400, "provider_error", rid)
 
 
 def test_unreachable_provider_gives_502(stack: Stack) -> None:
     portal = stack.rs256
     # A sign-in in flight when the provider goes away: the code cannot be redeemed.
-    session, callback = portal_callback_url(portal.url, "demo-alice")
+    session, callback = npm_idp.portal_callback_url(portal.url, "demo-alice")
     stack.idp.stop()
     try:
         rid = _rid()
         response = session.get(callback, headers={"X-Request-ID": rid}, allow_redirects=False, timeout=30)
-        assert_signin_refused(portal.url, stack.database_url, session, response, 502, "provider_unreachable", rid)
+        npm_idp.assert_signin_refused(portal.url, stack.database_url, session, response, 502, "provider_unreachable", rid)
 
         # A portal process that has not yet read the discovery document cannot even start a sign-in:
         # one pointed at the stopped provider, one at a port where nothing ever listened.
         fresh = []
         for name, issuer in (("stopped", stack.idp.issuer), ("closed-port", f"http://127.0.0.1:{free_port()}")):
             port = free_port()
-            env = portal_env(stack.tmp, stack.database_url, port, **portal_oidc_env(issuer, "portal-rs256", SECRET))
+            env = portal_env(stack.tmp, stack.database_url, port, **npm_idp.portal_oidc_env(issuer, "portal-rs256", SECRET))
             fresh.append(PortalServer(env, port, stack.tmp / f"portal-{name}.log"))
-        start_portals(*fresh)
+        npm_idp.start_portals(*fresh)
         try:
             for server in fresh:
                 browser = requests.Session()
                 rid = _rid()
                 response = browser.get(server.url + "/auth/login", headers={"X-Request-ID": rid},
                                        allow_redirects=False, timeout=30)
-                assert_signin_refused(server.url, stack.database_url, browser, response, 502,
+                npm_idp.assert_signin_refused(server.url, stack.database_url, browser, response, 502,
                                       "provider_unreachable", rid)
                 assert "could not be reached" in response.text
         finally:
-            stop_portals(*fresh)
+            npm_idp.stop_portals(*fresh)
     finally:
         stack.idp.start()
 
     # Back up: sign-in works again without restarting the portal.
-    session, callback = sign_in_portal(portal.url, "demo-alice")
+    session, callback = npm_idp.sign_in_portal(portal.url, "demo-alice")
     assert callback.status_code == 302
     assert session.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
 
@@ -354,7 +338,7 @@ def test_unreachable_provider_gives_502(stack: Stack) -> None:
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory) -> Iterator[PortalServer]:
     """A portal using the built-in development provider (like conftest's `portal`, but stopped quickly)."""
-    with dev_portal(tmp_path_factory.mktemp("portal-dev")) as server:
+    with npm_idp.dev_portal(tmp_path_factory.mktemp("portal-dev")) as server:
         yield server
 
 
@@ -385,7 +369,7 @@ def _visit(url: str, session: requests.Session) -> dict:
 def test_oidc_same_behaviour(stack: Stack, portal: PortalServer, subject: str) -> None:
     """The built-in dev provider and the npm provider give the same portal behaviour for the same person."""
     dev = _visit(portal.url, sign_in(portal.url, DEV_LOGINS[subject]))
-    npm_session, callback = sign_in_portal(stack.rs256.url, subject)
+    npm_session, callback = npm_idp.sign_in_portal(stack.rs256.url, subject)
     assert callback.status_code == 302
     npm = _visit(stack.rs256.url, npm_session)
     assert npm == dev

@@ -14,18 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (
-    NpmOidcProvider,
-    assert_signin_refused,
-    audit_rows,
-    demo_accounts,
-    portal_client,
-    portal_oidc_env,
-    require_npm_idp,
-    sign_in_portal,
-    stop_portals,
-    table_count,
-)
+from tests.support import npm_idp
 from tests.support.portal_server import PortalServer, portal_env, prepare_database
 from tests.support.tamper_proxy import TamperProxy
 
@@ -37,7 +26,7 @@ SECRET = secrets.token_urlsafe(32)
 
 @dataclass
 class Stack:
-    idp: NpmOidcProvider
+    idp: npm_idp.NpmOidcProvider
     proxy: TamperProxy
     portal: PortalServer
     database_url: str
@@ -45,19 +34,19 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    require_npm_idp()
+    npm_idp.require_npm_idp()
     tmp = tmp_path_factory.mktemp("oidc-tamper")
     port = free_port()
     database_url = f"sqlite:///{tmp / 'portal.db'}"
-    client = portal_client(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}", "RS256")
-    with NpmOidcProvider([client], demo_accounts()) as idp, TamperProxy(idp.issuer, CLIENT_ID, SECRET) as proxy:
-        env = portal_env(tmp, database_url, port, **portal_oidc_env(proxy.issuer, CLIENT_ID, SECRET))
+    client = npm_idp.portal_client(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}", "RS256")
+    with npm_idp.NpmOidcProvider([client], npm_idp.demo_accounts()) as idp, TamperProxy(idp.issuer, CLIENT_ID, SECRET) as proxy:
+        env = portal_env(tmp, database_url, port, **npm_idp.portal_oidc_env(proxy.issuer, CLIENT_ID, SECRET))
         prepare_database(env)
         portal = PortalServer(env, port, tmp / "portal.log").start()
         try:
             yield Stack(idp, proxy, portal, database_url)
         finally:
-            stop_portals(portal)
+            npm_idp.stop_portals(portal)
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +60,7 @@ def honest_proxy(stack: Stack) -> Iterator[TamperProxy]:
 def _sign_in(stack: Stack, login: str = "demo-alice"):
     rid = uuid.uuid4().hex
     issued_before = len(stack.proxy.issued)
-    session, response = sign_in_portal(stack.portal.url, login, headers={"X-Request-ID": rid})
+    session, response = npm_idp.sign_in_portal(stack.portal.url, login, headers={"X-Request-ID": rid})
     return session, response, rid, stack.proxy.issued[issued_before:]
 
 
@@ -85,7 +74,7 @@ def test_honest_tokens_are_accepted(stack: Stack, alg: str) -> None:
     assert session.get(stack.portal.url + "/", timeout=10).url == stack.portal.url + "/chart"
     me = session.get(stack.portal.url + "/api/v1/me", timeout=10).json()
     assert me["roles"] == ["patient"]
-    assert [e["action"] for e in audit_rows(stack.database_url, request_id=rid)] == ["signin.success"]
+    assert [e["action"] for e in npm_idp.audit_rows(stack.database_url, request_id=rid)] == ["signin.success"]
 
 
 @pytest.mark.parametrize("mode, alg, reason", [
@@ -106,11 +95,11 @@ def test_honest_tokens_are_accepted(stack: Stack, alg: str) -> None:
 ])
 def test_tampered_tokens_are_refused(stack: Stack, mode: str, alg: str, reason: str) -> None:
     stack.proxy.mode, stack.proxy.alg = mode, alg
-    sessions_before = table_count(stack.database_url, "login_session")
+    sessions_before = npm_idp.table_count(stack.database_url, "login_session")
     session, response, rid, issued = _sign_in(stack)
     assert [token["mode"] for token in issued] == ([] if mode == "no_id_token" else [mode])
-    assert_signin_refused(stack.portal.url, stack.database_url, session, response, 400, reason, rid)
-    assert table_count(stack.database_url, "login_session") == sessions_before
+    npm_idp.assert_signin_refused(stack.portal.url, stack.database_url, session, response, 400, reason, rid)
+    assert npm_idp.table_count(stack.database_url, "login_session") == sessions_before
     assert "Adam" not in response.text
 
 
@@ -138,5 +127,5 @@ def test_unknown_kid_is_refused_after_one_refetch(stack: Stack) -> None:
     stack.proxy.mode = "unknown_kid"
     fetches = stack.proxy.jwks_requests
     session, response, rid, _ = _sign_in(stack)
-    assert_signin_refused(stack.portal.url, stack.database_url, session, response, 400, "id_token_invalid_key_id", rid)
+    npm_idp.assert_signin_refused(stack.portal.url, stack.database_url, session, response, 400, "id_token_invalid_key_id", rid)
     assert stack.proxy.jwks_requests == fetches + 1

@@ -22,16 +22,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (
-    NpmOidcProvider,
-    audit_rows,
-    demo_accounts,
-    portal_client,
-    portal_oidc_env,
-    sign_in_portal,
-    start_portals,
-    stop_portals,
-)
+from tests.support import npm_idp
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 from tests.support.seed import ALICE, BOB
 
@@ -46,7 +37,7 @@ def _patient(name: str, claim: str | None = None) -> dict:
 
 
 ACCOUNTS = {
-    **demo_accounts(demo_alice={"patient_id": "RC-100001"}),  # as the demo accounts carry it: Alice's MRN
+    **npm_idp.demo_accounts(demo_alice={"patient_id": "RC-100001"}),  # as the demo accounts carry it: Alice's MRN
     "npm-lower": _patient("Lena Lower", "rc 100003"),         # the same MRN, written another way
     "npm-unknown": _patient("Uma Unknown", "RC-999999"),       # an MRN no chart has
     "npm-malformed": _patient("Mal Formed", "<b>RC-1</b>"),   # not an MRN at all
@@ -61,7 +52,7 @@ ACCOUNTS = {
 
 @dataclass
 class Stack:
-    idp: NpmOidcProvider
+    idp: npm_idp.NpmOidcProvider
     by_mrn: PortalServer  # the default: PORTAL_OIDC_PATIENT_MATCH unset
     by_id: PortalServer   # PORTAL_OIDC_PATIENT_MATCH=id
 
@@ -74,26 +65,27 @@ class Stack:
 def stack(tmp_path_factory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("patient-link")
     ports = (free_port(), free_port())
-    clients = [portal_client(f"portal-{name}", SECRET, f"http://127.0.0.1:{port}")
+    clients = [npm_idp.portal_client(f"portal-{name}", SECRET, f"http://127.0.0.1:{port}")
                for name, port in zip(("mrn", "id"), ports, strict=True)]
     database_url = f"sqlite:///{tmp / 'portal.db'}"
-    with NpmOidcProvider(clients, ACCOUNTS) as idp:
-        by_mrn = PortalServer(portal_env(tmp, database_url, ports[0], **portal_oidc_env(idp.issuer, "portal-mrn", SECRET)),
-                              ports[0], tmp / "by-mrn.log")
-        by_id = PortalServer(portal_env(tmp, database_url, ports[1], **portal_oidc_env(idp.issuer, "portal-id", SECRET),
+    with npm_idp.NpmOidcProvider(clients, ACCOUNTS) as idp:
+        by_mrn = PortalServer(
+            portal_env(tmp, database_url, ports[0], **npm_idp.portal_oidc_env(idp.issuer, "portal-mrn", SECRET)),
+            ports[0], tmp / "by-mrn.log")
+        by_id = PortalServer(portal_env(tmp, database_url, ports[1], **npm_idp.portal_oidc_env(idp.issuer, "portal-id", SECRET),
                                         PORTAL_OIDC_PATIENT_MATCH="id"), ports[1], tmp / "by-id.log")
         prepare_database(by_mrn.env, patients=8)
-        start_portals(by_mrn, by_id)
+        npm_idp.start_portals(by_mrn, by_id)
         try:
             yield Stack(idp, by_mrn, by_id)
         finally:
-            stop_portals(by_mrn, by_id)
+            npm_idp.stop_portals(by_mrn, by_id)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
 
 def signed_in(portal: PortalServer, login: str) -> requests.Session:
-    session, response = sign_in_portal(portal.url, login)
+    session, response = npm_idp.sign_in_portal(portal.url, login)
     assert response.status_code == 302, f"sign-in as {login} failed: {response.text[:300]}"
     return session
 
@@ -109,7 +101,7 @@ def chart_mrn(portal: PortalServer, session: requests.Session) -> str:
 
 
 def sign_in_event(stack: Stack, user_id: str) -> dict:
-    return json.loads(audit_rows(stack.database_url, action="signin.success", actor_id=user_id)[-1]["details"])
+    return json.loads(npm_idp.audit_rows(stack.database_url, action="signin.success", actor_id=user_id)[-1]["details"])
 
 
 def assert_not_linked_everywhere(portal: PortalServer, session: requests.Session) -> None:
@@ -172,7 +164,7 @@ def test_a_wrong_unknown_or_missing_claim_links_nothing_and_is_no_error(stack: S
     assert account["roles"] == ["patient"] and account["patient_id"] is None
     assert_not_linked_everywhere(stack.by_mrn, session)
     assert sign_in_event(stack, account["id"]) == {"chart_link": "none"}
-    assert not audit_rows(stack.database_url, action="signin.failure", actor_id=account["id"])
+    assert not npm_idp.audit_rows(stack.database_url, action="signin.failure", actor_id=account["id"])
 
 
 def test_the_setting_chooses_matching_by_chart_id(stack: Stack) -> None:
@@ -200,10 +192,10 @@ def test_an_administrators_link_reaches_the_chart_at_once_and_survives_the_next_
     assert chart_mrn(stack.by_mrn, walter) == "RC-100005"  # his open session sees it at once
 
     chart_id = me(stack.by_mrn, walter)["patient_id"]
-    events = audit_rows(stack.database_url, actor_id=adam_id, resource_id=walter_id)
+    events = npm_idp.audit_rows(stack.database_url, actor_id=adam_id, resource_id=walter_id)
     assert [(e["action"], e["outcome"], e["patient_id"], e["reason"]) for e in events] == [
         ("admin.patient.linked", "allowed", chart_id, reason)]
-    decisions = [json.loads(e["details"]) for e in audit_rows(stack.database_url, action="admin.patient_links",
+    decisions = [json.loads(e["details"]) for e in npm_idp.audit_rows(stack.database_url, action="admin.patient_links",
                                                               actor_id=adam_id, outcome="allowed")]
     assert {"change": "link", "user": walter_id} in decisions
 
@@ -239,7 +231,7 @@ def test_an_administrators_decision_stands_over_a_wrong_or_right_claim(stack: St
     assert unlinked.status_code == 302
     assert link_state(stack, adam, rita_id) == "Not linked (unlinked by an administrator)"
     assert_not_linked_everywhere(stack.by_mrn, rita)
-    events = audit_rows(stack.database_url, resource_id=rita_id, resource_type="user")
+    events = npm_idp.audit_rows(stack.database_url, resource_id=rita_id, resource_type="user")
     assert [(e["action"], e["patient_id"], e["reason"]) for e in events] == [
         ("admin.patient.unlinked", first_chart, "Merged duplicate record"),
         ("admin.patient.linked", second_chart, "Merged duplicate record"),
@@ -280,9 +272,9 @@ def test_bad_link_requests_are_refused_with_a_message_and_change_nothing(stack: 
     assert refused.status_code == status and f'data-error-code="{code}"' in refused.text, refused.text[:400]
     assert message in refused.text
     assert me(stack.by_mrn, uma)["patient_id"] is None and link_state(stack, adam, uma_id) == "Not linked"
-    assert not audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")
+    assert not npm_idp.audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")
     if code != "csrf":
-        refusal = audit_rows(stack.database_url, action="request.refused", actor_id=me(stack.by_mrn, adam)["id"])[-1]
+        refusal = npm_idp.audit_rows(stack.database_url, action="request.refused", actor_id=me(stack.by_mrn, adam)["id"])[-1]
         assert (refusal["outcome"], refusal["reason"]) == ("denied", code)
 
 
@@ -310,8 +302,8 @@ def test_only_administrators_see_or_change_links_and_refusals_are_audited(stack:
         refused = other.post(f"{stack.by_mrn.url}/admin/users/{uma_id}/{action}", allow_redirects=False, timeout=10,
                              data={"csrf_token": token, "reason": "Checked photo ID at the desk", **form})
         assert refused.status_code == 403
-    denied = audit_rows(stack.database_url, action="admin.patient_links", actor_id=other_id)
+    denied = npm_idp.audit_rows(stack.database_url, action="admin.patient_links", actor_id=other_id)
     assert [(row["outcome"], json.loads(row["details"]).get("change")) for row in denied] == [
         ("denied", None), ("denied", "link"), ("denied", "unlink")]
     assert me(stack.by_mrn, uma)["patient_id"] is None
-    assert not audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")
+    assert not npm_idp.audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")

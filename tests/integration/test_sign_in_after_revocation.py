@@ -28,15 +28,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (
-    NpmOidcProvider,
-    audit_rows,
-    demo_accounts,
-    portal_client,
-    portal_oidc_env,
-    sign_in_portal,
-    sign_in_with_requests,
-)
+from tests.support import npm_idp
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 
 pytestmark = pytest.mark.oidc
@@ -48,7 +40,7 @@ SESSION_MAX_AGE = str(12 * 3600)  # PORTAL_SESSION_MAX_HOURS' default, in second
 
 @dataclass
 class Stack:
-    idp: NpmOidcProvider
+    idp: npm_idp.NpmOidcProvider
     portal: PortalServer
 
     @property
@@ -64,8 +56,9 @@ class Stack:
 def stack(tmp_path_factory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("revocation")
     port = free_port()
-    with NpmOidcProvider([portal_client(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}")], demo_accounts()) as idp:
-        env = portal_env(tmp, f"sqlite:///{tmp / 'portal.db'}", port, **portal_oidc_env(idp.issuer, CLIENT_ID, SECRET))
+    client = npm_idp.portal_client(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}")
+    with npm_idp.NpmOidcProvider([client], npm_idp.demo_accounts()) as idp:
+        env = portal_env(tmp, f"sqlite:///{tmp / 'portal.db'}", port, **npm_idp.portal_oidc_env(idp.issuer, CLIENT_ID, SECRET))
         prepare_database(env, patients=4)
         with PortalServer(env, port, tmp / "portal.log") as portal:
             yield Stack(idp, portal)
@@ -75,7 +68,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 def signed_in(stack: Stack, login: str) -> requests.Session:
     """A new browser signed in at the provider (its own provider session) and at the portal."""
-    session, response = sign_in_portal(stack.url, login)
+    session, response = npm_idp.sign_in_portal(stack.url, login)
     assert response.status_code == 302, response.text[:300]
     assert me(stack, session).status_code == 200
     return session
@@ -134,7 +127,7 @@ def asks_for_password(response: requests.Response) -> bool:
 def password_then_back(stack: Stack, session: requests.Session, form_page: requests.Response,
                        login: str) -> requests.Response:
     """Type the password at the provider; return the portal's answer to the callback (not followed)."""
-    back = sign_in_with_requests(session, form_page.url, login)
+    back = npm_idp.sign_in_with_requests(session, form_page.url, login)
     callback = back.headers["Location"]
     assert callback.startswith(f"{stack.url}/auth/callback"), callback
     return session.get(callback, allow_redirects=False, timeout=15)
@@ -158,7 +151,7 @@ def test_after_ending_another_session_a_new_browser_signs_in_plainly(stack: Stac
     assert me(stack, desktop).status_code == 200
     assert me(stack, phone).status_code == 200 and me(stack, laptop).status_code == 401
     alice = me(stack, desktop).json()["id"]
-    assert [row["outcome"] for row in audit_rows(stack.database_url, action="signin.failure", actor_id=alice)] == []
+    assert [row["outcome"] for row in npm_idp.audit_rows(stack.database_url, action="signin.failure", actor_id=alice)] == []
 
 
 # --- the browser whose session was ended ------------------------------------------------------------------------
@@ -225,7 +218,7 @@ def test_the_providers_remembered_sign_in_from_before_the_revocation_starts_no_s
     assert asks_for_password(landed), "the provider was not asked for the password"
     assert me(stack, laptop).status_code == 401  # no session on the remembered sign-in
 
-    refused = audit_rows(stack.database_url, action="signin.failure", actor_id=okafor)
+    refused = npm_idp.audit_rows(stack.database_url, action="signin.failure", actor_id=okafor)
     assert [(row["outcome"], row["reason"]) for row in refused] == [("denied", "sign_in_again")]
 
     answer = password_then_back(stack, laptop, landed, "demo-okafor")
@@ -248,10 +241,10 @@ def without_portal_cookie(browser: requests.Session) -> requests.Session:
 def skewed(tmp_path, request) -> Iterator[Stack]:
     """The same stack with the provider's clock ``request.param`` seconds ahead of the portal's (negative: behind)."""
     port = free_port()
-    clients = [portal_client(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}")]
-    with NpmOidcProvider(clients, demo_accounts(), clock_skew_seconds=request.param) as idp:
+    clients = [npm_idp.portal_client(CLIENT_ID, SECRET, f"http://127.0.0.1:{port}")]
+    with npm_idp.NpmOidcProvider(clients, npm_idp.demo_accounts(), clock_skew_seconds=request.param) as idp:
         env = portal_env(tmp_path, f"sqlite:///{tmp_path / 'portal.db'}", port,
-                         **portal_oidc_env(idp.issuer, CLIENT_ID, SECRET))
+                         **npm_idp.portal_oidc_env(idp.issuer, CLIENT_ID, SECRET))
         prepare_database(env, patients=4)
         with PortalServer(env, port, tmp_path / "portal.log") as portal:
             yield Stack(idp, portal)

@@ -35,14 +35,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (
-    NpmOidcProvider,
-    audit_rows,
-    demo_accounts,
-    portal_client,
-    portal_oidc_env,
-    sign_in_portal,
-)
+from tests.support import npm_idp
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 from tests.support.seed import ALICE, BOB
 from tests.support.smart_apps import (
@@ -90,8 +83,8 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
     url = f"http://127.0.0.1:{port}"
     secret = secrets.token_urlsafe(32)
     database_url = f"sqlite:///{tmp / 'portal.db'}"
-    with NpmOidcProvider([portal_client("portal-smart", secret, url)], demo_accounts()) as idp:
-        env = portal_env(tmp, database_url, port, **portal_oidc_env(idp.issuer, "portal-smart", secret))
+    with npm_idp.NpmOidcProvider([npm_idp.portal_client("portal-smart", secret, url)], npm_idp.demo_accounts()) as idp:
+        env = portal_env(tmp, database_url, port, **npm_idp.portal_oidc_env(idp.issuer, "portal-smart", secret))
         prepare_database(env)
         confidential = register_app(env, "Health Diary")  # the command line, as an administrator runs it
         with PortalServer(env, port, tmp / "portal.log") as server:
@@ -105,7 +98,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
 
 def person_at(portal_url: str, login: str) -> requests.Session:
     """A browser session of ``login`` signed in to the portal through the npm provider."""
-    session, response = sign_in_portal(portal_url, login)
+    session, response = npm_idp.sign_in_portal(portal_url, login)
     assert response.status_code == 302, response.text[:300]
     return session
 
@@ -225,7 +218,7 @@ def test_a_confidential_app_connects_reads_refreshes_and_is_disconnected_by_the_
         ClientCondition.where({"patient": ALICE}).perform(server)
     with pytest.raises(requests.HTTPError):  # its refresh token went with the grant
         smart.reauthorize()
-    assert audit_rows(stack.database_url, action="smart.grant.revoked", reason="revoked_by_patient")
+    assert npm_idp.audit_rows(stack.database_url, action="smart.grant.revoked", reason="revoked_by_patient")
 
 
 def test_a_public_app_with_authlib_gets_an_id_token_refreshes_introspects_and_revokes(stack):
@@ -281,7 +274,7 @@ def test_a_public_app_with_authlib_gets_an_id_token_refreshes_introspects_and_re
     assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
     assert client.introspect_token(discovery["introspection_endpoint"], token=token["access_token"]).json() == {
         "active": False}
-    assert audit_rows(stack.database_url, action="smart.token.revoked", outcome="allowed")
+    assert npm_idp.audit_rows(stack.database_url, action="smart.token.revoked", outcome="allowed")
 
 
 # --------------------------------------------------------------------------- tokens, storage and the audit trail
@@ -337,7 +330,7 @@ def test_tokens_and_secrets_are_stored_only_as_hashes(stack, alice_token):
 
 def test_every_fhir_access_is_audited_with_the_person_the_app_and_the_scopes(stack, alice_token):
     fhir_get(stack.url, "Observation", alice_token["access_token"], category="laboratory")
-    events = audit_rows(stack.database_url, action="fhir.search", patient_id=ALICE, outcome="allowed")
+    events = npm_idp.audit_rows(stack.database_url, action="fhir.search", patient_id=ALICE, outcome="allowed")
     details = json.loads(events[-1]["details"])
     assert details["client_id"] == stack.reader.client_id and details["app"] == "Chart Reader"
     assert details["scopes"] == alice_token["scope"] and details["fhir_type"] == "Observation"
@@ -368,7 +361,8 @@ def test_a_token_for_one_patient_never_reads_another(stack, alice_token, path, p
     response = fhir_get(stack.url, path, alice_token["access_token"], **params)
     assert response.status_code == 404 and response.json()["resourceType"] == "OperationOutcome"
     assert "Lindqvist" not in response.text
-    assert audit_rows(stack.database_url, patient_id=BOB, outcome="denied", reason="not the patient who connected the app")
+    assert npm_idp.audit_rows(stack.database_url, patient_id=BOB, outcome="denied",
+                              reason="not the patient who connected the app")
 
 
 def test_nor_by_reading_another_patients_resource_or_a_tampered_paging_link(stack, alice_token, bob_observation):
@@ -410,7 +404,7 @@ def test_an_unknown_client_or_a_mismatched_redirect_uri_is_told_to_the_person_ne
     assert 'data-error-code="oauth_invalid_request"' in elsewhere.text
     prefix = authorization(stack, redirect_uri=APP_REDIRECT + "/extra")  # exact match only
     assert prefix.status_code == 400 and "Location" not in prefix.headers
-    reasons = [row["reason"] for row in audit_rows(stack.database_url, action="smart.authorize", outcome="denied")]
+    reasons = [row["reason"] for row in npm_idp.audit_rows(stack.database_url, action="smart.authorize", outcome="denied")]
     assert "invalid_client" in reasons and "invalid_request" in reasons
 
 
@@ -442,7 +436,7 @@ def test_denied_consent_sends_access_denied_and_grants_nothing(stack):
     location = decide(browser, open_consent(browser, url), allow=False)
     query = query_of(location)
     assert query["error"] == "access_denied" and query["state"] == "s-1" and "code" not in query
-    assert audit_rows(stack.database_url, action="smart.authorize", outcome="denied", reason="access_denied")
+    assert npm_idp.audit_rows(stack.database_url, action="smart.authorize", outcome="denied", reason="access_denied")
 
 
 def code_for(stack, app: RegisteredApp, scope: str = "launch/patient offline_access patient/*.rs") -> tuple[str, str]:
@@ -458,7 +452,7 @@ def test_a_reused_code_is_refused_and_revokes_what_its_first_use_issued(stack):
     again = exchange(stack.url, stack.confidential, code, verifier)
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert fhir_get(stack.url, f"Patient/{ALICE}", first.json()["access_token"]).status_code == 401
-    assert audit_rows(stack.database_url, action="smart.grant.revoked", reason="code_reused")
+    assert npm_idp.audit_rows(stack.database_url, action="smart.grant.revoked", reason="code_reused")
 
 
 def test_an_expired_code_is_refused(stack):
@@ -471,7 +465,7 @@ def test_an_expired_code_is_refused(stack):
     engine.dispose()
     expired = exchange(stack.url, stack.public, code, verifier)
     assert expired.status_code == 400 and expired.json()["error"] == "invalid_grant"
-    assert audit_rows(stack.database_url, action="smart.token", outcome="denied", reason="expired")
+    assert npm_idp.audit_rows(stack.database_url, action="smart.token", outcome="denied", reason="expired")
 
 
 @pytest.mark.parametrize("app_name", ["confidential", "public"])
@@ -494,7 +488,7 @@ def test_a_rotated_refresh_token_presented_again_revokes_the_whole_grant(stack):
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
     assert refresh(stack.url, stack.confidential, newer["refresh_token"]).status_code == 400
     assert fhir_get(stack.url, f"Patient/{ALICE}", newer["access_token"]).status_code == 401
-    assert audit_rows(stack.database_url, action="smart.grant.revoked", reason="refresh_token_reused")
+    assert npm_idp.audit_rows(stack.database_url, action="smart.grant.revoked", reason="refresh_token_reused")
 
 
 def test_without_offline_access_no_refresh_token_is_issued(stack):
@@ -521,10 +515,10 @@ def test_without_offline_access_no_refresh_token_is_issued(stack):
     pytest.param("Patient", {"identifier": ""}, id="empty-value"),
 ])
 def test_malformed_search_parameters_get_400_operation_outcome(stack, alice_token, path, params):
-    refused_before = len(audit_rows(stack.database_url, action="request.refused"))
+    refused_before = len(npm_idp.audit_rows(stack.database_url, action="request.refused"))
     response = fhir_get(stack.url, path, alice_token["access_token"], **params)
     assert response.status_code == 400, response.text
-    assert len(audit_rows(stack.database_url, action="request.refused")) == refused_before + 1
+    assert len(npm_idp.audit_rows(stack.database_url, action="request.refused")) == refused_before + 1
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"
     from fhir.resources.R4B.operationoutcome import OperationOutcome
@@ -536,7 +530,7 @@ def test_malformed_search_parameters_get_400_operation_outcome(stack, alice_toke
 def test_unsupported_resource_types_get_404_operation_outcome_audited(stack, alice_token, path):
     response = fhir_get(stack.url, path, alice_token["access_token"])
     assert response.status_code == 404 and response.json()["resourceType"] == "OperationOutcome"
-    refused = audit_rows(stack.database_url, action="request.refused", outcome="denied")
+    refused = npm_idp.audit_rows(stack.database_url, action="request.refused", outcome="denied")
     assert json.loads(refused[-1]["details"])["client_id"] == stack.reader.client_id
 
 
@@ -559,7 +553,7 @@ def test_expired_revoked_malformed_or_missing_tokens_get_401_with_a_challenge(st
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == 'Bearer realm="fhir"'
     basic = requests.get(f"{stack.fhir}/Patient/{ALICE}", auth=("user", "pass"), timeout=10)
     assert basic.status_code == 401
-    refused = audit_rows(stack.database_url, action="request.refused", reason="invalid_token")
+    refused = npm_idp.audit_rows(stack.database_url, action="request.refused", reason="invalid_token")
     assert any(json.loads(row["details"]).get("client_id") == stack.public.client_id for row in refused)
 
 
@@ -568,7 +562,7 @@ def test_a_scope_that_does_not_cover_the_type_gets_403(stack):
     response = fhir_get(stack.url, "Condition", token["access_token"], patient=ALICE)
     assert response.status_code == 403 and response.json()["issue"][0]["code"] == "forbidden"
     assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
-    assert audit_rows(stack.database_url, action="fhir.search", outcome="denied", patient_id=ALICE)
+    assert npm_idp.audit_rows(stack.database_url, action="fhir.search", outcome="denied", patient_id=ALICE)
 
 
 def test_a_category_restricted_scope_reads_only_that_category(stack):

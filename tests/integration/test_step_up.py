@@ -21,17 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import free_port
-from tests.support.npm_idp import (
-    NpmOidcProvider,
-    audit_rows,
-    demo_accounts,
-    portal_oidc_env,
-    require_npm_idp,
-    sign_in_portal,
-    sign_in_with_requests,
-    start_portals,
-    stop_portals,
-)
+from tests.support import npm_idp
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 from tests.support.seed import ALICE
 from tests.support.tamper_proxy import TamperProxy
@@ -46,7 +36,7 @@ REASON = "Collapsed in the waiting room; need her allergy list"
 
 @dataclass
 class Stack:
-    idp: NpmOidcProvider
+    idp: npm_idp.NpmOidcProvider
     proxy: TamperProxy
     portal: PortalServer        # max_age 300 s (the default), acr required
     strict: PortalServer        # max_age 2 s
@@ -55,7 +45,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
-    require_npm_idp()
+    npm_idp.require_npm_idp()
     tmp = tmp_path_factory.mktemp("step-up")
     ports = (free_port(), free_port())
     urls = [f"http://127.0.0.1:{port}" for port in ports]
@@ -63,18 +53,18 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
               "redirect_uris": [f"{url}/auth/callback" for url in urls],
               "post_logout_redirect_uris": [f"{url}/" for url in urls]}
     database_url = f"sqlite:///{tmp / 'portal.db'}"
-    with NpmOidcProvider([client], demo_accounts(), acr_values=[STRONG], login_acr=STRONG) as idp, \
+    with npm_idp.NpmOidcProvider([client], npm_idp.demo_accounts(), acr_values=[STRONG], login_acr=STRONG) as idp, \
             TamperProxy(idp.issuer, CLIENT_ID, SECRET) as proxy:
-        oidc = {**portal_oidc_env(proxy.issuer, CLIENT_ID, SECRET), "PORTAL_OIDC_STEP_UP_ACR": STRONG}
+        oidc = {**npm_idp.portal_oidc_env(proxy.issuer, CLIENT_ID, SECRET), "PORTAL_OIDC_STEP_UP_ACR": STRONG}
         portal = PortalServer(portal_env(tmp, database_url, ports[0], **oidc), ports[0], tmp / "portal.log")
         strict = PortalServer(portal_env(tmp, database_url, ports[1], **oidc, PORTAL_OIDC_STEP_UP_MAX_AGE="2"),
                               ports[1], tmp / "strict.log")
         prepare_database(portal.env)
-        start_portals(portal, strict)
+        npm_idp.start_portals(portal, strict)
         try:
             yield Stack(idp, proxy, portal, strict, database_url)
         finally:
-            stop_portals(portal, strict)
+            npm_idp.stop_portals(portal, strict)
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +75,7 @@ def honest_proxy(stack: Stack) -> Iterator[TamperProxy]:
 
 
 def _signed_in(portal: PortalServer, login: str) -> requests.Session:
-    session, response = sign_in_portal(portal.url, login)
+    session, response = npm_idp.sign_in_portal(portal.url, login)
     assert response.status_code == 302, response.text[:300]
     return session
 
@@ -104,7 +94,7 @@ def _step_up(session: requests.Session, step_up_url: str, login: str) -> tuple[r
     response = session.get(step_up_url, timeout=15)
     if "/interaction/" not in response.url:
         return response, False
-    back = sign_in_with_requests(session, response.url, login)
+    back = npm_idp.sign_in_with_requests(session, response.url, login)
     return session.get(back.headers["Location"], timeout=15), True
 
 
@@ -122,13 +112,13 @@ def test_break_glass_asks_the_provider_for_a_recent_strong_sign_in_and_records_i
     page, prompted = _step_up(reyes, step_up_url, "demo-reyes")
     assert not prompted  # signed in seconds ago: within max_age the provider need not ask
     assert 'id="step-up-confirmed"' in page.text and REASON in page.text  # the typed reason is kept
-    succeeded = audit_rows(stack.database_url, action="stepup.success")[-1]
+    succeeded = npm_idp.audit_rows(stack.database_url, action="stepup.success")[-1]
     assert _details(succeeded)["step_up_acr"] == STRONG
 
     opened = reyes.post(f"{stack.portal.url}/patients/{ALICE}/break-glass", timeout=10,
                         data={"reason": REASON, "csrf_token": csrf_token(reyes, f"{stack.portal.url}/")})
     assert opened.status_code == 200 and "Alice Moreau" in opened.text
-    granted = _details(audit_rows(stack.database_url, action="break_glass.granted")[-1])
+    granted = _details(npm_idp.audit_rows(stack.database_url, action="break_glass.granted")[-1])
     assert granted["step_up"] == "break_glass" and granted["step_up_acr"] == STRONG
     assert granted["step_up_auth_time"] == _details(succeeded)["step_up_auth_time"]
 
@@ -152,7 +142,7 @@ def test_signing_in_again_as_someone_else_does_not_step_up(stack: Stack) -> None
     page, prompted = _step_up(reyes, _ask_for_break_glass(reyes, stack.strict), "demo-okafor")
     assert prompted and page.status_code == 401 and 'data-error-code="step_up_other_user"' in page.text
     assert reyes.get(f"{stack.strict.url}/api/v1/me", timeout=10).json()["name"] == "Dr. Ana Reyes"
-    assert audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"] == "step_up_other_user"
+    assert npm_idp.audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"] == "step_up_other_user"
 
 
 @pytest.mark.parametrize("mode, status, code", [
@@ -164,7 +154,7 @@ def test_signing_in_again_as_someone_else_does_not_step_up(stack: Stack) -> None
 def test_a_token_that_does_not_prove_a_fresh_strong_sign_in_is_refused(stack: Stack, mode: str, status: int,
                                                                          code: str) -> None:
     reyes = _signed_in(stack.portal, "demo-reyes")
-    granted_before = len(audit_rows(stack.database_url, action="break_glass.granted"))
+    granted_before = len(npm_idp.audit_rows(stack.database_url, action="break_glass.granted"))
     step_up_url = _ask_for_break_glass(reyes, stack.portal)
     stack.proxy.mode = mode
     page, _ = _step_up(reyes, step_up_url, "demo-reyes")
@@ -174,8 +164,8 @@ def test_a_token_that_does_not_prove_a_fresh_strong_sign_in_is_refused(stack: St
     retry = re.search(r'<a class="button" href="([^"]+)" id="sign-in-again">Sign in again', page.text)
     assert retry, "the refusal page does not offer to sign in again"
     assert reyes.get(f"{stack.portal.url}/api/v1/me", timeout=10).status_code == 200  # still signed in
-    assert (audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"]) == code
-    assert len(audit_rows(stack.database_url, action="break_glass.granted")) == granted_before
+    assert (npm_idp.audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"]) == code
+    assert len(npm_idp.audit_rows(stack.database_url, action="break_glass.granted")) == granted_before
 
     stack.proxy.mode = "honest"  # signing in again, properly this time, completes the action
     page, _ = _step_up(reyes, stack.portal.url + retry.group(1).replace("&amp;", "&"), "demo-reyes")
@@ -189,7 +179,7 @@ def test_an_audit_export_needs_a_fresh_sign_in_that_lasts_a_short_window(stack: 
     assert first.status_code == 302 and first.headers["Location"].startswith("/auth/step-up?action=audit_export")
     download, _ = _step_up(cora, stack.portal.url + first.headers["Location"], "demo-cora")
     assert download.status_code == 200 and download.headers["Content-Type"].startswith("text/csv")
-    exported = _details(audit_rows(stack.database_url, action="audit.export", outcome="allowed")[-1])
+    exported = _details(npm_idp.audit_rows(stack.database_url, action="audit.export", outcome="allowed")[-1])
     assert exported["step_up"] == "audit_export" and exported["step_up_acr"] == STRONG
 
     again = cora.get(export_url, allow_redirects=False, timeout=30)  # within the window: no new sign-in

@@ -1,17 +1,16 @@
-"""The accounting of disclosures without a server: the period, line wording, CSV and digest, PDF, and the verification gate."""
+"""The accounting of disclosures without a server: the period, line wording, CSV and digest, and PDF.
+
+The proof gate (each line's entry proven in the signed tree) is specified in tests/unit/test_audit_report.py and,
+through the portal, in tests/integration/test_disclosures.py."""
 import csv
-import dataclasses
 import hashlib
 import io
 from datetime import date, datetime, timezone
 
 import pytest
 
-from audit import AuditEvent, Entry, Problem, VerifyReport
 from audit.export import csv_cell
-from audit.merkle import tree_hash
-from audit.tree_verify import TreeHead
-from portal.disclosures import service
+from audit.report import ReportProof
 from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import (
     CSV_HEADER,
@@ -19,7 +18,6 @@ from portal.disclosures.service import (
     DateRangeError,
     DisclosureLine,
     DisclosureReport,
-    UnverifiedLog,
     describe_access,
     describe_role,
     parse_range,
@@ -84,8 +82,9 @@ def _report(*purposes: str) -> DisclosureReport:
     moment = datetime(2026, 3, 1, 9, 30, 5, 123456, tzinfo=timezone.utc)
     lines = tuple(DisclosureLine(seq, moment, "Dr. Ana Reyes", "Clinician", "Read chart — results", purpose, seq == 7)
                   for seq, purpose in enumerate(purposes, start=7))
+    proof = ReportProof("checkpoint", "log+00000000+AA", (), (), 42, b"\xab" * 32)
     return DisclosureReport("p1", "Alice Moreau", "RC-1", DateRange(date(2026, 3, 1), date(2026, 3, 1)),
-                            moment, 42, "ab" * 32, 42, lines)
+                            moment, proof, lines)
 
 
 def test_the_digest_is_the_sha256_of_the_csv_download():
@@ -111,49 +110,3 @@ def test_the_pdf_escapes_typed_text_and_has_the_table():
     pdf = report_pdf(_report("<font size=40>loud</font> & <b>unclosed", "care team member"))
     assert pdf.startswith(b"%PDF") and len(pdf) > 1000
     assert report_pdf(_report()).startswith(b"%PDF")
-
-
-def _chain(count: int) -> list[Entry]:
-    return [Entry(seq, AuditEvent(action="chart.read", outcome="allowed", patient_id="p1"))
-            for seq in range(1, count + 1)]
-
-
-def _root(chain: list[Entry]) -> bytes:
-    return tree_hash([entry.leaf_hash() for entry in chain])
-
-
-def _verified_with(monkeypatch, listed, chain, ok=True):
-    """verified_log with the report's rows and the streamed, verified log replaced by ``listed`` and ``chain``."""
-    def fake_verify_log(observe):
-        for entry in chain:
-            observe(entry)
-        problem = None if ok else Problem(2, "edited", "seq 2: content does not match its leaf hash")
-        return VerifyReport(ok=ok, entries_checked=len(chain), checkpoints_checked=0, problem=problem,
-                            tree=TreeHead(len(chain), _root(chain)))
-
-    monkeypatch.setattr(service, "_disclosed_entries", lambda patient_id, period: listed)
-    monkeypatch.setattr(service, "verify_log", fake_verify_log)
-    return service.verified_log("p1", DateRange(TODAY, TODAY))
-
-
-def test_a_verified_report_carries_the_head_of_the_verified_chain(monkeypatch):
-    chain = _chain(4)
-    verified = _verified_with(monkeypatch, [chain[1], chain[2]], chain)
-    assert (verified.count, verified.head_seq, verified.head_hash) == (2, 4, _root(chain).hex())
-
-
-def test_a_failed_verification_refuses_the_report(monkeypatch):
-    chain = _chain(3)
-    with pytest.raises(UnverifiedLog) as refused:
-        _verified_with(monkeypatch, [chain[0]], chain, ok=False)
-    assert (refused.value.kind, refused.value.position) == ("edited", 2)
-
-
-def test_a_listed_entry_must_be_the_one_in_the_verified_chain(monkeypatch):
-    chain = _chain(3)
-    edited = dataclasses.replace(chain[1].event, reason="quality audit")
-    forged = dataclasses.replace(chain[1], event=edited)  # not the content the verified seq 2 had
-    for listed in ([forged], [dataclasses.replace(chain[2], seq=9)]):
-        with pytest.raises(UnverifiedLog) as refused:
-            _verified_with(monkeypatch, listed, chain)
-        assert refused.value.kind == "not_in_chain"

@@ -2,10 +2,6 @@
 
 Existing entries are added to the tree in seq order (audit.tree.build_tree), so an upgraded log
 proves inclusion and consistency for its old entries too. The hash chain columns stay.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-11-30 04:00:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
@@ -15,8 +11,6 @@ from audit.tree import build_tree
 
 revision = '0005'
 down_revision = '0004'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:

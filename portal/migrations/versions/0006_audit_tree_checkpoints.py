@@ -2,10 +2,6 @@
 
 Both append-only like the other audit tables. Existing logs get their first tree checkpoint from the
 next append (or `store.sign_tree_checkpoint()`).
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-11-30 05:00:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
@@ -14,8 +10,6 @@ from audit.schema import install_append_only_guard
 
 revision = '0006'
 down_revision = '0005'
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
