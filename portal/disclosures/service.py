@@ -245,9 +245,10 @@ def proven_log(patient_id: str, period: DateRange) -> ProvenLog:
 
     The checkpoint is taken first (signed now if the log has grown since the newest one, and cosigned by
     the witness when one is configured and answers), then the patient's entries up to its size are read,
-    so the report is exactly the patient's disclosures in the tree it names. That tree must extend the
-    checkpoint the log signed at the last multiple of PORTAL_AUDIT_CHECKPOINT_EVERY (so deleted checkpoints,
-    or entries rewritten under them, stop the report). Cost: O(lines x log n).
+    so the report is exactly the patient's disclosures in the tree it names. The log must still hold the
+    checkpoint it signed at every multiple of PORTAL_AUDIT_CHECKPOINT_EVERY, and the tree must extend the
+    last of them (so deleted checkpoints, or entries rewritten under them, stop the report). Cost:
+    O(lines x log n), plus one small integer per multiple.
     """
     store = services.audit_store()
     checkpoint, witnesses = _newest_checkpoint(store)
@@ -257,6 +258,10 @@ def proven_log(patient_id: str, period: DateRange) -> ProvenLog:
         raise UnverifiedLog("malformed", exc.position, exc.message) from None
     log = store.tree_signer().verifier
     anchor = checkpoint.tree_size // store.checkpoint_every * store.checkpoint_every
+    missing = store.first_missing_checkpoint(anchor)
+    if missing is not None:
+        raise UnverifiedLog("checkpoint_missing", missing, f"checkpoint missing at tree size {missing}: the log's "
+                                                           "signed checkpoints were deleted")
     try:
         anchored = store.tree_checkpoint_of_size(anchor) if anchor else None
         check_extends(store, anchored.note if anchored else None, anchor, checkpoint.note, log)

@@ -187,3 +187,15 @@ def test_the_witness_check_takes_the_root_from_the_verified_pass_and_catches_a_r
     for entries_root in (rebuilt.roots[9], None):  # from the pass, or read again
         problem = check_against_witness(store, cosigned, entries_root)
         assert (problem.kind, problem.position) == ("checkpoint_mismatch", 9) and "rewritten" in problem.message
+
+
+def test_the_first_multiple_without_its_checkpoint_is_named(engine):
+    """Appends sign a checkpoint at every multiple of checkpoint_every; a report asks which one, if any, is gone."""
+    store = SqlAuditStore(engine, KEY, origin=ORIGIN, checkpoint_every=10)
+    store.append_many(AuditEvent(action="chart.read", outcome="allowed") for _ in range(35))
+    assert store.first_missing_checkpoint(35) is None and store.first_missing_checkpoint(9) is None
+    with engine.begin() as conn:  # an attacker with the database
+        remove_append_only_guard(conn)
+        conn.execute(audit_tree_checkpoint.delete().where(audit_tree_checkpoint.c.tree_size == 20))
+    assert store.first_missing_checkpoint(19) is None
+    assert store.first_missing_checkpoint(35) == 20
