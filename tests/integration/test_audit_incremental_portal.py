@@ -1,4 +1,4 @@
-"""Incremental verification end to end, on SQLite and PostgreSQL: a real portal (run.py) whose compliance officer
+"""Incremental verification end to end, on PostgreSQL: a real portal (run.py) whose compliance officer
 presses "Verify now" or "Full verification" on the Integrity page, and the real `flask --app portal audit-verify`.
 
 A run starts after the checkpoint the last passing run recorded (signed with the log's key, in its audit.verify
@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 import sqlalchemy as sa
 
@@ -29,6 +30,13 @@ from tests.support.seed import ALICE
 
 ORIGIN = "portal.test/audit"
 NEXT_START = re.compile(r"the next run starts from checkpoint (\d+) \((\d+) entries\)")
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """On PostgreSQL, as production runs; what the store does on each database is specified by
+    tests/integration/test_audit_incremental.py, on SQLite and PostgreSQL."""
+    return postgres_url
 
 
 def _one(portal: PortalServer, query) -> sa.Row:

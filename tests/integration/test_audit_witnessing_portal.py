@@ -1,5 +1,5 @@
-"""A real portal (run.py) and a real witness (`python -m audit witness`) as separate processes, on SQLite
-and PostgreSQL: the log's checkpoints are cosigned in the background and the cosignature kept; the
+"""A real portal (run.py) and a real witness (`python -m audit witness`) as separate processes, on
+PostgreSQL: the log's checkpoints are cosigned in the background and the cosignature kept; the
 witness's memory then catches what the database alone cannot: a tail deleted with its checkpoints, or
 emptied audit tables. A witness that goes away never stops the portal: chart reads still answer, the
 failure metric rises, the Integrity page warns, and /readyz fails only once the lag exceeds its bound.
@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import pytest
 import requests
 import sqlalchemy as sa
 
@@ -40,6 +41,13 @@ KEPT = 200
 WAIT_SECONDS = 60
 METRICS = {"Authorization": "Bearer test-metrics-token"}
 T = TypeVar("T")
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """On PostgreSQL, as production runs; what the store does on each database is specified by
+    tests/integration/test_audit_tree_checkpoints.py and test_audit_witness.py, on SQLite and PostgreSQL."""
+    return postgres_url
 
 
 def wait_for(condition: Callable[[], T], what: str) -> T:
