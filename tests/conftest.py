@@ -46,6 +46,13 @@ def _started(make: Callable[[], PrivatePostgres | PrivateRedis], attempts: int =
     raise AssertionError("unreachable")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with a test marked slow start first, so the test processes (one module each) do not finish
+    waiting on one long module that happened to be handed out last."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable: each module stays together
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     while _private_services:
         _private_services.pop().remove()

@@ -37,6 +37,8 @@ from audit.tree import build_tree
 from tests.support.portal_server import ROOT, PortalServer, break_glass, running_portal, sign_in
 from tests.support.seed import ALICE
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
+
 REASON = "Unconscious in the emergency department, allergies unknown"
 ENTRIES = 270
 MISSING = "checkpoint missing at seq 100"

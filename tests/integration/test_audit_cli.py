@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from audit import CSV_COLUMNS, AuditEvent, Entry, SigningKey, SqlAuditStore, create_tables
 from audit.merkle import verify_inclusion
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 

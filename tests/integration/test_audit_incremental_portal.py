@@ -28,6 +28,8 @@ from tests.integration.test_audit_witnessing_portal import _witnessed_everything
 from tests.support.portal_server import ROOT, PortalServer, running_portal, sign_in
 from tests.support.seed import ALICE
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
+
 ORIGIN = "portal.test/audit"
 NEXT_START = re.compile(r"the next run starts from checkpoint (\d+) \((\d+) entries\)")
 

@@ -41,6 +41,8 @@ from portal.migrate import upgrade
 from tests.support.legacy_chain import chain_hash, insert_chain, legacy_entry
 from tests.support.portal_server import ROOT, flask_command, portal_env
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
+
 KEY = SigningKey.generate()
 START = datetime(2024, 5, 1, tzinfo=timezone.utc)
 

@@ -34,6 +34,8 @@ from tests.integration.test_audit_checkpoints_deleted import _console_verify_now
 from tests.support.portal_server import ROOT, PortalServer, another_worker, running_portal, sign_in
 from tests.support.witness_process import WitnessProcess
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
+
 ALICE = "00000000-0000-4000-8000-000000000001"
 ORIGIN = "portal.test/audit"
 ENTRIES = 270

@@ -31,6 +31,8 @@ from tests.support.portal_server import (
 from tests.support.seed import ALICE
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
+
 ROTATION_TIMEOUT = 30  # seconds for a handful of patients; generous for a loaded machine
 
 

@@ -30,6 +30,8 @@ from tests.support.chat import (
 )
 from tests.support.portal_server import PortalServer, another_worker, csrf_token, running_portal, sign_in
 
+pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
+
 FAMILY_MEDICINE = "Family Medicine"
 
 
