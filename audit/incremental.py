@@ -208,6 +208,9 @@ def verify_since(store: SqlAuditStore, log: Verifier, since: VerifiedHead,
         if not tree.ok:
             report.problem = tree.problem
             return report
+        missing = store.first_missing_checkpoint(tree.head.size, after=since.size)
+        if missing is not None:  # as a full run requires: deleted, or never signed over this tree
+            raise _Found(missing, "checkpoint_missing", f"checkpoint missing at seq {missing}")
         report.anchor = _newer(store, log, since, stored[1:], tree.head)
         report.checkpoints_checked = len(stored)
         if store.count_through(0):

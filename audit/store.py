@@ -237,10 +237,10 @@ class SqlAuditStore(AuditStore, AuditQueries):
         with self.engine.connect() as conn:
             return tree_checkpoints.of_size(conn, tree_size)
 
-    def first_missing_checkpoint(self, size: int) -> int | None:
-        """The first multiple of checkpoint_every up to `size` with no stored checkpoint (None: none missing)."""
+    def first_missing_checkpoint(self, size: int, after: int = 0) -> int | None:
+        """The first multiple of checkpoint_every in (after, size] with no stored checkpoint (None: none missing)."""
         with self.engine.connect() as conn:
-            return tree_checkpoints.first_missing_multiple(conn, self.checkpoint_every, size)
+            return tree_checkpoints.first_missing_multiple(conn, self.checkpoint_every, size, after)
 
     def tree_checkpoints(self) -> list[TreeCheckpoint]:
         """Every signed tree checkpoint, oldest first."""

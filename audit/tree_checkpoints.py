@@ -92,13 +92,14 @@ def of_size(conn: sa.Connection, tree_size: int) -> TreeCheckpoint | None:
     return _checkpoint(row) if row else None
 
 
-def first_missing_multiple(conn: sa.Connection, every: int, size: int) -> int | None:
-    """The smallest multiple of `every` up to `size` of which no checkpoint is stored (None: none is missing).
+def first_missing_multiple(conn: sa.Connection, every: int, size: int, after: int = 0) -> int | None:
+    """The smallest multiple of `every` in (after, size] of which no checkpoint is stored (None: none is missing).
     Reads one integer per multiple: a million entries at every 100 is 10,000 small rows."""
     stored = conn.execute(sa.select(_checkpoints.tree_size).distinct()
-                          .where(_checkpoints.tree_size <= size, _checkpoints.tree_size % every == 0)
+                          .where(_checkpoints.tree_size > after, _checkpoints.tree_size <= size,
+                                 _checkpoints.tree_size % every == 0)
                           .order_by(_checkpoints.tree_size)).scalars()
-    expected = every
+    expected = (after // every + 1) * every
     for tree_size in stored:
         if tree_size != expected:
             return expected

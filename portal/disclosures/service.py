@@ -260,8 +260,7 @@ def proven_log(patient_id: str, period: DateRange) -> ProvenLog:
     anchor = checkpoint.tree_size // store.checkpoint_every * store.checkpoint_every
     missing = store.first_missing_checkpoint(anchor)
     if missing is not None:
-        raise UnverifiedLog("checkpoint_missing", missing, f"checkpoint missing at tree size {missing}: the log's "
-                                                           "signed checkpoints were deleted")
+        raise UnverifiedLog("checkpoint_missing", missing, f"checkpoint missing at seq {missing}")
     try:
         anchored = store.tree_checkpoint_of_size(anchor) if anchor else None
         check_extends(store, anchored.note if anchored else None, anchor, checkpoint.note, log)

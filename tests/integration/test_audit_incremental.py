@@ -132,3 +132,30 @@ def test_the_witness_check_is_a_consistency_proof_against_the_verified_tree(stor
     beyond = Checkpoint(ORIGIN, VERIFIED + NEW + 5, verified.root)
     problem = check_witnessed(store, beyond, tree)
     assert problem.kind == "truncated" and f"the witness cosigned {VERIFIED + NEW + 5} entries" in problem.message
+
+
+def test_a_checkpoint_deleted_since_the_verified_one_fails_as_a_full_run_would(database_url):
+    """The attack of test_audit_checkpoints_deleted.py after the last verification: the checkpoint of a multiple of
+    checkpoint_every gone, an entry under it rewritten and the tree rebuilt. Nothing re-derived disagrees, so only
+    the missing checkpoint tells."""
+    engine = sa.create_engine(database_url)
+    try:
+        create_tables(engine)
+        store = SqlAuditStore(engine, KEY, origin=ORIGIN, checkpoint_every=10)
+        _append(store, 25)
+        store.sign_tree_checkpoint()
+        full = verify_tree(store)
+        head = anchor_after_full(store, _log(), full.head)
+        assert isinstance(head, VerifiedHead) and head.size == 25
+        _append(store, 20)  # checkpoints at 30 and 40
+        assert verify_since(store, _log(), head).ok
+        with superuser_tampering(database_url) as conn:
+            conn.execute(audit_tree_checkpoint.delete().where(audit_tree_checkpoint.c.tree_size.in_([30, 40])))
+            conn.execute(audit_entry.update().where(audit_entry.c.seq == 28).values(actor_id="mallory"))
+            conn.execute(audit_tree_node.delete())
+            build_tree(conn)
+        report = verify_since(store, _log(), head)
+        assert not report.ok and report.problem.kind == "checkpoint_missing", report.problem
+        assert report.problem.message == "checkpoint missing at seq 30"
+    finally:
+        engine.dispose()
