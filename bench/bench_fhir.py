@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest import free_port  # noqa: E402
+from tests.support.environment import free_port  # noqa: E402
 from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in  # noqa: E402
 from tests.support.smart_apps import authorize_url, decide, exchange, open_consent, query_of, register_app  # noqa: E402
 

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from portal.devidp import DEMO_USERS  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
+from tests.support.environment import free_port  # noqa: E402
 from tests.support.portal_server import PortalServer, another_worker, running_portal, sign_in  # noqa: E402
 
 ALICE = next(user.patient_id for user in DEMO_USERS if user.login == "alice")

@@ -69,7 +69,7 @@ def serve_echo(port: int, queue: str | None, channel: str) -> None:
 def echo_workers(count: int, queue: str | None, tmp: Path) -> Iterator[list[str]]:
     import requests
 
-    from tests.conftest import free_port
+    from tests.support.environment import free_port
 
     channel = f"bench-echo-{uuid.uuid4().hex[:8]}"
     processes, urls = [], []
@@ -115,7 +115,7 @@ class PortalTarget:
 
 @contextmanager
 def portal_workers(count: int, queue: str | None, tmp: Path) -> Iterator[PortalTarget]:
-    from tests.conftest import free_port
+    from tests.support.environment import free_port
     from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
 
     port = free_port()

@@ -361,7 +361,7 @@ def chart_reader(session, urls: list[str], tally: Tally, stop_at: float, index: 
 
 def conversations(url: str, sessions: dict, ids: dict) -> list[tuple[str, str]]:
     """(login, conversation id) for every conversation the three clinicians can reach."""
-    from tests.integration.test_messaging import start_direct
+    from tests.support.chat import start_direct
 
     pairs: list[tuple[str, str]] = []
     for login, session in sessions.items():
@@ -415,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import redis
 
-    from tests.conftest import free_port
-    from tests.integration.test_messaging import user_id_of
+    from tests.support.environment import free_port
+    from tests.support.chat import user_id_of
     from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
 
     redis.Redis.from_url(args.redis).flushdb()

@@ -3,20 +3,18 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.environment import IN_CI, free_port, require_service
+from tests.support.portal_server import running_portal
 from tests.support.services import PrivatePostgres, PrivateRedis
+from tests.support.shared_services import create_database, drop_database
+from tests.support.shared_services import redis_url as shared_redis_url
 
-__all__ = ["IN_CI", "POSTGRES_URL", "REDIS_URL", "free_port", "require_service"]
 pytest_plugins = ["tests.support.fixtures"]  # the in-process harness: app, db, client, http, login_as, socket_client
 
-POSTGRES_URL = os.environ.get("PORTAL_TEST_POSTGRES_URL", "")
-REDIS_URL = os.environ.get("PORTAL_TEST_REDIS_URL", "")
 _private_services: list[PrivatePostgres | PrivateRedis] = []
 
 
@@ -24,12 +22,11 @@ def pytest_configure(config: pytest.Config) -> None:
     """Without PORTAL_TEST_POSTGRES_URL / PORTAL_TEST_REDIS_URL (a newcomer's `make test`), the session
     starts its own PostgreSQL and Redis on free loopback ports, so every test runs everywhere.
     Portal subprocesses inherit the addresses through the environment."""
-    global POSTGRES_URL, REDIS_URL
-    if not POSTGRES_URL and PrivatePostgres.available():
-        POSTGRES_URL = os.environ["PORTAL_TEST_POSTGRES_URL"] = _started(PrivatePostgres).url
-    if not REDIS_URL and PrivateRedis.available():
+    if not os.environ.get("PORTAL_TEST_POSTGRES_URL") and PrivatePostgres.available():
+        os.environ["PORTAL_TEST_POSTGRES_URL"] = _started(PrivatePostgres).url
+    if not os.environ.get("PORTAL_TEST_REDIS_URL") and PrivateRedis.available():
         redis_server = _started(lambda: PrivateRedis(Path(tempfile.mkdtemp(prefix="portal-redis-"))))
-        REDIS_URL = os.environ["PORTAL_TEST_REDIS_URL"] = redis_server.url
+        os.environ["PORTAL_TEST_REDIS_URL"] = redis_server.url
 
 
 def _started(make: Callable[[], PrivatePostgres | PrivateRedis], attempts: int = 3) -> PrivatePostgres | PrivateRedis:
@@ -61,36 +58,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    require_service(
-        "PostgreSQL",
-        POSTGRES_URL,
-        "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test",
-    )
-    url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+    url = create_database()
     try:
         yield url
     finally:
-        _drop_database(url)
-
-
-def _create_database(name: str) -> str:
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(url: str) -> None:
-    import sqlalchemy as sa
-
-    name = sa.engine.make_url(url).database
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        drop_database(url)
 
 
 @pytest.fixture
@@ -118,15 +90,12 @@ def database_url(request) -> str:
 
 @pytest.fixture
 def redis_url() -> str:
-    require_service("Redis", REDIS_URL, "PORTAL_TEST_REDIS_URL=redis://127.0.0.1:6379/0")
-    return REDIS_URL
+    return shared_redis_url()
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory):
     """A migrated, seeded portal served by run.py on SQLite, shared by one test module."""
-    from tests.support.portal_server import running_portal
-
     tmp = tmp_path_factory.mktemp("portal")
     with running_portal(tmp, f"sqlite:///{tmp / 'portal.db'}") as server:
         yield server
@@ -135,15 +104,11 @@ def portal(tmp_path_factory):
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def portal_on_each_database(request, tmp_path_factory):
     """The same portal on SQLite and on PostgreSQL: storage behaviour must not depend on the backend."""
-    from tests.support.portal_server import running_portal
-
     tmp = tmp_path_factory.mktemp("portal")
     if request.param == "sqlite":
         url = f"sqlite:///{tmp / 'portal.db'}"
     else:
-        require_service("PostgreSQL", POSTGRES_URL,
-                        "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-        url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
-        request.addfinalizer(lambda: _drop_database(url))
+        url = create_database()
+        request.addfinalizer(lambda: drop_database(url))
     with running_portal(tmp, url) as server:
         yield server

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support.browser import AXE_JS, launch_chromium, require_chromium
+from tests.support.environment import free_port
 from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, portal_env, prepare_database, running_portal
 
 if TYPE_CHECKING:

@@ -10,11 +10,9 @@ multiple of PORTAL_AUDIT_CHECKPOINT_EVERY (100 here) up to the head; the same at
 """
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -26,15 +24,15 @@ from audit import (
     audit_entry,
     audit_tree_checkpoint,
     audit_tree_node,
-    install_append_only_guard,
     load_signing_key,
-    remove_append_only_guard,
     verify_store,
 )
 from audit.queries import entry_from_row
 from audit.store import entry_to_row
 from audit.tree import build_tree
-from tests.support.portal_server import ROOT, PortalServer, break_glass, running_portal, sign_in
+from tests.support.audit_log import audit_head, console_verify_now, flask_audit_verify, superuser_tampering
+from tests.support.environment import ROOT
+from tests.support.portal_server import PortalServer, break_glass, running_portal, sign_in
 from tests.support.seed import ALICE
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
@@ -59,36 +57,10 @@ def people(portal) -> dict:
     sessions = {login: sign_in(portal.url, login) for login in ("alice", "dr.chen", "dr.reyes", "cora")}
     opened = break_glass(sessions["dr.reyes"], portal.url, ALICE, REASON, "dr.reyes")
     assert opened.status_code == 200, opened.text[:300]
-    while _head(portal) < ENTRIES:
+    while audit_head(portal) < ENTRIES:
         for _ in range(25):
             assert sessions["dr.chen"].get(f"{portal.url}/api/v1/patients/{ALICE}/results", timeout=10).ok
     return sessions
-
-
-def _head(portal) -> int:
-    engine = sa.create_engine(portal.env["PORTAL_DATABASE_URL"])
-    try:
-        with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(audit_entry.c.seq))).scalar_one() or 0
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def superuser_tampering(database_url: str) -> Iterator[sa.Connection]:
-    """What an attacker with the database does: PostgreSQL triggers off for one superuser session; SQLite's dropped."""
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.begin() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET session_replication_role = replica")
-            else:
-                remove_append_only_guard(conn)
-            yield conn
-            if conn.dialect.name == "sqlite":
-                install_append_only_guard(conn)
-    finally:
-        engine.dispose()
 
 
 def _remove_and_rehash(conn: sa.Connection, unwanted: Callable[[Entry], bool]) -> int:
@@ -123,25 +95,9 @@ def _public_key(portal, cora, tmp_path: Path) -> Path:
     return path
 
 
-def _flask_audit_verify(portal, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", "audit-verify", *args], env=portal.env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
 def _cli_verify(portal, public_key: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "audit", "verify", "--db", portal.env["PORTAL_DATABASE_URL"],
                            "--public-key", str(public_key)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def _console_verify_now(portal, cora, mode: str = "incremental") -> str:
-    """The Integrity page after "Verify now" (or "Full verification", mode="full"): the flashed result and the
-    last verification."""
-    page = cora.get(f"{portal.url}/compliance/integrity", timeout=10).text
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.split("Verify now", 1)[1]).group(1)
-    result = cora.post(f"{portal.url}/compliance/integrity/verify", data={"csrf_token": token, "mode": mode},
-                       timeout=300)
-    assert result.status_code == 200 and result.url.endswith("/compliance/integrity")
-    return result.text
 
 
 def _disclosures(portal, alice):
@@ -150,13 +106,13 @@ def _disclosures(portal, alice):
 
 def _assert_every_verifier_fails(portal, people, public_key: Path) -> None:
     """Full runs: the checkpoints deleted lie before the last verified one, which incremental runs trust."""
-    flask = _flask_audit_verify(portal, "--full")
+    flask = flask_audit_verify(portal, "--full")
     assert flask.returncode == 1, flask.stdout + flask.stderr
     assert flask.stdout.startswith(f"FAILED: checkpoint_missing at position 100: {MISSING}"), flask.stdout
     cli = _cli_verify(portal, public_key)
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert cli.stdout.startswith(f"FAILED: checkpoint_missing at position 100: {MISSING}"), cli.stdout
-    console = _console_verify_now(portal, people["cora"], "full")
+    console = console_verify_now(portal, people["cora"], "full")
     assert 'data-integrity="failed"' in console and MISSING in console
     refused = _disclosures(portal, people["alice"])
     assert refused.status_code == 409 and refused.json() == UNVERIFIED
@@ -164,11 +120,11 @@ def _assert_every_verifier_fails(portal, people, public_key: Path) -> None:
 
 
 def _assert_every_verifier_passes(portal, people, public_key: Path) -> list[dict]:
-    flask = _flask_audit_verify(portal)
+    flask = flask_audit_verify(portal)
     assert flask.returncode == 0 and flask.stdout.startswith("OK: log intact"), flask.stdout + flask.stderr
     cli = _cli_verify(portal, public_key)
     assert cli.returncode == 0 and cli.stdout.startswith("OK: log intact"), cli.stdout + cli.stderr
-    assert 'data-integrity="ok"' in _console_verify_now(portal, people["cora"])
+    assert 'data-integrity="ok"' in console_verify_now(portal, people["cora"])
     report = _disclosures(portal, people["alice"])
     assert report.status_code == 200, report.text
     return report.json()["lines"]

@@ -21,7 +21,7 @@ from audit.incremental import VerifiedHead, anchor_after_full, check_witnessed, 
 from audit.note import Checkpoint, NoteSigner
 from audit.tree import build_tree
 from audit.tree_verify import verify_tree
-from tests.integration.test_audit_checkpoints_deleted import superuser_tampering
+from tests.support.audit_log import superuser_tampering
 
 KEY = SigningKey.generate()
 ORIGIN = "portal.test/audit"

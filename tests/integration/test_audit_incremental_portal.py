@@ -23,14 +23,12 @@ import sqlalchemy as sa
 
 from audit import SqlAuditStore, audit_entry, canonical_json, load_signing_key
 from audit.incremental import VerifiedHead, verify_since
-from tests.integration.test_audit_checkpoints_deleted import superuser_tampering
-from tests.integration.test_audit_witnessing_portal import _witnessed_everything, witnessed_portal
+from tests.support.audit_log import ORIGIN, audit_head, superuser_tampering, witnessed_everything, witnessed_portal
 from tests.support.portal_server import ROOT, PortalServer, running_portal, sign_in
 from tests.support.seed import ALICE
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
 
-ORIGIN = "portal.test/audit"
 NEXT_START = re.compile(r"the next run starts from checkpoint (\d+) \((\d+) entries\)")
 
 
@@ -50,14 +48,10 @@ def _one(portal: PortalServer, query) -> sa.Row:
         engine.dispose()
 
 
-def _head(portal: PortalServer) -> int:
-    return _one(portal, sa.select(sa.func.max(audit_entry.c.seq)))[0] or 0
-
-
 def _grow(portal: PortalServer, clinician: requests.Session, entries: int) -> None:
     """Chart reads until the log holds at least `entries` more entries."""
-    target = _head(portal) + entries
-    while _head(portal) < target:
+    target = audit_head(portal) + entries
+    while audit_head(portal) < target:
         assert clinician.get(f"{portal.url}/api/v1/patients/{ALICE}/results", timeout=10).status_code == 200
 
 
@@ -114,7 +108,7 @@ def test_verify_now_after_new_entries_hashes_only_them_and_checks_the_witness(da
         verified = int(NEXT_START.search(first.stdout).group(2))
 
         _grow(portal, chen, 30)
-        _witnessed_everything(portal)
+        witnessed_everything(portal)
         page = _console_verify(portal, cora, "incremental")
         assert 'data-integrity="ok"' in page and 'data-verify-mode="incremental"' in page
         _, details = _last_verification(portal)

@@ -16,9 +16,10 @@ import requests
 import sqlalchemy as sa
 
 from audit.store import ADVISORY_LOCK_KEY
-from tests.conftest import POSTGRES_URL, _create_database, _drop_database, free_port, require_service
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
 from tests.support.seed import ALICE
+from tests.support.shared_services import create_database, drop_database, postgres_server_url
 
 pytestmark = pytest.mark.postgres
 
@@ -50,10 +51,9 @@ def _as_owner(database_url: str, *statements: str) -> None:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[tuple[PortalServer, str, str]]:
     """(portal, owner's database URL, application role): migrated and seeded by the owner, served as the role."""
-    require_service("PostgreSQL", POSTGRES_URL,
-                    "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    postgres_server_url()  # skipped (failed in CI) without PostgreSQL
     tmp = tmp_path_factory.mktemp("readiness")
-    owner_url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+    owner_url = create_database()
     role = f"portal_app_{uuid.uuid4().hex[:8]}"
     port = free_port()
     env = portal_env(tmp, owner_url, port, PORTAL_AUDIT_LOCK_TIMEOUT_SECONDS="1",
@@ -70,8 +70,8 @@ def stack(tmp_path_factory) -> Iterator[tuple[PortalServer, str, str]]:
             yield server, owner_url, role
     finally:
         _as_owner(owner_url, f'DROP OWNED BY "{role}"')
-        _drop_database(owner_url)
-        _as_owner(POSTGRES_URL, f'DROP ROLE IF EXISTS "{role}"')
+        drop_database(owner_url)
+        _as_owner(postgres_server_url(), f'DROP ROLE IF EXISTS "{role}"')
 
 
 def _readiness(portal: PortalServer) -> tuple[int, dict]:

@@ -24,7 +24,7 @@ from audit.witness_client import (
     add_checkpoint,
     request_body,
 )
-from tests.conftest import IN_CI, free_port
+from tests.support.environment import IN_CI, free_port
 from tests.support.tlog import MemoryLog
 from tests.support.witness_process import WitnessProcess, audit_cli
 

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import requests
@@ -23,26 +19,32 @@ from audit import (
     audit_tree_checkpoint,
     audit_tree_cosignature,
     audit_tree_node,
-    generate_signing_key_pem,
     load_signing_key,
 )
 from audit.note import NoteSigner, Verifier
 from audit.tree import build_tree
 from audit.witnessed import fetch_witnessed
-from portal.crypto import generate_keyring_json
-from tests.integration.test_audit_checkpoints_deleted import _console_verify_now, superuser_tampering
-from tests.support.portal_server import ROOT, PortalServer, another_worker, running_portal, sign_in
+from tests.support.audit_log import (
+    ORIGIN,
+    audit_head,
+    console_verify_now,
+    flask_audit_verify,
+    superuser_tampering,
+    witnessed_everything,
+    witnessed_portal,
+)
+from tests.support.environment import ROOT
+from tests.support.portal_server import PortalServer, another_worker, sign_in
+from tests.support.seed import ALICE
+from tests.support.waiting import wait_until
 from tests.support.witness_process import WitnessProcess
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
 
-ALICE = "00000000-0000-4000-8000-000000000001"
-ORIGIN = "portal.test/audit"
 ENTRIES = 270
 KEPT = 200
 WAIT_SECONDS = 60
 METRICS = {"Authorization": "Bearer test-metrics-token"}
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -52,65 +54,11 @@ def database_url(postgres_url: str) -> str:
     return postgres_url
 
 
-def wait_for(condition: Callable[[], T], what: str) -> T:
-    """Poll until `condition()` is truthy (the only deadline is a generous failure bound, never an assertion)."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def _log_vkey(tmp: Path) -> str:
-    """The portal's secrets made first (portal_env keeps them), so the witness can be told the log's key."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "keyring.json").write_text(generate_keyring_json())
-    pem = generate_signing_key_pem()
-    (tmp / "audit-signing-key.pem").write_bytes(pem.encode() if isinstance(pem, str) else pem)
-    return NoteSigner(ORIGIN, load_signing_key(str(tmp / "audit-signing-key.pem"))).vkey()
-
-
-@contextmanager
-def witnessed_portal(tmp: Path, database_url: str, **overrides: str) -> Iterator[tuple[PortalServer, WitnessProcess]]:
-    vkey = _log_vkey(tmp)
-    (tmp / "witness").mkdir()
-    with WitnessProcess(tmp / "witness", [vkey]) as witness:
-        settings = {"PORTAL_AUDIT_LOG_ORIGIN": ORIGIN, "PORTAL_AUDIT_WITNESS_URL": witness.url,
-                    "PORTAL_AUDIT_WITNESS_KEY": witness.verifier.vkey(), "PORTAL_AUDIT_CHECKPOINT_SECONDS": "1",
-                    **overrides}
-        with running_portal(tmp, database_url, patients=4, **settings) as portal:
-            yield portal, witness
-
-
-def _scalar(database_url: str, query) -> int:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            return conn.execute(query).scalar_one() or 0
-    finally:
-        engine.dispose()
-
-
-def _head(portal: PortalServer) -> int:
-    return _scalar(portal.env["PORTAL_DATABASE_URL"], sa.select(sa.func.max(audit_entry.c.seq)))
-
-
-def _cosigned_size(portal: PortalServer) -> int:
-    return _scalar(portal.env["PORTAL_DATABASE_URL"], sa.select(sa.func.max(audit_tree_cosignature.c.tree_size)))
-
-
 def _read_charts_until(portal: PortalServer, entries: int) -> None:
     clinician = sign_in(portal.url, "dr.chen")
-    while _head(portal) < entries:
+    while audit_head(portal) < entries:
         for _ in range(25):
             assert clinician.get(f"{portal.url}/api/v1/patients/{ALICE}/results", timeout=10).status_code == 200
-
-
-def _witnessed_everything(portal: PortalServer) -> int:
-    """Wait until the witness has cosigned the whole log (the idle tail gets its checkpoint after 1 s)."""
-    return wait_for(lambda: (size := _cosigned_size(portal)) >= _head(portal) and size, "the witness to catch up")
 
 
 def _log_verifier(portal: PortalServer) -> Verifier:
@@ -120,11 +68,6 @@ def _log_verifier(portal: PortalServer) -> Verifier:
 def _remembered(portal: PortalServer, witness: WitnessProcess) -> int:
     """The size the witness itself last cosigned (the portal may have had one more entry cosigned)."""
     return fetch_witnessed(witness.url, _log_verifier(portal), witness.verifier).checkpoint.size
-
-
-def _flask_audit_verify(portal: PortalServer) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "portal", "audit-verify"], env=portal.env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def _cli_verify(portal: PortalServer, witness: WitnessProcess) -> subprocess.CompletedProcess:
@@ -151,7 +94,7 @@ def _assert_verifiers_report_truncation(portal: PortalServer, witness: WitnessPr
     cli = _cli_verify(portal, witness)  # first: `flask audit-verify` records its result, one entry more
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert cli.stdout.startswith("FAILED: truncated") and expected in cli.stdout, cli.stdout + cli.stderr
-    flask = _flask_audit_verify(portal)
+    flask = flask_audit_verify(portal)
     assert flask.returncode == 1, flask.stdout + flask.stderr
     assert flask.stdout.startswith("FAILED: truncated") and expected in flask.stdout, flask.stdout
 
@@ -159,9 +102,9 @@ def _assert_verifiers_report_truncation(portal: PortalServer, witness: WitnessPr
 def test_a_tail_deleted_with_its_checkpoints_is_caught_by_the_witness(database_url, tmp_path):
     with witnessed_portal(tmp_path, database_url) as (portal, witness):
         _read_charts_until(portal, ENTRIES)
-        witnessed = _witnessed_everything(portal)
+        witnessed = witnessed_everything(portal)
         assert witnessed >= ENTRIES
-        ok = _flask_audit_verify(portal)
+        ok = flask_audit_verify(portal)
         assert ok.returncode == 0 and f"the log holds the {witnessed} entries it cosigned" in ok.stdout, ok.stdout
         alice = sign_in(portal.url, "alice")
         _assert_report_is_witnessed(portal, witness, alice, tmp_path / "report.json")
@@ -171,7 +114,7 @@ def test_a_tail_deleted_with_its_checkpoints_is_caught_by_the_witness(database_u
         remembered = _remembered(portal, witness)
         _assert_verifiers_report_truncation(portal, witness, remembered, KEPT)
         portal.start()  # the console, too, after the portal has gone on appending over the cut
-        page = _console_verify_now(portal, sign_in(portal.url, "cora"))
+        page = console_verify_now(portal, sign_in(portal.url, "cora"))
         assert 'data-integrity="failed"' in page and f"the witness cosigned {remembered} entries" in page
         refused = sign_in(portal.url, "alice").get(f"{portal.url}/api/v1/patients/{ALICE}/disclosures", timeout=60)
         assert refused.status_code == 409 and refused.json()["error"]["code"] == "audit_log_unverified", refused.text
@@ -195,7 +138,7 @@ def _assert_report_is_witnessed(portal: PortalServer, witness: WitnessProcess, a
 def test_emptied_audit_tables_are_caught_by_the_witness(database_url, tmp_path):
     with witnessed_portal(tmp_path, database_url) as (portal, witness):
         _read_charts_until(portal, 40)
-        assert _witnessed_everything(portal) >= 40
+        assert witnessed_everything(portal) >= 40
         portal.stop()
         with superuser_tampering(portal.env["PORTAL_DATABASE_URL"]) as conn:
             for table in (audit_entry, audit_tree_node, audit_tree_checkpoint, audit_tree_cosignature):
@@ -217,11 +160,11 @@ def _witness_check(portal: PortalServer) -> tuple[int, str]:
 def test_a_stopped_witness_never_stops_the_portal_and_fails_readiness_only_past_the_bound(database_url, tmp_path):
     with witnessed_portal(tmp_path, database_url, PORTAL_AUDIT_WITNESS_MAX_LAG_SECONDS="3600") as (portal, witness):
         _read_charts_until(portal, 20)
-        _witnessed_everything(portal)
+        witnessed_everything(portal)
         assert _witness_check(portal) == (200, "ok")
         witness.stop()
-        _read_charts_until(portal, _head(portal) + 30)  # every read still answered (asserted inside)
-        wait_for(lambda: _failures(portal) > 0, "the failure counter to rise")
+        _read_charts_until(portal, audit_head(portal) + 30)  # every read still answered (asserted inside)
+        wait_until(lambda: _failures(portal) > 0, WAIT_SECONDS, "the failure counter to rise", interval=0.2)
         assert _witness_check(portal) == (200, "ok")  # far within the hour's bound
         cora = sign_in(portal.url, "cora")
         page = cora.get(f"{portal.url}/compliance/integrity", timeout=10)
@@ -232,8 +175,10 @@ def test_a_stopped_witness_never_stops_the_portal_and_fails_readiness_only_past_
         strict = another_worker(portal)
         strict.env = {**portal.env, "PORTAL_AUDIT_WITNESS_MAX_LAG_SECONDS": "1"}
         with strict:
-            wait_for(lambda: _witness_check(strict) == (503, "failed"), "readiness to fail past the 1 s bound")
+            wait_until(lambda: _witness_check(strict) == (503, "failed"), WAIT_SECONDS,
+                       "readiness to fail past the 1 s bound", interval=0.2)
             clinician = sign_in(strict.url, "dr.chen")
             assert clinician.get(f"{strict.url}/api/v1/patients/{ALICE}/results", timeout=10).status_code == 200
             witness.start()
-            wait_for(lambda: _witness_check(strict) == (200, "ok"), "readiness to recover once the witness cosigns")
+            wait_until(lambda: _witness_check(strict) == (200, "ok"), WAIT_SECONDS,
+                       "readiness to recover once the witness cosigns", interval=0.2)

@@ -23,10 +23,11 @@ import requests
 from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
-from tests.conftest import POSTGRES_URL, REDIS_URL, _create_database, _drop_database, free_port, require_service
 from tests.support import npm_idp
 from tests.support.chat import ChatClient
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, another_worker, csrf_token, portal_env, prepare_database
+from tests.support.shared_services import create_database, drop_database, postgres_server_url, redis_url
 
 pytestmark = [pytest.mark.oidc, pytest.mark.postgres]
 
@@ -50,19 +51,18 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     npm_idp.require_npm_idp()
-    hint = "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-    require_service("PostgreSQL", POSTGRES_URL, hint)
-    require_service("Redis", REDIS_URL, "PORTAL_TEST_REDIS_URL=redis://127.0.0.1:6379/0")
+    postgres_server_url()  # skipped (failed in CI) without PostgreSQL or Redis
+    queue = redis_url()
     tmp = tmp_path_factory.mktemp("backchannel")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     client = {**npm_idp.portal_client(CLIENT_ID, SECRET, url), "backchannel_logout_uri": f"{url}/auth/backchannel-logout",
               "backchannel_logout_session_required": True}
-    database_url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+    database_url = create_database()
     try:
         with npm_idp.NpmOidcProvider([client], npm_idp.demo_accounts()) as idp:
             env = portal_env(tmp, database_url, port, **npm_idp.portal_oidc_env(idp.issuer, CLIENT_ID, SECRET),
-                             PORTAL_MESSAGE_QUEUE=REDIS_URL)
+                             PORTAL_MESSAGE_QUEUE=queue)
             prepare_database(env, patients=4)
             first = PortalServer(env, port, tmp / "first.log")
             second = another_worker(first)
@@ -72,7 +72,7 @@ def stack(tmp_path_factory) -> Iterator[Stack]:
             finally:
                 npm_idp.stop_portals(first, second)
     finally:
-        _drop_database(database_url)
+        drop_database(database_url)
 
 
 def _signed_in(portal_url: str, login: str, session: requests.Session | None = None) -> requests.Session:

@@ -23,7 +23,6 @@ import requests
 import sqlalchemy as sa
 
 from portal.crypto import generate_keyring_json
-from tests.conftest import POSTGRES_URL
 from tests.support.portal_server import (
     DEMO_PASSWORDS,
     ROOT,
@@ -35,6 +34,7 @@ from tests.support.portal_server import (
     sign_in,
 )
 from tests.support.seed import ALICE
+from tests.support.shared_services import postgres_server_url
 
 NOTE = {"title": "Backup drill", "text": "Written before the backup, read after the restore."}
 
@@ -55,7 +55,7 @@ def _tool(name: str) -> str:
 def restored_url(postgres_url) -> str:
     """An empty database beside the source one, as `createdb` makes it for a restore; dropped afterwards."""
     name = f"portal_restored_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(postgres_server_url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     try:

@@ -17,7 +17,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from tests.conftest import free_port
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, flask_command, portal_env, sign_in
 from tests.support.seed import ALICE
 from tests.support.services import PrivatePostgres

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from tests.conftest import free_port
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, flask_command, portal_env, prepare_database, sign_in
 from tests.support.seed import ALICE
 

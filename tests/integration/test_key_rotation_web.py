@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.support.environment import free_port
 from tests.support.npm_idp import audit_rows, stop_portals
 from tests.support.portal_server import (
     PortalServer,

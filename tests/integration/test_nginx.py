@@ -16,24 +16,16 @@ import re
 import shutil
 import subprocess
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 import socketio
 
-from tests.conftest import (
-    IN_CI,
-    POSTGRES_URL,
-    REDIS_URL,
-    _create_database,
-    _drop_database,
-    free_port,
-    require_service,
-)
 from tests.support.chat import team_conversation
+from tests.support.environment import IN_CI, free_port
 from tests.support.portal_server import another_worker, running_portal, sign_in
+from tests.support.shared_services import create_database, drop_database, postgres_server_url, redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = {"Authorization": "Bearer test-metrics-token"}
@@ -133,13 +125,13 @@ http {{
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     """nginx with deploy/nginx.conf in front of two workers sharing PostgreSQL and the Redis message queue."""
-    require_service("PostgreSQL", POSTGRES_URL, "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-    require_service("Redis", REDIS_URL, "PORTAL_TEST_REDIS_URL=redis://127.0.0.1:6379/0")
+    postgres_server_url()  # skipped (failed in CI) without PostgreSQL or Redis
+    queue = redis_url()
     binary = _nginx_binary()
     tmp = tmp_path_factory.mktemp("nginx")
-    database_url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+    database_url = create_database()
     try:
-        with running_portal(tmp / "portal", database_url, PORTAL_MESSAGE_QUEUE=REDIS_URL, PORTAL_TRUSTED_PROXIES="1") as first, \
+        with running_portal(tmp / "portal", database_url, PORTAL_MESSAGE_QUEUE=queue, PORTAL_TRUSTED_PROXIES="1") as first, \
                 another_worker(first) as second:
             (tmp / "nginx").mkdir()
             nginx = Nginx(binary, tmp / "nginx", [f"127.0.0.1:{first.port}", f"127.0.0.1:{second.port}"]).start()
@@ -148,7 +140,7 @@ def stack(tmp_path_factory):
             finally:
                 nginx.stop()
     finally:
-        _drop_database(database_url)
+        drop_database(database_url)
 
 
 def _get(nginx: Nginx, path: str, client: str | None = None, **headers: str) -> requests.Response:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import free_port
+from tests.support.environment import free_port
 from tests.support.portal_server import ROOT, portal_env, prepare_database, sign_in
 
 # RFC 3339 in UTC with milliseconds: 2026-11-29T22:32:48.423Z

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.conftest import free_port
 from tests.support import npm_idp
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database, sign_in
 from tests.support.seed import ALICE
 

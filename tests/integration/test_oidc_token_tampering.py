@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import free_port
 from tests.support import npm_idp
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, portal_env, prepare_database
 from tests.support.tamper_proxy import TamperProxy
 

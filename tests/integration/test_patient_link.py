@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.conftest import free_port
 from tests.support import npm_idp
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 from tests.support.seed import ALICE, BOB
 

@@ -24,9 +24,9 @@ import requests
 import socketio
 import sqlalchemy as sa
 
-from tests.conftest import POSTGRES_URL, REDIS_URL, _create_database, _drop_database, free_port, require_service
 from tests.support.chat import NS, ChatClient
 from tests.support.database import connected
+from tests.support.environment import free_port
 from tests.support.harness import InProcessPortal
 from tests.support.npm_idp import audit_rows, start_portals, stop_portals
 from tests.support.portal_server import (
@@ -37,6 +37,7 @@ from tests.support.portal_server import (
     prepare_database,
     sign_in,
 )
+from tests.support.shared_services import create_database, drop_database, postgres_server_url, redis_url
 
 FIREFOX_ON_WINDOWS = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
 SAFARI_ON_IPHONE = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
@@ -69,13 +70,13 @@ class Workers:
 @pytest.fixture(scope="module")
 def workers(tmp_path_factory) -> Iterator[Workers]:
     """Two workers of one portal sharing a fresh PostgreSQL database and a Redis message queue."""
-    require_service("PostgreSQL", POSTGRES_URL, "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-    require_service("Redis", REDIS_URL, "PORTAL_TEST_REDIS_URL=redis://127.0.0.1:6379/0")
+    postgres_server_url()  # skipped (failed in CI) without PostgreSQL or Redis
+    queue = redis_url()
     tmp: Path = tmp_path_factory.mktemp("two-workers")
-    database_url = _create_database(f"portal_test_{uuid.uuid4().hex[:12]}")
+    database_url = create_database()
     try:
         port = free_port()
-        env = portal_env(tmp, database_url, port, PORTAL_MESSAGE_QUEUE=REDIS_URL)
+        env = portal_env(tmp, database_url, port, PORTAL_MESSAGE_QUEUE=queue)
         prepare_database(env, patients=4)
         first = PortalServer(env, port, tmp / f"server-{port}.log")
         second = another_worker(first)
@@ -85,7 +86,7 @@ def workers(tmp_path_factory) -> Iterator[Workers]:
         finally:
             stop_portals(first, second)
     finally:
-        _drop_database(database_url)
+        drop_database(database_url)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ from fhirclient.server import FHIRUnauthorizedException
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from tests.conftest import free_port
 from tests.support import npm_idp
+from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 from tests.support.seed import ALICE, BOB
 from tests.support.smart_apps import (

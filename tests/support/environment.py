@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]  # the project: run.py, pyproject.toml, deploy/
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 

@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,9 +21,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from flask_socketio import SocketIOTestClient
 
-from tests import conftest
 from tests.support import harness
 from tests.support.in_process_http import HttpClient
+from tests.support.shared_services import create_database, drop_database
 
 _built: dict[str, harness.HarnessApp] = {}
 
@@ -36,14 +35,12 @@ def _harness_app(backend: str, tmp_path_factory: pytest.TempPathFactory) -> harn
         if backend == "sqlite":
             url = f"sqlite:///{tmp_path_factory.mktemp('harness-sqlite') / 'portal.db'}"
         else:
-            conftest.require_service("PostgreSQL", conftest.POSTGRES_URL,
-                                     "PORTAL_TEST_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/test")
-            url = conftest._create_database(f"portal_harness_{uuid.uuid4().hex[:12]}")
+            url = create_database("portal_harness")
         try:
             _built[backend] = harness.build(secrets, url)
         except BaseException:
             if backend == "postgres":
-                conftest._drop_database(url)
+                drop_database(url)
             raise
     return _built[backend]
 
@@ -54,7 +51,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         built.app.extensions["portal.engine"].dispose()
         built.app.extensions["portal.audit_store"].engine.dispose()
         if backend == "postgres":
-            conftest._drop_database(built.database_url)
+            drop_database(built.database_url)
 
 
 @pytest.fixture(autouse=True)

@@ -402,7 +402,7 @@ def stop_portals(*servers: Any) -> None:
 @contextlib.contextmanager
 def dev_portal(tmp: Path, **overrides: str) -> Iterator[Any]:
     """A migrated, seeded portal on SQLite using the built-in development provider (like conftest's `portal`)."""
-    from tests.conftest import free_port
+    from tests.support.environment import free_port
     from tests.support.portal_server import PortalServer, portal_env, prepare_database
 
     port = free_port()

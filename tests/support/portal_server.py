@@ -23,9 +23,8 @@ import requests
 
 from audit import generate_signing_key_pem
 from portal.crypto import generate_keyring_json
-from tests.conftest import free_port
+from tests.support.environment import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 DEMO_PASSWORDS = {"alice": "alice-demo", "bob": "bob-demo", "dr.chen": "chen-demo", "dr.okafor": "okafor-demo",
                   "dr.reyes": "reyes-demo", "cora": "cora-demo", "adam": "adam-demo", "nora": "nora-demo"}
 

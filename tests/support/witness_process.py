@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 from audit.note import Verifier
-from tests.conftest import free_port
+from tests.support.environment import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parents[2]
 STARTUP_SECONDS = 30
 
 

@@ -3,13 +3,7 @@ signed, cosigned checkpoint, checked offline with the public keys alone, and any
 from __future__ import annotations
 
 import copy
-import csv
-import hashlib
-import io
 import json
-import subprocess
-import sys
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -20,37 +14,22 @@ from audit import (
     SigningKey,
     SqlAuditStore,
     audit_tree_node,
-    create_tables,
     install_append_only_guard,
     remove_append_only_guard,
 )
-from audit.note import ALG_COSIGNATURE_V1, Note, NoteSigner
-from audit.report import CSV_COLUMNS, FORMAT, check_extends, check_report, csv_row_of_line, prove_entries, sign_report
+from audit.note import ALG_COSIGNATURE_V1, NoteSigner
+from audit.report import FORMAT, check_extends, check_report, prove_entries, sign_report
 from audit.tree import build_tree
-from tests.support.portal_server import ROOT
-
-ORIGIN = "clinic.example/audit"
-KEY = SigningKey.generate()
-WITNESS = NoteSigner("witness.example/w1", SigningKey.generate(), ALG_COSIGNATURE_V1)
-START = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
-PATIENT = "patient-7"
-
-
-def _line(seq: int, moment: datetime) -> dict:
-    return {"seq": seq, "time": moment.strftime("%Y-%m-%dT%H:%M:%SZ"), "who": "Dr. X", "role": "Clinician",
-            "what": "Read chart", "purpose": "=care team", "break_glass": False}
-
-
-def _csv(lines: list[dict]) -> bytes:
-    """The report's CSV download, as the portal writes it."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(CSV_COLUMNS)
-    writer.writerows(csv_row_of_line(line) for line in lines)
-    return buffer.getvalue().encode("utf-8")
-
-
-CSV = _csv([_line(i + 1, START + timedelta(minutes=i)) for i in range(0, 50, 7)])  # the store fixture's lines
+from tests.support.signed_reports import (
+    CSV,
+    ORIGIN,
+    PATIENT,
+    WITNESS,
+    issued_report,
+    make_store,
+    pinned_check,
+    verify_report_cli,
+)
 
 
 @pytest.fixture
@@ -58,41 +37,9 @@ def store(tmp_path) -> SqlAuditStore:
     return make_store(tmp_path)
 
 
-def make_store(tmp_path) -> SqlAuditStore:
-    """50 entries, every 7th (seq 1, 8, ..., 50) about PATIENT."""
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'audit.db'}")
-    create_tables(engine)
-    store = SqlAuditStore(engine, KEY, origin=ORIGIN)
-    store.append_many(AuditEvent(action="chart.read", outcome="allowed", actor_id=f"dr{i % 3}",
-                                 patient_id=PATIENT if i % 7 == 0 else "someone-else",
-                                 time=START + timedelta(minutes=i)) for i in range(50))
-    return store
-
-
-def _cosigned(note: str) -> str:
-    parsed = Note.parse(note)
-    return parsed.with_signatures([WITNESS.sign(parsed.text, timestamp=1_780_000_000)]).encode()
-
-
-def _report(store: SqlAuditStore) -> dict:
-    """A report as the portal issues one: lines naming their entries, and the proof of each."""
-    checkpoint = store.sign_tree_checkpoint()
-    entries = store.accesses_to(PATIENT)
-    proof = prove_entries(store, entries, _cosigned(checkpoint.note), store.tree_signer().verifier, [WITNESS.verifier])
-    lines = [_line(entry.seq, entry.event.time) for entry in entries]
-    return sign_report({"patient": {"id": PATIENT}, "digest": hashlib.sha256(CSV).hexdigest(), "lines": lines,
-                        "proof": proof.to_json()}, store.tree_signer())
-
-
-def _pinned(report: dict, store: SqlAuditStore, **changes) -> dict:
-    """Check a report as the log itself signed it, changes included: the proofs must catch what its key can sign."""
-    keys = {"log_key": store.tree_signer().vkey(), "witness_keys": [WITNESS.vkey()], "csv": CSV}
-    return check_report(sign_report(report, store.tree_signer()), **{**keys, **changes})
-
-
 def test_a_report_checks_offline_with_the_pinned_keys_and_its_csv(store):
-    report = _report(store)
-    checked = _pinned(report, store)
+    report = issued_report(store)
+    checked = pinned_check(report, store)
     assert (checked.lines, checked.tree_size, checked.keys_pinned, checked.csv_checked) == (8, 50, True, True)
     assert checked.summary().startswith("OK: all 8 lines are entries of the audit log clinic.example/audit")
     assert "cosigned by 1 witness(es): witness.example/w1" in checked.summary()
@@ -100,7 +47,7 @@ def test_a_report_checks_offline_with_the_pinned_keys_and_its_csv(store):
 
 
 def test_each_proof_is_a_logarithmic_path(store):
-    paths = [len(item["inclusion_path"]) for item in _report(store)["proof"]["entries"]]
+    paths = [len(item["inclusion_path"]) for item in issued_report(store)["proof"]["entries"]]
     assert max(paths) <= 6, "a tree of 50 leaves is at most 6 levels deep"
 
 
@@ -146,25 +93,25 @@ TAMPERING = {
 
 @pytest.mark.parametrize("change", TAMPERING.values(), ids=TAMPERING.keys())
 def test_anything_changed_in_a_report_is_refused_as_tampering(store, change):
-    report = _report(store)
+    report = issued_report(store)
     change(report)
     with pytest.raises(ProofError):
-        _pinned(report, store)
+        pinned_check(report, store)
 
 
 def test_a_report_signed_by_another_log_or_witness_fails_against_the_pinned_keys(store):
-    report = _report(store)
+    report = issued_report(store)
     impostor = NoteSigner(ORIGIN, SigningKey.generate())
     with pytest.raises(ProofError, match="another log key"):
-        _pinned(report, store, log_key=impostor.vkey())
+        pinned_check(report, store, log_key=impostor.vkey())
     other_witness = NoteSigner("witness.example/w1", SigningKey.generate(), ALG_COSIGNATURE_V1)
     with pytest.raises(ProofError, match="signatures do not verify"):
-        _pinned(report, store, witness_keys=[other_witness.vkey()])
+        pinned_check(report, store, witness_keys=[other_witness.vkey()])
 
 
 def test_another_csv_does_not_match_the_digest(store):
     with pytest.raises(ProofError, match="CSV does not match"):
-        _pinned(_report(store), store, csv=CSV + b"2026-03-01T09:30:00Z,Nobody\r\n")
+        pinned_check(issued_report(store), store, csv=CSV + b"2026-03-01T09:30:00Z,Nobody\r\n")
 
 
 UNREADABLE = {
@@ -180,37 +127,32 @@ UNREADABLE = {
 @pytest.mark.parametrize("make", UNREADABLE.values(), ids=UNREADABLE.keys())
 def test_a_report_that_cannot_be_read_is_an_error_naming_what_not_tampering(store, make):
     with pytest.raises(ValueError) as raised:
-        check_report(make(copy.deepcopy(_report(store))))
+        check_report(make(copy.deepcopy(issued_report(store))))
     assert not isinstance(raised.value, ProofError), raised.value
 
 
-def _verify_report(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audit", "verify-report", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
-
-
 def test_the_cli_exits_0_for_a_report_1_for_a_changed_one_and_2_for_an_unreadable_file(store, tmp_path):
-    report, path = _report(store), tmp_path / "report.json"
+    report, path = issued_report(store), tmp_path / "report.json"
     csv = tmp_path / "report.csv"
     csv.write_bytes(CSV)
     path.write_text(json.dumps(report))
     pins = ["--log-key", store.tree_signer().vkey(), "--witness-key", WITNESS.vkey()]
-    good = _verify_report(str(path), *pins, "--csv", str(csv))
+    good = verify_report_cli(str(path), *pins, "--csv", str(csv))
     assert good.returncode == 0 and good.stdout.startswith("OK: all 8 lines"), good.stdout + good.stderr
     assert "warning" not in good.stderr
-    unpinned = _verify_report(str(path))
+    unpinned = verify_report_cli(str(path))
     assert unpinned.returncode == 0 and "keys were taken from the report itself" in unpinned.stderr
 
     _edit_event(report, actor_id="dr-nobody")
     path.write_text(json.dumps(report))
-    changed = _verify_report(str(path), *pins)
+    changed = verify_report_cli(str(path), *pins)
     assert changed.returncode == 1 and "tampered: the report was changed after the log signed it" in changed.stderr
     path.write_text(json.dumps(sign_report(report, store.tree_signer())))  # even the log's key cannot vouch for it
-    resigned = _verify_report(str(path), *pins)
+    resigned = verify_report_cli(str(path), *pins)
     assert resigned.returncode == 1 and "tampered: entry seq 1 is not in the signed tree" in resigned.stderr
 
     path.write_text("{not json")
-    unreadable = _verify_report(str(path), *pins)
+    unreadable = verify_report_cli(str(path), *pins)
     assert unreadable.returncode == 2 and unreadable.stderr.startswith("error: not JSON")
 
 

@@ -11,17 +11,17 @@ import pytest
 from audit import AuditEvent, ProofError
 from audit.note import Note, NoteSigner
 from audit.report import check_report, prove_entries
-from tests.unit.test_audit_report import (
+from tests.support.signed_reports import (
     CSV,
     KEY,
     PATIENT,
     WITNESS,
-    _csv,
-    _line,
-    _pinned,
-    _report,
-    _verify_report,
+    issued_report,
     make_store,
+    pinned_check,
+    report_csv,
+    report_line,
+    verify_report_cli,
 )
 
 
@@ -36,10 +36,10 @@ def _second_line_names_the_first_entry(report: dict) -> None:
 
 def test_two_lines_naming_one_entry_cannot_hide_another_entry(store):
     """Every line checks out and the counts agree, yet entry 8 has no line: the reader never sees that access."""
-    report = _report(store)
+    report = issued_report(store)
     _second_line_names_the_first_entry(report)
     with pytest.raises(ProofError, match="line 2 names audit entry 1, as line 1 does"):
-        _pinned(report, store, csv=None)
+        pinned_check(report, store, csv=None)
 
 
 NO_PATIENT = {
@@ -54,59 +54,59 @@ NO_PATIENT = {
 @pytest.mark.parametrize("change", NO_PATIENT.values(), ids=NO_PATIENT.keys())
 def test_a_report_that_names_no_patient_is_unreadable(store, change):
     """Without patient.id nothing tied the entries to one patient: any patient's proven entries passed."""
-    report = _report(store)
+    report = issued_report(store)
     change(report)
     with pytest.raises(ValueError, match="names no patient") as raised:
-        _pinned(report, store)
+        pinned_check(report, store)
     assert not isinstance(raised.value, ProofError)
 
 
 def test_a_line_may_not_point_at_another_patients_entry_by_dropping_the_patient(store):
     """A proven entry of another patient, with its line, slipped into a report whose patient.id was removed."""
-    report = _report(store)
+    report = issued_report(store)
     other = next(entry for entry in store.iter_entries() if entry.event.patient_id != PATIENT)
     proof = prove_entries(store, [other], report["proof"]["checkpoint"], store.tree_signer().verifier,
                           [WITNESS.verifier])
     report["proof"]["entries"].append(proof.entries[0])
-    report["lines"].append(_line(other.seq, other.event.time))
+    report["lines"].append(report_line(other.seq, other.event.time))
     del report["patient"]["id"]
     with pytest.raises(ValueError, match="names no patient"):
-        _pinned(report, store, csv=None)
+        pinned_check(report, store, csv=None)
     report["patient"]["id"] = PATIENT
     with pytest.raises(ProofError, match=f"entry seq {other.seq} is about another patient"):
-        _pinned(report, store, csv=None)
+        pinned_check(report, store, csv=None)
 
 
 @pytest.mark.parametrize("seq", [True, 1.0], ids=["bool", "float"])
 def test_a_line_seq_must_be_a_whole_number(store, seq):
-    report = _report(store)
+    report = issued_report(store)
     report["lines"][0]["seq"] = seq
     with pytest.raises(ValueError, match="line 1 is not an object with a whole-number seq"):
-        _pinned(report, store, csv=None)
+        pinned_check(report, store, csv=None)
 
 
 @pytest.mark.parametrize("tree_size", [50.0, "50"], ids=["float", "string"])
 def test_proof_tree_size_must_be_the_checkpoints_whole_number(store, tree_size):
-    report = _report(store)
+    report = issued_report(store)
     report["proof"]["tree_size"] = tree_size
     with pytest.raises(ProofError, match="tree_size"):
-        _pinned(report, store)
+        pinned_check(report, store)
 
 
 @pytest.mark.parametrize("count", [999, 8.0, True], ids=["too many", "float", "bool"])
 def test_the_reports_count_must_be_its_number_of_lines(store, count):
-    report = _report(store)
+    report = issued_report(store)
     report["count"] = count
     with pytest.raises(ProofError, match="count"):
-        _pinned(report, store)
+        pinned_check(report, store)
 
 
 def test_the_logs_own_key_cannot_stand_for_a_witness(store):
     """Pinned as --witness-key, or named by the report: the summary said "cosigned by 1 witness" with none."""
     log_key = store.tree_signer().vkey()
     with pytest.raises(ValueError, match="not a witness's cosignature/v1 key"):
-        _pinned(_report(store), store, witness_keys=[log_key])
-    report = _report(store)
+        pinned_check(issued_report(store), store, witness_keys=[log_key])
+    report = issued_report(store)
     report["proof"]["witness_keys"] = [log_key]
     with pytest.raises(ProofError, match="not a witness's cosignature/v1 key"):
         check_report(report, log_key)
@@ -115,7 +115,7 @@ def test_the_logs_own_key_cannot_stand_for_a_witness(store):
 def test_a_plain_key_the_log_holds_cannot_pose_as_its_witness(store):
     """The log's operator signs the checkpoint again with a plain key named like the real witness."""
     impostor = NoteSigner("witness.example/w1", KEY)
-    report = _report(store)
+    report = issued_report(store)
     note = Note.parse(report["proof"]["checkpoint"])
     report["proof"]["checkpoint"] = note.with_signatures([impostor.sign(note.text)]).encode()
     report["proof"]["witness_keys"] = [impostor.vkey()]
@@ -125,10 +125,10 @@ def test_a_plain_key_the_log_holds_cannot_pose_as_its_witness(store):
 
 def test_witnesses_taken_from_the_report_are_said_to_be_unpinned(store):
     """With the log key pinned and no --witness-key, the witness names come from the report: the summary says so."""
-    checked = check_report(_report(store), store.tree_signer().vkey())
+    checked = check_report(issued_report(store), store.tree_signer().vkey())
     assert checked.keys_pinned and not checked.witnesses_pinned
     assert "(keys named by the report itself, not pinned)" in checked.summary()
-    assert "not pinned" not in _pinned(_report(store), store).summary()
+    assert "not pinned" not in pinned_check(issued_report(store), store).summary()
 
 
 CSV_EDITS = {
@@ -141,21 +141,21 @@ CSV_EDITS = {
 @pytest.mark.parametrize("edit", CSV_EDITS.values(), ids=CSV_EDITS.keys())
 def test_a_csv_edited_together_with_the_digest_is_refused(store, edit):
     """The digest is the report's own claim: the CSV must show the report's proven lines row for row."""
-    report = _report(store)
-    edited = _csv(edit(report["lines"]))
+    report = issued_report(store)
+    edited = report_csv(edit(report["lines"]))
     report["digest"] = hashlib.sha256(edited).hexdigest()
     with pytest.raises(ProofError, match="CSV"):
-        _pinned(report, store, csv=edited)
+        pinned_check(report, store, csv=edited)
 
 
 def test_the_portals_csv_of_the_lines_passes(store):
-    assert _pinned(_report(store), store, csv=CSV).csv_checked
+    assert pinned_check(issued_report(store), store, csv=CSV).csv_checked
 
 
 def test_a_lines_text_rewritten_is_refused(store):
     """Only seq and time of a line can be compared with its entry: "what" and "purpose" are the portal's words. The
     log's signature over the whole report binds them: rewriting them after issue is refused."""
-    report = _report(store)
+    report = issued_report(store)
     report["lines"][0].update(what="Printed a leaflet", purpose="patient asked")
     with pytest.raises(ProofError, match="changed after the log signed it"):
         check_report(report, store.tree_signer().vkey(), [WITNESS.vkey()])
@@ -167,11 +167,11 @@ UNHASHABLE_SEQS = {"a list": [1], "an object": {"a": 1}}
 @pytest.mark.parametrize("seq", UNHASHABLE_SEQS.values(), ids=UNHASHABLE_SEQS.keys())
 def test_a_line_seq_that_is_a_container_is_exit_2_not_a_traceback(store, tmp_path, seq):
     """It raised TypeError: a traceback, and Python's exit status 1, which reads as "tampered"."""
-    report = _report(store)
+    report = issued_report(store)
     report["lines"][0]["seq"] = seq
     path = tmp_path / "report.json"
     path.write_text(json.dumps(report))
-    checked = _verify_report(str(path), "--log-key", store.tree_signer().vkey(), "--witness-key", WITNESS.vkey())
+    checked = verify_report_cli(str(path), "--log-key", store.tree_signer().vkey(), "--witness-key", WITNESS.vkey())
     assert checked.returncode == 2 and "Traceback" not in checked.stderr, checked.stderr
     assert checked.stderr.startswith("error: line 1 is not an object with a whole-number seq")
 
@@ -188,35 +188,35 @@ HOSTILE_FILES = {
 def test_hostile_files_are_exit_2_naming_the_problem(tmp_path, content):
     path = tmp_path / "report.json"
     path.write_bytes(content)
-    checked = _verify_report(str(path))
+    checked = verify_report_cli(str(path))
     assert checked.returncode == 2 and checked.stderr.startswith("error: ") and "Traceback" not in checked.stderr
 
 
 def test_a_directory_or_a_missing_file_is_exit_2(tmp_path):
     for args in ([str(tmp_path)], [str(tmp_path / "missing.json")]):
-        checked = _verify_report(*args)
+        checked = verify_report_cli(*args)
         assert checked.returncode == 2 and checked.stderr.startswith("error: "), checked.stderr
 
 
 def test_a_refused_access_of_the_patient_cannot_be_listed_as_a_disclosure(store):
     """A proven entry of the patient whose outcome is "denied" is no disclosure: the portal lists allowed ones."""
     denied = store.append(AuditEvent(action="chart.read", outcome="denied", patient_id=PATIENT))
-    report = _report(store)
+    report = issued_report(store)
     checkpoint = report["proof"]["checkpoint"]
     report["proof"]["entries"].append(
         prove_entries(store, [denied], checkpoint, store.tree_signer().verifier, [WITNESS.verifier]).entries[0])
-    report["lines"].append(_line(denied.seq, denied.event.time))
+    report["lines"].append(report_line(denied.seq, denied.event.time))
     with pytest.raises(ProofError, match=f"entry seq {denied.seq} is a refused access"):
-        _pinned(report, store, csv=None)
+        pinned_check(report, store, csv=None)
 
 
 def test_lines_outside_the_reports_period_are_refused(store):
-    report = _report(store)  # the fixture's entries are all on 2026-03-01
+    report = issued_report(store)  # the fixture's entries are all on 2026-03-01
     report.update(start="2026-03-02", end="2026-03-31")
     with pytest.raises(ProofError, match=r"line 1 \(2026-03-01T09:30:00Z\) is outside the report's period"):
-        _pinned(report, store)
+        pinned_check(report, store)
     report.update(start="2026-03-01", end="2026-03-01")
-    assert _pinned(report, store).lines == 8
+    assert pinned_check(report, store).lines == 8
     report.update(start="March")
     with pytest.raises(ValueError, match="start and end must be dates"):
-        _pinned(report, store)
+        pinned_check(report, store)
