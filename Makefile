@@ -80,7 +80,7 @@ wrk:
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
-# tests/integration/test_nginx.py serves deploy/nginx.conf with a real nginx (Debian's; not started as a service).
+# tests/integration/deploy/test_nginx.py serves deploy/nginx.conf with a real nginx (Debian's; not started as a service).
 nginx:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx >/dev/null)

@@ -25,13 +25,12 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.browser import AXE_JS, launch_chromium, require_chromium
-from tests.support.environment import free_port
+from tests.support.environment import ROOT, free_port
 from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, portal_env, prepare_database, running_portal
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
-ROOT = Path(__file__).resolve().parents[2]
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 ALICE_MRN = "RC-100001"

@@ -1,6 +1,6 @@
 """SIGTERM with work in flight: the started request is answered, clients are told to reconnect, exit 0, promptly.
 
-``tests/integration/test_messaging.py::test_sigterm_tells_clients_to_reconnect`` covers the
+``tests/integration/portal/messaging/test_messaging.py::test_sigterm_tells_clients_to_reconnect`` covers the
 ``server_shutdown`` notice in detail; here the worker is stopped while an HTTP request is half-way
 through, an idle keep-alive connection is open (as a load balancer keeps them) and a Socket.IO client
 is connected, and the test measures what a process manager sees: the exit status and how long it took.

@@ -1,6 +1,6 @@
 """A chart-like table of encrypted values with blind indexes, on a declarative base of its own, and the fresh
 keyring it is written under: what the tests of ``portal.crypto`` on real databases share
-(tests/integration/test_crypto_orm.py, tests/integration/test_crypto_rotation.py)."""
+(tests/integration/portal/crypto/test_crypto_orm.py, tests/integration/portal/crypto/test_crypto_rotation.py)."""
 from __future__ import annotations
 
 import datetime

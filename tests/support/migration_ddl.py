@@ -2,7 +2,7 @@
 
 A revision that has shipped may already have run in a clinic: its source may be tidied, but the statements it
 sends must not change. ``tests/vectors/migrations/<dialect>.txt`` holds them per step (each revision's upgrade,
-then each downgrade), as frozen from the revisions when they shipped; tests/integration/test_migrations.py
+then each downgrade), as frozen from the revisions when they shipped; tests/integration/portal/test_migrations.py
 replays the revisions and compares. Reflection queries (PRAGMA, catalog reads) are left out: they belong to
 SQLAlchemy's version, not to the revision; everything that writes (DDL, DML, the version table) is kept.
 

@@ -1,7 +1,7 @@
 """Ids of the demo seed (portal/seed.py), the one place tests take them from.
 
 The demo patients' ids are the development provider's accounts' (portal/devidp/users.py), which the
-seed gives their charts; tests/unit/test_devidp.py pins their literal values."""
+seed gives their charts; tests/unit/portal/devidp/test_devidp.py pins their literal values."""
 from __future__ import annotations
 
 from portal.devidp.users import DEMO_USERS

@@ -1,0 +1,149 @@
+"""The shape the code keeps: imports at module top and no cycles, services free of HTTP, every action registered."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from portal.actions import Action
+from tests.support.environment import ROOT
+
+PACKAGES = ("portal", "audit")
+ACTION_CALLS = {"authorize", "authorized", "record", "record_each", "can", "_authorized", "_checked"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            if "migrations" in path.parts:
+                continue
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join(parts)] = path
+    return found
+
+
+MODULES = modules()
+
+
+def imported_modules(name: str, path: Path) -> set[str]:
+    """The portal/audit modules ``name`` imports, anywhere in it (a package's own submodules excepted)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    targets = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            candidates = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            candidates = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+        else:
+            continue
+        for candidate in candidates:
+            while candidate and candidate not in MODULES:
+                candidate = candidate.rpartition(".")[0]
+            if candidate and candidate != name and not (path.name == "__init__.py" and candidate.startswith(name + ".")):
+                targets.add(candidate)
+    return targets
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for target in graph[node]:
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in graph:
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_cycles_among_portal_and_audit_modules():
+    graph = {name: imported_modules(name, path) for name, path in MODULES.items()}
+    assert cycles(graph) == []
+
+
+def test_the_audit_package_never_imports_the_portal_or_flask():
+    for name, path in MODULES.items():
+        if name.startswith("audit"):
+            imports = {alias.name for node in ast.walk(ast.parse(path.read_text()))
+                       if isinstance(node, ast.Import) for alias in node.names}
+            imports |= {node.module or "" for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)}
+            assert not {i for i in imports if i.split(".")[0] in {"portal", "flask", "flask_socketio"}}, name
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_are_at_the_top_of_the_module(name):
+    tree = ast.parse(MODULES[name].read_text())
+    for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
+        nested = [n for n in ast.walk(function) if isinstance(n, (ast.Import, ast.ImportFrom))]
+        assert not nested, f"{name}.{function.name} imports inside its body (line {nested[0].lineno})"
+
+
+LONG_MODULE_LINES = 400
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_a_long_module_says_why_it_is_long(name):
+    """Past about 400 lines a module should split along its topics, unless its docstring says why not."""
+    source = MODULES[name].read_text()
+    if source.count("\n") > LONG_MODULE_LINES:
+        docstring = ast.get_docstring(ast.parse(source)) or ""
+        assert "long because" in " ".join(docstring.lower().split()), \
+            f"{name} has {source.count(chr(10))} lines and no 'long because ...' in its docstring"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.endswith(".service") or ".service" in n))
+def test_services_speak_the_domain_not_http(name):
+    source = MODULES[name].read_text()
+    for http_thing in ("ApiError", "abort(", "jsonify", "make_response", "werkzeug.exceptions"):
+        assert http_thing not in source, f"{name} uses {http_thing}"
+
+
+def test_every_audited_action_is_a_registered_action_not_a_loose_string():
+    loose = []
+    for name, path in MODULES.items():
+        if not name.startswith("portal"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            callee = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            first = node.args[1] if callee == "can" and len(node.args) > 1 else node.args[0]
+            if callee in ACTION_CALLS and isinstance(first, ast.Constant) and isinstance(first.value, str):
+                loose.append(f"{name}:{node.lineno} {callee}({first.value!r})")
+            for attribute in (n for n in ast.walk(node) if isinstance(n, ast.Attribute)):
+                if isinstance(attribute.value, ast.Name) and attribute.value.id == "Action" and attribute.attr.isupper():
+                    assert attribute.attr in Action.__members__, f"{name}:{node.lineno} Action.{attribute.attr}"
+    assert loose == []
+
+
+def test_every_registered_action_has_words_for_reports():
+    for action in Action:
+        assert action.label and action.label[0].isupper(), action
+        assert action.value == action.value.lower() and " " not in action.value, action
