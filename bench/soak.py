@@ -415,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import redis
 
-    from tests.support.environment import free_port
     from tests.support.chat import user_id_of
+    from tests.support.environment import free_port
     from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
 
     redis.Redis.from_url(args.redis).flushdb()

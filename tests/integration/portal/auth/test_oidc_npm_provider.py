@@ -94,6 +94,15 @@ def _rid() -> str:
     return uuid.uuid4().hex
 
 
+def _refused(portal_url: str, stack: Stack, session: requests.Session, url: str, status: int, error: str,
+             timeout: float = 10) -> requests.Response:
+    """GET `url` as a step of sign-in; it must be refused with `status` and `error`, audited under its request id."""
+    rid = _rid()
+    response = session.get(url, headers={"X-Request-ID": rid}, allow_redirects=False, timeout=timeout)
+    npm_idp.assert_signin_refused(portal_url, stack.database_url, session, response, status, error, rid)
+    return response
+
+
 # --- Happy paths ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("subject, home, roles", [
@@ -247,15 +256,10 @@ def test_tampered_state_is_refused(stack: Stack) -> None:
     portal = stack.rs256
     sessions_before = npm_idp.table_count(stack.database_url, "login_session")
     session, callback = npm_idp.portal_callback_url(portal.url, "demo-alice")
-    rid = _rid()
-    response = session.get(_with_query(callback, state="attacker-chosen-state"), headers={"X-Request-ID": rid},
-                           allow_redirects=False, timeout=10)
-    npm_idp.assert_signin_refused(portal.url, stack.database_url, session, response, 400, "state_mismatch", rid)
+    _refused(portal.url, stack, session, _with_query(callback, state="attacker-chosen-state"), 400, "state_mismatch")
     assert npm_idp.table_count(stack.database_url, "login_session") == sessions_before
     # The genuine callback cannot be used afterwards either: the failed attempt cleared the pending sign-in.
-    rid = _rid()
-    response = session.get(callback, headers={"X-Request-ID": rid}, allow_redirects=False, timeout=10)
-    npm_idp.assert_signin_refused(portal.url, stack.database_url, session, response, 400, "state_mismatch", rid)
+    _refused(portal.url, stack, session, callback, 400, "state_mismatch")
 
 
 def test_callback_replayed_in_a_fresh_session_is_refused(stack: Stack) -> None:
@@ -264,9 +268,7 @@ def test_callback_replayed_in_a_fresh_session_is_refused(stack: Stack) -> None:
     assert session.get(callback, allow_redirects=False, timeout=10).status_code == 302
 
     thief = requests.Session()
-    rid = _rid()
-    response = thief.get(callback, headers={"X-Request-ID": rid}, allow_redirects=False, timeout=10)
-    npm_idp.assert_signin_refused(portal.url, stack.database_url, thief, response, 400, "state_mismatch", rid)
+    _refused(portal.url, stack, thief, callback, 400, "state_mismatch")
 
 
 def test_reused_code_is_refused_by_the_provider(stack: Stack) -> None:
@@ -280,19 +282,15 @@ def test_reused_code_is_refused_by_the_provider(stack: Stack) -> None:
     start = attacker.get(portal.url + "/auth/login", allow_redirects=False, timeout=10)
     assert start.status_code == 302
     fresh_state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
-    rid = _rid()
-    response = attacker.get(_with_query(callback, code=code, state=fresh_state), headers={"X-Request-ID": rid},
-                            allow_redirects=False, timeout=10)
-    npm_idp.assert_signin_refused(portal.url, stack.database_url, attacker, response, 400, "oauth_invalid_grant", rid)
+    _refused(portal.url, stack, attacker, _with_query(callback, code=code, state=fresh_state), 400,
+             "oauth_invalid_grant")
 
 
 def test_provider_error_response_is_refused(stack: Stack) -> None:
     session = requests.Session()
     session.get(stack.rs256.url + "/auth/login", allow_redirects=False, timeout=10)
-    rid = _rid()
-    response = session.get(stack.rs256.url + "/auth/callback?error=access_denied&state=x",
-                           headers={"X-Request-ID": rid}, allow_redirects=False, timeout=10)
-    npm_idp.assert_signin_refused(stack.rs256.url, stack.database_url, session, response, 400, "provider_error", rid)
+    _refused(stack.rs256.url, stack, session, stack.rs256.url + "/auth/callback?error=access_denied&state=x", 400,
+             "provider_error")
 
 
 def test_unreachable_provider_gives_502(stack: Stack) -> None:
@@ -301,9 +299,7 @@ def test_unreachable_provider_gives_502(stack: Stack) -> None:
     session, callback = npm_idp.portal_callback_url(portal.url, "demo-alice")
     stack.idp.stop()
     try:
-        rid = _rid()
-        response = session.get(callback, headers={"X-Request-ID": rid}, allow_redirects=False, timeout=30)
-        npm_idp.assert_signin_refused(portal.url, stack.database_url, session, response, 502, "provider_unreachable", rid)
+        _refused(portal.url, stack, session, callback, 502, "provider_unreachable", timeout=30)
 
         # A portal process that has not yet read the discovery document cannot even start a sign-in:
         # one pointed at the stopped provider, one at a port where nothing ever listened.
@@ -316,11 +312,8 @@ def test_unreachable_provider_gives_502(stack: Stack) -> None:
         try:
             for server in fresh:
                 browser = requests.Session()
-                rid = _rid()
-                response = browser.get(server.url + "/auth/login", headers={"X-Request-ID": rid},
-                                       allow_redirects=False, timeout=30)
-                npm_idp.assert_signin_refused(server.url, stack.database_url, browser, response, 502,
-                                      "provider_unreachable", rid)
+                response = _refused(server.url, stack, browser, server.url + "/auth/login", 502,
+                                    "provider_unreachable", timeout=30)
                 assert "could not be reached" in response.text
         finally:
             npm_idp.stop_portals(*fresh)

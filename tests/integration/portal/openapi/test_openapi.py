@@ -30,7 +30,8 @@ SECTIONS = ("demographics", "problems", "medications", "allergies", "results", "
 # Documented answers this test does not provoke, and where they are proven instead.
 NOT_EXERCISED = {
     ("/api/v1/me/chart", "get", "403"): "no_chart: tests/integration/portal/auth/test_patient_link.py",
-    ("/api/v1/patients/{patient_id}/disclosures", "get", "409"): "a tampered log: tests/integration/portal/disclosures/test_disclosures.py",
+    ("/api/v1/patients/{patient_id}/disclosures", "get", "409"):
+        "a tampered log: tests/integration/portal/disclosures/test_disclosures.py",
     **{(path, "get", "503"): "tests/faults/test_audit_store_failure.py, test_database_restart.py"
        for path in ("/api/v1/me/chart", "/api/v1/patients", "/api/v1/patients/{patient_id}",
                     "/api/v1/patients/{patient_id}/fhir", "/api/v1/patients/{patient_id}/{section}",
