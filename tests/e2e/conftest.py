@@ -6,17 +6,14 @@
 * ``new_page(login=None, viewport=DESKTOP)``: a page in a fresh browser context (its own cookies),
   optionally signed in through the development provider's form. Every page is watched: an uncaught
   script error or a Content-Security-Policy violation fails the test.
-* ``sign_in``, ``check_accessibility`` and ``screenshot`` are plain helpers the journeys import.
+* what journeys do on a page (sign in, check accessibility, screenshots) is in tests/support/pages.py.
 
 Screenshots go to ``docs/screenshots/<name>.png`` when PORTAL_SCREENSHOTS is set (``make screenshots``)
 and to a temporary directory otherwise, so a normal test run never touches the working tree.
 """
 from __future__ import annotations
 
-import json
-import os
 import secrets
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,19 +22,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.support.browser import AXE_JS, launch_chromium, require_chromium
-from tests.support.environment import ROOT, free_port
-from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, portal_env, prepare_database, running_portal
+from tests.support.environment import free_port
+from tests.support.pages import AXE_ROUTE, DESKTOP, TIMEOUT_MS, sign_in
+from tests.support.portal_server import PortalServer, portal_env, prepare_database, running_portal
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page
 
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-ALICE_MRN = "RC-100001"
-TIMEOUT_MS = 10_000
-BLOCKING_IMPACTS = {"serious", "critical"}
-AXE_ROUTE = "/__e2e__/axe.min.js"  # answered by Playwright from tests/e2e/vendor, never by the portal
-_SCREENSHOT_TMP = Path(tempfile.gettempdir()) / "portal-e2e-screenshots"  # overwritten by each run
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -153,93 +144,3 @@ def portal_url(request: pytest.FixtureRequest) -> str:
     if "npm_portal" in request.fixturenames:
         return request.getfixturevalue("npm_portal").portal.url
     return request.getfixturevalue("portal").url
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def sign_in(page: Page, login: str) -> None:
-    """Sign in as a person would through the development provider's form (``/auth/login``)."""
-    from playwright.sync_api import expect
-
-    page.goto("/auth/login")
-    page.get_by_label("Login").fill(login)
-    page.get_by_label("Password").fill(DEMO_PASSWORDS[login])
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-
-
-def sign_in_again(page: Page, login: str) -> None:
-    """A step-up: the development provider's form asks for the password again before a sensitive action."""
-    from playwright.sync_api import expect
-
-    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
-    page.get_by_label("Login").fill(login)
-    page.get_by_label("Password").fill(DEMO_PASSWORDS[login])
-    page.get_by_role("button", name="Sign in").click()
-
-
-def sign_in_npm(page: Page, subject: str) -> None:
-    """On the npm provider's own pages: its login form (any password), then its consent screen."""
-    from playwright.sync_api import expect
-
-    page.locator("input[name=login]").fill(subject)
-    page.locator("input[name=password]").fill("any-password")
-    page.locator("button[type=submit]").click()
-    consent = page.get_by_role("button", name="Continue")
-    consent.wait_for()
-    consent.click()
-    expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-
-
-def check_accessibility(page: Page, name: str) -> None:
-    """Run axe-core (WCAG 2.x A/AA rules and best practices) and fail on serious or critical violations."""
-    if not page.evaluate("() => typeof window.axe === 'object'"):
-        # Not add_script_tag(path=...): that inlines the script, which the portal's CSP rightly blocks.
-        origin = page.evaluate("() => location.origin")
-        page.add_script_tag(url=origin + AXE_ROUTE)
-    result = page.evaluate("""async () => {
-        const r = await axe.run(document, {resultTypes: ['violations']});
-        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help, helpUrl: v.helpUrl,
-            nodes: v.nodes.map(n => ({target: n.target.join(' '), summary: n.failureSummary}))}));
-    }""")
-    blocking = [v for v in result if v["impact"] in BLOCKING_IMPACTS]
-    if blocking:
-        lines = [f"accessibility violations on {name} ({page.url}):"]
-        for violation in blocking:
-            lines.append(f"- [{violation['impact']}] {violation['id']}: {violation['help']} ({violation['helpUrl']})")
-            for node in violation["nodes"][:8]:
-                summary = " ".join((node["summary"] or "").split())
-                lines.append(f"    at {node['target']}: {summary}")
-        pytest.fail("\n".join(lines), pytrace=False)
-
-
-def screenshot_dir() -> Path:
-    configured = os.environ.get("PORTAL_SCREENSHOTS", "")
-    if not configured:
-        return _SCREENSHOT_TMP
-    path = Path(configured)
-    return path if path.is_absolute() else ROOT / path
-
-
-def screenshot(page: Page, name: str, full_page: bool = True) -> Path:
-    """Save a PNG of the page as ``<name>.png`` (docs/screenshots with PORTAL_SCREENSHOTS, else a temp dir)."""
-    target = screenshot_dir() / f"{name}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(target), full_page=full_page, animations="disabled", caret="hide")
-    return target
-
-
-def has_horizontal_overflow(page: Page) -> bool:
-    """True when the page scrolls sideways (content wider than the viewport)."""
-    return page.evaluate("() => document.documentElement.scrollWidth > document.documentElement.clientWidth + 1")
-
-
-def read_download(download: Any) -> bytes:
-    path = download.path()
-    assert path is not None, f"download failed: {download.failure()}"
-    return Path(path).read_bytes()
-
-
-def json_download(download: Any) -> Any:
-    return json.loads(read_download(download))

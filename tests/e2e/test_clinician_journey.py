@@ -9,7 +9,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import ALICE_MRN, PHONE, check_accessibility, has_horizontal_overflow, screenshot
+from tests.support.pages import ALICE_MRN, PHONE, check_accessibility, has_horizontal_overflow, screenshot
 from tests.support.seed import ALICE, BOB
 
 NOTE = "<script>alert(1)</script> BP 128/80, reviewed inhaler technique."

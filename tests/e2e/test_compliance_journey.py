@@ -12,7 +12,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import (
+from tests.support.pages import (
     ALICE_MRN,
     DESKTOP,
     PHONE,

@@ -14,7 +14,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 from playwright.sync_api import Route, expect
 
-from tests.e2e.conftest import check_accessibility, screenshot
+from tests.support.pages import check_accessibility, screenshot
 from tests.support.seed import ALICE
 
 APP_ORIGIN = "https://health-diary.example"

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.conftest import check_accessibility, screenshot
 from tests.support.browser import require_chromium
+from tests.support.pages import check_accessibility, screenshot
 from tests.support.portal_server import PortalServer, running_portal
 
 IDLE_SECONDS = 3

@@ -10,7 +10,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import (
+from tests.support.npm_idp import sign_in_portal
+from tests.support.pages import (
     ALICE_MRN,
     DESKTOP,
     PHONE,
@@ -20,7 +21,6 @@ from tests.e2e.conftest import (
     screenshot,
     sign_in_npm,
 )
-from tests.support.npm_idp import sign_in_portal
 from tests.support.seed import ALICE
 
 PHI = ("Moreau", ALICE_MRN)

@@ -11,7 +11,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import ALICE_MRN, check_accessibility, read_download, screenshot
+from tests.support.pages import ALICE_MRN, check_accessibility, read_download, screenshot
 
 
 def main_nav(page: Page):

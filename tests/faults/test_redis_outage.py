@@ -21,8 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.faults.test_worker_killed import Timeline, catch_up
-from tests.support.chat import ChatClient, direct_chat_across_workers
+from tests.support.chat import ChatClient, Timeline, catch_up, direct_chat_across_workers
 from tests.support.portal_server import PortalServer, another_worker, running_portal
 from tests.support.services import PrivateRedis
 from tests.support.waiting import wait_until

@@ -15,50 +15,10 @@ import uuid
 import pytest
 import socketio
 
-from tests.support.chat import ChatClient, direct_chat_across_workers
+from tests.support.chat import ChatClient, Timeline, catch_up, direct_chat_across_workers
 from tests.support.portal_server import another_worker, running_portal
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
-
-
-class Timeline:
-    """What one client knows of a conversation: messages by seq, from live events, acks and history."""
-
-    def __init__(self, start_seq: int):
-        self.start = start_seq
-        self.by_seq: dict[int, dict] = {}
-        self.lock = threading.Lock()
-
-    def add(self, message: dict) -> None:
-        with self.lock:
-            known = self.by_seq.setdefault(message["seq"], message)
-            assert known["id"] == message["id"], f"two messages with seq {message['seq']}: {known} / {message}"
-
-    def absorb(self, client: ChatClient, conversation_id: str) -> int:
-        """Take in the live ``message`` events ``client`` has received; return ``contiguous()``."""
-        for message in client.received("message", lambda e: e.get("conversation_id") == conversation_id):
-            self.add(message)
-        return self.contiguous()
-
-    def contiguous(self) -> int:
-        """The highest seq up to which nothing is missing."""
-        with self.lock:
-            seq = self.start
-            while seq + 1 in self.by_seq:
-                seq += 1
-            return seq
-
-
-def catch_up(client: ChatClient, conversation_id: str, after_seq: int) -> list[dict]:
-    """Every message after ``after_seq``, following ``has_more`` pages."""
-    messages: list[dict] = []
-    while True:
-        page = client.call("history", {"conversation_id": conversation_id, "after_seq": after_seq, "limit": 20})
-        assert page["ok"], page
-        messages.extend(page["messages"])
-        if not page["has_more"]:
-            return messages
-        after_seq = page["messages"][-1]["seq"]
 
 
 def test_killed_worker_client_catches_up_on_the_other(tmp_path, redis_url):

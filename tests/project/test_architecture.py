@@ -1,4 +1,5 @@
-"""The shape the code keeps: imports at module top and no cycles, services free of HTTP, every action registered."""
+"""The shape the code keeps: imports at module top and no cycles, services free of HTTP, every action registered,
+tests sharing code only through tests/support."""
 from __future__ import annotations
 
 import ast
@@ -95,6 +96,20 @@ def test_the_audit_package_never_imports_the_portal_or_flask():
                        if isinstance(node, ast.Import) for alias in node.names}
             imports |= {node.module or "" for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ImportFrom)}
             assert not {i for i in imports if i.split(".")[0] in {"portal", "flask", "flask_socketio"}}, name
+
+
+TEST_MODULES = sorted(path for path in (ROOT / "tests").rglob("*.py") if "support" not in path.parts)
+
+
+@pytest.mark.parametrize("path", TEST_MODULES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_tests_share_code_only_through_tests_support(path):
+    """A test module imports helpers from tests/support, never from conftest.py or from another test module."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+        for name in names:
+            assert not name.startswith("tests") or name.startswith("tests.support"), \
+                f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))
