@@ -8,6 +8,7 @@ derived from here, so an action that is not registered cannot be decided, record
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import Enum, StrEnum
 
 
@@ -109,10 +110,6 @@ class Action(StrEnum):
         return cls._value2member_map_.get(value)
 
     @classmethod
-    def of_group(cls, group: Group) -> frozenset[Action]:
-        return frozenset(action for action in cls if action.group is group)
-
-    @classmethod
     def signout_after(cls, reason: str) -> Action:
         """The event of a session that timed out: ``idle_timeout`` or ``session_expired``."""
         return cls(f"signout.{reason}")
@@ -150,9 +147,27 @@ class Section(StrEnum):
                    "accounting of disclosures")
 
 
+def family(prefix: str) -> str:
+    """A family of actions by the start of their names (``"chart."``), as log filters match them; refused when
+    no registered action is of it, so a typo fails at import, not as a filter that silently matches nothing."""
+    if not any(action.value.startswith(prefix) for action in Action):
+        raise ValueError(f"no registered action starts with {prefix!r}")
+    return prefix
+
+
+CHART_WORK = family("chart.")  # staff reading or writing a chart
+BREAK_GLASS = family("break_glass.")
+SIGN_IN = family("signin.")
 #: Actions an app takes for the patient who connected it: each is a disclosure to that app, listed in "Who viewed
 #: my chart" and the accounting of disclosures although the patient's own account made the request.
-APP_ACCESS_ACTIONS = ("fhir.",)
+APP_ACCESS = family("fhir.")
+#: What a patient is shown as an access of their chart ("Who viewed my chart", the accounting of disclosures).
+PATIENT_VISIBLE_ACCESSES = (CHART_WORK, BREAK_GLASS, Action.PATIENT_SEARCH_HIT, APP_ACCESS)
+
+
+def is_break_glass(action: str, details: Mapping[str, object]) -> bool:
+    """A break-glass step itself, or an access made under an emergency grant (its details say so)."""
+    return action.startswith(BREAK_GLASS) or "break_glass" in details
 
 #: The part of a chart each FHIR resource type is: how an app's reads are named in the access log and reports.
 FHIR_SECTIONS = {"Patient": Section.DEMOGRAPHICS, "Condition": Section.PROBLEMS, "MedicationRequest": Section.MEDICATIONS,

@@ -7,12 +7,14 @@ from typing import Any
 
 from audit import AuditEvent, Entry
 from audit.events import format_time
-from portal.actions import Action
+from portal.actions import BREAK_GLASS, CHART_WORK, Action, is_break_glass
 from portal.people import display_names
 
 # The clinic's working day (UTC): chart access outside it is flagged.
 WORKDAY_START = time(7, 0)
 WORKDAY_END = time(19, 0)
+
+AFTER_HOURS_ACTIONS = (CHART_WORK, BREAK_GLASS)  # staff at a chart outside working hours
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,11 @@ def event_flags(event: AuditEvent) -> tuple[str, ...]:
     flags = []
     if event.outcome == "denied":
         flags.append("denied")
-    if event.action.startswith("break_glass.") or "break_glass" in event.details:
+    if is_break_glass(event.action, event.details):
         flags.append("break-glass")
     if event.action == Action.SIGNIN_FAILURE:
         flags.append("sign-in failure")
-    if event.action.startswith("chart.") and is_after_hours(event.time):
+    if event.action.startswith(AFTER_HOURS_ACTIONS) and is_after_hours(event.time):
         flags.append("after hours")
     return tuple(flags)
 

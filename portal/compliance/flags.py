@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from audit import AuditFilter
 from portal import services
-from portal.actions import Action
-from portal.compliance.events import WORKDAY_END, WORKDAY_START, EventRow, event_rows
+from portal.actions import CHART_WORK, SIGN_IN, Action
+from portal.compliance.events import AFTER_HOURS_ACTIONS, WORKDAY_END, WORKDAY_START, EventRow, event_rows
 from portal.db import db_session, transaction
 from portal.models import BreakGlass
 from portal.people import display_names
@@ -21,8 +21,7 @@ FLAG_DEFAULT_RANGE = timedelta(days=7)
 BULK_READ_PATIENTS = 20  # more distinct charts than this ...
 BULK_READ_WINDOW = timedelta(minutes=10)  # ... within this long is flagged
 # Reading a chart, or being shown a patient by a search, counts towards bulk reading.
-BULK_READ_ACTIONS = ("chart.", Action.PATIENT_SEARCH_HIT)
-CHART_ACCESS_ACTIONS = ("chart.", "break_glass.")
+BULK_READ_ACTIONS = (CHART_WORK, Action.PATIENT_SEARCH_HIT)
 
 
 @dataclass(frozen=True)
@@ -133,11 +132,11 @@ def flags(filter: AuditFilter) -> Flags:
         until=until,
         break_glass=break_glass_flags(since, until),
         denied=event_rows(log.latest(AuditFilter(since=since, until=until, outcome="denied"), FLAG_LIMIT,
-                                     not_actions=["signin."])),
+                                     not_actions=[SIGN_IN])),
         signin_failures=event_rows(log.latest(AuditFilter(since=since, until=until, action=Action.SIGNIN_FAILURE),
                                               FLAG_LIMIT)),
         bulk_reads=bulk_reads(since, until),
-        after_hours=event_rows(log.latest(in_range, FLAG_LIMIT, actions=CHART_ACCESS_ACTIONS,
+        after_hours=event_rows(log.latest(in_range, FLAG_LIMIT, actions=AFTER_HOURS_ACTIONS,
                                           outside_hours=(WORKDAY_START.hour, WORKDAY_END.hour))),
     )
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from audit import AuditEvent
 from portal import services
-from portal.actions import APP_ACCESS_ACTIONS, Action, Section
+from portal.actions import PATIENT_VISIBLE_ACCESSES, Action, Section, is_break_glass
 from portal.crypto import blind_index_terms
 from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound, found
@@ -29,7 +29,6 @@ BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 SEARCH_LIMIT = 50
 ACCESS_LOG_LIMIT = 200
 # What "Who viewed my chart" lists: reads and writes, emergency access, appearing in a search, apps' reads.
-CHART_ACCESS_ACTIONS = ("chart.", "break_glass.", Action.PATIENT_SEARCH_HIT, *APP_ACCESS_ACTIONS)
 
 
 def read_chart(patient_id: str) -> ChartRecord:
@@ -190,7 +189,7 @@ def chart_access_log(patient_id: str, limit: int = ACCESS_LOG_LIMIT) -> list[Acc
     """Who opened this patient's chart (other people, and apps the patient connected; successful accesses,
     newest first)."""
     entries = services.audit_store().accesses_to(patient_id, not_reasons=OWN_ACCESS_REASONS,
-                                                 actions=CHART_ACCESS_ACTIONS, newest_first=True, limit=limit)
+                                                 actions=PATIENT_VISIBLE_ACCESSES, newest_first=True, limit=limit)
     names = display_names(entry.event.actor_id for entry in entries)
     return [
         AccessLogEntry(
@@ -199,7 +198,7 @@ def chart_access_log(patient_id: str, limit: int = ACCESS_LOG_LIMIT) -> list[Acc
             role="App you connected" if app_reader(entry.event.details) else
             (entry.event.actor_role or "staff").replace(",", ", ").title(),
             what=_access_description(entry.event),
-            break_glass=entry.event.action.startswith("break_glass.") or "break_glass" in entry.event.details,
+            break_glass=is_break_glass(entry.event.action, entry.event.details),
         )
         for entry in entries
     ]

@@ -3,7 +3,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from portal.actions import Action
+from portal.actions import Action, family, is_break_glass
 from portal.crypto import Keyring, install_keyring
 from portal.db import Base, bind_engine, create_engine, db_session
 from portal.models import (
@@ -234,3 +234,18 @@ def test_the_portal_session_cannot_use_the_apps_actions(world):
 def test_connected_apps_are_the_patients_own_business(world, action):
     assert can(world["users"]["patient"], action, ChartRef(world["own"].id, "connected_apps")).allowed
     assert not can(world["users"]["clinician"], action, ChartRef(world["own"].id, "connected_apps")).allowed
+
+
+def test_an_action_family_no_registered_action_belongs_to_is_refused_at_import():
+    assert family("chart.") == "chart."
+    with pytest.raises(ValueError, match="chrat."):
+        family("chrat.")
+
+
+@pytest.mark.parametrize("action, details, expected", [
+    ("break_glass.open", {}, True),
+    ("chart.read", {"break_glass": "grant-1"}, True),
+    ("chart.read", {}, False),
+])
+def test_an_access_is_break_glass_when_it_opens_or_uses_an_emergency_grant(action, details, expected):
+    assert is_break_glass(action, details) is expected

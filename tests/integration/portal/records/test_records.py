@@ -339,4 +339,4 @@ def test_a_compliance_officers_mrn_lookup_is_a_search_within_the_hourly_limit(db
     assert refused.status_code == 429 and "at most 2 different patients in an hour" in refused.text
     hits = audit_rows(db, action="patient.search.hit")
     assert {row["patient_id"] for row in hits} == {ALICE, BOB}
-    assert not audit_rows(db, action="chart.disclosures", patient_id="00000000-0000-4000-8000-000000000003")
+    assert {row["patient_id"] for row in audit_rows(db, action="chart.disclosures")} <= {ALICE, BOB}  # not RC-100003
