@@ -50,9 +50,10 @@ def cosigned_size(portal: PortalServer) -> int:
 
 
 @contextmanager
-def superuser_tampering(database_url: str) -> Iterator[sa.Connection]:
+def superuser_tampering(database: str | sa.Engine) -> Iterator[sa.Connection]:
     """What an attacker with the database does: PostgreSQL triggers off for one superuser session; SQLite's dropped."""
-    engine = sa.create_engine(database_url)
+    url = database.url.render_as_string(hide_password=False) if isinstance(database, sa.Engine) else database
+    engine = sa.create_engine(url)
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":

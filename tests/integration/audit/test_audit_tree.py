@@ -7,23 +7,17 @@ import base64
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 
 from audit import (
-    KINDS,
-    AuditEvent,
     AuditWriteError,
     Entry,
     JsonlAuditStore,
     SigningKey,
     SqlAuditStore,
     audit_entry,
-    audit_tree_checkpoint,
     audit_tree_node,
     create_tables,
     install_append_only_guard,
@@ -36,27 +30,14 @@ from audit.merkle import consistency_proof, leaf_hash, tree_hash, verify_consist
 from audit.note import NoteSigner, open_checkpoint
 from audit.tree import build_tree
 from audit.tree_checkpoints import CHAIN_HEAD_EXTENSION, note_body
-from audit.tree_verify import TreeHead, verify_tree
 from portal.migrate import upgrade
+from tests.support.audit_events import numbered_event
 from tests.support.legacy_chain import chain_hash, insert_chain, legacy_entry
 from tests.support.portal_server import ROOT, flask_command, portal_env
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
 
 KEY = SigningKey.generate()
-START = datetime(2024, 5, 1, tzinfo=timezone.utc)
-
-
-def _event(i: int) -> AuditEvent:
-    return AuditEvent(action="chart.read", outcome="allowed", actor_id=f"u{i % 3}", patient_id=f"p{i % 5}",
-                      details={"i": i}, time=START + timedelta(seconds=i))
-
-
-@pytest.fixture
-def engine(database_url) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def _assert_tree_matches_entries(store: SqlAuditStore | JsonlAuditStore, *sizes: int) -> dict[int, bytes]:
@@ -81,7 +62,7 @@ def test_every_append_writes_the_tree_hashes_its_entries_complete(engine):
     assert store.tree_size() == 0 and store.root() == tree_hash([])
     i = 0
     for batch in (1, 1, 5, 1, 16, 3, 40, 1):
-        store.append_many(_event(i + n) for n in range(batch))
+        store.append_many(numbered_event(i + n) for n in range(batch))
         i += batch
     assert store.count() == store.tree_size() == 68
     _assert_tree_matches_entries(store)
@@ -95,7 +76,7 @@ def test_every_append_writes_the_tree_hashes_its_entries_complete(engine):
 def test_proofs_name_a_tree_size_the_log_does_not_have(engine):
     create_tables(engine)
     store = SqlAuditStore(engine, KEY)
-    store.append_many(_event(i) for i in range(5))
+    store.append_many(numbered_event(i) for i in range(5))
     with pytest.raises(ValueError, match="has 5 entries, so no tree of size 6"):
         store.inclusion_proof(0, 6)
     with pytest.raises(ValueError, match="leaf index 5 is not in a tree of 5"):
@@ -111,8 +92,8 @@ def test_a_file_store_proves_exactly_what_the_database_store_proves(engine, tmp_
     sql = SqlAuditStore(engine, KEY)
     jsonl = JsonlAuditStore(tmp_path / "audit.jsonl", KEY, fsync=False)
     for store in (sql, jsonl):
-        store.append_many(_event(i) for i in range(13))
-        store.append(_event(13))
+        store.append_many(numbered_event(i) for i in range(13))
+        store.append(numbered_event(13))
     assert jsonl.tree_size() == sql.tree_size() == 14
     assert _assert_tree_matches_entries(jsonl) == _assert_tree_matches_entries(sql)
     assert jsonl.inclusion_proof(9, 14) == sql.inclusion_proof(9, 14)
@@ -124,7 +105,7 @@ ORIGIN = "portal.example/audit"
 
 def _insert_chain(engine: sa.Engine, count: int) -> list[Entry]:
     """Entries as the portal wrote them before the tree existed: a hash chain, checkpoints every 100, nothing else."""
-    events = [_event(seq) for seq in range(1, count + 1)]
+    events = [numbered_event(seq) for seq in range(1, count + 1)]
     with engine.begin() as conn:
         insert_chain(conn, events, KEY)
     return [Entry(seq, event) for seq, event in enumerate(events, start=1)]
@@ -137,7 +118,7 @@ def test_the_migration_builds_the_tree_of_an_existing_log_in_order(engine, datab
     store = SqlAuditStore(engine, KEY, origin=ORIGIN)
     assert store.tree_size() == 1234
     assert store.root() == tree_hash([leaf_hash(entry.leaf_data()) for entry in entries])
-    store.append_many(_event(i) for i in range(1234, 1300))  # and the log grows on from there
+    store.append_many(numbered_event(i) for i in range(1234, 1300))  # and the log grows on from there
     roots = _assert_tree_matches_entries(store, 1234, 1235)
     with engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
         conn.execute(audit_tree_node.delete())  # the migration guarded the new table too
@@ -162,7 +143,7 @@ def _columns(engine: sa.Engine, table: str) -> set[str]:
 def test_the_chain_is_imported_into_the_tree_its_heads_signed_into_tree_checkpoints_and_dropped(engine, database_url):
     """A log at revision 0006 whose tree lags its chain (entries appended by a version that kept only the chain)."""
     upgrade(database_url, "0006")
-    events = [_event(seq) for seq in range(1, 251)]
+    events = [numbered_event(seq) for seq in range(1, 251)]
     with engine.begin() as conn:
         head_hash = insert_chain(conn, events[:120], KEY)
         assert build_tree(conn) == 120
@@ -186,7 +167,7 @@ def test_the_chain_is_imported_into_the_tree_its_heads_signed_into_tree_checkpoi
     assert heads[250] == head_hash
     assert signed == {size: (f"{CHAIN_HEAD_EXTENSION} {size} {heads[size]}",) for size in (100, 200, 250)}
     assert verify_store(store, KEY.verify_key).ok  # the tree checkpoints stand where the chain's did
-    store.append_many(_event(seq) for seq in range(251, 340))
+    store.append_many(numbered_event(seq) for seq in range(251, 340))
     report = verify_store(store, KEY.verify_key)
     assert report.ok and report.entries_checked == 339
     with engine.begin() as conn, pytest.raises(sa.exc.DatabaseError, match="append-only"):
@@ -196,7 +177,7 @@ def test_the_chain_is_imported_into_the_tree_its_heads_signed_into_tree_checkpoi
 def test_the_migration_refuses_to_retire_a_chain_that_does_not_verify(engine, database_url):
     upgrade(database_url, "0006")
     with engine.begin() as conn:
-        insert_chain(conn, [_event(seq) for seq in range(1, 40)], KEY)
+        insert_chain(conn, [numbered_event(seq) for seq in range(1, 40)], KEY)
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # a superuser's triggers off
         else:
@@ -218,7 +199,7 @@ def _b64s(values: list[str]) -> list[bytes]:
 def test_the_cli_prints_proofs_an_independent_verifier_accepts(engine, database_url, tmp_path):
     create_tables(engine)
     store = SqlAuditStore(engine, KEY)
-    store.append_many(_event(i) for i in range(21))
+    store.append_many(numbered_event(i) for i in range(21))
     inclusion = _audit_cli("prove-inclusion", "--db", database_url, "--index", "12", "--size", "20")
     assert inclusion.returncode == 0, inclusion.stderr
     proof = json.loads(inclusion.stdout)
@@ -275,7 +256,7 @@ def check_proofs_offline(tmp_path, inclusion_json: str, consistency_json: str) -
 
 def test_the_cli_exits_2_for_sizes_the_log_lacks_and_1_for_an_entry_its_leaf_does_not_match(engine, database_url):
     create_tables(engine)
-    SqlAuditStore(engine, KEY).append_many(_event(i) for i in range(4))
+    SqlAuditStore(engine, KEY).append_many(numbered_event(i) for i in range(4))
     beyond = _audit_cli("prove-inclusion", "--db", database_url, "--index", "2", "--size", "5")
     assert beyond.returncode == 2 and "no tree of size 5" in beyond.stderr
     backwards = _audit_cli("prove-consistency", "--db", database_url, "--old", "4", "--new", "3")
@@ -291,124 +272,14 @@ def test_the_cli_exits_2_for_sizes_the_log_lacks_and_1_for_an_entry_its_leaf_doe
 def test_appends_stop_when_the_tree_remembers_entries_that_were_deleted(engine):
     create_tables(engine)
     store = SqlAuditStore(engine, KEY)
-    store.append_many(_event(i) for i in range(9))
+    store.append_many(numbered_event(i) for i in range(9))
     with engine.begin() as conn:
         remove_append_only_guard(conn)  # the tail deleted from the entries, not from the tree
         conn.execute(audit_entry.delete().where(audit_entry.c.seq > 6))
         install_append_only_guard(conn)
     with pytest.raises(AuditWriteError, match="already has a leaf at index 6 but the log has 6 entries"):
-        store.append(_event(9))
+        store.append(numbered_event(9))
     assert store.count() == 6 and store.tree_size() == 9
-
-
-# --------------------------------------------------------------------------- verifying the stored tree
-
-
-@contextmanager
-def _attacker(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """An attacker with the database switches the append-only guard off first."""
-    with engine.begin() as conn:
-        remove_append_only_guard(conn)
-        yield conn
-        install_append_only_guard(conn)
-
-
-def _set_node(conn: sa.Connection, level: int, index: int, digest: bytes) -> None:
-    node = (audit_tree_node.c.level == level) & (audit_tree_node.c.idx == index)
-    conn.execute(audit_tree_node.update().where(node).values(hash=digest))
-
-
-def _rebuild_tree(conn: sa.Connection) -> None:
-    conn.execute(audit_tree_node.delete())
-    build_tree(conn)
-
-
-def _grown_store(engine: sa.Engine, count: int = 3000) -> SqlAuditStore:
-    create_tables(engine)
-    store = SqlAuditStore(engine, KEY, checkpoint_every=100)
-    for start in range(0, count, 500):
-        store.append_many(_event(i) for i in range(start, min(count, start + 500)))
-    return store
-
-
-def test_full_verification_re_derives_every_stored_hash_and_locates_what_was_changed(engine):
-    store = _grown_store(engine)
-    good = verify_tree(store)
-    assert good.ok and good.head == TreeHead(3000, store.root()) and good.entries_checked == 3000
-    report = verify_store(store, KEY.verify_key)
-    assert report.ok and report.tree == good.head and "Merkle tree of 3000 entries" in report.summary()
-    tampering = [
-        (lambda conn: _set_node(conn, 0, 1233, b"\x00" * 32), ("tree_mismatch", 1234), "level 0, index 1233"),
-        (lambda conn: _set_node(conn, 3, 100, b"\x00" * 32), ("tree_mismatch", 801), "entries 801 to 808"),
-        (lambda conn: conn.execute(audit_tree_node.delete().where(audit_tree_node.c.level == 5)),
-         ("tree_mismatch", 1), "no stored hash at level 5"),
-        (lambda conn: conn.execute(audit_entry.delete().where(audit_entry.c.seq > 2990)),
-         ("truncated", 2991), "the tree has 3000 leaves but the log ends at entry 2990"),
-    ]
-    for tamper, (kind, position), words in tampering:
-        with _attacker(engine) as conn:
-            tamper(conn)
-        report = verify_tree(store)
-        assert not report.ok and (report.problem.kind, report.problem.position) == (kind, position), report.problem
-        assert words in report.problem.message
-        chain_and_tree = verify_store(store, KEY.verify_key)
-        assert not chain_and_tree.ok and chain_and_tree.problem.kind in KINDS
-        _reset(engine, store)  # the next case starts from an intact log
-
-
-def _reset(engine: sa.Engine, store: SqlAuditStore) -> None:
-    with _attacker(engine) as conn:
-        for table in (audit_tree_node, audit_entry, audit_tree_checkpoint):
-            conn.execute(table.delete())
-    for start in range(0, 3000, 500):
-        store.append_many(_event(i) for i in range(start, start + 500))
-    assert verify_tree(store).ok
-
-
-def test_a_log_whose_tree_lost_its_tail_is_reported(engine):
-    store = _grown_store(engine, 40)
-    with _attacker(engine) as conn:
-        for level in range(6):  # every hash over entries 33 to 40
-            nodes = audit_tree_node.c
-            conn.execute(audit_tree_node.delete().where((nodes.level == level) & (nodes.idx >= 32 >> level)))
-    report = verify_tree(store)
-    assert (report.problem.kind, report.problem.position) == ("tree_mismatch", 33)
-    assert "entries 33 to 40 have no leaf in the tree" in report.problem.message
-
-
-def test_incremental_verification_hashes_only_the_new_entries_and_checks_consistency(engine):
-    store = _grown_store(engine)
-    trusted = verify_tree(store).head
-    store.append_many(_event(i) for i in range(3000, 3123))
-    report = verify_tree(store, trusted)
-    assert report.ok and report.mode == "incremental" and report.entries_checked == 123
-    assert report.head == TreeHead(3123, store.root())
-    assert verify_tree(store, report.head).entries_checked == 0  # nothing new: only the frontier is read
-
-    with _attacker(engine) as conn:  # a new entry edited: its leaf no longer matches
-        conn.execute(audit_entry.update().where(audit_entry.c.seq == 3050).values(patient_id="someone-else"))
-    report = verify_tree(store, trusted)
-    assert (report.problem.kind, report.problem.position) == ("tree_mismatch", 3050)
-
-    with _attacker(engine) as conn:  # the attacker rebuilds the whole tree over an edited old entry
-        conn.execute(audit_entry.update().where(audit_entry.c.seq == 17).values(reason="rewritten"))
-        _rebuild_tree(conn)
-    report = verify_tree(store, trusted)
-    assert report.problem.kind == "inconsistent" and "does not have the trusted root" in report.problem.message
-    assert verify_tree(store).ok  # a full check alone cannot tell: only a trusted head catches a rebuilt tree
-
-
-def test_incremental_verification_refuses_a_tree_shorter_than_the_trusted_head(engine):
-    store = _grown_store(engine, 50)
-    trusted = verify_tree(store).head
-    with _attacker(engine) as conn:  # the tail deleted from both, the tree rebuilt to match
-        conn.execute(audit_entry.delete().where(audit_entry.c.seq > 45))
-        _rebuild_tree(conn)
-    assert verify_tree(store).ok
-    report = verify_tree(store, trusted)
-    assert (report.problem.kind, report.problem.position) == ("truncated", 46)
-    forged = verify_tree(store, TreeHead(45, b"\x01" * 32))
-    assert forged.problem.kind == "inconsistent"
 
 
 def test_the_append_s_frontier_lookup_searches_the_primary_key_instead_of_scanning_the_table(tmp_path):
@@ -429,7 +300,7 @@ def test_flask_init_db_retires_the_chain_with_the_portal_s_own_key_and_origin(en
     upgrade(database_url, "0006")
     env = portal_env(tmp_path, database_url, port=5000)
     key = load_signing_key(env["PORTAL_AUDIT_SIGNING_KEY"])
-    events = [_event(seq) for seq in range(1, 151)]
+    events = [numbered_event(seq) for seq in range(1, 151)]
     with engine.begin() as conn:
         head_hash = insert_chain(conn, events, key)
     assert "migrated" in flask_command(env, "init-db")

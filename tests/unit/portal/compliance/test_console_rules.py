@@ -73,6 +73,10 @@ def test_event_flags():
     assert "break-glass" in event_flags(AuditEvent(action="chart.read", outcome="allowed", time=at(10),
                                                    details={"break_glass": "g1"}))
     assert "sign-in failure" in event_flags(AuditEvent(action="signin.failure", outcome="denied"))
+    # Break-glass at night is after hours too, as in the console's after-hours list.
+    assert event_flags(AuditEvent(action="break_glass.open", outcome="allowed", time=at(23))) == \
+        ("break-glass", "after hours")
+    assert event_flags(AuditEvent(action="signout", outcome="allowed", time=at(23))) == ()
 
 
 def test_busiest_windows_counts_distinct_patients_in_a_sliding_window():
