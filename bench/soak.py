@@ -1,6 +1,7 @@
 """Soak: many Socket.IO clients chatting across two workers for a bounded time, plus chart readers.
 
-Not a test (not part of `make test`): a correctness run under sustained load, on loopback only.
+Not a test (not part of `make test`): a correctness run under sustained load, on loopback only. Long
+because it is one program an operator runs on its own: its clients, load, checks and report together.
 
     .venv/bin/python bench/soak.py [--seconds 60] [--clients 200] [--rate 20] [--http-clients 4]
                                    [--client-processes 4] [--db postgresql+psycopg2://...]

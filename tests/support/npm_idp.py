@@ -1,4 +1,7 @@
-"""Run panva's oidc-provider (tests/oidc_provider) as a real OpenID Provider for tests."""
+"""Run panva's oidc-provider (tests/oidc_provider) as a real OpenID Provider for tests.
+
+Long because it is the one driver of that provider every test of it shares: the process, its clients and
+accounts, and the sign-in steps through its pages and the portal's."""
 from __future__ import annotations
 
 import base64

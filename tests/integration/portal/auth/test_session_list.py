@@ -6,6 +6,7 @@ worker: its pages go back to sign-in, its API calls get 401 and its open chat co
 why and cut. Most tests use the in-process portal on SQLite (tests/support/harness.py, one transaction for
 the module, ``requests`` through the development provider's forms); the cross-worker ones, with their real
 Socket.IO connections, use two workers sharing PostgreSQL and Redis (skipped locally without them, failing in CI).
+The module is long because both halves use the same helpers for devices, chats and the stored session rows.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ OpenID provider's forms as over HTTP, the live feed is read with Flask-SocketIO'
 commands run through Flask's CLI runner. Over real processes: the feed across workers is in
 test_compliance_scaleout.py, `flask audit-verify` as a command in test_backup_restore.py and
 test_audit_checkpoints_deleted.py, the console in a browser in tests/e2e/test_compliance_journey.py.
+The module is long because the console's topics share the module's signed-in officer and clinician and
+the log their actions build up.
 """
 from __future__ import annotations
 

@@ -8,6 +8,9 @@ The person signs in at the provider and answers the consent page with a ``reques
 browser would. Resources are also validated with ``fhir.resources``: it ships R5, R4B and STU3 but
 no R4, so its R4B models are the closest check it offers (R4B changed none of these resources'
 elements that the portal uses).
+
+The module is long because its journeys, token checks and refusals share that one stack (a portal process,
+the npm provider and the registered apps); split, each part would start the stack again.
 """
 from __future__ import annotations
 

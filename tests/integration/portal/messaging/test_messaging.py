@@ -1,6 +1,7 @@
 """Real-time messaging over the real eventlet server with real python-socketio clients.
 
-One portal (SQLite) serves the module; PostgreSQL and Redis variants start their own servers.
+One portal (SQLite) serves the module; PostgreSQL and Redis variants start their own servers. The module is
+long because the core behaviour is written once and run against each of those servers.
 """
 from __future__ import annotations
 
