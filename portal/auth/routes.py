@@ -19,7 +19,7 @@ from portal.access import record, role_label
 from portal.actions import Action
 from portal.auth import backchannel, bp, step_up
 from portal.auth.identity import chart_link, upsert_user
-from portal.auth.provider import SignInError, provider_client, redirect_uri
+from portal.auth.provider import provider_client, redirect_uri
 from portal.auth.sessions import (
     SIGNED_OUT_MESSAGES,
     current_login,
@@ -32,22 +32,11 @@ from portal.auth.sessions import (
     start_session,
 )
 from portal.errors import error_response
-from portal.exceptions import NotFound
+from portal.exceptions import LogoutTokenError, NotFound, SignInError, StepUpRefused
 from portal.extensions import csrf, limiter
-from portal.request_fields import wants_json
 
 log = logging.getLogger(__name__)
 ASKED_FRESH = "sign_in_asked_fresh"  # this sign-in was sent with prompt=login: a refusal is final
-
-
-@bp.app_errorhandler(step_up.StepUpRequired)
-def _step_up_required(exc: step_up.StepUpRequired):
-    """A sensitive action without a live step-up: pages go to sign in again, JSON callers learn where."""
-    start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url)
-    if wants_json():
-        return jsonify(error={"code": "step_up_required", "step_up_url": start,
-                              "message": f"Sign in again to {step_up.ACTIONS[exc.action]}."}), 401
-    return redirect(start)
 
 
 @bp.get("/signin")
@@ -186,7 +175,7 @@ def _finish_step_up(pending: dict, issuer: str, id_claims: dict):
         proof = step_up.grant(login, action, step_up.check_claims(
             current_user, issuer, id_claims, max_age=settings.oidc_step_up_max_age,
             accepted_acr=settings.oidc_step_up_acr.split()))
-    except step_up.StepUpRefused as refused:
+    except StepUpRefused as refused:
         record(Action.STEPUP_FAILURE, "denied", reason=refused.code, details={"step_up": action})
         return _step_up_refused(401, refused.code, refused.message, pending)
     record(Action.STEPUP_SUCCESS, "allowed", reason=f"fresh sign-in for {action}", details=proof.audit_details())
@@ -294,7 +283,7 @@ def backchannel_logout():
     try:
         claims = backchannel.verified_claims(request.form.get("logout_token", ""))
         backchannel.remember_jti(claims)
-    except backchannel.LogoutTokenError as exc:
+    except LogoutTokenError as exc:
         log.warning("back-channel logout refused", extra={"error": exc.code})
         record(Action.SIGNOUT_BACKCHANNEL, "denied", reason=exc.code)
         return jsonify(error="invalid_request", error_description=str(exc)), 400

@@ -27,7 +27,8 @@ from flask_login import current_user, login_required
 from portal import access, services
 from portal.access import record
 from portal.actions import Action, Section
-from portal.errors import audit_refusal, error_response
+from portal.errors import error_response, status_of
+from portal.errors.handlers import audit_refusal
 from portal.exceptions import InvalidInput
 from portal.extensions import csrf, limiter, talisman
 from portal.fhir import bp, service
@@ -238,7 +239,7 @@ def register_app():
     except InvalidInput as exc:  # the form again, as typed, saying what to fix
         audit_refusal(exc)
         return render_template("fhir/admin_apps.html", apps=service.registered_apps(), registration=None, form=form,
-                               error=exc.message), 400
+                               error=exc.message), status_of(exc)
     record(Action.ADMIN_APP_REGISTERED, "allowed", resource_type="smart_app", resource_id=registration.app.id,
            details={**app_details(registration.app), "public": registration.app.public})
     return render_template("fhir/admin_apps.html", apps=service.registered_apps(), registration=registration, form={})

@@ -13,7 +13,7 @@ from portal import services
 from portal.actions import APP_ACCESS_ACTIONS, Action, Section
 from portal.crypto import blind_index_terms
 from portal.db import db_session
-from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound, found
+from portal.exceptions import Conflict, InvalidInput, NotFound, SearchLimitReached, found
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
 from portal.people import app_reader, display_names
 from portal.policy import OWN_ACCESS_REASONS
@@ -67,19 +67,6 @@ def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list
     if not conditions:
         raise InvalidInput("empty_search", "Give an MRN, a family name or a date of birth.")
     return list(db_session.scalars(sa.select(Patient).where(*conditions).limit(SEARCH_LIMIT)))
-
-
-class SearchLimitReached(LimitReached):
-    """A search would show this user more distinct patients within the hour than the limit allows."""
-
-    def __init__(self, limit: int, listed: int, new: int):
-        super().__init__("search_limit", f"Searches may show you at most {limit} different patients in an hour, and "
-                         "this one would go past that. Open patients from your care-team list, or ask a compliance "
-                         "officer if you need more.")
-        self.limit, self.listed, self.new = limit, listed, new
-
-    def audit_details(self) -> dict[str, int]:
-        return {"limit": self.limit, "listed_this_hour": self.listed, "new_in_results": self.new}
 
 
 def search_within_limit(mrn: str, name: str, birth_date: str, listed_recently: Callable[[], set[str]],

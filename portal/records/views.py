@@ -11,7 +11,8 @@ from portal import policy, services
 from portal.access import authorize, record
 from portal.actions import CHART_SECTIONS, Action, Section
 from portal.auth import step_up
-from portal.exceptions import InvalidInput
+from portal.errors import status_of
+from portal.exceptions import InvalidInput, SearchLimitReached
 from portal.extensions import limiter
 from portal.people import own_patient_id
 from portal.policy import ChartRef
@@ -76,9 +77,9 @@ def search():
         return render_template("records/search.html", results=None, query=request.args)
     try:
         results = listed_by_search(mrn, name, dob)
-    except (InvalidInput, service.SearchLimitReached) as exc:
-        status = 429 if isinstance(exc, service.SearchLimitReached) else 400
-        return render_template("records/search.html", results=None, query=request.args, error=exc.message), status
+    except (InvalidInput, SearchLimitReached) as exc:
+        return render_template("records/search.html", results=None, query=request.args,
+                               error=exc.message), status_of(exc)
     return render_template("records/search.html", results=results, query=request.args)
 
 
