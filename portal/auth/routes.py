@@ -10,14 +10,14 @@ import logging
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
-from flask import flash, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from joserfc.errors import JoseError
 
 from portal import services
 from portal.access import record, role_label
 from portal.actions import Action
-from portal.auth import backchannel, bp, step_up
+from portal.auth import backchannel, step_up
 from portal.auth.identity import chart_link, upsert_user
 from portal.auth.provider import provider_client, redirect_uri
 from portal.auth.sessions import (
@@ -34,6 +34,8 @@ from portal.auth.sessions import (
 from portal.errors import error_response
 from portal.exceptions import LogoutTokenError, NotFound, SignInError, StepUpRefused
 from portal.extensions import csrf, limiter
+
+bp = Blueprint("auth", __name__)
 
 log = logging.getLogger(__name__)
 ASKED_FRESH = "sign_in_asked_fresh"  # this sign-in was sent with prompt=login: a refusal is final

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Response, flash, jsonify, redirect, render_template, request, stream_with_context, url_for
+from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 
 from audit import AuditFilter
@@ -16,7 +16,7 @@ from portal.access import authorize, authorized
 from portal.actions import Action
 from portal.auditlog import verify_key
 from portal.auth import step_up
-from portal.compliance import bp, charts, exports, flags, integrity, search, verification
+from portal.compliance import charts, exports, flags, integrity, search, verification
 from portal.compliance.filters import (
     FILTER_FIELDS,
     filter_query_args,
@@ -27,6 +27,8 @@ from portal.compliance.filters import (
 from portal.errors import status_of
 from portal.exceptions import FilterError, NotFound
 from portal.witnessing import status as witness_status
+
+bp = Blueprint("compliance", __name__)
 
 T = TypeVar("T")
 

@@ -12,13 +12,13 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, render_template, request
 from flask_login import current_user, login_required
 
 from portal import policy, services
 from portal.access import authorize, authorized, record
 from portal.actions import Action, Section
-from portal.disclosures import bp, service
+from portal.disclosures import service
 from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import DateRange, DisclosureReport
 from portal.errors import status_of
@@ -29,6 +29,8 @@ from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records.search import listed_within_limit
 from portal.validation import parse_id
+
+bp = Blueprint("disclosures", __name__)
 
 log = logging.getLogger(__name__)
 

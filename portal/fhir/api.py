@@ -12,13 +12,12 @@ from datetime import datetime, timezone
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import MissingAuthorizationError
-from flask import Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
 from portal.access import authorize, authorized, role_label
 from portal.actions import FHIR_SECTIONS, Action
 from portal.errors.handlers import record_refusal
 from portal.exceptions import NO_SUCH_RECORD, InvalidInput, NotFound, Unauthenticated
-from portal.fhir import api_bp as bp
 from portal.fhir import reads, search, service
 from portal.fhir.context import endpoints, protector
 from portal.fhir.metadata import capability_statement, openid_configuration, smart_configuration
@@ -27,6 +26,8 @@ from portal.records.fhir import FIXED_CATEGORIES
 from portal.request_fields import act_for_app
 from portal.scopes import RESOURCE_TYPES, ScopeSet
 from portal.validation import parse_id
+
+bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
 PUBLISHED = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 FHIR_JSON = "application/fhir+json"

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
 from flask import (
+    Blueprint,
     Response,
     after_this_request,
     flash,
@@ -31,7 +32,7 @@ from portal.errors import error_response, status_of
 from portal.errors.handlers import audit_refusal
 from portal.exceptions import InvalidInput
 from portal.extensions import csrf, limiter, talisman
-from portal.fhir import bp, service
+from portal.fhir import service
 from portal.fhir.context import smart_server
 from portal.fhir.server import Approval, record_for_grant
 from portal.people import own_patient_id
@@ -39,6 +40,8 @@ from portal.policy import ChartRef
 from portal.scopes import FHIR_USER, OPENID, ScopeSet, consent_items
 from portal.security import content_security_policy, policy_header
 from portal.validation import parse_id
+
+bp = Blueprint("smart", __name__)
 
 ENDPOINT_RATE_LIMIT = "300 per minute"  # per address: apps refresh, but nobody guesses codes at speed
 

@@ -10,7 +10,8 @@ from portal.exceptions import InvalidInput, NotFound
 from portal.extensions import limiter
 from portal.people import own_patient_id
 from portal.policy import ChartRef
-from portal.records import bp, serialize, service
+from portal.records import serialize, service
+from portal.records.blueprint import bp
 from portal.records.search import SEARCH_RATE_LIMIT, listed_by_search
 from portal.records.views import fhir_download
 from portal.validation import json_object, parse_id

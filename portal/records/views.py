@@ -16,7 +16,8 @@ from portal.exceptions import InvalidInput, SearchLimitReached
 from portal.extensions import limiter
 from portal.people import own_patient_id
 from portal.policy import ChartRef
-from portal.records import bp, fhir, service
+from portal.records import fhir, service
+from portal.records.blueprint import bp
 from portal.records.search import SEARCH_RATE_LIMIT, listed_by_search
 from portal.validation import parse_id
 
