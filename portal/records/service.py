@@ -10,13 +10,14 @@ from sqlalchemy.exc import IntegrityError
 
 from audit import AuditEvent
 from portal import services
+from portal.access import authorize, record
 from portal.actions import APP_ACCESS_ACTIONS, Action, Section
 from portal.crypto import blind_index_terms
 from portal.db import db_session
 from portal.exceptions import Conflict, InvalidInput, NotFound, SearchLimitReached, found
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
 from portal.people import app_reader, display_names
-from portal.policy import OWN_ACCESS_REASONS
+from portal.policy import OWN_ACCESS_REASONS, ChartRef
 from portal.records import reading
 from portal.records.reading import ChartRecord
 from portal.validation import checked_mrn, is_storable_text, parse_id
@@ -96,6 +97,17 @@ def care_team_patients(user: User) -> list[tuple[CareTeam, list[Patient]]]:
         ).all()
         listing.append((team, sorted(patients, key=lambda p: (p.family_name, p.given_name))))
     return listing
+
+
+def write_note(patient_id: str, author: User, title: str, text: str,
+               submission_id: str | None) -> tuple[VisitNote, bool]:
+    """The one way a note is written (page and API alike): the chart-write decision, the note stored once per
+    submission (``add_note``), and its CHART_NOTE_CREATED entry when it is new. Returns (note, created)."""
+    authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
+    note, created = add_note(get_patient(patient_id), author, title, text, submission_id)
+    if created:
+        record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
+    return note, created
 
 
 def add_note(patient: Patient, author: User, title: str, text: str, submission_id: str | None) -> tuple[VisitNote, bool]:

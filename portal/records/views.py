@@ -100,12 +100,9 @@ def chart_fhir(patient_id: str):
 @login_required
 def add_note(patient_id: str):
     patient_id = parse_id(patient_id)
-    authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
-    patient = service.get_patient(patient_id)
-    note, created = service.add_note(patient, current_user, request.form.get("title", ""),
-                                     request.form.get("text", ""), request.form.get("submission_id"))
+    _, created = service.write_note(patient_id, current_user, request.form.get("title", ""),
+                                    request.form.get("text", ""), request.form.get("submission_id"))
     if created:
-        record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
         flash("Note saved.", "success")
     else:
         flash("That note was already saved.", "info")
