@@ -53,6 +53,10 @@ class LimitReached(PortalError):
     """The person has done this too often for now."""
 
 
+class ProviderUnavailable(PortalError):
+    """The sign-in provider could not be reached, or failed a check before anyone was signed in."""
+
+
 class AccessDenied(PortalError):
     """The one access decision said no. ``conceal`` answers as "not found" so the asker learns nothing
     about whether the record exists; ``resource`` is what was asked for (a chart, a conversation)."""

@@ -17,6 +17,7 @@ from portal.exceptions import (
     LimitReached,
     NotFound,
     PortalError,
+    ProviderUnavailable,
     Unauthenticated,
 )
 from portal.request_fields import is_fhir_request, wants_json
@@ -37,7 +38,7 @@ TITLES = {
 # Refusals that are no one's fault get a title that says what is going on rather than "no access".
 CODE_TITLES = {"no_chart": "Your account is not linked to a chart yet"}
 STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, LimitReached: 429,
-          AuditUnavailable: 503}
+          ProviderUnavailable: 502, AuditUnavailable: 503}
 # FHIR's issue type for each status of an OperationOutcome (http://hl7.org/fhir/issue-type).
 ISSUE_TYPES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict",
                413: "too-costly", 429: "throttled", 502: "transient", 503: "transient"}
