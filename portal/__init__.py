@@ -14,7 +14,7 @@ from portal.config import INSTANCE_DIR, Settings
 from portal.db import bind_engine, create_engine, end_session
 from portal.devidp import init_app as init_devidp
 from portal.disclosures import bp as disclosures_bp
-from portal.errors import bp as errors_bp
+from portal.errors.handlers import bp as errors_bp
 from portal.fhir import api_bp as fhir_api_bp
 from portal.fhir import bp as smart_bp
 from portal.fhir import init_app as init_smart

@@ -12,11 +12,11 @@ from portal import services
 from portal.access import record
 from portal.actions import Action
 from portal.compliance.exports import export_to_file
-from portal.compliance.filters import FilterError, parse_filter
+from portal.compliance.filters import parse_filter
 from portal.compliance.integrity import run_verification
 from portal.crypto import active_keyring, rotate, rotation_status
 from portal.db import db_session
-from portal.exceptions import InvalidInput
+from portal.exceptions import FilterError, InvalidInput
 from portal.fhir.service import register_app
 from portal.migrate import upgrade
 from portal.seed import seed_demo as run_seed

@@ -53,6 +53,10 @@ class LimitReached(PortalError):
     """The person has done this too often for now."""
 
 
+class ProviderUnavailable(PortalError):
+    """The sign-in provider could not be reached, or failed a check before anyone was signed in."""
+
+
 class AccessDenied(PortalError):
     """The one access decision said no. ``conceal`` answers as "not found" so the asker learns nothing
     about whether the record exists; ``resource`` is what was asked for (a chart, a conversation)."""
@@ -70,6 +74,90 @@ class AuditUnavailable(PortalError):
     def __init__(self) -> None:
         super().__init__("audit_unavailable", "The audit log cannot be written right now, so records are not "
                                               "being served. Try again shortly.")
+
+
+# --------------------------------------------------------------------------- the features' own refusals
+
+
+class DateRangeError(InvalidInput):
+    """A malformed date range; the message is safe to show to the user."""
+
+    def __init__(self, message: str):
+        super().__init__("bad_range", message)
+
+
+class FilterError(InvalidInput):
+    """A malformed search or export filter; the message is safe to show to the user."""
+
+    def __init__(self, message: str):
+        super().__init__("bad_filter", message)
+
+
+class MessagingError(InvalidInput):
+    """A refusal the client is told about as ``{code, message}`` (over HTTP, a 400)."""
+
+
+class SearchLimitReached(LimitReached):
+    """A search would show this user more distinct patients within the hour than the limit allows."""
+
+    def __init__(self, limit: int, listed: int, new: int):
+        super().__init__("search_limit", f"Searches may show you at most {limit} different patients in an hour, and "
+                         "this one would go past that. Open patients from your care-team list, or ask a compliance "
+                         "officer if you need more.")
+        self.limit, self.listed, self.new = limit, listed, new
+
+    def audit_details(self) -> dict[str, int]:
+        return {"limit": self.limit, "listed_this_hour": self.listed, "new_in_results": self.new}
+
+
+UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
+
+
+class UnverifiedLog(Conflict):
+    """An entry of the report is not proven to be in the signed tree: the log or its tree was changed."""
+
+    def __init__(self, kind: str, position: int, problem: str):
+        super().__init__("audit_log_unverified", UNVERIFIED)
+        self.kind, self.position, self.problem = kind, position, problem
+
+    def audit_details(self) -> dict[str, object]:
+        return {"problem": self.kind, "position": self.position, "message": self.problem[:256]}
+
+
+# --------------------------------------------------------------------------- sign-in
+# Not PortalErrors: each has its own answer (a redirect, a sign-in failure page, an OIDC error body).
+
+
+class StepUpRequired(Exception):
+    """The action needs a fresh sign-in first; ``next_url`` is where to come back to, ``message`` says why."""
+
+    def __init__(self, action: str, next_url: str, message: str):
+        super().__init__(action)
+        self.action, self.next_url, self.message = action, next_url, message
+
+
+class StepUpRefused(Exception):
+    """The new ID token did not prove a fresh, strong enough sign-in by the same person."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class SignInError(RuntimeError):
+    """The sign-in provider's discovery or answers failed a check the portal makes."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class LogoutTokenError(ValueError):
+    """The logout token is forged, replayed, expired, mis-addressed or malformed; nothing is ended."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 def found(value: T | None, message: str = NO_SUCH_RECORD) -> T:

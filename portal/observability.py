@@ -28,6 +28,7 @@ from audit.note import Verifier
 from portal import services
 from portal.crypto import DecryptionError, KeyringError, check_stored_values
 from portal.db import Base
+from portal.errors import json_error
 from portal.request_fields import request_id
 
 REGISTRY = CollectorRegistry()
@@ -130,7 +131,7 @@ def metrics():
     token = services.settings().metrics_token
     supplied = request.headers.get("Authorization", "").removeprefix("Bearer ")
     if not token or not hmac.compare_digest(supplied, token):
-        return jsonify(error={"code": "unauthorized", "message": "metrics need the bearer token"}), 401
+        return json_error(401, "unauthorized", "metrics need the bearer token")
     return Response(generate_latest(REGISTRY), mimetype=CONTENT_TYPE_LATEST)
 
 

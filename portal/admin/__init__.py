@@ -1,6 +1,4 @@
 """Administrators manage care teams: who is on which team, and which patients each team looks after."""
-from flask import Blueprint
+from portal.admin.views import bp
 
-bp = Blueprint("admin", __name__)
-
-from portal.admin import views  # noqa: E402,F401
+__all__ = ["bp"]

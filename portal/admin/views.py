@@ -1,15 +1,17 @@
 """Administrator pages: care teams, users' sessions and encryption keys. Every change is audited."""
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from portal.access import authorize, record, role_label
 from portal.actions import Action
-from portal.admin import bp, service
+from portal.admin import service
 from portal.auth import step_up
 from portal.people import account_reference
 from portal.validation import parse_id
+
+bp = Blueprint("admin", __name__)
 
 
 @bp.get("/teams")

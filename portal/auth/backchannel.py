@@ -21,9 +21,10 @@ from joserfc.errors import InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from portal import services
-from portal.auth.provider import SignInError, provider_client
+from portal.auth.provider import provider_client
 from portal.auth.sessions import end_sessions
 from portal.db import db_session
+from portal.exceptions import LogoutTokenError, SignInError
 from portal.models import LoginSession, SeenLogoutToken, User
 
 BACKCHANNEL_EVENT = "http://schemas.openid.net/event/backchannel-logout"
@@ -31,14 +32,6 @@ MAX_TOKEN_AGE = timedelta(minutes=5)  # older logout tokens are refused, so seen
 LEEWAY_SECONDS = 30
 JWKS_REFETCH_EVERY = 60.0  # seconds
 _last_refetch = -JWKS_REFETCH_EVERY
-
-
-class LogoutTokenError(ValueError):
-    """The logout token is forged, replayed, expired, mis-addressed or malformed; nothing is ended."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def verified_claims(token: str) -> dict[str, Any]:

@@ -4,16 +4,11 @@ from __future__ import annotations
 from flask import url_for
 
 from portal import services
+from portal.exceptions import SignInError
 from portal.extensions import oauth
 
 # Asymmetric signatures only: "none" and HMAC-with-client-secret are never accepted for ID tokens.
 ACCEPTED_ID_TOKEN_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
-
-
-class SignInError(RuntimeError):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def provider_client():

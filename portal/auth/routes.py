@@ -10,16 +10,16 @@ import logging
 import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
-from flask import flash, jsonify, redirect, render_template, request, session, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from joserfc.errors import JoseError
 
 from portal import services
 from portal.access import record, role_label
 from portal.actions import Action
-from portal.auth import backchannel, bp, step_up
+from portal.auth import backchannel, step_up
 from portal.auth.identity import chart_link, upsert_user
-from portal.auth.provider import SignInError, provider_client, redirect_uri
+from portal.auth.provider import provider_client, redirect_uri
 from portal.auth.sessions import (
     SIGNED_OUT_MESSAGES,
     current_login,
@@ -31,23 +31,23 @@ from portal.auth.sessions import (
     signed_in_since_revocation,
     start_session,
 )
-from portal.errors import error_response
-from portal.exceptions import NotFound
+from portal.errors import error_response, status_of
+from portal.exceptions import (
+    InvalidInput,
+    LogoutTokenError,
+    NotFound,
+    PortalError,
+    ProviderUnavailable,
+    SignInError,
+    StepUpRefused,
+    Unauthenticated,
+)
 from portal.extensions import csrf, limiter
-from portal.request_fields import wants_json
+
+bp = Blueprint("auth", __name__)
 
 log = logging.getLogger(__name__)
 ASKED_FRESH = "sign_in_asked_fresh"  # this sign-in was sent with prompt=login: a refusal is final
-
-
-@bp.app_errorhandler(step_up.StepUpRequired)
-def _step_up_required(exc: step_up.StepUpRequired):
-    """A sensitive action without a live step-up: pages go to sign in again, JSON callers learn where."""
-    start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url)
-    if wants_json():
-        return jsonify(error={"code": "step_up_required", "step_up_url": start,
-                              "message": f"Sign in again to {step_up.ACTIONS[exc.action]}."}), 401
-    return redirect(start)
 
 
 @bp.get("/signin")
@@ -67,8 +67,8 @@ def login():
     try:
         client = provider_client()
         return client.authorize_redirect(redirect_uri(), **_sign_in_params(fresh))
-    except (requests.RequestException, SignInError) as exc:
-        return _failure(502, "provider_unreachable", "The sign-in provider could not be reached.", exc)
+    except (requests.RequestException, SignInError):
+        return _failure(_unreachable())
 
 
 def _sign_in_params(fresh: bool) -> dict[str, str | int]:
@@ -102,8 +102,8 @@ def step_up_start():
     session["step_up"] = {"action": action, "next": next_url}
     try:
         return provider_client().authorize_redirect(redirect_uri(), **step_up.authorization_params())
-    except (requests.RequestException, SignInError) as exc:
-        return _failure(502, "provider_unreachable", "The sign-in provider could not be reached.", exc)
+    except (requests.RequestException, SignInError):
+        return _failure(_unreachable())
 
 
 @bp.get("/callback")
@@ -112,12 +112,12 @@ def callback():
     pending_step_up = session.pop("step_up", None)
     asked_fresh = session.pop(ASKED_FRESH, False)
     if "error" in request.args:
-        return _failure(400, "provider_error", "The sign-in provider reported an error: "
-                        f"{request.args.get('error')[:60]}.", None, pending_step_up)
+        return _failure(InvalidInput("provider_error", "The sign-in provider reported an error: "
+                                     f"{request.args.get('error')[:60]}."), pending_step_up)
     try:
         token, claims = _verified_sign_in()
-    except _Refused as refused:
-        return _failure(*refused.args, pending_step_up)
+    except (InvalidInput, ProviderUnavailable) as refused:
+        return _failure(refused, pending_step_up)
     settings = services.settings()
     if pending_step_up and current_user.is_authenticated:
         return _finish_step_up(pending_step_up, settings.oidc_issuer, token["userinfo"])
@@ -144,17 +144,14 @@ def _remembered_sign_in_refused(user, asked_fresh: bool):
         record(Action.SIGNIN_FAILURE, "denied", actor_id=user.id, actor_role=role_label(user), reason="sign_in_again",
                details={"asked_again": "prompt=login"})
         return redirect(url_for("auth.login", fresh="1", next=next_url))
-    return _failure(401, "sign_in_again", "Your sessions were ended, so the sign-in provider's remembered "
-                    "sign-in is not enough. Sign in again with your password.", None,
+    return _failure(Unauthenticated("sign_in_again", "Your sessions were ended, so the sign-in provider's remembered "
+                                    "sign-in is not enough. Sign in again with your password."),
                     retry_url=url_for("auth.login", fresh="1", next=next_url))
 
 
-class _Refused(Exception):
-    """(status, code, message, cause) of a sign-in response that failed verification."""
-
-
 def _verified_sign_in() -> tuple[dict, dict]:
-    """Exchange the code and verify the ID token (and userinfo); raise _Refused naming the failed check."""
+    """Exchange the code and verify the ID token (and userinfo); raise InvalidInput (or
+    ProviderUnavailable) naming the failed check."""
     try:
         client = provider_client()
         token = client.authorize_access_token(claims_options=_id_token_claims_options(client))
@@ -164,17 +161,17 @@ def _verified_sign_in() -> tuple[dict, dict]:
         claims.update(_userinfo(client, token, claims["sub"]))
         return token, claims
     except MismatchingStateError as exc:
-        raise _Refused(400, "state_mismatch", "This sign-in link is stale or was tampered with.", exc) from exc
+        raise InvalidInput("state_mismatch", "This sign-in link is stale or was tampered with.") from exc
     except OAuthError as exc:
-        raise _Refused(400, f"oauth_{exc.error}", "The sign-in provider refused the sign-in.", exc) from exc
+        raise InvalidInput(f"oauth_{exc.error}", "The sign-in provider refused the sign-in.") from exc
     except JoseError as exc:
-        raise _Refused(400, f"id_token_{exc.error}", "The identity token failed verification.", exc) from exc
+        raise InvalidInput(f"id_token_{exc.error}", "The identity token failed verification.") from exc
     except SignInError as exc:
-        raise _Refused(400, exc.code, str(exc), exc) from exc
+        raise InvalidInput(exc.code, str(exc)) from exc
     except AuthlibBaseError as exc:
-        raise _Refused(400, f"oidc_{exc.error}", "The sign-in response failed verification.", exc) from exc
+        raise InvalidInput(f"oidc_{exc.error}", "The sign-in response failed verification.") from exc
     except requests.RequestException as exc:
-        raise _Refused(502, "provider_unreachable", "The sign-in provider could not be reached.", exc) from exc
+        raise _unreachable() from exc
 
 
 def _finish_step_up(pending: dict, issuer: str, id_claims: dict):
@@ -186,17 +183,17 @@ def _finish_step_up(pending: dict, issuer: str, id_claims: dict):
         proof = step_up.grant(login, action, step_up.check_claims(
             current_user, issuer, id_claims, max_age=settings.oidc_step_up_max_age,
             accepted_acr=settings.oidc_step_up_acr.split()))
-    except step_up.StepUpRefused as refused:
+    except StepUpRefused as refused:
         record(Action.STEPUP_FAILURE, "denied", reason=refused.code, details={"step_up": action})
-        return _step_up_refused(401, refused.code, refused.message, pending)
+        return _step_up_refused(Unauthenticated(refused.code, refused.message), pending)
     record(Action.STEPUP_SUCCESS, "allowed", reason=f"fresh sign-in for {action}", details=proof.audit_details())
     return redirect(pending.get("next") or url_for("main.index"))
 
 
-def _step_up_refused(status: int, code: str, message: str, pending: dict):
+def _step_up_refused(refusal: PortalError, pending: dict):
     """The page that says why and offers to sign in again for the same action."""
     retry = url_for("auth.step_up_start", action=pending.get("action"), next=pending.get("next"))
-    return error_response(status, code, message, retry_url=retry,
+    return error_response(status_of(refusal), refusal.code, refusal.message, retry_url=retry,
                           retry_label=f"Sign in again to {step_up.ACTIONS.get(pending.get('action', ''), 'continue')}")
 
 
@@ -237,20 +234,26 @@ def _userinfo(client, token: dict, subject: str) -> dict:
     return info
 
 
-def _failure(status: int, code: str, message: str, exc: Exception | None, pending_step_up: dict | None = None,
-             retry_url: str | None = None):
+def _failure(refusal: PortalError, pending_step_up: dict | None = None, retry_url: str | None = None):
     """A failed sign-in creates no session and is audited with the check that failed.
 
     Only the pending sign-in is forgotten: a forged cross-site link to the callback must not be
     able to sign out someone who is already signed in. A failed step-up keeps the session too.
     """
     _forget_pending_sign_in()
-    log.warning("sign-in failed", extra={"error": code})
+    log.warning("sign-in failed", extra={"error": refusal.code})
     if pending_step_up and current_user.is_authenticated:
-        record(Action.STEPUP_FAILURE, "denied", reason=code, details={"step_up": pending_step_up.get("action", "")})
-        return _step_up_refused(status, code, message, pending_step_up)
-    record(Action.SIGNIN_FAILURE, "denied", reason=code)
-    return error_response(status, code, message, retry_url=retry_url, retry_label="Sign in with your password")
+        record(Action.STEPUP_FAILURE, "denied", reason=refusal.code,
+               details={"step_up": pending_step_up.get("action", "")})
+        return _step_up_refused(refusal, pending_step_up)
+    record(Action.SIGNIN_FAILURE, "denied", reason=refusal.code)
+    return error_response(status_of(refusal), refusal.code, refusal.message, retry_url=retry_url,
+                          retry_label="Sign in with your password")
+
+
+def _unreachable() -> ProviderUnavailable:
+    """The provider did not answer (or its discovery failed the portal's checks)."""
+    return ProviderUnavailable("provider_unreachable", "The sign-in provider could not be reached.")
 
 
 def _forget_pending_sign_in() -> None:
@@ -294,7 +297,7 @@ def backchannel_logout():
     try:
         claims = backchannel.verified_claims(request.form.get("logout_token", ""))
         backchannel.remember_jti(claims)
-    except backchannel.LogoutTokenError as exc:
+    except LogoutTokenError as exc:
         log.warning("back-channel logout refused", extra={"error": exc.code})
         record(Action.SIGNOUT_BACKCHANNEL, "denied", reason=exc.code)
         return jsonify(error="invalid_request", error_description=str(exc)), 400

@@ -16,12 +16,13 @@ import sqlalchemy as sa
 import user_agents
 from flask import current_app, g, redirect, request, session, url_for
 from flask_login import login_user, logout_user
+from werkzeug.wrappers import Response
 
 from portal import services
 from portal.access import record, role_label
 from portal.actions import Action
 from portal.db import db_session
-from portal.errors import error_response
+from portal.exceptions import Unauthenticated
 from portal.extensions import login_manager
 from portal.models import LoginSession, User
 from portal.request_fields import wants_json
@@ -214,12 +215,12 @@ def end_timed_out(login: LoginSession, reason: str, from_request: bool = True) -
                reason=reason, from_request=from_request)
 
 
-def on_unauthorized():
-    """Pages go to the sign-in page saying why; APIs get 401 with the standard error body."""
+def on_unauthorized() -> Response:
+    """Pages go to the sign-in page saying why; APIs get Unauthenticated, which the edge answers with 401."""
     reason = g.get("session_end_reason")
     if wants_json():
         message = "Your session ended after inactivity." if reason == "idle_timeout" else "Sign in first."
-        return error_response(401, reason or "unauthenticated", message)
+        raise Unauthenticated(reason or "unauthenticated", message, token_error=None)
     return redirect(url_for("auth.signin_page", reason=reason or None, next=_safe_next()))
 
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from portal import services
 from portal.auth.sessions import claim_time, current_login
 from portal.db import db_session
+from portal.exceptions import StepUpRefused, StepUpRequired
 from portal.models import LoginSession, User
 
 ACTIONS = {
@@ -38,22 +39,6 @@ class StepUp:
     def audit_details(self) -> dict[str, str | None]:
         return {"step_up": self.action, "step_up_auth_time": self.auth_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "step_up_acr": self.acr}
-
-
-class StepUpRequired(Exception):
-    """The action needs a fresh sign-in first; ``next_url`` is where to come back to."""
-
-    def __init__(self, action: str, next_url: str):
-        super().__init__(action)
-        self.action, self.next_url = action, next_url
-
-
-class StepUpRefused(Exception):
-    """The new ID token did not prove a fresh, strong enough sign-in by the same person."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code, self.message = code, message
 
 
 def authorization_params() -> dict[str, Any]:
@@ -117,7 +102,7 @@ def ask(action: str, next_url: str, pending: Mapping[str, str] | None = None, re
     if login is not None and (pending is not None or resource is not None):
         login.step_up_pending = json.dumps({**(pending or {}), "action": action, "resource": resource})
         db_session.commit()
-    raise StepUpRequired(action, next_url)
+    raise StepUpRequired(action, next_url, f"Sign in again to {ACTIONS[action]}.")
 
 
 def require(action: str, next_url: str) -> StepUp:

@@ -1,6 +1,5 @@
 """The compliance officers' console: audit search, flags, integrity, exports, live feed."""
-from flask import Blueprint
+from portal.compliance import feed  # noqa: F401 - registers the live feed's Socket.IO handlers
+from portal.compliance.views import bp
 
-bp = Blueprint("compliance", __name__)
-
-from portal.compliance import feed, views  # noqa: E402,F401
+__all__ = ["bp"]

@@ -22,7 +22,7 @@ from audit import (
 from portal import services
 from portal.access import record
 from portal.actions import Action
-from portal.compliance.filters import FilterError
+from portal.exceptions import FilterError
 
 EXPORT_FORMATS: dict[str, tuple[str, str]] = {  # format -> (mimetype, file extension)
     "csv": ("text/csv", "csv"),

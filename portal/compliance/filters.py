@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 from audit import OUTCOMES, AuditFilter
 from audit.events import format_time
-from portal.exceptions import InvalidInput
+from portal.exceptions import FilterError
 
 MAX_ID_LENGTH = 128
 MAX_ACTION_LENGTH = 64
@@ -15,13 +15,6 @@ ACTION_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789._-")
 EARLIEST_TIME = datetime(1900, 1, 1, tzinfo=timezone.utc)
 LATEST_TIME = datetime(3000, 1, 1, tzinfo=timezone.utc)
 FILTER_FIELDS = ("actor", "patient", "action", "outcome", "since", "until", "through")
-
-
-class FilterError(InvalidInput):
-    """A malformed search or export filter; the message is safe to show to the user."""
-
-    def __init__(self, message: str):
-        super().__init__("bad_filter", message)
 
 
 def filter_query_args(filter: AuditFilter) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Response, flash, jsonify, redirect, render_template, request, stream_with_context, url_for
+from flask import Blueprint, Response, flash, jsonify, redirect, render_template, request, stream_with_context, url_for
 from flask_login import current_user, login_required
 
 from audit import AuditFilter
@@ -16,17 +16,19 @@ from portal.access import authorize, authorized
 from portal.actions import Action
 from portal.auditlog import verify_key
 from portal.auth import step_up
-from portal.compliance import bp, charts, exports, flags, integrity, search, verification
+from portal.compliance import charts, exports, flags, integrity, search, verification
 from portal.compliance.filters import (
     FILTER_FIELDS,
-    FilterError,
     filter_query_args,
     parse_cursor,
     parse_filter,
     parse_whole_number,
 )
-from portal.exceptions import NotFound
+from portal.errors import status_of
+from portal.exceptions import FilterError, NotFound
 from portal.witnessing import status as witness_status
+
+bp = Blueprint("compliance", __name__)
 
 T = TypeVar("T")
 
@@ -70,7 +72,7 @@ def console():
         before = _requested_cursor(Action.AUDIT_SEARCH)
     except FilterError as exc:
         return render_template("compliance/console.html", error=exc.message, form=request.args, page=None,
-                               charts=None), 400
+                               charts=None), status_of(exc)
     page = _searched_page(audit_filter, before)
     through = audit_filter.through if audit_filter.through is not None else search.head_seq()
     query = filter_query_args(audit_filter)
@@ -116,7 +118,8 @@ def flags_page():
     try:
         audit_filter = _requested_filter(Action.AUDIT_SEARCH, ("since", "until"), view="flags")
     except FilterError as exc:
-        return render_template("compliance/flags.html", error=exc.message, form=request.args, flags=None), 400
+        return render_template("compliance/flags.html", error=exc.message, form=request.args,
+                               flags=None), status_of(exc)
     found = authorized(
         Action.AUDIT_SEARCH,
         lambda: flags.flags(audit_filter),

@@ -36,7 +36,7 @@ from audit.report import (
 from portal import services, witnessing
 from portal.actions import Action, Section
 from portal.db import db_session
-from portal.exceptions import Conflict, InvalidInput, NotFound
+from portal.exceptions import DateRangeError, NotFound, UnverifiedLog
 from portal.models import BreakGlass, Patient
 from portal.people import app_reader, display_names
 from portal.policy import OWN_ACCESS_REASONS
@@ -47,25 +47,6 @@ CSV_HEADER = CSV_COLUMNS  # `python -m audit verify-report --csv` checks each ro
 # Accesses to a part of the chart name that part: "Read chart — results".
 SECTIONED_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE, Action.CHART_EXPORT, Action.FHIR_READ,
                                Action.FHIR_SEARCH})
-UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
-
-
-class DateRangeError(InvalidInput):
-    """A malformed date range; the message is safe to show to the user."""
-
-    def __init__(self, message: str):
-        super().__init__("bad_range", message)
-
-
-class UnverifiedLog(Conflict):
-    """An entry of the report is not proven to be in the signed tree: the log or its tree was changed."""
-
-    def __init__(self, kind: str, position: int, problem: str):
-        super().__init__("audit_log_unverified", UNVERIFIED)
-        self.kind, self.position, self.problem = kind, position, problem
-
-    def audit_details(self) -> dict[str, Any]:
-        return {"problem": self.kind, "position": self.position, "message": self.problem[:256]}
 
 
 # --------------------------------------------------------------------------- the period

@@ -12,22 +12,25 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from flask import Response, jsonify, render_template, request
+from flask import Blueprint, Response, jsonify, render_template, request
 from flask_login import current_user, login_required
 
 from portal import policy, services
 from portal.access import authorize, authorized, record
 from portal.actions import Action, Section
-from portal.disclosures import bp, service
+from portal.disclosures import service
 from portal.disclosures.pdf import report_pdf
-from portal.disclosures.service import DateRange, DateRangeError, DisclosureReport, UnverifiedLog
-from portal.errors import audit_refusal
-from portal.exceptions import AccessDenied, Conflict, InvalidInput
+from portal.disclosures.service import DateRange, DisclosureReport
+from portal.errors import status_of
+from portal.errors.handlers import audit_refusal
+from portal.exceptions import AccessDenied, Conflict, DateRangeError, InvalidInput, UnverifiedLog
 from portal.extensions import limiter
 from portal.people import own_patient_id
 from portal.policy import ChartRef
 from portal.records.search import listed_within_limit
 from portal.validation import parse_id
+
+bp = Blueprint("disclosures", __name__)
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,7 @@ def mine():
     try:
         period = _period()
     except DateRangeError as exc:
-        return _bad_range("disclosures/patient.html", exc.message)
+        return _bad_range("disclosures/patient.html", exc)
     fmt = _format()
     report = _issued(patient_id, period, fmt)
     return _respond(report, fmt, "disclosures/patient.html", query=_range_query(period))
@@ -65,7 +68,7 @@ def compliance():
     try:
         period = _period()
     except DateRangeError as exc:
-        return _bad_range("disclosures/compliance.html", exc.message)
+        return _bad_range("disclosures/compliance.html", exc)
     fmt = _format()
     patient_id = parse_id(patient) if patient else _patient_by_mrn(mrn, period, fmt)
     report = _issued(patient_id, period, fmt, lookup="patient id" if patient else "mrn")
@@ -163,8 +166,9 @@ def _today() -> str:
     return datetime.now(timezone.utc).date().isoformat()
 
 
-def _bad_range(template: str, message: str):
+def _bad_range(template: str, refusal: DateRangeError):
     """A malformed range is refused like any bad request: audited without its values, the form shown again."""
-    audit_refusal(DateRangeError(message))
+    audit_refusal(refusal)
     form = {name: request.args.get(name, "") for name in ("mrn", "patient", "start", "end")}
-    return render_template(template, report=None, error=message, form=form, today=_today()), 400
+    return render_template(template, report=None, error=refusal.message, form=form,
+                           today=_today()), status_of(refusal)

@@ -3,12 +3,11 @@
 Services raise ``portal.exceptions``; views let them rise; ``handlers`` turns each into a status and a
 body: the standard JSON error ``{"error": {"code", "message"}}`` for API callers, a friendly page
 without internals for browsers. A signed-in person's refused request is audited on the way.
+
+``responses`` holds the mapping (``status_of``) and the bodies, and is all this package exposes: the
+health endpoints build their bodies from it, and the handlers' audit path imports them back, so the
+handlers (``bp``, ``audit_refusal``) are imported from ``portal.errors.handlers`` itself.
 """
-from flask import Blueprint
+from portal.errors.responses import error_response, json_error, status_of
 
-bp = Blueprint("errors", __name__)
-
-from portal.errors import handlers  # noqa: E402,F401 - registers the handlers on bp
-from portal.errors.handlers import audit_refusal, error_response, status_of  # noqa: E402
-
-__all__ = ["audit_refusal", "bp", "error_response", "status_of"]
+__all__ = ["error_response", "json_error", "status_of"]

@@ -1,11 +1,11 @@
 """The handlers: each domain error, database outage, decryption failure and HTTP error, answered once."""
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Mapping
 
 import sqlalchemy as sa
-from flask import Response, g, jsonify, render_template, request
+from flask import Blueprint, g, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -14,16 +14,13 @@ from portal.access import record
 from portal.actions import Action
 from portal.crypto import DecryptionError
 from portal.db import end_session
-from portal.errors import bp
+from portal.errors.responses import TITLES, bearer_challenge, error_response, json_error, status_of
 from portal.exceptions import (
     AccessDenied,
     AuditUnavailable,
-    Conflict,
-    Forbidden,
-    InvalidInput,
     LimitReached,
-    NotFound,
     PortalError,
+    StepUpRequired,
     Unauthenticated,
 )
 from portal.extensions import login_manager
@@ -31,73 +28,28 @@ from portal.observability import DECRYPT_FAILURES
 from portal.request_fields import is_fhir_request, wants_json
 
 log = logging.getLogger(__name__)
+bp = Blueprint("errors", __name__)
 
-TITLES = {
-    400: "That request could not be understood",
-    401: "Please sign in",
-    403: "You do not have access to this",
-    404: "Not found",
-    405: "Not allowed",
-    409: "That cannot be done right now",
-    413: "That is too large",
-    429: "Too many attempts",
-    500: "Something went wrong",
-    502: "The sign-in provider could not be reached",
-    503: "Temporarily unavailable",
-}
-# Refusals that are no one's fault get a title that says what is going on rather than "no access".
-CODE_TITLES = {"no_chart": "Your account is not linked to a chart yet"}
-STATUS = {InvalidInput: 400, Unauthenticated: 401, Forbidden: 403, NotFound: 404, Conflict: 409, LimitReached: 429,
-          AuditUnavailable: 503}
 BREAK_GLASS_ACTIONS = frozenset({Action.CHART_READ, Action.CHART_WRITE})
-# FHIR's issue type for each status of an OperationOutcome (http://hl7.org/fhir/issue-type).
-ISSUE_TYPES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 405: "not-supported", 409: "conflict",
-               413: "too-costly", 429: "throttled", 502: "transient", 503: "transient"}
-FHIR_REALM = "fhir"
-
-
-def status_of(exc: PortalError) -> int:
-    """The HTTP status of a domain error: its nearest class in STATUS."""
-    return next((STATUS[cls] for cls in type(exc).__mro__ if cls in STATUS), 400)
-
-
-def error_response(status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **context):
-    """An OperationOutcome under the FHIR base, the JSON error body for API callers, the error page for browsers."""
-    if is_fhir_request():
-        return operation_outcome(status, code, message), status, headers or {}
-    if wants_json():
-        return jsonify(error={"code": code, "message": message}), status
-    title = CODE_TITLES.get(code) or TITLES.get(status, "Error")
-    return render_template("errors/error.html", status=status, title=title, message=message, code=code, **context), status
-
-
-def operation_outcome(status: int, code: str, message: str) -> Response:
-    """The FHIR R4 answer to an error: one issue, its type from the status, the portal's code as diagnostics."""
-    body = {"resourceType": "OperationOutcome", "issue": [{
-        "severity": "error", "code": ISSUE_TYPES.get(status, "exception"), "details": {"text": message},
-        "diagnostics": code}]}
-    return Response(json.dumps(body), mimetype="application/fhir+json")
-
-
-def bearer_challenge(error: str | None, description: str = "") -> dict[str, str]:
-    """RFC 6750's WWW-Authenticate header: the realm alone when no token was sent, else the error and why."""
-    challenge = f'Bearer realm="{FHIR_REALM}"'
-    if error:
-        challenge += f', error="{error}"'
-        if description:
-            challenge += ', error_description="{}"'.format(description.replace('"', "'").replace("\\", "/"))
-    return {"WWW-Authenticate": challenge}
 
 
 def audit_refusal(exc: PortalError) -> None:
     """A signed-in user's malformed or unknown request is an access attempt: record it, with no input values."""
     if exc.audited or not current_user.is_authenticated:
         return
-    route = request.url_rule.rule if request.url_rule else "unmatched"
     try:
-        record(Action.REQUEST_REFUSED, "denied", reason=exc.code, details={"route": route, "status": status_of(exc)})
+        record_refusal(exc)
     except AuditUnavailable:
         log.error("could not audit a refused request", extra={"error": exc.code})
+
+
+def record_refusal(exc: PortalError, details: Mapping[str, object] | None = None, **actor: str | None) -> None:
+    """Record the refused request (its route and status, never its input) and mark ``exc`` as on record.
+    ``actor`` (actor_id, actor_role) names who asked when that is not the signed-in user, e.g. an app's token."""
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    record(Action.REQUEST_REFUSED, "denied", reason=exc.code,
+           details={"route": route, "status": status_of(exc), **(details or {})}, **actor)
+    exc.audited = True
 
 
 @bp.app_errorhandler(PortalError)
@@ -121,6 +73,15 @@ def _access_denied(exc: AccessDenied):
     offer = exc.action in BREAK_GLASS_ACTIONS and "care team" in exc.reason
     return error_response(403, exc.code, exc.message,
                           break_glass_patient=getattr(exc.resource, "patient_id", None) if offer else None)
+
+
+@bp.app_errorhandler(StepUpRequired)
+def _step_up_required(exc: StepUpRequired):
+    """A sensitive action without a live step-up: pages go to sign in again, JSON callers learn where."""
+    start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url)
+    if wants_json():
+        return json_error(401, "step_up_required", exc.message, step_up_url=start)
+    return redirect(start)
 
 
 @bp.app_errorhandler(AuditUnavailable)

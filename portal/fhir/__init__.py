@@ -5,12 +5,8 @@ read API, where every error is an OperationOutcome) and ``smart`` (``/oauth/...`
 consent page, token, revocation, introspection and the JWKS; ``/me/apps``, a patient's Connected apps;
 ``/admin/apps``, the registry).
 """
-from flask import Blueprint
-
-bp = Blueprint("smart", __name__)
-api_bp = Blueprint("fhir", __name__, url_prefix="/fhir")
-
-from portal.fhir import api, views  # noqa: E402,F401  (registers the views on the blueprints)
-from portal.fhir.context import init_app  # noqa: E402
+from portal.fhir.api import bp as api_bp
+from portal.fhir.context import init_app
+from portal.fhir.views import bp
 
 __all__ = ["api_bp", "bp", "init_app"]

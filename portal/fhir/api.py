@@ -12,12 +12,12 @@ from datetime import datetime, timezone
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749 import MissingAuthorizationError
-from flask import Response, g, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from portal.access import authorize, authorized, record, role_label
+from portal.access import authorize, authorized, role_label
 from portal.actions import FHIR_SECTIONS, Action
+from portal.errors.handlers import record_refusal
 from portal.exceptions import NO_SUCH_RECORD, InvalidInput, NotFound, Unauthenticated
-from portal.fhir import api_bp as bp
 from portal.fhir import reads, search, service
 from portal.fhir.context import endpoints, protector
 from portal.fhir.metadata import capability_statement, openid_configuration, smart_configuration
@@ -26,6 +26,8 @@ from portal.records.fhir import FIXED_CATEGORIES
 from portal.request_fields import act_for_app
 from portal.scopes import RESOURCE_TYPES, ScopeSet
 from portal.validation import parse_id
+
+bp = Blueprint("fhir", __name__, url_prefix="/fhir")
 
 PUBLISHED = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 FHIR_JSON = "application/fhir+json"
@@ -125,10 +127,7 @@ def _refused(error: OAuth2Error) -> Unauthenticated:
         refusal = Unauthenticated("invalid_token", "The access token is unknown, expired or revoked.")
     known = g.get("presented_token")
     grant = known.row.grant if known is not None else None
-    details = {"route": request.url_rule.rule if request.url_rule else "unmatched", "status": 401}
-    if grant is not None:
-        details.update(client_id=grant.app.client_id, app=grant.app.name, grant=grant.id)
-    record(Action.REQUEST_REFUSED, "denied", reason=refusal.code, details=details,
-           actor_id=grant.user_id if grant else None, actor_role=role_label(grant.user) if grant else None)
-    refusal.audited = True
+    details = {"client_id": grant.app.client_id, "app": grant.app.name, "grant": grant.id} if grant else None
+    record_refusal(refusal, details, actor_id=grant.user_id if grant else None,
+                   actor_role=role_label(grant.user) if grant else None)
     return refusal

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from authlib.oauth2 import OAuth2Error
 from flask import (
+    Blueprint,
     Response,
     after_this_request,
     flash,
@@ -27,10 +28,11 @@ from flask_login import current_user, login_required
 from portal import access, services
 from portal.access import record
 from portal.actions import Action, Section
-from portal.errors import audit_refusal, error_response
+from portal.errors import error_response, status_of
+from portal.errors.handlers import audit_refusal
 from portal.exceptions import InvalidInput
 from portal.extensions import csrf, limiter, talisman
-from portal.fhir import bp, service
+from portal.fhir import service
 from portal.fhir.context import smart_server
 from portal.fhir.server import Approval, record_for_grant
 from portal.people import own_patient_id
@@ -38,6 +40,8 @@ from portal.policy import ChartRef
 from portal.scopes import FHIR_USER, OPENID, ScopeSet, consent_items
 from portal.security import content_security_policy, policy_header
 from portal.validation import parse_id
+
+bp = Blueprint("smart", __name__)
 
 ENDPOINT_RATE_LIMIT = "300 per minute"  # per address: apps refresh, but nobody guesses codes at speed
 
@@ -238,7 +242,7 @@ def register_app():
     except InvalidInput as exc:  # the form again, as typed, saying what to fix
         audit_refusal(exc)
         return render_template("fhir/admin_apps.html", apps=service.registered_apps(), registration=None, form=form,
-                               error=exc.message), 400
+                               error=exc.message), status_of(exc)
     record(Action.ADMIN_APP_REGISTERED, "allowed", resource_type="smart_app", resource_id=registration.app.id,
            details={**app_details(registration.app), "public": registration.app.public})
     return render_template("fhir/admin_apps.html", apps=service.registered_apps(), registration=registration, form={})

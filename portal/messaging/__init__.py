@@ -1,6 +1,5 @@
 """Real-time messaging: conversations, the chat page and the /chat Socket.IO namespace."""
-from flask import Blueprint
+from portal.messaging import events  # noqa: F401 - registers the /chat namespace's handlers
+from portal.messaging.views import bp
 
-bp = Blueprint("messaging", __name__)
-
-from portal.messaging import events, views  # noqa: E402,F401
+__all__ = ["bp"]

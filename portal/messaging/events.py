@@ -41,10 +41,9 @@ from portal.actions import Action
 from portal.auth.namespace import SignedInNamespace
 from portal.crypto import new_id
 from portal.db import db_session
-from portal.exceptions import AccessDenied
+from portal.exceptions import AccessDenied, MessagingError
 from portal.extensions import socketio
 from portal.messaging import service
-from portal.messaging.service import MessagingError
 from portal.models import Conversation, User
 from portal.observability import MESSAGES, SOCKET_CONNECTIONS
 

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from portal.crypto import new_id
 from portal.db import db_session
-from portal.exceptions import InvalidInput
+from portal.exceptions import MessagingError
 from portal.models import (
     CareTeam,
     CareTeamMember,
@@ -41,10 +41,6 @@ from portal.models._types import utcnow
 from portal.validation import is_storable_text
 
 IDEMPOTENCY_KEY_MAX = 64
-
-
-class MessagingError(InvalidInput):
-    """A refusal the client is told about as ``{code, message}`` (over HTTP, a 400)."""
 
 
 @dataclass(frozen=True)

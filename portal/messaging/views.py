@@ -1,15 +1,17 @@
 """The chat page and the form that starts a conversation; live traffic goes through ``events``."""
 from __future__ import annotations
 
-from flask import redirect, render_template, request, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from portal import services
 from portal.access import authorize, record
 from portal.actions import Action
 from portal.exceptions import InvalidInput
-from portal.messaging import bp, service
+from portal.messaging import service
 from portal.people import not_linked_message, own_patient_id
+
+bp = Blueprint("messaging", __name__)
 
 
 @bp.get("/messages")

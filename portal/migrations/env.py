@@ -5,6 +5,7 @@ from alembic import context
 
 import portal.models  # noqa: F401  (registers every table on Base.metadata)
 from audit.schema import metadata as audit_metadata
+from portal.config import Settings
 from portal.db import Base, create_engine
 
 config = context.config
@@ -15,8 +16,6 @@ def database_url() -> str:
     url = context.get_x_argument(as_dictionary=True).get("url") or config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from portal.config import Settings
-
     return Settings.from_env().database_url
 
 

@@ -1,6 +1,5 @@
 """Charts for patients and clinicians, as pages and as the JSON/FHIR API under /api/v1/."""
-from flask import Blueprint
+from portal.records import api, views  # noqa: F401 - registers the pages and the API on bp
+from portal.records.blueprint import bp
 
-bp = Blueprint("records", __name__)
-
-from portal.records import api, views  # noqa: E402,F401  (registers the views on bp)
+__all__ = ["bp"]

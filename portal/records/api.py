@@ -4,13 +4,14 @@ from __future__ import annotations
 from flask import jsonify, request
 from flask_login import current_user, login_required
 
-from portal.access import authorize, record
+from portal.access import authorize
 from portal.actions import CHART_SECTIONS, Action, Section
 from portal.exceptions import InvalidInput, NotFound
 from portal.extensions import limiter
 from portal.people import own_patient_id
 from portal.policy import ChartRef
-from portal.records import bp, serialize, service
+from portal.records import serialize, service
+from portal.records.blueprint import bp
 from portal.records.search import SEARCH_RATE_LIMIT, listed_by_search
 from portal.records.views import fhir_download
 from portal.validation import json_object, parse_id
@@ -63,10 +64,7 @@ def api_add_note(patient_id: str):
     title, text, submission_id = body.get("title", ""), body.get("text", ""), body.get("submission_id")
     if not (isinstance(title, str) and isinstance(text, str) and isinstance(submission_id, str | None)):
         raise InvalidInput("bad_json", "title, text and submission_id are text.")
-    authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
-    note, created = service.add_note(service.get_patient(patient_id), current_user, title, text, submission_id)
-    if created:
-        record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
+    note, created = service.write_note(patient_id, current_user, title, text, submission_id)
     return jsonify(note=serialize.note(note), created=created), 201 if created else 200
 
 

@@ -11,6 +11,7 @@ from portal import services
 from portal.access import authorize, record, record_each
 from portal.actions import Action, Section
 from portal.db import serialised
+from portal.exceptions import SearchLimitReached
 from portal.models import Patient
 from portal.records import service
 
@@ -32,7 +33,7 @@ def listed_within_limit(mrn: str = "", name: str = "", birth_date: str = "") -> 
         try:
             results = service.search_within_limit(mrn, name, birth_date, _listed_this_hour,
                                                   services.settings().search_distinct_patients_per_hour)
-        except service.SearchLimitReached as exc:
+        except SearchLimitReached as exc:
             record(Action.PATIENT_SEARCH, "denied", reason="hourly search limit reached", details=exc.audit_details())
             exc.audited = True
             raise

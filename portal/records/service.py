@@ -10,13 +10,14 @@ from sqlalchemy.exc import IntegrityError
 
 from audit import AuditEvent
 from portal import services
+from portal.access import authorize, record
 from portal.actions import PATIENT_VISIBLE_ACCESSES, Action, Section, is_break_glass
 from portal.crypto import blind_index_terms
 from portal.db import db_session
-from portal.exceptions import Conflict, InvalidInput, LimitReached, NotFound, found
+from portal.exceptions import Conflict, InvalidInput, NotFound, SearchLimitReached, found
 from portal.models import BreakGlass, CareTeam, CareTeamMember, CareTeamPatient, LabResult, Patient, User, VisitNote
 from portal.people import app_reader, display_names
-from portal.policy import OWN_ACCESS_REASONS
+from portal.policy import OWN_ACCESS_REASONS, ChartRef
 from portal.records import reading
 from portal.records.reading import ChartRecord
 from portal.validation import checked_mrn, is_storable_text, parse_id
@@ -68,19 +69,6 @@ def search_patients(mrn: str = "", name: str = "", birth_date: str = "") -> list
     return list(db_session.scalars(sa.select(Patient).where(*conditions).limit(SEARCH_LIMIT)))
 
 
-class SearchLimitReached(LimitReached):
-    """A search would show this user more distinct patients within the hour than the limit allows."""
-
-    def __init__(self, limit: int, listed: int, new: int):
-        super().__init__("search_limit", f"Searches may show you at most {limit} different patients in an hour, and "
-                         "this one would go past that. Open patients from your care-team list, or ask a compliance "
-                         "officer if you need more.")
-        self.limit, self.listed, self.new = limit, listed, new
-
-    def audit_details(self) -> dict[str, int]:
-        return {"limit": self.limit, "listed_this_hour": self.listed, "new_in_results": self.new}
-
-
 def search_within_limit(mrn: str, name: str, birth_date: str, listed_recently: Callable[[], set[str]],
                         limit: int) -> list[Patient]:
     """``search_patients``, refused when it would take the patients listed to this user within the hour
@@ -108,6 +96,17 @@ def care_team_patients(user: User) -> list[tuple[CareTeam, list[Patient]]]:
         ).all()
         listing.append((team, sorted(patients, key=lambda p: (p.family_name, p.given_name))))
     return listing
+
+
+def write_note(patient_id: str, author: User, title: str, text: str,
+               submission_id: str | None) -> tuple[VisitNote, bool]:
+    """The one way a note is written (page and API alike): the chart-write decision, the note stored once per
+    submission (``add_note``), and its CHART_NOTE_CREATED entry when it is new. Returns (note, created)."""
+    authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
+    note, created = add_note(get_patient(patient_id), author, title, text, submission_id)
+    if created:
+        record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
+    return note, created
 
 
 def add_note(patient: Patient, author: User, title: str, text: str, submission_id: str | None) -> tuple[VisitNote, bool]:

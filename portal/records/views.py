@@ -11,11 +11,13 @@ from portal import policy, services
 from portal.access import authorize, record
 from portal.actions import CHART_SECTIONS, Action, Section
 from portal.auth import step_up
-from portal.exceptions import InvalidInput
+from portal.errors import status_of
+from portal.exceptions import InvalidInput, SearchLimitReached
 from portal.extensions import limiter
 from portal.people import own_patient_id
 from portal.policy import ChartRef
-from portal.records import bp, fhir, service
+from portal.records import fhir, service
+from portal.records.blueprint import bp
 from portal.records.search import SEARCH_RATE_LIMIT, listed_by_search
 from portal.validation import parse_id
 
@@ -76,9 +78,9 @@ def search():
         return render_template("records/search.html", results=None, query=request.args)
     try:
         results = listed_by_search(mrn, name, dob)
-    except (InvalidInput, service.SearchLimitReached) as exc:
-        status = 429 if isinstance(exc, service.SearchLimitReached) else 400
-        return render_template("records/search.html", results=None, query=request.args, error=exc.message), status
+    except (InvalidInput, SearchLimitReached) as exc:
+        return render_template("records/search.html", results=None, query=request.args,
+                               error=exc.message), status_of(exc)
     return render_template("records/search.html", results=results, query=request.args)
 
 
@@ -98,12 +100,9 @@ def chart_fhir(patient_id: str):
 @login_required
 def add_note(patient_id: str):
     patient_id = parse_id(patient_id)
-    authorize(Action.CHART_WRITE, ChartRef(patient_id, Section.NOTES))
-    patient = service.get_patient(patient_id)
-    note, created = service.add_note(patient, current_user, request.form.get("title", ""),
-                                     request.form.get("text", ""), request.form.get("submission_id"))
+    _, created = service.write_note(patient_id, current_user, request.form.get("title", ""),
+                                    request.form.get("text", ""), request.form.get("submission_id"))
     if created:
-        record(Action.CHART_NOTE_CREATED, "allowed", patient_id=patient_id, resource_type="note", resource_id=note.id)
         flash("Note saved.", "success")
     else:
         flash("That note was already saved.", "info")

@@ -30,8 +30,9 @@ def modules() -> dict[str, Path]:
 MODULES = modules()
 
 
-def imported_modules(name: str, path: Path) -> set[str]:
-    """The portal/audit modules ``name`` imports, anywhere in it (a package's own submodules excepted)."""
+def imported_modules(name: str, path: Path, known: dict[str, Path] = MODULES) -> set[str]:
+    """The portal/audit modules ``name`` imports, anywhere in it: a package's own submodules too, so a package
+    that imports its views while they import its blueprint back is a cycle like any other."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -41,13 +42,13 @@ def imported_modules(name: str, path: Path) -> set[str]:
             base = node.module or ""
             if node.level:
                 base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
-            candidates = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in MODULES else base for alias in node.names]
+            candidates = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in known else base for alias in node.names]
         else:
             continue
         for candidate in candidates:
-            while candidate and candidate not in MODULES:
+            while candidate and candidate not in known:
                 candidate = candidate.rpartition(".")[0]
-            if candidate and candidate != name and not (path.name == "__init__.py" and candidate.startswith(name + ".")):
+            if candidate and candidate != name:
                 targets.add(candidate)
     return targets
 
@@ -118,6 +119,58 @@ def test_imports_are_at_the_top_of_the_module(name):
     for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
         nested = [n for n in ast.walk(function) if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert not nested, f"{name}.{function.name} imports inside its body (line {nested[0].lineno})"
+
+
+def is_type_checking_block(node: ast.stmt) -> bool:
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or \
+        (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def late_imports(tree: ast.Module) -> list[int]:
+    """Lines of module-level imports that come after other statements (what E402 flags), wherever a
+    ``noqa`` hides them: the module docstring, ``from __future__`` and ``if TYPE_CHECKING:`` may precede."""
+    late, code_seen = [], False
+    for index, node in enumerate(tree.body):
+        if index == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+            continue
+        if is_type_checking_block(node):
+            continue
+        imports = [n for n in ast.walk(node) if isinstance(n, (ast.Import, ast.ImportFrom))] \
+            if isinstance(node, (ast.Import, ast.ImportFrom, ast.If, ast.Try)) else []
+        if imports and code_seen:
+            late.extend(n.lineno for n in imports)
+        if not isinstance(node, (ast.Import, ast.ImportFrom)):
+            code_seen = True
+    return late
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_module_level_imports_come_before_any_other_statement(name):
+    late = late_imports(ast.parse(MODULES[name].read_text()))
+    assert not late, f"{name} imports after other statements (line {late[0]})"
+
+
+def test_late_imports_are_found_and_type_checking_blocks_are_not():
+    source = '''"""Doc."""
+from __future__ import annotations
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from portal.models import User
+bp = object()
+from portal import views
+'''
+    assert late_imports(ast.parse(source)) == [7]
+
+
+def test_a_package_importing_its_views_which_import_it_back_is_a_cycle(tmp_path):
+    package = tmp_path / "portal" / "feature"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("from portal.feature import views\n")
+    (package / "views.py").write_text("from portal.feature import bp\n")
+    names = {"portal.feature": package / "__init__.py", "portal.feature.views": package / "views.py"}
+    graph = {name: imported_modules(name, path, names) for name, path in names.items()}
+    assert cycles(graph) == [["portal.feature", "portal.feature.views"]]
 
 
 LONG_MODULE_LINES = 400

@@ -5,7 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from portal.auth.step_up import StepUpRefused, check_claims
+from portal.auth.step_up import check_claims
+from portal.exceptions import StepUpRefused
 from portal.models import User
 
 NOW = datetime(2026, 11, 27, 14, 0, tzinfo=timezone.utc)

@@ -8,8 +8,9 @@ import pytest
 from audit import AuditEvent, AuditFilter
 from portal.compliance.charts import chart_range
 from portal.compliance.events import event_flags, is_after_hours
-from portal.compliance.filters import FilterError, filter_query_args, parse_cursor, parse_filter
+from portal.compliance.filters import filter_query_args, parse_cursor, parse_filter
 from portal.compliance.flags import busiest_windows
+from portal.exceptions import FilterError
 
 UTC = timezone.utc
 

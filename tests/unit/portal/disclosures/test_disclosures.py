@@ -15,13 +15,13 @@ from portal.disclosures.pdf import report_pdf
 from portal.disclosures.service import (
     CSV_HEADER,
     DateRange,
-    DateRangeError,
     DisclosureLine,
     DisclosureReport,
     describe_access,
     describe_role,
     parse_range,
 )
+from portal.exceptions import DateRangeError
 
 TODAY = date(2026, 3, 14)
 

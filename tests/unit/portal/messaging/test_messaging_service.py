@@ -11,9 +11,9 @@ import sqlalchemy as sa
 import portal.crypto.keyring as keyring_module
 from portal.crypto import Keyring, generate_keyring_json, install_keyring
 from portal.db import Base, bind_engine, create_engine, db_session
+from portal.exceptions import MessagingError
 from portal.messaging import service
 from portal.messaging.events import PresenceRegistry
-from portal.messaging.service import MessagingError
 from portal.models import CareTeam, CareTeamMember, Conversation, Message, User
 
 # --- validation ------------------------------------------------------------------------------------
