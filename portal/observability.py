@@ -29,7 +29,7 @@ from portal import services
 from portal.crypto import DecryptionError, KeyringError, check_stored_values
 from portal.db import Base
 from portal.errors import json_error
-from portal.request_fields import request_id
+from portal.request_fields import request_id, route_pattern
 
 REGISTRY = CollectorRegistry()
 # The standard series the default registry would carry: process_* (CPU, memory, open files, start time),
@@ -96,12 +96,11 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _observe(response: Response):
-        route = request.url_rule.rule if request.url_rule else "unmatched"
+        route = route_pattern()
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
         HTTP_REQUESTS.labels(route, request.method, response.status_code).inc()
         HTTP_LATENCY.labels(route).observe(elapsed)
         response.headers["X-Request-ID"] = request_id()
-        # The route's pattern, never the URL: query strings and paths can carry identifiers.
         access_log.info("request", extra={"request_id": request_id(), "route": route, "method": request.method,
                                           "status": response.status_code, "duration_ms": round(elapsed * 1000, 1)})
         return response

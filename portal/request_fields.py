@@ -29,13 +29,23 @@ def session_hash() -> str | None:
     return hashlib.sha256(token.encode()).hexdigest()[:16] if token else None
 
 
+def user_agent() -> str | None:
+    """The client's User-Agent, cut to a length every store of it accepts."""
+    return (request.user_agent.string or "")[:USER_AGENT_MAX] or None
+
+
+def route_pattern() -> str:
+    """The matched route's pattern (``/patients/<patient_id>``), never the URL: paths and queries carry identifiers."""
+    return request.url_rule.rule if request.url_rule else "unmatched"
+
+
 def audit_fields() -> dict[str, str | None]:
     """The request's part of an audit event; empty outside a request (CLI, background tasks)."""
     if not has_request_context():
         return {}
     return {
         "source_ip": request.remote_addr,
-        "user_agent": (request.user_agent.string or "")[:USER_AGENT_MAX] or None,
+        "user_agent": user_agent(),
         "request_id": request_id(),
         "session_hash": session_hash(),
     }

@@ -151,17 +151,17 @@ def end_user_sessions(user_id: str):
 def keys():
     authorize(Action.ADMIN_KEYS)
     return render_template("admin/keys.html", status=service.key_status(), rotation=service.rotation_state,
-                           proof=step_up.current("key_rotation"))
+                           proof=step_up.current(step_up.Sensitive.KEY_ROTATION))
 
 
 @bp.post("/keys/rotate")
 @login_required
 def rotate_keys():
     """Re-encrypt everything under the primary key; asks for a fresh sign-in first."""
-    proof = step_up.current("key_rotation")
+    proof = step_up.current(step_up.Sensitive.KEY_ROTATION)
     authorize(Action.ADMIN_KEYS, details={"change": "rotate", **step_up.details(proof)})
-    if proof is None or not step_up.consume("key_rotation"):  # single use, even for requests racing this one
-        step_up.ask("key_rotation", url_for("admin.keys"))
+    if proof is None or not step_up.consume(step_up.Sensitive.KEY_ROTATION):  # single use, even for requests racing this one
+        step_up.ask(step_up.Sensitive.KEY_ROTATION, url_for("admin.keys"))
     if service.start_rotation(current_app._get_current_object(), current_user.id, role_label(current_user),
                               proof.audit_details()):
         record(Action.KEYS_ROTATION_STARTED, "allowed", reason="web console", details=proof.audit_details())

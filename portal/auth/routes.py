@@ -97,7 +97,7 @@ def step_up_start():
     """Send the signed-in user back to the provider for a fresh sign-in before a sensitive action."""
     action = request.args.get("action", "")
     next_url = request.args.get("next", "")
-    if action not in step_up.ACTIONS or not _is_local_path(next_url):
+    if step_up.Sensitive.find(action) is None or not _is_local_path(next_url):
         return error_response(400, "bad_step_up", "That confirmation link is not valid.")
     session["step_up"] = {"action": action, "next": next_url}
     try:
@@ -190,11 +190,16 @@ def _finish_step_up(pending: dict, issuer: str, id_claims: dict):
     return redirect(pending.get("next") or url_for("main.index"))
 
 
+def _purpose(action: str) -> str:
+    sensitive = step_up.Sensitive.find(action)
+    return sensitive.purpose if sensitive else "continue"
+
+
 def _step_up_refused(refusal: PortalError, pending: dict):
     """The page that says why and offers to sign in again for the same action."""
     retry = url_for("auth.step_up_start", action=pending.get("action"), next=pending.get("next"))
     return error_response(status_of(refusal), refusal.code, refusal.message, retry_url=retry,
-                          retry_label=f"Sign in again to {step_up.ACTIONS.get(pending.get('action', ''), 'continue')}")
+                          retry_label=f"Sign in again to {_purpose(pending.get('action', ''))}")
 
 
 @bp.post("/logout")

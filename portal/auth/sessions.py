@@ -25,7 +25,7 @@ from portal.db import db_session
 from portal.exceptions import Unauthenticated
 from portal.extensions import login_manager
 from portal.models import LoginSession, User
-from portal.request_fields import wants_json
+from portal.request_fields import user_agent, wants_json
 from portal.signals import sessions_ended
 
 # A provider clock within this of ours is taken as is (its whole-second claims and the token's trip blur less).
@@ -59,7 +59,7 @@ def start_session(user: User, id_token: str | None, claims: Mapping[str, Any]) -
     token = secrets.token_urlsafe(32)
     login = LoginSession(token_hash=_hash(token), user=user, id_token=id_token,
                          provider_sid=_claim_text(claims.get("sid")),
-                         source_ip=request.remote_addr, user_agent=(request.user_agent.string or "")[:300] or None)
+                         source_ip=request.remote_addr, user_agent=user_agent())
     db_session.add(login)
     db_session.commit()
     session["sid"] = token

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
+from enum import StrEnum
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
@@ -22,11 +23,27 @@ from portal.db import db_session
 from portal.exceptions import StepUpRefused, StepUpRequired
 from portal.models import LoginSession, User
 
-ACTIONS = {
-    "break_glass": "open a chart with emergency (break-glass) access",
-    "audit_export": "export the audit log",
-    "key_rotation": "re-encrypt stored data under the current primary key",
-}
+
+class Sensitive(StrEnum):
+    """The actions that need a fresh sign-in: the name a step-up is stored and audited under, and how the
+    pages say what the sign-in is for."""
+
+    purpose: str
+
+    def __new__(cls, value: str, purpose: str) -> Sensitive:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.purpose = purpose
+        return member
+
+    @classmethod
+    def find(cls, value: str) -> Sensitive | None:
+        return cls._value2member_map_.get(value)
+
+    BREAK_GLASS = "break_glass", "open a chart with emergency (break-glass) access"
+    AUDIT_EXPORT = "audit_export", "export the audit log"
+    KEY_ROTATION = "key_rotation", "re-encrypt stored data under the current primary key"
+
 CLOCK_LEEWAY = timedelta(seconds=30)
 
 
@@ -77,7 +94,7 @@ def grant(login: LoginSession, action: str, proof: StepUp) -> StepUp:
     return replace(proof, action=action)
 
 
-def current(action: str, resource: str | None = None) -> StepUp | None:
+def current(action: Sensitive, resource: str | None = None) -> StepUp | None:
     """The live step-up for ``action`` in this session, if any; with ``resource`` (a patient for
     break-glass), only one asked for that same resource."""
     login = current_login()
@@ -95,22 +112,22 @@ def details(proof: StepUp | None) -> dict[str, str | None]:
     return proof.audit_details() if proof is not None else {"step_up": "required"}
 
 
-def ask(action: str, next_url: str, pending: Mapping[str, str] | None = None, resource: str | None = None) -> NoReturn:
+def ask(action: Sensitive, next_url: str, pending: Mapping[str, str] | None = None, resource: str | None = None) -> NoReturn:
     """Send the user to sign in again, keeping ``pending`` form values (and the resource the step-up
     will be good for) server-side until they return."""
     login = current_login()
     if login is not None and (pending is not None or resource is not None):
         login.step_up_pending = json.dumps({**(pending or {}), "action": action, "resource": resource})
         db_session.commit()
-    raise StepUpRequired(action, next_url, f"Sign in again to {ACTIONS[action]}.")
+    raise StepUpRequired(action, next_url, f"Sign in again to {action.purpose}.")
 
 
-def require(action: str, next_url: str) -> StepUp:
+def require(action: Sensitive, next_url: str) -> StepUp:
     """The live step-up for ``action``, or StepUpRequired."""
     return current(action) or ask(action, next_url)
 
 
-def pending(action: str, resource: str | None = None) -> dict[str, str]:
+def pending(action: Sensitive, resource: str | None = None) -> dict[str, str]:
     """Form values the user submitted before being asked to sign in again, for this action and resource."""
     login = current_login()
     values = _pending_values(login, action) if login is not None else {}
@@ -122,7 +139,7 @@ def _pending_values(login: LoginSession, action: str) -> dict[str, str]:
     return values if values.get("action") == action else {}
 
 
-def consume(action: str) -> bool:
+def consume(action: Sensitive) -> bool:
     """Spend a single-use step-up (break-glass, key rotation); False when it was already spent or expired.
 
     One conditional UPDATE, so two requests racing on one step-up cannot both use it.

@@ -221,7 +221,7 @@ def _prepared_export(destination: str) -> exports.PreparedExport:
 
     def prepare() -> tuple[step_up.StepUp, exports.PreparedExport]:
         # Only once the policy allows it: a fresh sign-in is asked of compliance officers, not of anyone.
-        proof = step_up.require("audit_export", request.full_path)
+        proof = step_up.require(step_up.Sensitive.AUDIT_EXPORT, request.full_path)
         return proof, exports.prepare_export(audit_filter, fmt)
 
     proof, prepared = authorized(

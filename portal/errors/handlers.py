@@ -5,7 +5,7 @@ import logging
 from collections.abc import Mapping
 
 import sqlalchemy as sa
-from flask import Blueprint, g, redirect, request, url_for
+from flask import Blueprint, g, redirect, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -25,7 +25,7 @@ from portal.exceptions import (
 )
 from portal.extensions import login_manager
 from portal.observability import DECRYPT_FAILURES
-from portal.request_fields import is_fhir_request, wants_json
+from portal.request_fields import is_fhir_request, route_pattern, wants_json
 
 log = logging.getLogger(__name__)
 bp = Blueprint("errors", __name__)
@@ -46,7 +46,7 @@ def audit_refusal(exc: PortalError) -> None:
 def record_refusal(exc: PortalError, details: Mapping[str, object] | None = None, **actor: str | None) -> None:
     """Record the refused request (its route and status, never its input) and mark ``exc`` as on record.
     ``actor`` (actor_id, actor_role) names who asked when that is not the signed-in user, e.g. an app's token."""
-    route = request.url_rule.rule if request.url_rule else "unmatched"
+    route = route_pattern()
     record(Action.REQUEST_REFUSED, "denied", reason=exc.code,
            details={"route": route, "status": status_of(exc), **(details or {})}, **actor)
     exc.audited = True

@@ -23,11 +23,11 @@ from portal.fhir.context import endpoints, protector
 from portal.fhir.metadata import capability_statement, openid_configuration, smart_configuration
 from portal.policy import AppAccess, FhirRef
 from portal.records.fhir import FIXED_CATEGORIES
-from portal.request_fields import act_for_app
+from portal.request_fields import FHIR_BASE_PATH, act_for_app
 from portal.scopes import RESOURCE_TYPES, ScopeSet
 from portal.validation import parse_id
 
-bp = Blueprint("fhir", __name__, url_prefix="/fhir")
+bp = Blueprint("fhir", __name__, url_prefix=FHIR_BASE_PATH)
 
 PUBLISHED = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 FHIR_JSON = "application/fhir+json"

@@ -37,7 +37,7 @@ from portal.models import (
     Patient,
     User,
 )
-from portal.models._types import utcnow
+from portal.models.columns import utcnow
 from portal.validation import is_storable_text
 
 IDEMPOTENCY_KEY_MAX = 64

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import Encrypted, blind_index_column, normalise_date, normalise_identifier, normalise_text
 from portal.db import Base
-from portal.models._types import id_column, patient_fk, timestamp_column
+from portal.models.columns import id_column, patient_fk, timestamp_column
 
 
 class Patient(Base):

@@ -8,7 +8,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.crypto import Encrypted
 from portal.db import Base
-from portal.models._types import id_column, timestamp_column
+from portal.models.columns import id_column, timestamp_column
 
 CONVERSATION_KINDS = ("direct", "team", "patient")
 

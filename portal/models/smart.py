@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.db import Base
-from portal.models._types import UtcDateTime, id_column, patient_fk, timestamp_column
+from portal.models.columns import UtcDateTime, id_column, patient_fk, timestamp_column
 from portal.models.users import User
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.crypto import Encrypted
 from portal.db import Base
-from portal.models._types import UtcDateTime, id_column, timestamp_column
+from portal.models.columns import UtcDateTime, id_column, timestamp_column
 
 LINKED_BY_CLAIM, LINKED_BY_ADMIN = "claim", "admin"
 

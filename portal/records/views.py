@@ -118,8 +118,8 @@ def break_glass_form(patient_id: str):
     if not policy.can(current_user, Action.BREAK_GLASS_OPEN).allowed:
         authorize(Action.BREAK_GLASS_OPEN, details={"stage": "form"})
     return render_template("records/break_glass.html", patient_id=patient_id,
-                           proof=step_up.current("break_glass", resource=patient_id),
-                           reason=step_up.pending("break_glass", resource=patient_id).get("reason", ""),
+                           proof=step_up.current(step_up.Sensitive.BREAK_GLASS, resource=patient_id),
+                           reason=step_up.pending(step_up.Sensitive.BREAK_GLASS, resource=patient_id).get("reason", ""),
                            minutes=services.settings().break_glass_minutes)
 
 
@@ -128,12 +128,12 @@ def break_glass_form(patient_id: str):
 def break_glass(patient_id: str):
     """Emergency access needs a typed reason and a fresh sign-in for this patient, spent by this one grant."""
     patient_id = parse_id(patient_id)
-    proof = step_up.current("break_glass", resource=patient_id)
+    proof = step_up.current(step_up.Sensitive.BREAK_GLASS, resource=patient_id)
     authorize(Action.BREAK_GLASS_OPEN, ChartRef(patient_id, Section.BREAK_GLASS), details=step_up.details(proof))
     reason = service.checked_break_glass_reason(request.form.get("reason"))
     confirm_url = url_for("records.break_glass_form", patient_id=patient_id)
-    if proof is None or not step_up.consume("break_glass"):
-        step_up.ask("break_glass", confirm_url, pending={"reason": reason}, resource=patient_id)
+    if proof is None or not step_up.consume(step_up.Sensitive.BREAK_GLASS):
+        step_up.ask(step_up.Sensitive.BREAK_GLASS, confirm_url, pending={"reason": reason}, resource=patient_id)
     minutes = services.settings().break_glass_minutes
     grant = service.open_break_glass(current_user, service.get_patient(patient_id), reason, minutes)
     record(Action.BREAK_GLASS_GRANTED, "allowed", patient_id=patient_id, resource_type=Section.BREAK_GLASS,
