@@ -90,6 +90,18 @@ def test_no_import_cycles_among_portal_and_audit_modules():
     assert cycles(graph) == []
 
 
+AUDIT_TABLES = {"audit_entry", "audit_tree_node", "audit_tree_checkpoint", "audit_tree_cosignature", "metadata"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("portal")))
+def test_the_portal_reads_the_audit_log_through_the_store_never_its_tables_or_private_names(name):
+    """Schema and migrations aside (portal/migrations is not scanned), the portal asks the audit store."""
+    for node in ast.walk(ast.parse(MODULES[name].read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "audit":
+            touched = {alias.name for alias in node.names if alias.name.startswith("_") or alias.name in AUDIT_TABLES}
+            assert not touched, f"{name}:{node.lineno} imports {sorted(touched)} from {node.module}"
+
+
 def test_the_audit_package_never_imports_the_portal_or_flask():
     for name, path in MODULES.items():
         if name.startswith("audit"):
