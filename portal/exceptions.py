@@ -29,8 +29,10 @@ class InvalidInput(PortalError):
 
 
 class Unauthenticated(PortalError):
-    """The request carries no valid credentials: an app's token is missing, malformed, expired or revoked.
-    ``token_error`` is the RFC 6750 error code the challenge names (None when no token was sent at all)."""
+    """The request carries no valid credentials: no live browser session (never signed in, timed out, ended),
+    a sign-in or step-up the provider's tokens did not prove, or an app's token missing, malformed, expired
+    or revoked. ``token_error`` is the RFC 6750 error code the challenge names under /fhir (None when no
+    token was sent at all); other answers send no challenge."""
 
     def __init__(self, code: str, message: str, *, token_error: str | None = "invalid_token"):  # noqa: S107 - an error code
         super().__init__(code, message)

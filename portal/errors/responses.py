@@ -1,6 +1,6 @@
 """The one mapping from a domain error to its HTTP status, and the bodies every error answer is built from.
 
-Kept apart from the handlers so that any module (the health endpoints too) can build an error body
+Kept apart from the handlers so that any module (/metrics too) can build an error body
 without importing the audit path the handlers need.
 """
 from __future__ import annotations
