@@ -14,7 +14,7 @@ import json
 import shutil
 import subprocess
 import sys
-import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -34,7 +34,7 @@ from tests.support.portal_server import (
     sign_in,
 )
 from tests.support.seed import ALICE
-from tests.support.shared_services import postgres_server_url
+from tests.support.shared_services import create_database, drop_database
 
 NOTE = {"title": "Backup drill", "text": "Written before the backup, read after the restore."}
 
@@ -52,18 +52,13 @@ def _tool(name: str) -> str:
 
 
 @pytest.fixture
-def restored_url(postgres_url) -> str:
+def restored_url() -> Iterator[str]:
     """An empty database beside the source one, as `createdb` makes it for a restore; dropped afterwards."""
-    name = f"portal_restored_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_server_url(), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = create_database("portal_restored")
     try:
-        yield sa.engine.make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(url)
 
 
 def _audit_head(url: str) -> tuple[int, int]:
