@@ -94,9 +94,12 @@ services:
 
 # Three test processes (pytest-xdist), each test file on one of them, so a module's fixtures are built once:
 # most tests wait on real servers and browsers, so a third process overlaps those waits on two cores.
+# --no-loadscope-reorder keeps the collection order (slow modules first, tests/conftest.py) instead of
+# xdist's default of files with the most tests first, which left the long few-test modules for the end.
 TEST_PROCESSES ?= 3
 test: install-test oidc-provider browser nginx services
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -p no:cacheprovider -n $(TEST_PROCESSES) --dist loadfile \
+		--no-loadscope-reorder \
 		$(PYTEST_ARGS)
 
 screenshots: install-test oidc-provider browser

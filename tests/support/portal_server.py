@@ -135,9 +135,10 @@ class PortalServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
-        # SIGINT: a test is over, nothing needs the graceful path, which can wait out the 10 s kill timeout
-        # while a browser or an HTTP client holds connections open. Tests of SIGTERM call stop() themselves.
-        self.stop(signal.SIGINT)
+        # SIGKILL: a test is over and nothing needs the graceful path (logs are flushed line by line), while
+        # SIGINT could wait out the 10 s kill timeout with a browser or an HTTP client holding connections
+        # open. Tests of SIGTERM call stop() themselves.
+        self.kill()
 
 
 class _FormParser(HTMLParser):
