@@ -17,18 +17,16 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from tests.support.browser import AXE_JS, launch_chromium, require_chromium
 from tests.support.environment import free_port
+from tests.support.npm_idp import NpmOidcProvider, demo_accounts, portal_client, portal_oidc_env, require_npm_idp
 from tests.support.pages import AXE_ROUTE, DESKTOP, TIMEOUT_MS, sign_in
 from tests.support.portal_server import PortalServer, portal_env, prepare_database, running_portal
-
-if TYPE_CHECKING:
-    from playwright.sync_api import Browser, BrowserContext, Page
-
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,8 +61,6 @@ class NpmStack:
 @pytest.fixture(scope="module")
 def npm_portal(tmp_path_factory) -> Iterator[NpmStack]:
     require_chromium()
-    from tests.support.npm_idp import NpmOidcProvider, demo_accounts, portal_client, portal_oidc_env, require_npm_idp
-
     require_npm_idp()
     tmp = tmp_path_factory.mktemp("e2e-npm")
     port = free_port()
@@ -85,8 +81,6 @@ def npm_portal(tmp_path_factory) -> Iterator[NpmStack]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     require_chromium()
-    from playwright.sync_api import expect, sync_playwright
-
     # A shared 2-core machine can take seconds to deliver a live message; a wait is a bound, not a goal.
     expect.set_options(timeout=TIMEOUT_MS)
     with sync_playwright() as playwright:

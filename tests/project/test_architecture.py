@@ -125,12 +125,27 @@ def test_tests_share_code_only_through_tests_support(path):
                 f"{path.relative_to(ROOT)}:{node.lineno} imports {name}"
 
 
-@pytest.mark.parametrize("name", sorted(MODULES))
-def test_imports_are_at_the_top_of_the_module(name):
-    tree = ast.parse(MODULES[name].read_text())
+def imports_inside_functions(path: Path) -> list[str]:
+    """``function (line N)`` for each function body that imports something."""
+    tree = ast.parse(path.read_text())
+    found = []
     for function in (n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))):
         nested = [n for n in ast.walk(function) if isinstance(n, (ast.Import, ast.ImportFrom))]
-        assert not nested, f"{name}.{function.name} imports inside its body (line {nested[0].lineno})"
+        if nested:
+            found.append(f"{function.name} (line {nested[0].lineno})")
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_imports_are_at_the_top_of_the_module(name):
+    nested = imports_inside_functions(MODULES[name])
+    assert not nested, f"{name} imports inside {', '.join(nested)}"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "tests").rglob("*.py")), ids=lambda path: str(path.relative_to(ROOT)))
+def test_tests_import_at_the_top_of_the_module_too(path):
+    nested = imports_inside_functions(path)
+    assert not nested, f"{path.relative_to(ROOT)} imports inside {', '.join(nested)}"
 
 
 def is_type_checking_block(node: ast.stmt) -> bool:

@@ -9,12 +9,14 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from types import TracebackType
@@ -25,7 +27,10 @@ import pytest
 import requests
 import sqlalchemy as sa
 
+from portal.devidp.users import DEMO_USERS
 from tests.support.database import connected
+from tests.support.environment import free_port
+from tests.support.portal_server import PortalServer, portal_env, prepare_database
 
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc_provider"
 SKIP_REASON = "the npm OpenID Provider needs node and its packages: run `make test` (it runs npm ci in tests/oidc_provider)"
@@ -287,8 +292,6 @@ def demo_accounts(**overrides: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
     ``overrides`` (keyed by subject with ``-`` written as ``_``, e.g. ``demo_alice``) replace claims.
     """
-    from portal.devidp.users import DEMO_USERS
-
     accounts = {}
     for user in DEMO_USERS:
         claims: dict[str, Any] = {"name": user.name, "email": user.email, "email_verified": True,
@@ -343,8 +346,6 @@ def sign_in_portal(portal_url: str, login: str, session: requests.Session | None
 
 def start_portals(*servers: Any) -> None:
     """Start several PortalServer processes at once (each start waits for its /healthz)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(len(servers)) as pool:
         for future in [pool.submit(server.start) for server in servers]:
             future.result()
@@ -367,8 +368,6 @@ def _audit_rows(conn: sa.Connection, equals: dict[str, Any]) -> list[dict[str, A
 
 
 def table_count(database_url: str, table: str) -> int:
-    import sqlalchemy as sa
-
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -381,8 +380,6 @@ def assert_signin_refused(portal_url: str, database_url: str, session: requests.
                           status: int | tuple[int, ...], reason: str, request_id: str) -> None:
     """A refused sign-in: the error page with ``status``, no session, one `signin.failure` audit with ``reason``."""
     statuses = (status,) if isinstance(status, int) else status
-    import re
-
     shown = re.search(r'data-error-code="([^"]*)"', response.text)
     assert response.status_code in statuses, f"HTTP {response.status_code}: {response.text[:400]}"
     assert shown is not None, f"no error page: {response.text[:400]}"
@@ -404,9 +401,6 @@ def stop_portals(*servers: Any) -> None:
 @contextlib.contextmanager
 def dev_portal(tmp: Path, **overrides: str) -> Iterator[Any]:
     """A migrated, seeded portal on SQLite using the built-in development provider (like conftest's `portal`)."""
-    from tests.support.environment import free_port
-    from tests.support.portal_server import PortalServer, portal_env, prepare_database
-
     port = free_port()
     env = portal_env(tmp, f"sqlite:///{tmp / 'portal.db'}", port, **overrides)
     prepare_database(env)

@@ -22,7 +22,12 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from audit import generate_signing_key_pem
+from portal import create_app
+from portal.config import Settings
 from portal.crypto import generate_keyring_json
+from portal.db import db_session
+from portal.migrate import upgrade
+from portal.seed import seed_demo
 from tests.support.environment import ROOT, free_port
 
 DEMO_PASSWORDS = {"alice": "alice-demo", "bob": "bob-demo", "dr.chen": "chen-demo", "dr.okafor": "okafor-demo",
@@ -75,12 +80,6 @@ def flask_command(env: dict[str, str], *args: str) -> str:
 
 def prepare_database(env: dict[str, str], patients: int = 12) -> None:
     """What `flask init-db` and `flask seed-demo` do, in this process to save two interpreter start-ups."""
-    from portal import create_app
-    from portal.config import Settings
-    from portal.db import db_session
-    from portal.migrate import upgrade
-    from portal.seed import seed_demo
-
     settings = Settings.from_env(env)
     upgrade(settings.database_url)
     app = create_app(settings)

@@ -9,6 +9,7 @@ Skipped unless PORTAL_TEST_POSTGRES_URL / PORTAL_TEST_REDIS_URL name running ser
 """
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
@@ -151,8 +152,6 @@ def _signed(stack: Stack, claims: dict[str, Any], header: dict[str, Any] | None 
 
 
 def _b64(data: dict[str, Any]) -> str:
-    import base64
-
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 

@@ -17,9 +17,13 @@ from urllib.parse import urljoin
 
 import pytest
 import requests
+import socketio
+import sqlalchemy as sa
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
+from portal.models import LoginSession
+from tests.support.chat import ChatClient
 from tests.support.database import writing
 from tests.support.environment import free_port
 from tests.support.harness import InProcessPortal
@@ -214,10 +218,6 @@ def test_json_post_without_csrf_header_is_refused(portal: InProcessPortal) -> No
 
 
 def test_socketio_refuses_a_page_from_another_origin(extra: Extra) -> None:
-    import socketio
-
-    from tests.support.chat import ChatClient
-
     url = extra.idle.url  # a real server: the origin is checked by the Socket.IO server, before the application
     browser = sign_in(url, "dr.okafor")  # not dr.chen, whose idle time-outs a test below counts
     with pytest.raises(socketio.exceptions.ConnectionError):
@@ -262,8 +262,6 @@ def test_idle_session_is_signed_out(extra: Extra) -> None:
 
 def test_an_idle_sessions_open_connection_is_cut_without_waiting_for_its_next_event(extra: Extra) -> None:
     """A page left open past the idle time-out stops receiving anything: the worker cuts its socket."""
-    from tests.support.chat import ChatClient
-
     url = extra.idle.url
     browser = sign_in(url, "dr.chen")
     me = browser.get(url + "/api/v1/me", timeout=10).json()
@@ -284,10 +282,6 @@ def test_an_idle_sessions_open_connection_is_cut_without_waiting_for_its_next_ev
 
 
 def test_a_session_ends_at_its_absolute_lifetime_even_when_active(portal: InProcessPortal) -> None:
-    import sqlalchemy as sa
-
-    from portal.models import LoginSession
-
     browser = sign_in(portal.url, "bob")
     me = browser.get(portal.url + "/api/v1/me", timeout=10).json()
     with writing(portal.database) as conn:  # started 12 h 1 min ago (the default PORTAL_SESSION_MAX_HOURS is 12)

@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+import requests
+from fhir.resources.R4B.auditevent import AuditEvent
 
 from audit import CSV_COLUMNS
 from audit.events import parse_time
@@ -146,8 +148,6 @@ def test_other_roles_are_refused(portal, login):
 
 
 def test_api_without_session_gets_401(portal):
-    import requests
-
     response = requests.get(f"{portal.url}/compliance/api/events", timeout=10)
     assert response.status_code == 401 and response.json()["error"]["code"] == "unauthenticated"
 
@@ -201,8 +201,6 @@ def test_break_glass_is_flagged_with_its_reason_and_can_be_reviewed(portal, cora
 
 
 def test_sign_in_failures_are_flagged(portal, cora):
-    import requests
-
     requests.get(f"{portal.url}/auth/callback", params={"state": "forged", "code": "x"}, timeout=10)
     page = cora.get(f"{portal.url}/compliance/flags", timeout=10).text
     section = page[page.index('id="signin-failures"'):page.index('id="after-hours"')]
@@ -367,8 +365,6 @@ def test_csv_and_fhir_downloads_verify_offline_with_their_manifest(portal, cora,
 
 
 def test_fhir_export_lines_are_valid_audit_events(portal, cora):
-    from fhir.resources.R4B.auditevent import AuditEvent
-
     response = _export(cora, portal.url, "fhir", action="chart")
     lines = [line for line in response.text.splitlines() if line]
     assert lines and len(lines) == _header_manifest(response)["count"]

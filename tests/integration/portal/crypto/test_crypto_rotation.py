@@ -18,6 +18,8 @@ from portal.crypto import (
     rotate,
     rotation_status,
 )
+from portal.crypto.registry import model_spec
+from portal.crypto.rotation import RotationSummary, _rotate_row, raw_table
 from tests.support.encrypted_chart import Chart, chart_database, installed_keyring
 
 ROWS = 40
@@ -179,9 +181,6 @@ def test_rotation_runs_online_without_losing_concurrent_writes(sessions, engine,
 
 
 def test_lost_compare_and_swap_keeps_the_application_write(sessions, engine, charts, old_ring):
-    from portal.crypto.registry import model_spec
-    from portal.crypto.rotation import RotationSummary, _rotate_row, raw_table
-
     new_ring = old_ring.rotated()
     install_keyring(new_ring)
     spec = model_spec(Chart)

@@ -27,6 +27,9 @@ import pytest
 import requests
 import sqlalchemy as sa
 from authlib.integrations.requests_client import OAuth2Session
+from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhirclient import client as fhir_client
 from fhirclient.models.allergyintolerance import AllergyIntolerance as ClientAllergy
 from fhirclient.models.condition import Condition as ClientCondition
@@ -146,8 +149,6 @@ def test_discovery_names_every_endpoint_and_capability(stack):
         assert body[endpoint].startswith(stack.url), endpoint
     metadata = requests.get(f"{stack.fhir}/metadata", timeout=10)
     assert metadata.status_code == 200 and metadata.headers["Content-Type"].startswith("application/fhir+json")
-    from fhir.resources.R4B.capabilitystatement import CapabilityStatement
-
     statement = CapabilityStatement.model_validate(metadata.json())
     oauth = statement.rest[0].security.extension[0]
     assert oauth.url == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
@@ -290,8 +291,6 @@ def alice_token(stack) -> dict:
 
 
 def test_every_resource_read_and_searched_validates_as_fhir(stack, alice_token):
-    from fhir.resources.R4B import get_fhir_model_class
-
     access = alice_token["access_token"]
     for resource_type in RESOURCE_TYPES:
         bundle = fhir_get(stack.url, resource_type, access, _count="3")
@@ -524,8 +523,6 @@ def test_malformed_search_parameters_get_400_operation_outcome(stack, alice_toke
     assert len(npm_idp.audit_rows(stack.database_url, action="request.refused")) == refused_before + 1
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"
-    from fhir.resources.R4B.operationoutcome import OperationOutcome
-
     OperationOutcome.model_validate(outcome)
 
 

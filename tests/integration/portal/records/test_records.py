@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
+from fhir.resources.R4B.bundle import Bundle
 
 from tests.support.portal_server import (
     another_worker,
@@ -235,8 +236,6 @@ def test_opening_the_break_glass_form_alone_puts_nothing_on_record(db, login_as)
 
 
 def test_fhir_bundle_validates_as_r4(db, signed_in):
-    from fhir.resources.R4B.bundle import Bundle
-
     response = signed_in["alice"].get("/chart/fhir", timeout=10)
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("application/fhir+json")
     bundle = Bundle.model_validate(response.json())

@@ -7,7 +7,9 @@ import stat
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from authlib.jose import JsonWebKey, jwt
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from authlib.oidc.discovery import OpenIDProviderMetadata
 from flask import Flask
 
 from portal import devidp
@@ -104,8 +106,6 @@ def obtain_tokens(client, login: str = "alice", password: str = "alice-demo") ->
 
 def decode_id_token(client, id_token: str):
     """Verify as a relying party does: against the published JWKS, with issuer and audience pinned."""
-    from authlib.jose import JsonWebKey, jwt
-
     keys = JsonWebKey.import_key_set(client.get("/devidp/jwks").get_json())
     claims = jwt.decode(id_token, keys, claims_options={
         "iss": {"essential": True, "value": ISSUER},
@@ -128,8 +128,6 @@ def test_demo_users_are_the_published_accounts():
 
 
 def test_discovery_document_describes_a_strict_provider(client):
-    from authlib.oidc.discovery import OpenIDProviderMetadata
-
     doc = client.get("/devidp/.well-known/openid-configuration").get_json()
     assert doc["issuer"] == ISSUER
     for name, path in [("authorization_endpoint", "authorize"), ("token_endpoint", "token"),
