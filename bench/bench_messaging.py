@@ -26,60 +26,31 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import requests
+import socketio
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.support.environment import free_port
+from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
 
 NS = "/chat"
 
 
-# --- the baseline: a bare Flask-SocketIO echo server (run in a subprocess with --serve-echo) ------
-
-def serve_echo(port: int, queue: str | None, channel: str) -> None:
-    import eventlet
-
-    eventlet.monkey_patch()
-    from flask import Flask
-    from flask_socketio import SocketIO, emit, join_room
-
-    app = Flask(__name__)
-    socketio = SocketIO(app, async_mode="eventlet", message_queue=queue, channel=channel, cors_allowed_origins="*")
-    seq = {"n": 0}
-
-    @socketio.on("join", namespace=NS)
-    def _join(payload):
-        join_room(f"conv:{payload['conversation_id']}")
-        return {"ok": True, "last_seq": 0}
-
-    @socketio.on("send", namespace=NS)
-    def _send(payload):
-        seq["n"] += 1
-        message = {"id": uuid.uuid4().hex, "conversation_id": payload["conversation_id"], "seq": seq["n"],
-                   "body": payload["body"], "sender": {"id": "echo", "name": "Echo"}}
-        emit("message", message, to=f"conv:{payload['conversation_id']}")
-        return {"ok": True, "message": message}
-
-    @app.get("/healthz")
-    def _health():
-        return "ok"
-
-    socketio.run(app, host="127.0.0.1", port=port, log_output=False)
-
+# --- the baseline: bench/bare_echo_server.py, a bare Flask-SocketIO echo server ---------------------
 
 @contextmanager
 def echo_workers(count: int, queue: str | None, tmp: Path) -> Iterator[list[str]]:
-    import requests
-
-    from tests.support.environment import free_port
-
     channel = f"bench-echo-{uuid.uuid4().hex[:8]}"
     processes, urls = [], []
     try:
         for _ in range(count):
             port = free_port()
             log = open(tmp / f"echo-{port}.log", "ab")
-            args = [sys.executable, str(Path(__file__).resolve()), "--serve-echo", str(port), "--channel", channel]
+            args = [sys.executable, str(ROOT / "bench" / "bare_echo_server.py"), str(port), channel]
             if queue:
-                args += ["--redis", queue]
+                args.append(queue)
             processes.append(subprocess.Popen(args, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT))
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
@@ -115,9 +86,6 @@ class PortalTarget:
 
 @contextmanager
 def portal_workers(count: int, queue: str | None, tmp: Path) -> Iterator[PortalTarget]:
-    from tests.support.environment import free_port
-    from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
-
     port = free_port()
     overrides = {"PORTAL_MESSAGE_RATE_PER_MINUTE": "100000000", "PORTAL_LOG_LEVEL": "ERROR"}
     if queue:
@@ -152,8 +120,6 @@ class Result:
 
 def measure(urls: list[str], clients: int, conversation_id: str, seconds: float, senders: int,
             cookies: list[str] | None = None, origin: str | None = None) -> Result:
-    import socketio
-
     latencies: list[float] = []
     lock = threading.Lock()
     window = {"start": float("inf"), "end": float("inf")}
@@ -218,12 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--senders", type=int, default=4)
     parser.add_argument("--clients", default="50,200")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--serve-echo", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--channel", default="bench-echo", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.serve_echo:
-        serve_echo(args.serve_echo, args.redis if "--redis" in (argv or sys.argv) else None, args.channel)
-        return 0
     sizes = [int(n) for n in args.clients.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-messaging-") as tmp_name:

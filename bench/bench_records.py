@@ -7,6 +7,7 @@ the baseline's tables simply hold the plaintext. Usage: python bench/bench_recor
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import sys
 import tempfile
@@ -118,8 +119,6 @@ def main() -> None:
         patient_id = "00000000-0000-4000-8000-000000000001"
         chen = db_session.scalars(sa.select(User).where(User.subject == "demo-chen")).one()
         token = "bench-session-token"
-        import hashlib
-
         db_session.add(LoginSession(token_hash=hashlib.sha256(token.encode()).hexdigest(), user_id=chen.id))
         db_session.commit()
         db_session.remove()

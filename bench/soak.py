@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,8 +58,17 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import redis
+import requests
+import socketio
+import sqlalchemy as sa
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.support.chat import start_direct, user_id_of
+from tests.support.environment import free_port
+from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
 
 NS = "/chat"
 ALICE = "00000000-0000-4000-8000-000000000001"  # a Family Medicine patient dr.chen may read
@@ -86,8 +97,6 @@ class Client:
     """
 
     def __init__(self, index: int, login: str, conversation_id: str, url: str, cookie: str, origin: str):
-        import socketio
-
         self.index, self.login, self.conversation_id, self.url = index, login, conversation_id, url
         self.cookie, self.origin = cookie, origin
         self.sio = socketio.Client(reconnection=True, reconnection_delay=0.5, reconnection_delay_max=5,
@@ -153,8 +162,6 @@ class Client:
         threading.Thread(target=self._catch_up, daemon=True).start()
 
     def _catch_up(self) -> None:
-        import socketio
-
         while True:
             with self.lock:
                 after, self.catch_up_again = self.last_seq, False
@@ -188,8 +195,6 @@ class Client:
             self.disconnects += 1
 
     def _join(self) -> None:
-        import socketio
-
         for _attempt in range(5):
             try:
                 answer = self.sio.call("join", {"conversation_id": self.conversation_id}, namespace=NS, timeout=30)
@@ -250,8 +255,6 @@ def sender(client: Client, tally: Tally, interval: float, stop_at: float, rng: r
     """Open loop: sends at random (exponential) intervals until stop_at (wall clock), as before; a send
     waits while its client is disconnected (chat.js disables the composer), and one that times out or
     fails is retried with the same idempotency key, up to SEND_ATTEMPTS, before it counts as refused."""
-    import socketio
-
     time.sleep(rng.uniform(0, interval))
     while time.time() < stop_at:
         started = time.perf_counter()
@@ -342,8 +345,6 @@ def client_process(number: int, specs: list[tuple], interval: float, control, re
 
 
 def chart_reader(session, urls: list[str], tally: Tally, stop_at: float, index: int) -> None:
-    import requests
-
     paths = (f"/api/v1/patients/{ALICE}", f"/patients/{ALICE}", f"/api/v1/patients/{ALICE}/results")
     n = index
     while time.time() < stop_at:
@@ -362,8 +363,6 @@ def chart_reader(session, urls: list[str], tally: Tally, stop_at: float, index: 
 
 def conversations(url: str, sessions: dict, ids: dict) -> list[tuple[str, str]]:
     """(login, conversation id) for every conversation the three clinicians can reach."""
-    from tests.support.chat import start_direct
-
     pairs: list[tuple[str, str]] = []
     for login, session in sessions.items():
         page = session.get(url + "/messages", timeout=10).text
@@ -378,8 +377,6 @@ def conversations(url: str, sessions: dict, ids: dict) -> list[tuple[str, str]]:
 
 
 def stored_messages(database_url: str, conversation_ids: set[str]) -> list[tuple[str, str, int]]:
-    import sqlalchemy as sa
-
     engine = sa.create_engine(database_url)
     try:
         with engine.connect() as conn:
@@ -391,8 +388,6 @@ def stored_messages(database_url: str, conversation_ids: set[str]) -> list[tuple
 
 
 def reset_postgres(url: str) -> None:
-    import sqlalchemy as sa
-
     engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.execute(sa.text("DROP SCHEMA public CASCADE"))
@@ -414,11 +409,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="message queue; this Redis database is flushed first")
     args = parser.parse_args(argv)
 
-    import redis
-
-    from tests.support.chat import user_id_of
-    from tests.support.environment import free_port
-    from tests.support.portal_server import PortalServer, portal_env, prepare_database, sign_in
 
     redis.Redis.from_url(args.redis).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="portal-soak-"))
@@ -445,8 +435,6 @@ def main(argv: list[str] | None = None) -> int:
     processes: list = []
     exit_codes: list[int | None] = []
     try:
-        import multiprocessing
-
         for worker in workers:
             worker.start()
         urls = [w.url for w in workers]
@@ -598,8 +586,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"audit     flask audit-verify: {'OK' if verify.returncode == 0 else 'FAILED'} ({verify_summary})")
     print("RESULT    " + ("PASS" if not failures else "FAIL: " + "; ".join(failures)))
     if not failures:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         print(f"          worker logs kept in {tmp}")

@@ -81,11 +81,16 @@ def seed_demo(issuer: str, population: int = POPULATION) -> dict[str, int]:
             "users": len(users), "teams": len(teams)}
 
 
+def seeded_mrn(number: int) -> str:
+    """The medical record number the seed gives its ``number``-th patient (from 0): RC-100001, RC-100002..."""
+    return f"RC-{100001 + number}"
+
+
 def _make_patient(rng: random.Random, number: int, demo, now: datetime) -> Patient:
     given, family = (demo.name.split(" ", 1) if demo else (rng.choice(GIVEN), rng.choice(FAMILY)))
     born = date(1940, 1, 1) + timedelta(days=rng.randrange(0, 365 * 65))
     patient = Patient(
-        id=demo.patient_id if demo else None, mrn=demo.mrn if demo else f"RC-{100001 + number}",
+        id=demo.patient_id if demo else None, mrn=demo.mrn if demo else seeded_mrn(number),
         given_name=given, family_name=family, birth_date=born, sex=rng.choice(("female", "male")),
         phone=f"+1 555 01{number:04d}", email=f"{given.lower()}.{number}@example.org",
         address=f"{rng.randrange(1, 400)} River Road, Springfield",

@@ -9,8 +9,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.support.pages import ALICE_MRN, PHONE, check_accessibility, has_horizontal_overflow, screenshot
-from tests.support.seed import ALICE, BOB
+from tests.support.pages import PHONE, check_accessibility, has_horizontal_overflow, screenshot
+from tests.support.seed import ALICE, ALICE_MRN, BOB
 
 NOTE = "<script>alert(1)</script> BP 128/80, reviewed inhaler technique."
 

@@ -13,7 +13,6 @@ import re
 from playwright.sync_api import Page, expect
 
 from tests.support.pages import (
-    ALICE_MRN,
     DESKTOP,
     PHONE,
     check_accessibility,
@@ -21,7 +20,7 @@ from tests.support.pages import (
     screenshot,
     sign_in_again,
 )
-from tests.support.seed import ALICE
+from tests.support.seed import ALICE, ALICE_MRN
 
 REASON = "Unconscious in the emergency department; allergy list needed now."
 

@@ -12,7 +12,6 @@ from playwright.sync_api import Page, expect
 
 from tests.support.npm_idp import sign_in_portal
 from tests.support.pages import (
-    ALICE_MRN,
     DESKTOP,
     PHONE,
     check_accessibility,
@@ -21,7 +20,7 @@ from tests.support.pages import (
     screenshot,
     sign_in_npm,
 )
-from tests.support.seed import ALICE
+from tests.support.seed import ALICE, ALICE_MRN
 
 PHI = ("Moreau", ALICE_MRN)
 

@@ -11,7 +11,8 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.support.pages import ALICE_MRN, check_accessibility, read_download, screenshot
+from tests.support.pages import check_accessibility, read_download, screenshot
+from tests.support.seed import ALICE_MRN
 
 
 def main_nav(page: Page):

@@ -4,7 +4,7 @@ import re
 import sqlalchemy as sa
 
 from tests.support.portal_server import sign_in
-from tests.support.seed import ALICE
+from tests.support.seed import ALICE, ALICE_MRN
 
 
 def test_no_phi_without_an_audit_record(portal_on_each_database):
@@ -15,10 +15,10 @@ def test_no_phi_without_an_audit_record(portal_on_each_database):
         conn.execute(sa.text("ALTER TABLE audit_entry RENAME TO audit_entry_offline"))
     try:
         for session, path in ((alice, "/chart"), (alice, "/chart/fhir"), (chen, f"/patients/{ALICE}"),
-                              (chen, "/patients/search?mrn=RC-100001")):
+                              (chen, f"/patients/search?mrn={ALICE_MRN}")):
             response = session.get(portal.url + path, timeout=10)
             assert response.status_code == 503, path
-            assert "Moreau" not in response.text and "RC-100001" not in response.text.replace("mrn=RC-100001", "")
+            assert "Moreau" not in response.text and ALICE_MRN not in response.text.replace(f"mrn={ALICE_MRN}", "")
         api = alice.get(portal.url + "/api/v1/me/chart", timeout=10)
         assert api.status_code == 503 and api.json()["error"]["code"] == "audit_unavailable"
         for path in ("/", "/auth/signin", "/healthz", "/static/css/portal.css"):

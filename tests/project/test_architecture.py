@@ -142,8 +142,9 @@ def test_imports_are_at_the_top_of_the_module(name):
     assert not nested, f"{name} imports inside {', '.join(nested)}"
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "tests").rglob("*.py")), ids=lambda path: str(path.relative_to(ROOT)))
-def test_tests_import_at_the_top_of_the_module_too(path):
+@pytest.mark.parametrize("path", sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py"), ROOT / "run.py"]),
+                         ids=lambda path: str(path.relative_to(ROOT)))
+def test_tests_and_benchmarks_import_at_the_top_of_the_module_too(path):
     nested = imports_inside_functions(path)
     assert not nested, f"{path.relative_to(ROOT)} imports inside {', '.join(nested)}"
 
@@ -170,6 +171,12 @@ def late_imports(tree: ast.Module) -> list[int]:
         if not isinstance(node, (ast.Import, ast.ImportFrom)):
             code_seen = True
     return late
+
+
+def test_an_import_inside_a_function_is_found(tmp_path):
+    module = tmp_path / "late.py"
+    module.write_text("import os\n\n\ndef late():\n    import json\n    return json\n")
+    assert imports_inside_functions(module) == ["late (line 5)"]
 
 
 @pytest.mark.parametrize("name", sorted(MODULES))

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import requests
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from audit import (
 )
 from audit.note import NoteSigner
 from portal.crypto import generate_keyring_json
+from tests.support.database import connected
 from tests.support.environment import ROOT
 from tests.support.portal_server import PortalServer, running_portal
 from tests.support.waiting import wait_until
@@ -29,6 +31,22 @@ from tests.support.witness_process import WitnessProcess
 
 ORIGIN = "portal.test/audit"
 WITNESS_WAIT_SECONDS = 60
+
+
+def audit_rows(database: str | sa.Connection, **equals: Any) -> list[dict[str, Any]]:
+    """Rows of the portal's audit_entry table whose columns equal ``equals``, oldest first.
+
+    ``database``: a portal's database URL, or the connection of an in-process test (``portal.database`` is either)."""
+    with connected(database) as conn:
+        return _audit_rows(conn, equals)
+
+
+def _audit_rows(conn: sa.Connection, equals: dict[str, Any]) -> list[dict[str, Any]]:
+    table = sa.Table("audit_entry", sa.MetaData(), autoload_with=conn)
+    query = sa.select(table).order_by(table.c.seq)
+    for column, value in equals.items():
+        query = query.where(table.c[column] == value)
+    return [dict(row._mapping) for row in conn.execute(query)]
 
 
 def scalar(database_url: str, query) -> int:

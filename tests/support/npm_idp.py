@@ -28,7 +28,7 @@ import requests
 import sqlalchemy as sa
 
 from portal.devidp.users import DEMO_USERS
-from tests.support.database import connected
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, portal_env, prepare_database
 
@@ -351,20 +351,6 @@ def start_portals(*servers: Any) -> None:
             future.result()
 
 
-def audit_rows(database: str | sa.Connection, **equals: Any) -> list[dict[str, Any]]:
-    """Rows of the portal's audit_entry table whose columns equal ``equals``, oldest first.
-
-    ``database``: a portal's database URL, or the connection of an in-process test (``portal.database`` is either)."""
-    with connected(database) as conn:
-        return _audit_rows(conn, equals)
-
-
-def _audit_rows(conn: sa.Connection, equals: dict[str, Any]) -> list[dict[str, Any]]:
-    table = sa.Table("audit_entry", sa.MetaData(), autoload_with=conn)
-    query = sa.select(table).order_by(table.c.seq)
-    for column, value in equals.items():
-        query = query.where(table.c[column] == value)
-    return [dict(row._mapping) for row in conn.execute(query)]
 
 
 def table_count(database_url: str, table: str) -> int:

@@ -16,7 +16,6 @@ from tests.support.portal_server import DEMO_PASSWORDS
 
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-ALICE_MRN = "RC-100001"
 TIMEOUT_MS = 10_000
 BLOCKING_IMPACTS = {"serious", "critical"}
 AXE_ROUTE = "/__e2e__/axe.min.js"  # answered by Playwright from tests/e2e/vendor, never by the portal

@@ -33,7 +33,7 @@ from tests.support.portal_server import (
     running_portal,
     sign_in,
 )
-from tests.support.seed import ALICE
+from tests.support.seed import ALICE, ALICE_MRN
 from tests.support.shared_services import create_database, drop_database
 
 NOTE = {"title": "Backup drill", "text": "Written before the backup, read after the restore."}
@@ -95,7 +95,7 @@ def test_a_dump_restores_into_a_portal_that_reads_charts_and_verifies_its_audit_
     # The dump carries ciphertext and hashes only: no key of the keyring, no signing key, no PHI in the clear.
     listing = subprocess.run([_tool("pg_restore"), "--file=-", str(dump)], check=True, capture_output=True,
                              text=True, timeout=300).stdout
-    assert "audit_entry" in listing and "Moreau" not in listing and "RC-100001" not in listing and NOTE["text"] not in listing
+    assert "audit_entry" in listing and "Moreau" not in listing and ALICE_MRN not in listing and NOTE["text"] not in listing
     for key in json.loads(keyring)["keys"].values():
         assert key not in listing
     assert signing_key.strip().splitlines()[1] not in listing
@@ -143,7 +143,7 @@ def test_a_dump_restores_into_a_portal_that_reads_charts_and_verifies_its_audit_
     assert any(line["message"] == "the keyring cannot open the stored records" and
                "cannot decrypt" in line["error"] for line in errors), errors
     assert any(line["message"] == "field decryption failed" and "user_account." in line["error"] for line in errors), errors
-    for value in ("Moreau", "RC-100001", "Chen", NOTE["text"]):
+    for value in ("Moreau", ALICE_MRN, "Chen", NOTE["text"]):
         assert value not in log.read_text()
 
 

@@ -14,6 +14,7 @@ import requests
 
 from tests.support.environment import free_port
 from tests.support.portal_server import ROOT, portal_env, prepare_database, sign_in
+from tests.support.seed import ALICE_MRN
 
 # RFC 3339 in UTC with milliseconds: 2026-11-29T22:32:48.423Z
 RFC3339_UTC_MS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
@@ -43,11 +44,11 @@ def test_request_ids_are_echoed_and_logs_are_json_without_phi(portal):
     session = sign_in(portal.url, "alice")
     chart = session.get(portal.url + "/chart", headers={"X-Request-ID": "trace-abc-123"}, timeout=10)
     assert chart.headers["X-Request-ID"] == "trace-abc-123" and "Alice Moreau" in chart.text
-    session.get(portal.url + "/api/v1/patients", params={"mrn": "RC-100001"}, timeout=10)
+    session.get(portal.url + "/api/v1/patients", params={"mrn": ALICE_MRN}, timeout=10)
     log = portal.log_path.read_text()
     lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(line.get("request_id") == "trace-abc-123" and line.get("route") == "/chart" for line in lines)
-    for secret in ("Moreau", "RC-100001", "Alice"):
+    for secret in ("Moreau", ALICE_MRN, "Alice"):
         assert secret not in log
 
 
@@ -121,5 +122,5 @@ def test_logs_are_json_lines_on_stdout_with_rfc3339_utc_times(stdout_portal):
         assert before - timedelta(seconds=1) <= moment <= after + timedelta(seconds=1), (line["time"], before, after)
         assert set(line) <= LOGGED_FIELDS, set(line) - LOGGED_FIELDS
     assert not [line for line in stderr.splitlines() if line.startswith("{")], "log lines went to stderr"
-    for secret in ("Moreau", "RC-100001", "Alice"):
+    for secret in ("Moreau", ALICE_MRN, "Alice"):
         assert secret not in stdout and secret not in stderr

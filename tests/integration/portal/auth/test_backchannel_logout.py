@@ -25,6 +25,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet, OctKey, RSAKey
 
 from tests.support import npm_idp
+from tests.support.audit_log import audit_rows
 from tests.support.chat import ChatClient
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, another_worker, csrf_token, portal_env, prepare_database
@@ -121,7 +122,7 @@ def test_signing_out_at_the_provider_ends_that_provider_sessions_portal_sessions
         assert _signed_in_state(tab, stack.second) == 401
         assert _signed_in_state(phone, stack.first) == 200 and sockets[2].sio.connected
         assert sockets[2].received("session_ended") == []
-        logged = npm_idp.audit_rows(stack.database_url, action="signout.backchannel", outcome="allowed")[-1]
+        logged = audit_rows(stack.database_url, action="signout.backchannel", outcome="allowed")[-1]
         assert json.loads(logged["details"]) == {"sessions": 2, "by": "sid"}
         page = browser.get(f"{stack.first.url}/chart", timeout=10)
         assert "/auth/signin" in page.url
@@ -193,7 +194,7 @@ def test_a_forged_or_malformed_logout_token_is_refused_and_ends_nothing(stack: S
     response = requests.post(stack.logout_url, data={"logout_token": make(stack)}, timeout=10)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request" and response.headers["Cache-Control"] == "no-store"
-    assert npm_idp.audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == code
+    assert audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == code
     assert _signed_in_state(session, stack.first) == 200
     time.sleep(0.2)
     assert client.sio.connected and client.received("session_ended") == []
@@ -209,7 +210,7 @@ def test_a_valid_logout_token_by_subject_works_once_and_a_replay_is_refused(stac
     again = _signed_in(stack.first.url, "demo-okafor")
     replayed = requests.post(stack.logout_url, data={"logout_token": token}, timeout=10)
     assert replayed.status_code == 400
-    assert npm_idp.audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == "logout_token_replayed"
+    assert audit_rows(stack.database_url, action="signout.backchannel")[-1]["reason"] == "logout_token_replayed"
     assert _signed_in_state(again, stack.first) == 200
 
 

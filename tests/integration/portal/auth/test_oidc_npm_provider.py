@@ -19,6 +19,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.support import npm_idp
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database, sign_in
 from tests.support.seed import ALICE
@@ -132,7 +133,7 @@ def test_each_role_signs_in_and_lands_on_its_home_page(stack: Stack, subject: st
     assert rows[0]["roles"] == ",".join(roles)
     assert rows[0]["last_sign_in_at"] is not None
 
-    events = npm_idp.audit_rows(stack.database_url, request_id=rid)
+    events = audit_rows(stack.database_url, request_id=rid)
     assert [(e["action"], e["outcome"], e["actor_id"]) for e in events] == [("signin.success", "allowed", me["id"])]
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support import npm_idp
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, portal_env, prepare_database
 from tests.support.tamper_proxy import TamperProxy
@@ -74,7 +75,7 @@ def test_honest_tokens_are_accepted(stack: Stack, alg: str) -> None:
     assert session.get(stack.portal.url + "/", timeout=10).url == stack.portal.url + "/chart"
     me = session.get(stack.portal.url + "/api/v1/me", timeout=10).json()
     assert me["roles"] == ["patient"]
-    assert [e["action"] for e in npm_idp.audit_rows(stack.database_url, request_id=rid)] == ["signin.success"]
+    assert [e["action"] for e in audit_rows(stack.database_url, request_id=rid)] == ["signin.success"]
 
 
 @pytest.mark.parametrize("mode, alg, reason", [

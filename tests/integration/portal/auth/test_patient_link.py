@@ -22,9 +22,10 @@ import pytest
 import requests
 
 from tests.support import npm_idp
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
-from tests.support.seed import ALICE, BOB
+from tests.support.seed import ALICE, ALICE_MRN, BOB, BOB_MRN, seeded_mrn
 
 pytestmark = pytest.mark.oidc
 
@@ -37,16 +38,16 @@ def _patient(name: str, claim: str | None = None) -> dict:
 
 
 ACCOUNTS = {
-    **npm_idp.demo_accounts(demo_alice={"patient_id": "RC-100001"}),  # as the demo accounts carry it: Alice's MRN
+    **npm_idp.demo_accounts(demo_alice={"patient_id": ALICE_MRN}),  # as the demo accounts carry it: Alice's MRN
     "npm-lower": _patient("Lena Lower", "rc 100003"),         # the same MRN, written another way
     "npm-unknown": _patient("Uma Unknown", "RC-999999"),       # an MRN no chart has
     "npm-malformed": _patient("Mal Formed", "<b>RC-1</b>"),   # not an MRN at all
     "npm-chart-id": _patient("Ida Id", ALICE),                 # the portal's chart id, where MRNs are matched
     "npm-walk-in": _patient("Walter Walkin"),                  # no claim: an administrator links him
     "npm-misfiled": _patient("Mia Misfiled", "RC-999998"),     # a wrong MRN at the provider
-    "npm-right-claim": _patient("Rita Right", "RC-100004"),    # a claim an administrator overrules
+    "npm-right-claim": _patient("Rita Right", seeded_mrn(3)),    # a claim an administrator overrules
     "npm-by-id": _patient("Bea Byid", BOB),                    # for the portal matching chart ids
-    "npm-mrn-to-id": _patient("Milo Mrn", "RC-100002"),        # an MRN, where chart ids are matched
+    "npm-mrn-to-id": _patient("Milo Mrn", BOB_MRN),        # an MRN, where chart ids are matched
 }
 
 
@@ -101,7 +102,7 @@ def chart_mrn(portal: PortalServer, session: requests.Session) -> str:
 
 
 def sign_in_event(stack: Stack, user_id: str) -> dict:
-    return json.loads(npm_idp.audit_rows(stack.database_url, action="signin.success", actor_id=user_id)[-1]["details"])
+    return json.loads(audit_rows(stack.database_url, action="signin.success", actor_id=user_id)[-1]["details"])
 
 
 def assert_not_linked_everywhere(portal: PortalServer, session: requests.Session) -> None:
@@ -147,14 +148,14 @@ def change_link(stack: Stack, admin: requests.Session, user_id: str, **form: str
 # --- the claim ------------------------------------------------------------------------------------------------
 
 def test_the_patient_claim_is_matched_against_the_charts_mrn(stack: Stack) -> None:
-    alice = signed_in(stack.by_mrn, "demo-alice")  # the provider's claim is "RC-100001"
+    alice = signed_in(stack.by_mrn, "demo-alice")  # the provider's claim is ALICE_MRN
     assert me(stack.by_mrn, alice)["patient_id"] == ALICE
     chart = alice.get(f"{stack.by_mrn.url}/chart", timeout=10)
     assert chart.status_code == 200 and "Alice Moreau" in chart.text
     assert sign_in_event(stack, me(stack.by_mrn, alice)["id"]) == {"chart_link": "claim"}
 
     lena = signed_in(stack.by_mrn, "npm-lower")  # "rc 100003": the blind index normalises MRNs
-    assert chart_mrn(stack.by_mrn, lena) == "RC-100003"
+    assert chart_mrn(stack.by_mrn, lena) == seeded_mrn(2)
 
 
 @pytest.mark.parametrize("login", ["npm-unknown", "npm-malformed", "npm-chart-id", "npm-walk-in"])
@@ -164,12 +165,12 @@ def test_a_wrong_unknown_or_missing_claim_links_nothing_and_is_no_error(stack: S
     assert account["roles"] == ["patient"] and account["patient_id"] is None
     assert_not_linked_everywhere(stack.by_mrn, session)
     assert sign_in_event(stack, account["id"]) == {"chart_link": "none"}
-    assert not npm_idp.audit_rows(stack.database_url, action="signin.failure", actor_id=account["id"])
+    assert not audit_rows(stack.database_url, action="signin.failure", actor_id=account["id"])
 
 
 def test_the_setting_chooses_matching_by_chart_id(stack: Stack) -> None:
     bea = signed_in(stack.by_id, "npm-by-id")  # the claim is Bob's chart id
-    assert me(stack.by_id, bea)["patient_id"] == BOB and chart_mrn(stack.by_id, bea) == "RC-100002"
+    assert me(stack.by_id, bea)["patient_id"] == BOB and chart_mrn(stack.by_id, bea) == BOB_MRN
     milo = signed_in(stack.by_id, "npm-mrn-to-id")  # an MRN is not a chart id
     assert me(stack.by_id, milo)["patient_id"] is None
     assert_not_linked_everywhere(stack.by_id, milo)
@@ -185,23 +186,23 @@ def test_an_administrators_link_reaches_the_chart_at_once_and_survives_the_next_
     assert link_state(stack, adam, walter_id) == "Not linked"
     reason = "Identity checked at the front desk with photo ID"
 
-    linked = change_link(stack, adam, walter_id, mrn="RC-100005", reason=reason)
+    linked = change_link(stack, adam, walter_id, mrn=seeded_mrn(4), reason=reason)
     assert linked.status_code == 302, linked.text[:300]
     assert "is linked to the chart" in adam.get(stack.by_mrn.url + linked.headers["Location"], timeout=10).text
     assert link_state(stack, adam, walter_id) == "Linked by an administrator"
-    assert chart_mrn(stack.by_mrn, walter) == "RC-100005"  # his open session sees it at once
+    assert chart_mrn(stack.by_mrn, walter) == seeded_mrn(4)  # his open session sees it at once
 
     chart_id = me(stack.by_mrn, walter)["patient_id"]
-    events = npm_idp.audit_rows(stack.database_url, actor_id=adam_id, resource_id=walter_id)
+    events = audit_rows(stack.database_url, actor_id=adam_id, resource_id=walter_id)
     assert [(e["action"], e["outcome"], e["patient_id"], e["reason"]) for e in events] == [
         ("admin.patient.linked", "allowed", chart_id, reason)]
-    decisions = [json.loads(e["details"]) for e in npm_idp.audit_rows(stack.database_url, action="admin.patient_links",
+    decisions = [json.loads(e["details"]) for e in audit_rows(stack.database_url, action="admin.patient_links",
                                                               actor_id=adam_id, outcome="allowed")]
     assert {"change": "link", "user": walter_id} in decisions
 
     # The provider still sends no claim: the administrator's link stands.
     walter_again = signed_in(stack.by_mrn, "npm-walk-in")
-    assert chart_mrn(stack.by_mrn, walter_again) == "RC-100005"
+    assert chart_mrn(stack.by_mrn, walter_again) == seeded_mrn(4)
     assert sign_in_event(stack, walter_id) == {"chart_link": "admin"}
     # The link is in the patient's accounting of disclosures, with the administrator and the reason.
     report = walter_again.get(f"{stack.by_mrn.url}/me/disclosures", timeout=30)
@@ -216,22 +217,22 @@ def test_an_administrators_decision_stands_over_a_wrong_or_right_claim(stack: St
     mia = signed_in(stack.by_mrn, "npm-misfiled")  # her provider has a wrong MRN
     mia_id = me(stack.by_mrn, mia)["id"]
     assert change_link(stack, adam, mia_id, mrn="rc-100006", reason="Provider record has a typo").status_code == 302
-    assert chart_mrn(stack.by_mrn, signed_in(stack.by_mrn, "npm-misfiled")) == "RC-100006"
+    assert chart_mrn(stack.by_mrn, signed_in(stack.by_mrn, "npm-misfiled")) == seeded_mrn(5)
 
     rita = signed_in(stack.by_mrn, "npm-right-claim")  # linked by her claim ...
     rita_id = me(stack.by_mrn, rita)["id"]
     first_chart = me(stack.by_mrn, rita)["patient_id"]
-    assert chart_mrn(stack.by_mrn, rita) == "RC-100004"
+    assert chart_mrn(stack.by_mrn, rita) == seeded_mrn(3)
     assert link_state(stack, adam, rita_id) == "Linked by the sign-in claim"
     # ... moved to another chart, then unlinked by the administrator: each chart gets its own event.
-    assert change_link(stack, adam, rita_id, mrn="RC-100007", reason="Merged duplicate record").status_code == 302
+    assert change_link(stack, adam, rita_id, mrn=seeded_mrn(6), reason="Merged duplicate record").status_code == 302
     second_chart = me(stack.by_mrn, rita)["patient_id"]
-    assert chart_mrn(stack.by_mrn, rita) == "RC-100007"
+    assert chart_mrn(stack.by_mrn, rita) == seeded_mrn(6)
     unlinked = change_link(stack, adam, rita_id, reason="Account belongs to a relative")
     assert unlinked.status_code == 302
     assert link_state(stack, adam, rita_id) == "Not linked (unlinked by an administrator)"
     assert_not_linked_everywhere(stack.by_mrn, rita)
-    events = npm_idp.audit_rows(stack.database_url, resource_id=rita_id, resource_type="user")
+    events = audit_rows(stack.database_url, resource_id=rita_id, resource_type="user")
     assert [(e["action"], e["patient_id"], e["reason"]) for e in events] == [
         ("admin.patient.unlinked", first_chart, "Merged duplicate record"),
         ("admin.patient.linked", second_chart, "Merged duplicate record"),
@@ -257,11 +258,11 @@ def test_an_administrators_decision_stands_over_a_wrong_or_right_claim(stack: St
     ({"mrn": "<RC-1>", "reason": "Checked photo ID at the desk"}, 400, "bad_mrn", "An MRN has 3 to 32 letters"),
     ({"mrn": "", "reason": "Checked photo ID at the desk"}, 400, "bad_mrn", "An MRN has 3 to 32 letters"),
     ({"mrn": "RC-999999", "reason": "Checked photo ID at the desk"}, 400, "unknown_mrn", "No patient has that MRN"),
-    ({"mrn": "RC-100008", "reason": "short"}, 400, "bad_reason", "Give the reason in 10 to 300 characters"),
-    ({"mrn": "RC-100008", "reason": "Checked photo ID\x00 at the desk"}, 400, "bad_reason", "on one line"),
-    ({"mrn": "RC-100008"}, 400, "bad_reason", "Give the reason"),
+    ({"mrn": seeded_mrn(7), "reason": "short"}, 400, "bad_reason", "Give the reason in 10 to 300 characters"),
+    ({"mrn": seeded_mrn(7), "reason": "Checked photo ID\x00 at the desk"}, 400, "bad_reason", "on one line"),
+    ({"mrn": seeded_mrn(7)}, 400, "bad_reason", "Give the reason"),
     ({"reason": "x"}, 400, "bad_reason", "Give the reason"),
-    ({"mrn": "RC-100008", "reason": "Checked photo ID at the desk", "csrf_token": "forged"}, 400, "csrf", "form expired"),
+    ({"mrn": seeded_mrn(7), "reason": "Checked photo ID at the desk", "csrf_token": "forged"}, 400, "csrf", "form expired"),
 ])
 def test_bad_link_requests_are_refused_with_a_message_and_change_nothing(stack: Stack, form: dict, status: int,
                                                                          code: str, message: str) -> None:
@@ -272,19 +273,19 @@ def test_bad_link_requests_are_refused_with_a_message_and_change_nothing(stack: 
     assert refused.status_code == status and f'data-error-code="{code}"' in refused.text, refused.text[:400]
     assert message in refused.text
     assert me(stack.by_mrn, uma)["patient_id"] is None and link_state(stack, adam, uma_id) == "Not linked"
-    assert not npm_idp.audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")
+    assert not audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")
     if code != "csrf":
-        refusal = npm_idp.audit_rows(stack.database_url, action="request.refused", actor_id=me(stack.by_mrn, adam)["id"])[-1]
+        refusal = audit_rows(stack.database_url, action="request.refused", actor_id=me(stack.by_mrn, adam)["id"])[-1]
         assert (refusal["outcome"], refusal["reason"]) == ("denied", code)
 
 
 def test_only_patient_accounts_are_linked(stack: Stack) -> None:
     adam = signed_in(stack.by_mrn, "demo-adam")
     chen_id = me(stack.by_mrn, signed_in(stack.by_mrn, "demo-chen"))["id"]
-    refused = change_link(stack, adam, chen_id, mrn="RC-100008", reason="Checked photo ID at the desk")
+    refused = change_link(stack, adam, chen_id, mrn=seeded_mrn(7), reason="Checked photo ID at the desk")
     assert refused.status_code == 400 and 'data-error-code="not_a_patient"' in refused.text
     assert f'data-account="{chen_id}"' not in admin_page(stack, adam)
-    malformed = change_link(stack, adam, "not-a-user", mrn="RC-100008", reason="Checked photo ID at the desk")
+    malformed = change_link(stack, adam, "not-a-user", mrn=seeded_mrn(7), reason="Checked photo ID at the desk")
     assert malformed.status_code == 400 and 'data-error-code="malformed_id"' in malformed.text
     lookup = adam.get(f"{stack.by_mrn.url}/admin/patient-accounts", params={"account": "%' OR 1=1"}, timeout=10)
     assert lookup.status_code == 400 and 'data-error-code="bad_reference"' in lookup.text
@@ -298,12 +299,12 @@ def test_only_administrators_see_or_change_links_and_refusals_are_audited(stack:
     uma_id = me(stack.by_mrn, uma)["id"]
     assert other.get(f"{stack.by_mrn.url}/admin/patient-accounts", timeout=10).status_code == 403
     token = csrf_token(other, f"{stack.by_mrn.url}/auth/sessions")
-    for action, form in (("chart-link", {"mrn": "RC-100008"}), ("chart-link/remove", {})):
+    for action, form in (("chart-link", {"mrn": seeded_mrn(7)}), ("chart-link/remove", {})):
         refused = other.post(f"{stack.by_mrn.url}/admin/users/{uma_id}/{action}", allow_redirects=False, timeout=10,
                              data={"csrf_token": token, "reason": "Checked photo ID at the desk", **form})
         assert refused.status_code == 403
-    denied = npm_idp.audit_rows(stack.database_url, action="admin.patient_links", actor_id=other_id)
+    denied = audit_rows(stack.database_url, action="admin.patient_links", actor_id=other_id)
     assert [(row["outcome"], json.loads(row["details"]).get("change")) for row in denied] == [
         ("denied", None), ("denied", "link"), ("denied", "unlink")]
     assert me(stack.by_mrn, uma)["patient_id"] is None
-    assert not npm_idp.audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")
+    assert not audit_rows(stack.database_url, resource_id=uma_id, resource_type="user")

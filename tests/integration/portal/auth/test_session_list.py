@@ -25,11 +25,12 @@ import requests
 import socketio
 import sqlalchemy as sa
 
+from tests.support.audit_log import audit_rows
 from tests.support.chat import NS, ChatClient
 from tests.support.database import connected
 from tests.support.environment import free_port
 from tests.support.harness import InProcessPortal
-from tests.support.npm_idp import audit_rows, start_portals, stop_portals
+from tests.support.npm_idp import start_portals, stop_portals
 from tests.support.portal_server import (
     PortalServer,
     another_worker,

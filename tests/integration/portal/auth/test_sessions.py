@@ -23,11 +23,12 @@ from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
 
 from portal.models import LoginSession
+from tests.support.audit_log import audit_rows
 from tests.support.chat import ChatClient
 from tests.support.database import writing
 from tests.support.environment import free_port
 from tests.support.harness import InProcessPortal
-from tests.support.npm_idp import audit_rows, dev_portal, start_portals, stop_portals
+from tests.support.npm_idp import dev_portal, start_portals, stop_portals
 from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, csrf_token, parse_form, sign_in
 from tests.support.seed import ALICE
 

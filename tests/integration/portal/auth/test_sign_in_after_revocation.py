@@ -28,6 +28,7 @@ import pytest
 import requests
 
 from tests.support import npm_idp
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 
@@ -151,7 +152,7 @@ def test_after_ending_another_session_a_new_browser_signs_in_plainly(stack: Stac
     assert me(stack, desktop).status_code == 200
     assert me(stack, phone).status_code == 200 and me(stack, laptop).status_code == 401
     alice = me(stack, desktop).json()["id"]
-    assert [row["outcome"] for row in npm_idp.audit_rows(stack.database_url, action="signin.failure", actor_id=alice)] == []
+    assert [row["outcome"] for row in audit_rows(stack.database_url, action="signin.failure", actor_id=alice)] == []
 
 
 # --- the browser whose session was ended ------------------------------------------------------------------------
@@ -218,7 +219,7 @@ def test_the_providers_remembered_sign_in_from_before_the_revocation_starts_no_s
     assert asks_for_password(landed), "the provider was not asked for the password"
     assert me(stack, laptop).status_code == 401  # no session on the remembered sign-in
 
-    refused = npm_idp.audit_rows(stack.database_url, action="signin.failure", actor_id=okafor)
+    refused = audit_rows(stack.database_url, action="signin.failure", actor_id=okafor)
     assert [(row["outcome"], row["reason"]) for row in refused] == [("denied", "sign_in_again")]
 
     answer = password_then_back(stack, laptop, landed, "demo-okafor")

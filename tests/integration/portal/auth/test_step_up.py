@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from tests.support import npm_idp
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 from tests.support.seed import ALICE
@@ -112,13 +113,13 @@ def test_break_glass_asks_the_provider_for_a_recent_strong_sign_in_and_records_i
     page, prompted = _step_up(reyes, step_up_url, "demo-reyes")
     assert not prompted  # signed in seconds ago: within max_age the provider need not ask
     assert 'id="step-up-confirmed"' in page.text and REASON in page.text  # the typed reason is kept
-    succeeded = npm_idp.audit_rows(stack.database_url, action="stepup.success")[-1]
+    succeeded = audit_rows(stack.database_url, action="stepup.success")[-1]
     assert _details(succeeded)["step_up_acr"] == STRONG
 
     opened = reyes.post(f"{stack.portal.url}/patients/{ALICE}/break-glass", timeout=10,
                         data={"reason": REASON, "csrf_token": csrf_token(reyes, f"{stack.portal.url}/")})
     assert opened.status_code == 200 and "Alice Moreau" in opened.text
-    granted = _details(npm_idp.audit_rows(stack.database_url, action="break_glass.granted")[-1])
+    granted = _details(audit_rows(stack.database_url, action="break_glass.granted")[-1])
     assert granted["step_up"] == "break_glass" and granted["step_up_acr"] == STRONG
     assert granted["step_up_auth_time"] == _details(succeeded)["step_up_auth_time"]
 
@@ -142,7 +143,7 @@ def test_signing_in_again_as_someone_else_does_not_step_up(stack: Stack) -> None
     page, prompted = _step_up(reyes, _ask_for_break_glass(reyes, stack.strict), "demo-okafor")
     assert prompted and page.status_code == 401 and 'data-error-code="step_up_other_user"' in page.text
     assert reyes.get(f"{stack.strict.url}/api/v1/me", timeout=10).json()["name"] == "Dr. Ana Reyes"
-    assert npm_idp.audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"] == "step_up_other_user"
+    assert audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"] == "step_up_other_user"
 
 
 @pytest.mark.parametrize("mode, status, code", [
@@ -154,7 +155,7 @@ def test_signing_in_again_as_someone_else_does_not_step_up(stack: Stack) -> None
 def test_a_token_that_does_not_prove_a_fresh_strong_sign_in_is_refused(stack: Stack, mode: str, status: int,
                                                                          code: str) -> None:
     reyes = _signed_in(stack.portal, "demo-reyes")
-    granted_before = len(npm_idp.audit_rows(stack.database_url, action="break_glass.granted"))
+    granted_before = len(audit_rows(stack.database_url, action="break_glass.granted"))
     step_up_url = _ask_for_break_glass(reyes, stack.portal)
     stack.proxy.mode = mode
     page, _ = _step_up(reyes, step_up_url, "demo-reyes")
@@ -164,8 +165,8 @@ def test_a_token_that_does_not_prove_a_fresh_strong_sign_in_is_refused(stack: St
     retry = re.search(r'<a class="button" href="([^"]+)" id="sign-in-again">Sign in again', page.text)
     assert retry, "the refusal page does not offer to sign in again"
     assert reyes.get(f"{stack.portal.url}/api/v1/me", timeout=10).status_code == 200  # still signed in
-    assert (npm_idp.audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"]) == code
-    assert len(npm_idp.audit_rows(stack.database_url, action="break_glass.granted")) == granted_before
+    assert (audit_rows(stack.database_url, action="stepup.failure")[-1]["reason"]) == code
+    assert len(audit_rows(stack.database_url, action="break_glass.granted")) == granted_before
 
     stack.proxy.mode = "honest"  # signing in again, properly this time, completes the action
     page, _ = _step_up(reyes, stack.portal.url + retry.group(1).replace("&amp;", "&"), "demo-reyes")
@@ -179,7 +180,7 @@ def test_an_audit_export_needs_a_fresh_sign_in_that_lasts_a_short_window(stack: 
     assert first.status_code == 302 and first.headers["Location"].startswith("/auth/step-up?action=audit_export")
     download, _ = _step_up(cora, stack.portal.url + first.headers["Location"], "demo-cora")
     assert download.status_code == 200 and download.headers["Content-Type"].startswith("text/csv")
-    exported = _details(npm_idp.audit_rows(stack.database_url, action="audit.export", outcome="allowed")[-1])
+    exported = _details(audit_rows(stack.database_url, action="audit.export", outcome="allowed")[-1])
     assert exported["step_up"] == "audit_export" and exported["step_up_acr"] == STRONG
 
     again = cora.get(export_url, allow_redirects=False, timeout=30)  # within the window: no new sign-in

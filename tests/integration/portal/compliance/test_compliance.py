@@ -27,8 +27,8 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from audit import CSV_COLUMNS
 from audit.events import parse_time
 from portal.compliance.events import is_after_hours
+from tests.support.audit_log import audit_rows
 from tests.support.harness import socket_client
-from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import ROOT, break_glass, csrf_token, get_stepping_up, sign_in
 from tests.support.seed import ALICE
 

@@ -17,8 +17,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
-from tests.support.npm_idp import audit_rows, stop_portals
+from tests.support.npm_idp import stop_portals
 from tests.support.portal_server import (
     PortalServer,
     csrf_token,

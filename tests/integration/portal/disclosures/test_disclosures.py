@@ -22,10 +22,10 @@ import pytest
 import sqlalchemy as sa
 
 from audit import install_append_only_guard, remove_append_only_guard
+from tests.support.audit_log import audit_rows
 from tests.support.database import writing
-from tests.support.npm_idp import audit_rows
 from tests.support.portal_server import DEMO_PASSWORDS, ROOT, parse_form, sign_in
-from tests.support.seed import ALICE
+from tests.support.seed import ALICE, ALICE_MRN
 
 BREAK_GLASS_REASON = "Unconscious in the emergency department, allergies unknown"
 UNVERIFIED = "The audit log failed verification; the report cannot be issued. Compliance has been alerted."
@@ -47,7 +47,7 @@ def accesses(portal, sessions):
     chen, okafor, reyes, alice = (sessions[login] for login in ("dr.chen", "dr.okafor", "dr.reyes", "alice"))
     for path in (f"/patients/{ALICE}", f"/api/v1/patients/{ALICE}/results", f"/api/v1/patients/{ALICE}/medications"):
         assert chen.get(portal.url + path, timeout=10).status_code == 200, path
-    assert chen.get(portal.url + "/api/v1/patients", params={"mrn": "RC-100001"}, timeout=10).json()["patients"]
+    assert chen.get(portal.url + "/api/v1/patients", params={"mrn": ALICE_MRN}, timeout=10).json()["patients"]
     assert okafor.get(portal.url + f"/patients/{ALICE}", timeout=10).status_code == 200
     open_break_glass(portal, reyes, "dr.reyes", ALICE, BREAK_GLASS_REASON)
     assert reyes.get(portal.url + f"/api/v1/patients/{ALICE}/allergies", timeout=10).status_code == 200
@@ -109,7 +109,7 @@ def test_the_patients_report_lists_exactly_the_accesses_in_the_audit_log(portal,
     seqs = [line["seq"] for line in report["lines"]]
     assert seqs == expected_seqs(portal, accesses["alice_id"], report["proof"]["tree_size"])
     assert report["count"] == len(seqs) and len(seqs) >= 8
-    assert report["patient"] == {"id": ALICE, "name": "Alice Moreau", "mrn": "RC-100001"}
+    assert report["patient"] == {"id": ALICE, "name": "Alice Moreau", "mrn": ALICE_MRN}
     today = _today()
     assert report["end"] == today and report["start"][:4] == str(int(today[:4]) - 6), "the last six years by default"
     whats = {line["what"] for line in report["lines"]}
@@ -136,7 +136,7 @@ def test_the_patient_page_shows_the_report_with_downloads(portal, sessions, acce
     tree_size = int(re.search(r"data-tree-size>(\d+)<", page.text).group(1))
     page_seqs = [int(seq) for seq in re.findall(r'<tr class="[^"]*" data-seq="(\d+)"', page.text)]
     assert page_seqs == expected_seqs(portal, accesses["alice_id"], tree_size)
-    assert "Alice Moreau" in page.text and "RC-100001" in page.text and BREAK_GLASS_REASON in page.text
+    assert "Alice Moreau" in page.text and ALICE_MRN in page.text and BREAK_GLASS_REASON in page.text
     assert 'scope="col"' in page.text and 'aria-labelledby="disclosures-caption"' in page.text
     assert "<script>" not in page.text and "style=" not in page.text
     assert "format=csv" in page.text and "format=pdf" in page.text and "format=json" in page.text
@@ -218,7 +218,7 @@ def test_every_issued_report_is_audited_with_its_format_and_line_count(portal, s
     details = [row["details"].replace(" ", "") for row in rows]
     for fmt, text in zip(("html", "csv", "pdf", "json"), details, strict=True):
         assert f'"format":"{fmt}"' in text and '"lines":' in text and '"range":"' in text
-    assert all("Moreau" not in text and "RC-100001" not in text for text in details), "identifiers only"
+    assert all("Moreau" not in text and ALICE_MRN not in text for text in details), "identifiers only"
 
 
 # --------------------------------------------------------------------------- refusals
@@ -244,7 +244,7 @@ def test_refusals_are_audited_once(portal, sessions, accesses, login, patient, s
     response = _api(portal, session, patient)
     assert response.status_code == status
     assert response.json()["error"]["code"] == ("forbidden" if status == 403 else "not_found")
-    assert "Moreau" not in response.text and "RC-100001" not in response.text
+    assert "Moreau" not in response.text and ALICE_MRN not in response.text
     denied = _denied_after(portal, actor, before)
     assert len(denied) == 1 and denied[0]["reason"] == reason and denied[0]["patient_id"] == patient
 
@@ -257,7 +257,7 @@ def test_pages_refuse_the_same_way(portal, sessions, accesses):
     assert page.status_code == 403 and "Moreau" not in page.text
     assert len(_denied_after(portal, chen_id, before)) == 1
     assert chen.get(portal.url + "/compliance/disclosures", timeout=10).status_code == 403
-    assert bob.get(portal.url + "/compliance/disclosures", params={"mrn": "RC-100001"}, timeout=10).status_code == 404
+    assert bob.get(portal.url + "/compliance/disclosures", params={"mrn": ALICE_MRN}, timeout=10).status_code == 404
     cora_id = _actor(portal, cora)
     before = len(disclosure_rows(portal, actor_id=cora_id, outcome="denied"))
     unknown = cora.get(portal.url + "/compliance/disclosures", params={"mrn": "RC-999999"}, timeout=10)

@@ -41,6 +41,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.support import npm_idp
+from tests.support.audit_log import audit_rows
 from tests.support.environment import free_port
 from tests.support.portal_server import PortalServer, csrf_token, portal_env, prepare_database
 from tests.support.seed import ALICE, BOB
@@ -222,7 +223,7 @@ def test_a_confidential_app_connects_reads_refreshes_and_is_disconnected_by_the_
         ClientCondition.where({"patient": ALICE}).perform(server)
     with pytest.raises(requests.HTTPError):  # its refresh token went with the grant
         smart.reauthorize()
-    assert npm_idp.audit_rows(stack.database_url, action="smart.grant.revoked", reason="revoked_by_patient")
+    assert audit_rows(stack.database_url, action="smart.grant.revoked", reason="revoked_by_patient")
 
 
 def test_a_public_app_with_authlib_gets_an_id_token_refreshes_introspects_and_revokes(stack):
@@ -278,7 +279,7 @@ def test_a_public_app_with_authlib_gets_an_id_token_refreshes_introspects_and_re
     assert refused.status_code == 401 and 'error="invalid_token"' in refused.headers["WWW-Authenticate"]
     assert client.introspect_token(discovery["introspection_endpoint"], token=token["access_token"]).json() == {
         "active": False}
-    assert npm_idp.audit_rows(stack.database_url, action="smart.token.revoked", outcome="allowed")
+    assert audit_rows(stack.database_url, action="smart.token.revoked", outcome="allowed")
 
 
 # --------------------------------------------------------------------------- tokens, storage and the audit trail
@@ -332,7 +333,7 @@ def test_tokens_and_secrets_are_stored_only_as_hashes(stack, alice_token):
 
 def test_every_fhir_access_is_audited_with_the_person_the_app_and_the_scopes(stack, alice_token):
     fhir_get(stack.url, "Observation", alice_token["access_token"], category="laboratory")
-    events = npm_idp.audit_rows(stack.database_url, action="fhir.search", patient_id=ALICE, outcome="allowed")
+    events = audit_rows(stack.database_url, action="fhir.search", patient_id=ALICE, outcome="allowed")
     details = json.loads(events[-1]["details"])
     assert details["client_id"] == stack.reader.client_id and details["app"] == "Chart Reader"
     assert details["scopes"] == alice_token["scope"] and details["fhir_type"] == "Observation"
@@ -363,7 +364,7 @@ def test_a_token_for_one_patient_never_reads_another(stack, alice_token, path, p
     response = fhir_get(stack.url, path, alice_token["access_token"], **params)
     assert response.status_code == 404 and response.json()["resourceType"] == "OperationOutcome"
     assert "Lindqvist" not in response.text
-    assert npm_idp.audit_rows(stack.database_url, patient_id=BOB, outcome="denied",
+    assert audit_rows(stack.database_url, patient_id=BOB, outcome="denied",
                               reason="not the patient who connected the app")
 
 
@@ -406,7 +407,7 @@ def test_an_unknown_client_or_a_mismatched_redirect_uri_is_told_to_the_person_ne
     assert 'data-error-code="oauth_invalid_request"' in elsewhere.text
     prefix = authorization(stack, redirect_uri=APP_REDIRECT + "/extra")  # exact match only
     assert prefix.status_code == 400 and "Location" not in prefix.headers
-    reasons = [row["reason"] for row in npm_idp.audit_rows(stack.database_url, action="smart.authorize", outcome="denied")]
+    reasons = [row["reason"] for row in audit_rows(stack.database_url, action="smart.authorize", outcome="denied")]
     assert "invalid_client" in reasons and "invalid_request" in reasons
 
 
@@ -438,7 +439,7 @@ def test_denied_consent_sends_access_denied_and_grants_nothing(stack):
     location = decide(browser, open_consent(browser, url), allow=False)
     query = query_of(location)
     assert query["error"] == "access_denied" and query["state"] == "s-1" and "code" not in query
-    assert npm_idp.audit_rows(stack.database_url, action="smart.authorize", outcome="denied", reason="access_denied")
+    assert audit_rows(stack.database_url, action="smart.authorize", outcome="denied", reason="access_denied")
 
 
 def code_for(stack, app: RegisteredApp, scope: str = "launch/patient offline_access patient/*.rs") -> tuple[str, str]:
@@ -454,7 +455,7 @@ def test_a_reused_code_is_refused_and_revokes_what_its_first_use_issued(stack):
     again = exchange(stack.url, stack.confidential, code, verifier)
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
     assert fhir_get(stack.url, f"Patient/{ALICE}", first.json()["access_token"]).status_code == 401
-    assert npm_idp.audit_rows(stack.database_url, action="smart.grant.revoked", reason="code_reused")
+    assert audit_rows(stack.database_url, action="smart.grant.revoked", reason="code_reused")
 
 
 def test_an_expired_code_is_refused(stack):
@@ -467,7 +468,7 @@ def test_an_expired_code_is_refused(stack):
     engine.dispose()
     expired = exchange(stack.url, stack.public, code, verifier)
     assert expired.status_code == 400 and expired.json()["error"] == "invalid_grant"
-    assert npm_idp.audit_rows(stack.database_url, action="smart.token", outcome="denied", reason="expired")
+    assert audit_rows(stack.database_url, action="smart.token", outcome="denied", reason="expired")
 
 
 @pytest.mark.parametrize("app_name", ["confidential", "public"])
@@ -490,7 +491,7 @@ def test_a_rotated_refresh_token_presented_again_revokes_the_whole_grant(stack):
     assert reused.status_code == 400 and reused.json()["error"] == "invalid_grant"
     assert refresh(stack.url, stack.confidential, newer["refresh_token"]).status_code == 400
     assert fhir_get(stack.url, f"Patient/{ALICE}", newer["access_token"]).status_code == 401
-    assert npm_idp.audit_rows(stack.database_url, action="smart.grant.revoked", reason="refresh_token_reused")
+    assert audit_rows(stack.database_url, action="smart.grant.revoked", reason="refresh_token_reused")
 
 
 def test_without_offline_access_no_refresh_token_is_issued(stack):
@@ -517,10 +518,10 @@ def test_without_offline_access_no_refresh_token_is_issued(stack):
     pytest.param("Patient", {"identifier": ""}, id="empty-value"),
 ])
 def test_malformed_search_parameters_get_400_operation_outcome(stack, alice_token, path, params):
-    refused_before = len(npm_idp.audit_rows(stack.database_url, action="request.refused"))
+    refused_before = len(audit_rows(stack.database_url, action="request.refused"))
     response = fhir_get(stack.url, path, alice_token["access_token"], **params)
     assert response.status_code == 400, response.text
-    assert len(npm_idp.audit_rows(stack.database_url, action="request.refused")) == refused_before + 1
+    assert len(audit_rows(stack.database_url, action="request.refused")) == refused_before + 1
     outcome = response.json()
     assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["code"] == "invalid"
     OperationOutcome.model_validate(outcome)
@@ -530,7 +531,7 @@ def test_malformed_search_parameters_get_400_operation_outcome(stack, alice_toke
 def test_unsupported_resource_types_get_404_operation_outcome_audited(stack, alice_token, path):
     response = fhir_get(stack.url, path, alice_token["access_token"])
     assert response.status_code == 404 and response.json()["resourceType"] == "OperationOutcome"
-    refused = npm_idp.audit_rows(stack.database_url, action="request.refused", outcome="denied")
+    refused = audit_rows(stack.database_url, action="request.refused", outcome="denied")
     assert json.loads(refused[-1]["details"])["client_id"] == stack.reader.client_id
 
 
@@ -553,7 +554,7 @@ def test_expired_revoked_malformed_or_missing_tokens_get_401_with_a_challenge(st
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == 'Bearer realm="fhir"'
     basic = requests.get(f"{stack.fhir}/Patient/{ALICE}", auth=("user", "pass"), timeout=10)
     assert basic.status_code == 401
-    refused = npm_idp.audit_rows(stack.database_url, action="request.refused", reason="invalid_token")
+    refused = audit_rows(stack.database_url, action="request.refused", reason="invalid_token")
     assert any(json.loads(row["details"]).get("client_id") == stack.public.client_id for row in refused)
 
 
@@ -562,7 +563,7 @@ def test_a_scope_that_does_not_cover_the_type_gets_403(stack):
     response = fhir_get(stack.url, "Condition", token["access_token"], patient=ALICE)
     assert response.status_code == 403 and response.json()["issue"][0]["code"] == "forbidden"
     assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
-    assert npm_idp.audit_rows(stack.database_url, action="fhir.search", outcome="denied", patient_id=ALICE)
+    assert audit_rows(stack.database_url, action="fhir.search", outcome="denied", patient_id=ALICE)
 
 
 def test_a_category_restricted_scope_reads_only_that_category(stack):

@@ -20,6 +20,7 @@ import requests
 import socketio
 import sqlalchemy as sa
 
+from tests.support.audit_log import audit_rows
 from tests.support.chat import (
     NS,
     ChatClient,
@@ -29,26 +30,11 @@ from tests.support.chat import (
     team_conversation,
     user_id_of,
 )
-from tests.support.portal_server import PortalServer, another_worker, csrf_token, running_portal, sign_in
+from tests.support.portal_server import another_worker, csrf_token, running_portal, sign_in
 
 pytestmark = pytest.mark.slow  # started first (tests/conftest.py): one of the suite's longest modules
 
 FAMILY_MEDICINE = "Family Medicine"
-
-
-def audit_rows(database_url: str, action: str) -> list[dict]:
-    engine = sa.create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text("SELECT actor_id, action, outcome, resource_id, reason, details FROM audit_entry "
-                                        "WHERE action = :a ORDER BY seq"), {"a": action}).mappings().all()
-        return [dict(r) for r in rows]
-    finally:
-        engine.dispose()
-
-
-def database_url(server: PortalServer) -> str:
-    return server.env["PORTAL_DATABASE_URL"]
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +132,7 @@ def outsider_refused(reyes: ChatClient, chen: ChatClient, conversation_id: str, 
     assert not reyes.received("message", in_conversation(conversation_id))
     after = chen.call("history", {"conversation_id": conversation_id, "after_seq": 0, "limit": 100})
     assert after["last_seq"] == before["last_seq"] and after["messages"] == before["messages"]
-    denied = [r for r in audit_rows(db_url, "conversation.join") + audit_rows(db_url, "conversation.send")
+    denied = [r for r in audit_rows(db_url, action="conversation.join") + audit_rows(db_url, action="conversation.send")
               if r["actor_id"] == reyes_id and r["resource_id"] == conversation_id]
     assert {(r["action"], r["outcome"]) for r in denied} == {("conversation.join", "denied"), ("conversation.send", "denied")}
 
@@ -160,21 +146,21 @@ def test_connect_without_cookie_is_refused(portal):
     with pytest.raises(socketio.exceptions.ConnectionError):
         client.connect(portal.url, namespaces=[NS], transports=["websocket"], wait_timeout=5)
     assert reasons == [{"message": "unauthenticated"}]
-    denied = [r for r in audit_rows(database_url(portal), "chat.connect") if r["outcome"] == "denied"]
+    denied = [r for r in audit_rows(portal.database, action="chat.connect") if r["outcome"] == "denied"]
     assert denied and denied[-1]["actor_id"] is None
 
 
 def test_two_clinicians_exchange_messages_both_ways(portal, people, clients):
     chen, okafor = clients(people["sessions"]["dr.chen"]), clients(people["sessions"]["dr.okafor"])
     exchange_both_ways(chen, okafor, people["direct"], people["ids"])
-    sends = [r for r in audit_rows(database_url(portal), "conversation.send") if r["outcome"] == "allowed"]
+    sends = [r for r in audit_rows(portal.database, action="conversation.send") if r["outcome"] == "allowed"]
     assert sends and all("message_id" in json.loads(r["details"]) for r in sends)
     assert not any("review the labs" in (r["details"] + (r["reason"] or "")) for r in sends)
 
 
 def test_outsider_is_refused_and_audited(portal, people, clients):
     chen, reyes = clients(people["sessions"]["dr.chen"]), clients(people["sessions"]["dr.reyes"])
-    outsider_refused(reyes, chen, people["direct"], database_url(portal), people["ids"]["dr.reyes"])
+    outsider_refused(reyes, chen, people["direct"], portal.database, people["ids"]["dr.reyes"])
 
 
 def test_idempotent_retry_stores_and_broadcasts_once(people, clients):
@@ -259,7 +245,7 @@ def test_removed_clinician_loses_the_room(portal, people, clients):
     okafor = clients(people["sessions"]["dr.okafor"])
     team = team_conversation(portal.url, people["sessions"]["dr.okafor"], FAMILY_MEDICINE)
     assert okafor.call("join", {"conversation_id": team})["ok"]
-    engine = sa.create_engine(database_url(portal))
+    engine = sa.create_engine(portal.database)
     team_id = " (SELECT team_id FROM conversation WHERE id = :c) "
     try:
         with engine.begin() as conn:
@@ -303,11 +289,11 @@ def test_body_is_not_stored_in_plaintext(portal, people, clients):
     chen = clients(people["sessions"]["dr.chen"])
     marker = f"plaintext-canary-{uuid.uuid4().hex}"
     assert chen.send(people["direct"], marker)["ok"]
-    path = Path(database_url(portal).removeprefix("sqlite:///"))
+    path = Path(portal.database.removeprefix("sqlite:///"))
     for candidate in (path, Path(f"{path}-wal")):
         if candidate.exists():
             assert marker.encode() not in candidate.read_bytes(), f"message body found in {candidate.name}"
-    engine = sa.create_engine(database_url(portal))
+    engine = sa.create_engine(portal.database)
     try:
         with engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT body FROM message ORDER BY rowid DESC LIMIT 1")).scalar_one()

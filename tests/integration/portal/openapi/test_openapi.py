@@ -23,7 +23,7 @@ from werkzeug.routing import Map, Rule
 
 from portal.openapi import load_document
 from tests.support.portal_server import csrf_token, sign_in
-from tests.support.seed import ALICE, BOB
+from tests.support.seed import ALICE, ALICE_MRN, BOB, BOB_MRN, seeded_mrn
 
 API = "/api/v1"
 SECTIONS = ("demographics", "problems", "medications", "allergies", "results", "notes")
@@ -156,12 +156,12 @@ def test_real_responses_match_the_document(portal, sessions):
     check(anonymous.get(url + mine, timeout=10), mine)
 
     search = "/api/v1/patients"
-    assert check(chen.get(url + search, params={"mrn": "RC-100001"}, timeout=10), search).status_code == 200
+    assert check(chen.get(url + search, params={"mrn": ALICE_MRN}, timeout=10), search).status_code == 200
     assert check(chen.get(url + search, params={"birth_date": "31/12/1980"}, timeout=10), search).status_code == 400
-    assert check(alice.get(url + search, params={"mrn": "RC-100002"}, timeout=10), search).status_code == 403
-    check(anonymous.get(url + search, params={"mrn": "RC-100001"}, timeout=10), search)
-    statuses = [check(okafor.get(url + search, params={"mrn": f"RC-10000{n}"}, timeout=10), search).status_code
-                for n in (1, 2, 3)]
+    assert check(alice.get(url + search, params={"mrn": BOB_MRN}, timeout=10), search).status_code == 403
+    check(anonymous.get(url + search, params={"mrn": ALICE_MRN}, timeout=10), search)
+    statuses = [check(okafor.get(url + search, params={"mrn": seeded_mrn(n)}, timeout=10), search).status_code
+                for n in (0, 1, 2)]
     assert statuses == [200, 200, 429], statuses  # two different patients an hour, in this portal
 
     chart = "/api/v1/patients/{patient_id}"

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from fhir.resources.R4B.bundle import Bundle
 
+from tests.support.audit_log import audit_rows
 from tests.support.portal_server import (
     another_worker,
     break_glass,
@@ -19,7 +20,7 @@ from tests.support.portal_server import (
     sign_in,
     sign_in_again,
 )
-from tests.support.seed import ALICE, BOB
+from tests.support.seed import ALICE, ALICE_MRN, BOB, BOB_MRN, seeded_mrn
 
 
 @pytest.fixture(scope="module")
@@ -42,23 +43,11 @@ def signed_in(login_as):
     return {login: login_as(login) for login in ("alice", "dr.chen", "dr.reyes", "cora")}
 
 
-def audit_rows(source, **where):
-    """Audit entries matching ``where``: from the in-process test's connection, or from a real portal's database."""
-    clauses = " AND ".join(f"{column} = :{column}" for column in where)
-    query = sa.text(f"SELECT * FROM audit_entry WHERE {clauses} ORDER BY seq")
-    if isinstance(source, sa.Connection):
-        return source.execute(query, where).mappings().all()
-    engine = sa.create_engine(source.env["PORTAL_DATABASE_URL"])
-    with engine.connect() as conn:
-        rows = conn.execute(query, where).mappings().all()
-    engine.dispose()
-    return rows
-
 
 def test_patient_reads_their_own_chart(db, signed_in):
     page = signed_in["alice"].get("/chart", timeout=10)
     assert page.status_code == 200
-    assert "Alice Moreau" in page.text and "RC-100001" in page.text
+    assert "Alice Moreau" in page.text and ALICE_MRN in page.text
     assert page.headers["Cache-Control"] == "no-store"
     assert audit_rows(db, action="chart.read", patient_id=ALICE, outcome="allowed")
 
@@ -81,16 +70,16 @@ def test_no_request_value_can_keep_an_access_attempt_out_of_the_audit_log(portal
     hostile = {"User-Agent": b"probe\x00\x01\x7f", "X-Request-ID": b"req-\x00-0123456789"}
     status = raw_request(portal.url, "GET", f"/api/v1/patients/{ALICE}", {**hostile, "Cookie": cookie_header(bob)})
     assert status == 404  # concealed, as for any other chart that is not bob's
-    refused = audit_rows(portal, action="chart.read", patient_id=ALICE, actor_role="patient", outcome="denied")
+    refused = audit_rows(portal.database, action="chart.read", patient_id=ALICE, actor_role="patient", outcome="denied")
     assert refused[-1]["user_agent"] == "probe\\x00\\x01\\x7f"
 
     forged_callback = raw_request(portal.url, "GET", "/auth/callback?code=forged&state=forged", hostile)
     assert forged_callback == 400
-    assert audit_rows(portal, action="signin.failure", user_agent="probe\\x00\\x01\\x7f")
+    assert audit_rows(portal.database, action="signin.failure", user_agent="probe\\x00\\x01\\x7f")
     forged_logout = raw_request(portal.url, "POST", "/auth/backchannel-logout",
                                 {**hostile, "Content-Type": b"application/x-www-form-urlencoded"}, b"logout_token=x")
     assert forged_logout == 400
-    assert audit_rows(portal, action="signout.backchannel", outcome="denied", user_agent="probe\\x00\\x01\\x7f")
+    assert audit_rows(portal.database, action="signout.backchannel", outcome="denied", user_agent="probe\\x00\\x01\\x7f")
 
 
 def test_malformed_ids_are_a_400(db, signed_in):
@@ -125,7 +114,7 @@ def test_search_by_mrn_name_and_birth_date_through_blind_indexes(db, signed_in):
     assert ALICE in [p["id"] for p in by_dob]
     bad = chen.get("/api/v1/patients", params={"birth_date": "31/12/1980"}, timeout=10)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_birth_date"
-    page = chen.get("/patients/search", params={"mrn": "RC-100001"}, timeout=10)
+    page = chen.get("/patients/search", params={"mrn": ALICE_MRN}, timeout=10)
     assert "1 patient found" in page.text
     counts = [r["details"] for r in audit_rows(db, action="patient.search.results")]
     assert '"count": 1' in counts[0] or '"count":1' in counts[0]
@@ -200,9 +189,9 @@ def test_break_glass_opens_a_refused_chart_for_a_reason(portal, sessions):
                                                       "in words" in refused_reason.text)
     opened = break_glass(reyes, portal.url, ALICE, "Unconscious in the emergency department", "dr.reyes")
     assert opened.status_code == 200 and "Alice Moreau" in opened.text and "break-glass" in opened.text
-    granted = audit_rows(portal, action="break_glass.granted", patient_id=ALICE)
+    granted = audit_rows(portal.database, action="break_glass.granted", patient_id=ALICE)
     assert granted and "Unconscious" not in str(dict(granted[0]))
-    reads = audit_rows(portal, action="chart.read", patient_id=ALICE, reason="break-glass access")
+    reads = audit_rows(portal.database, action="chart.read", patient_id=ALICE, reason="break-glass access")
     assert reads
 
 
@@ -221,7 +210,7 @@ def test_a_break_glass_sign_in_is_good_for_that_patient_only(portal):
     elsewhere = okafor.post(portal.url + f"/patients/{BOB}/break-glass", allow_redirects=False, timeout=10,
                             data={"csrf_token": token, "reason": "Another emergency entirely, sign in again"})
     assert elsewhere.status_code == 302 and elsewhere.headers["Location"].startswith("/auth/step-up")
-    assert not audit_rows(portal, action="break_glass.granted", patient_id=BOB)
+    assert not audit_rows(portal.database, action="break_glass.granted", patient_id=BOB)
 
 
 def test_opening_the_break_glass_form_alone_puts_nothing_on_record(db, login_as):
@@ -290,13 +279,13 @@ def test_searches_show_a_bounded_number_of_patients_per_hour_and_bulk_listing_is
     search = "/api/v1/patients"
     for number in range(100001, 100023):
         assert reyes.get(search, params={"mrn": f"RC-{number}"}, timeout=10).status_code == 200
-    refused = reyes.get(search, params={"mrn": "RC-100023"}, timeout=10)
+    refused = reyes.get(search, params={"mrn": seeded_mrn(22)}, timeout=10)
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "search_limit"
     assert "at most 22 different patients in an hour" in refused.json()["error"]["message"]
-    assert reyes.get(search, params={"mrn": "RC-100001"}, timeout=10).json()["patients"]  # listed before: free
-    page = reyes.get("/patients/search", params={"mrn": "RC-100024"}, timeout=10)
+    assert reyes.get(search, params={"mrn": ALICE_MRN}, timeout=10).json()["patients"]  # listed before: free
+    page = reyes.get("/patients/search", params={"mrn": seeded_mrn(23)}, timeout=10)
     assert page.status_code == 429 and "at most 22 different patients in an hour" in page.text
-    assert "RC-100024" not in page.text.replace('value="RC-100024"', "")
+    assert seeded_mrn(23) not in page.text.replace(f'value="{seeded_mrn(23)}"', "")
 
     denials = audit_rows(db, action="patient.search", outcome="denied")
     assert [row["reason"] for row in denials] == ["hourly search limit reached"] * 2
@@ -324,7 +313,7 @@ def test_the_hourly_search_limit_holds_against_simultaneous_searches_on_two_work
             with ThreadPoolExecutor(max_workers=20) as pool:
                 statuses = list(pool.map(search, range(20)))
             assert sorted(statuses) == [200] * 5 + [429] * 15
-            assert len({row["patient_id"] for row in audit_rows(first, action="patient.search.hit")}) == 5
+            assert len({row["patient_id"] for row in audit_rows(first.database, action="patient.search.hit")}) == 5
 
 
 def test_a_compliance_officers_mrn_lookup_is_a_search_within_the_hourly_limit(db, login_as, configure):
@@ -332,9 +321,9 @@ def test_a_compliance_officers_mrn_lookup_is_a_search_within_the_hourly_limit(db
     it is audited as a search hit the patient sees, and counts towards the same hourly limit."""
     configure(search_distinct_patients_per_hour=2)
     cora = login_as("cora")
-    for mrn in ("RC-100001", "RC-100002", "RC-100001"):
+    for mrn in (ALICE_MRN, BOB_MRN, ALICE_MRN):
         assert cora.get("/compliance/disclosures", params={"mrn": mrn}, timeout=30).status_code == 200
-    refused = cora.get("/compliance/disclosures", params={"mrn": "RC-100003"}, timeout=30)
+    refused = cora.get("/compliance/disclosures", params={"mrn": seeded_mrn(2)}, timeout=30)
     assert refused.status_code == 429 and "at most 2 different patients in an hour" in refused.text
     hits = audit_rows(db, action="patient.search.hit")
     assert {row["patient_id"] for row in hits} == {ALICE, BOB}
