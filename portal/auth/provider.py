@@ -1,7 +1,7 @@
 """The relying-party client for the configured OpenID provider (any standard one, or the dev provider)."""
 from __future__ import annotations
 
-from flask import url_for
+from flask import session, url_for
 
 from portal import services
 from portal.exceptions import SignInError
@@ -9,6 +9,12 @@ from portal.extensions import oauth
 
 # Asymmetric signatures only: "none" and HMAC-with-client-secret are never accepted for ID tokens.
 ACCEPTED_ID_TOKEN_ALGS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
+
+
+def started_in_this_browser(state: str | None) -> bool:
+    """Whether ``state`` is that of a sign-in (or step-up) this browser started and has not finished."""
+    client = oauth.create_client("provider")
+    return bool(state) and client.framework.get_state_data(session, state) is not None
 
 
 def provider_client():

@@ -19,7 +19,7 @@ from portal.access import record, role_label
 from portal.actions import Action
 from portal.auth import backchannel, step_up
 from portal.auth.identity import chart_link, upsert_user
-from portal.auth.provider import provider_client, redirect_uri
+from portal.auth.provider import provider_client, redirect_uri, started_in_this_browser
 from portal.auth.sessions import (
     SIGNED_OUT_MESSAGES,
     current_login,
@@ -109,6 +109,10 @@ def step_up_start():
 @bp.get("/callback")
 @limiter.limit(lambda: services.settings().login_rate_limit)
 def callback():
+    if not started_in_this_browser(request.args.get("state")):
+        # A forged or stale link (a cross-site one included): refused without touching what is pending.
+        return _failure(InvalidInput("state_mismatch", "This sign-in link is stale or was tampered with."),
+                        forget_pending=False)
     pending_step_up = session.pop("step_up", None)
     asked_fresh = session.pop(ASKED_FRESH, False)
     if "error" in request.args:
@@ -239,13 +243,17 @@ def _userinfo(client, token: dict, subject: str) -> dict:
     return info
 
 
-def _failure(refusal: PortalError, pending_step_up: dict | None = None, retry_url: str | None = None):
+def _failure(refusal: PortalError, pending_step_up: dict | None = None, retry_url: str | None = None,
+             forget_pending: bool = True):
     """A failed sign-in creates no session and is audited with the check that failed.
 
-    Only the pending sign-in is forgotten: a forged cross-site link to the callback must not be
-    able to sign out someone who is already signed in. A failed step-up keeps the session too.
+    Only the pending sign-in is forgotten (and with ``forget_pending=False``, for a link this browser did
+    not start, not even that): a forged cross-site link to the callback must not be able to sign out
+    someone who is already signed in, nor cancel their sign-in or step-up. A failed step-up keeps the
+    session too.
     """
-    _forget_pending_sign_in()
+    if forget_pending:
+        _forget_pending_sign_in()
     log.warning("sign-in failed", extra={"error": refusal.code})
     if pending_step_up and current_user.is_authenticated:
         record(Action.STEPUP_FAILURE, "denied", reason=refusal.code,

@@ -259,8 +259,11 @@ def test_tampered_state_is_refused(stack: Stack) -> None:
     session, callback = npm_idp.portal_callback_url(portal.url, "demo-alice")
     _refused(portal.url, stack, session, _with_query(callback, state="attacker-chosen-state"), 400, "state_mismatch")
     assert npm_idp.table_count(stack.database_url, "login_session") == sessions_before
-    # The genuine callback cannot be used afterwards either: the failed attempt cleared the pending sign-in.
-    _refused(portal.url, stack, session, callback, 400, "state_mismatch")
+    # A link this browser did not start cancels nothing: the genuine answer still signs Alice in, once.
+    assert session.get(callback, timeout=10).status_code == 200
+    assert session.get(portal.url + "/api/v1/me", timeout=10).json()["roles"] == ["patient"]
+    replayed = session.get(callback, timeout=10)
+    assert replayed.status_code == 400 and "state_mismatch" in replayed.text
 
 
 def test_callback_replayed_in_a_fresh_session_is_refused(stack: Stack) -> None:
@@ -288,10 +291,20 @@ def test_reused_code_is_refused_by_the_provider(stack: Stack) -> None:
 
 
 def test_provider_error_response_is_refused(stack: Stack) -> None:
+    """The provider's error answer to the portal's own request (its state) ends that sign-in."""
+    session = requests.Session()
+    start = session.get(stack.rs256.url + "/auth/login", allow_redirects=False, timeout=10)
+    state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
+    callback = stack.rs256.url + "/auth/callback?" + urlencode({"error": "access_denied", "state": state})
+    _refused(stack.rs256.url, stack, session, callback, 400, "provider_error")
+    _refused(stack.rs256.url, stack, session, callback, 400, "state_mismatch")  # that sign-in is over
+
+
+def test_an_error_answer_to_a_request_this_browser_did_not_make_is_refused(stack: Stack) -> None:
     session = requests.Session()
     session.get(stack.rs256.url + "/auth/login", allow_redirects=False, timeout=10)
     _refused(stack.rs256.url, stack, session, stack.rs256.url + "/auth/callback?error=access_denied&state=x", 400,
-             "provider_error")
+             "state_mismatch")
 
 
 def test_unreachable_provider_gives_502(stack: Stack) -> None:

@@ -29,7 +29,7 @@ from tests.support.database import writing
 from tests.support.environment import free_port
 from tests.support.harness import InProcessPortal
 from tests.support.npm_idp import dev_portal, start_portals, stop_portals
-from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, csrf_token, parse_form, sign_in
+from tests.support.portal_server import DEMO_PASSWORDS, PortalServer, csrf_token, parse_form, sign_in, sign_in_again
 from tests.support.seed import ALICE
 
 
@@ -326,3 +326,21 @@ def test_a_forged_callback_link_does_not_sign_anyone_out(portal):
     forged = session.get(portal.url + "/auth/callback?error=access_denied", timeout=10)
     assert forged.status_code == 400
     assert session.get(portal.url + "/api/v1/me", timeout=10).status_code == 200
+
+
+@pytest.mark.parametrize("forged_query", ["error=access_denied", "error=access_denied&state=forged",
+                                          "code=stolen&state=forged"])
+def test_a_forged_callback_link_neither_cancels_nor_fails_a_pending_step_up(portal, forged_query):
+    """Only the provider's answer to this browser's own request (its state) can end a sign-in or a step-up."""
+    reyes = sign_in(portal.url, "dr.reyes")
+    reason = "Covering the on-call shift tonight"
+    asked = reyes.post(f"{portal.url}/patients/{ALICE}/break-glass", timeout=10,
+                       data={"csrf_token": csrf_token(reyes, f"{portal.url}/"), "reason": reason})
+    step_up_failures = len(audit_rows(portal.database, action="stepup.failure"))
+
+    forged = reyes.get(f"{portal.url}/auth/callback?{forged_query}", timeout=10)
+    assert forged.status_code == 400 and "stale or was tampered with" in forged.text
+    assert audit_rows(portal.database, action="signin.failure", reason="state_mismatch")
+    assert len(audit_rows(portal.database, action="stepup.failure")) == step_up_failures
+    confirm = sign_in_again(reyes, asked, "dr.reyes")  # the real answer still completes the step-up
+    assert 'id="step-up-confirmed"' in confirm.text and reason in confirm.text
