@@ -131,11 +131,12 @@ class UnverifiedLog(Conflict):
 
 
 class StepUpRequired(Exception):
-    """The action needs a fresh sign-in first; ``next_url`` is where to come back to, ``message`` says why."""
+    """The action needs a fresh sign-in first; ``next_url`` is where to come back to, ``message`` says why,
+    and ``link_token`` makes the link that starts it genuine (``portal.auth.step_up.link_token``)."""
 
-    def __init__(self, action: str, next_url: str, message: str):
+    def __init__(self, action: str, next_url: str, message: str, link_token: str):
         super().__init__(action)
-        self.action, self.next_url, self.message = action, next_url, message
+        self.action, self.next_url, self.message, self.link_token = action, next_url, message, link_token
 
 
 class StepUpRefused(Exception):

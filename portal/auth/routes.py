@@ -97,7 +97,8 @@ def step_up_start():
     """Send the signed-in user back to the provider for a fresh sign-in before a sensitive action."""
     action = request.args.get("action", "")
     next_url = request.args.get("next", "")
-    if step_up.Sensitive.find(action) is None or not _is_local_path(next_url):
+    genuine = step_up.link_is_genuine(request.args.get("token", ""))
+    if not genuine or step_up.Sensitive.find(action) is None or not _is_local_path(next_url):
         return error_response(400, "bad_step_up", "That confirmation link is not valid.")
     session["step_up"] = {"action": action, "next": next_url}
     try:
@@ -201,7 +202,8 @@ def _purpose(action: str) -> str:
 
 def _step_up_refused(refusal: PortalError, pending: dict):
     """The page that says why and offers to sign in again for the same action."""
-    retry = url_for("auth.step_up_start", action=pending.get("action"), next=pending.get("next"))
+    action, next_url = pending.get("action", ""), pending.get("next", "")
+    retry = url_for("auth.step_up_start", action=action, next=next_url, token=step_up.link_token())
     return error_response(status_of(refusal), refusal.code, refusal.message, retry_url=retry,
                           retry_label=f"Sign in again to {_purpose(pending.get('action', ''))}")
 

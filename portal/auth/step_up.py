@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
+from flask_wtf.csrf import generate_csrf, validate_csrf
 
 from portal import services
 from portal.auth.sessions import claim_time, current_login
@@ -56,6 +57,20 @@ class StepUp:
     def audit_details(self) -> dict[str, str | None]:
         return {"step_up": self.action, "step_up_auth_time": self.auth_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "step_up_acr": self.acr}
+
+
+def link_token() -> str:
+    """What makes a link to start a step-up genuine: this browser session's CSRF token, so another site
+    can neither start a step-up nor choose where the fresh sign-in leads (an export, say)."""
+    return generate_csrf()
+
+
+def link_is_genuine(token: str) -> bool:
+    try:
+        validate_csrf(token)
+    except ValueError:  # Flask-WTF raises WTForms' ValidationError, a ValueError, naming what failed
+        return False
+    return True
 
 
 def authorization_params() -> dict[str, Any]:
@@ -119,7 +134,7 @@ def ask(action: Sensitive, next_url: str, pending: Mapping[str, str] | None = No
     if login is not None and (pending is not None or resource is not None):
         login.step_up_pending = json.dumps({**(pending or {}), "action": action, "resource": resource})
         db_session.commit()
-    raise StepUpRequired(action, next_url, f"Sign in again to {action.purpose}.")
+    raise StepUpRequired(action, next_url, f"Sign in again to {action.purpose}.", link_token())
 
 
 def require(action: Sensitive, next_url: str) -> StepUp:

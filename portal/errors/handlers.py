@@ -78,7 +78,8 @@ def _access_denied(exc: AccessDenied):
 @bp.app_errorhandler(StepUpRequired)
 def _step_up_required(exc: StepUpRequired):
     """A sensitive action without a live step-up: pages go to sign in again, JSON callers learn where."""
-    start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url)
+    start = url_for("auth.step_up_start", action=exc.action, next=exc.next_url,
+                    token=exc.link_token)
     if wants_json():
         return json_error(401, "step_up_required", exc.message, step_up_url=start)
     return redirect(start)

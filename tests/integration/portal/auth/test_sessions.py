@@ -344,3 +344,23 @@ def test_a_forged_callback_link_neither_cancels_nor_fails_a_pending_step_up(port
     assert len(audit_rows(portal.database, action="stepup.failure")) == step_up_failures
     confirm = sign_in_again(reyes, asked, "dr.reyes")  # the real answer still completes the step-up
     assert 'id="step-up-confirmed"' in confirm.text and reason in confirm.text
+
+
+def test_only_the_portals_own_links_start_a_step_up(portal):
+    """Another site cannot start a step-up (and choose where the fresh sign-in leads, an export say), nor
+    replace one in progress: the link must carry this browser session's own token."""
+    reyes = sign_in(portal.url, "dr.reyes")
+    reason = "Covering the on-call shift tonight"
+    asked = reyes.post(f"{portal.url}/patients/{ALICE}/break-glass", timeout=10,
+                       data={"csrf_token": csrf_token(reyes, f"{portal.url}/"), "reason": reason})
+    genuine = asked.history[0].headers["Location"]
+    assert genuine.startswith("/auth/step-up?action=break_glass") and "token=" in genuine
+
+    for forged in ("/auth/step-up?action=audit_export&next=/compliance/",
+                   "/auth/step-up?action=audit_export&next=/compliance/&token=forged"):
+        refused = reyes.get(portal.url + forged, allow_redirects=False, timeout=10)
+        assert refused.status_code == 400 and "not valid" in refused.text, forged
+    other = sign_in(portal.url, "dr.reyes")  # the same person's other browser: its links are its own
+    assert other.get(portal.url + genuine, allow_redirects=False, timeout=10).status_code == 400
+    confirm = sign_in_again(reyes, asked, "dr.reyes")  # the step-up in progress is untouched
+    assert 'id="step-up-confirmed"' in confirm.text and reason in confirm.text

@@ -81,7 +81,8 @@ def assert_sent_to_step_up(response: requests.Response) -> None:
     step_up = [r for r in response.history if r.headers.get("Location", "").startswith("/auth/step-up")]
     assert step_up, f"rotate did not ask for a fresh sign-in: {[r.headers.get('Location') for r in response.history]}"
     query = parse_qs(urlsplit(step_up[0].headers["Location"]).query)
-    assert query == {"action": ["key_rotation"], "next": ["/admin/keys"]}
+    assert query.keys() == {"action", "next", "token"}  # the token: this browser session's own link
+    assert query["action"] == ["key_rotation"] and query["next"] == ["/admin/keys"]
     assert "/devidp/authorize" in response.url and "max_age=" in response.url
 
 
