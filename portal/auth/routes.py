@@ -205,7 +205,7 @@ def _step_up_refused(refusal: PortalError, pending: dict):
     action, next_url = pending.get("action", ""), pending.get("next", "")
     retry = url_for("auth.step_up_start", action=action, next=next_url, token=step_up.link_token())
     return error_response(status_of(refusal), refusal.code, refusal.message, retry_url=retry,
-                          retry_label=f"Sign in again to {_purpose(pending.get('action', ''))}")
+                          retry_label=f"Sign in again to {_purpose(action)}")
 
 
 @bp.post("/logout")
