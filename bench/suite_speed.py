@@ -28,10 +28,9 @@ import os
 
 def pytest_collection_modifyitems(config, items):
     keep = set(open(os.environ["SUITE_SPEED_IDS"]).read().splitlines())
-    deselected = [item for item in items if item.nodeid not in keep]
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-    items[:] = [item for item in items if item.nodeid in keep]
+    selected = [item for item in items if item.nodeid in keep]
+    config.hook.pytest_deselected(items=[item for item in items if item.nodeid not in keep])
+    items[:] = selected
 '''
 
 

@@ -37,16 +37,11 @@ def audit_rows(database: str | sa.Connection, **equals: Any) -> list[dict[str, A
     """Rows of the portal's audit_entry table whose columns equal ``equals``, oldest first.
 
     ``database``: a portal's database URL, or the connection of an in-process test (``portal.database`` is either)."""
-    with connected(database) as conn:
-        return _audit_rows(conn, equals)
-
-
-def _audit_rows(conn: sa.Connection, equals: dict[str, Any]) -> list[dict[str, Any]]:
-    table = sa.Table("audit_entry", sa.MetaData(), autoload_with=conn)
-    query = sa.select(table).order_by(table.c.seq)
+    query = sa.select(audit_entry).order_by(audit_entry.c.seq)
     for column, value in equals.items():
-        query = query.where(table.c[column] == value)
-    return [dict(row._mapping) for row in conn.execute(query)]
+        query = query.where(audit_entry.c[column] == value)
+    with connected(database) as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
 
 
 def scalar(database_url: str, query) -> int:
